@@ -1,0 +1,32 @@
+# The project's front door. Every target creates the virtual environment when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DATA_DIR ?= $(or $(ECG_DATA_DIR),../shared/data/mitdb)
+
+.PHONY: venv test lint system-deps eval-qrs
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[train,dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Mosquitto, Prometheus and Chromium from Debian's packages (the tests run the real ones).
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: venv system-deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+eval-qrs: venv
+	$(PY) -m detector.evaluate_qrs --data-dir $(DATA_DIR) $(if $(RECORDS),--records $(RECORDS)) --out $(or $(OUT),reports/qrs.json)

@@ -1,0 +1,1 @@
+"""What several services must agree on: data access, beat classes, wire format, beat windowing."""
