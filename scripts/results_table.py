@@ -1,0 +1,111 @@
+"""Fill the README's results table from the JSON reports under reports/.
+
+Run after `make eval-qrs`, `make eval-model`, `make bench`, `make bench-alarms`:
+    python scripts/results_table.py          # rewrites the table between the README markers
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRIORITIES = ("high", "medium", "low", "technical")
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _load(name: str) -> dict | None:
+    path = ROOT / "reports" / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def _num(x: float | None, fmt: str = "{:.3g}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def rows() -> list[tuple[str, str, str, str]]:
+    """(what, measured, target, command) rows from whichever reports exist."""
+    out: list[tuple[str, str, str, str]] = []
+    if q := _load("qrs.json"):
+        d, peers = q["detector"], q.get("peers", {})
+        n = len(q.get("records", {}))
+        out += [
+            (f"QRS Se, {n} records, pooled", _pct(d["se"]), "≥ 99.80 %", "make eval-qrs"),
+            (f"QRS +P, {n} records, pooled", _pct(d["ppv"]), "≥ 99.70 %", "make eval-qrs"),
+            ("QRS decision delay p50 / p99", f"{_num(d['delay_p50_s'])} s / "
+             f"{_num(d['delay_p99_s'])} s", "p99 ≤ 0.5 s", "make eval-qrs"),
+            ("QRS realtime factor (100 ms chunks, 1 core)", _num(d["realtime_factor"], "{:.0f}×"),
+             "≥ 2000×", "make eval-qrs"),
+        ]
+        for name, p in peers.items():
+            out.append((f"peer {name} Se / +P", f"{_pct(p['se'])} / {_pct(p['ppv'])}",
+                        "reference", "make eval-qrs"))
+    if m := _load("model.json"):
+        by = m["auc_by_class"]
+        out.append(("beat model AUC (DS2) overall", _num(m["auc"], "{:.3f}"), "≥ 0.97",
+                    "make eval-model"))
+        out.append(("beat model AUC S / V / F", " / ".join(_num(by[c], "{:.3f}") for c in "SVF"),
+                    "≥ 0.96 / 0.99 / 0.90", "make eval-model"))
+        icu = m["operating_points"]["icu"]
+        out.append(("icu profile: V recall / normal flagged",
+                    f"{_pct(icu['v_recall'])} / {_pct(icu['normal_flag_rate'])}",
+                    "≥ 95 % / ≤ 2 %", "make eval-model"))
+        inf = m["inference_ms_per_beat"]
+        out.append(("ONNX inference per beat, batch 64 (1 thread)",
+                    f"{_num(inf['batch64'], '{:.4f}')} ms", "≤ 0.05 ms", "make eval-model"))
+        for name, b in m.get("baselines", {}).items():
+            out.append((f"baseline {name} AUC", _num(b["auc"], "{:.3f}"), "reference",
+                        "make eval-model"))
+    if b := _load("bench.json"):
+        out += [
+            ("detector beds in real time", _num(b["max_beds_realtime"], "{:.0f}"), "≥ 1000 (chain)",
+             "make bench"),
+            ("beds per detector core", _num(b["beds_per_detector_core"], "{:.0f}"), "≥ 2000",
+             "make bench"),
+            ("beat latency p50 / p99", f"{_num(b['latency_s']['p50'])} s / "
+             f"{_num(b['latency_s']['p99'])} s", "p99 ≤ 1 s", "make bench"),
+            ("detector RSS", f"{_num(b['detector_rss_mb'], '{:.0f}')} MB", "≤ 300 MB at 1000 beds",
+             "make bench"),
+        ]
+    if a := _load("alarms.json"):
+        load = a.get("alarms_per_bed_hour", {})
+        out += [
+            ("asystole alarm delay", f"{_num(a['asystole_delay_s'])} s", "≤ 1 s",
+             "make bench-alarms"),
+            ("tachycardia time to alarm", f"{_num(a['tachy_time_to_alarm_s'])} s", "≤ 3 s",
+             "make bench-alarms"),
+            ("dashboard latency", f"{_num(a['dashboard_latency_s'])} s", "≤ 1 s",
+             "make bench-alarms"),
+            ("alarms per bed-hour high / medium / low / technical",
+             " / ".join(_num(load.get(k), "{:.2f}") for k in PRIORITIES),
+             "report", "make bench-alarms"),
+        ]
+    return out
+
+
+def render() -> str:
+    lines = ["| what | measured | target | command |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | `{d}` |" for a, b, c, d in rows()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"README.md lacks the {BEGIN} … {END} markers", file=sys.stderr)
+        return 1
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{render()}\n{END}{tail}")
+    print(render())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
