@@ -1,0 +1,467 @@
+"""The MQTT wire format (docs/protocol.md): sample chunks, beat results, events, device status.
+
+Sample chunks come as a compact binary frame (fixed little-endian header, lead names, int16
+samples) or as JSON for simple devices; `decode_samples` tells them apart by the first byte.
+Every decoder raises only `DecodeError` subclasses, whose `.reason` slug is the metric label.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"ECGS"
+VERSION = 1
+# magic, version, n_leads, flags (0), seq u32, first_sample i64, t0 f64, fs f64, gain f64, n u32
+HEADER = struct.Struct("<4sBBHIqdddI")
+MAX_SEQ = 2**32 - 1
+MAX_LEADS = 16
+MAX_NAME_BYTES = 255
+
+EVENT_TYPES: tuple[str, ...] = (
+    "anomaly",  # an anomalous beat (point event)
+    "lead_off",  # flat or disconnected lead (condition: active True, then False when restored)
+    "signal_lost",  # no samples for longer than the detector's timeout (condition)
+    "noisy",  # signal too noisy to detect beats (condition)
+    "device_offline",  # status went offline (condition: active False when back online)
+    "gap",  # missing sequence numbers (point event)
+    "duplicate",  # a chunk already seen (point event)
+    "out_of_order",  # a chunk older than the newest one (point event)
+    "resampled",  # the device's rate differs from the model's; informative (point event)
+)
+STATUS_STATES: tuple[str, ...] = ("online", "offline")
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class DecodeError(ValueError):
+    """A payload that cannot be decoded; `reason` is a short slug used as a metric label."""
+
+    reason = "decode_error"
+
+
+class BadMagic(DecodeError):
+    reason = "bad_magic"
+
+
+class UnsupportedVersion(DecodeError):
+    reason = "unsupported_version"
+
+
+class Truncated(DecodeError):
+    reason = "truncated"
+
+
+class BadJSON(DecodeError):
+    reason = "bad_json"
+
+
+class BadField(DecodeError):
+    """A field that is missing, of the wrong type or out of range."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"field {field_name!r}: {problem}")
+        self.field = field_name
+        self.problem = problem
+        self.reason = f"bad_{field_name}"
+
+
+# ---------------------------------------------------------------------------- payloads
+
+
+@dataclass(frozen=True, eq=False)
+class SampleChunk:
+    """Consecutive samples of one bed: raw values (int16 for binary) and how to read them.
+
+    Physical value = sample / gain (in `units`). `first_sample` counts samples since the
+    device's stream started; `t0` is the unix time of the first sample of this chunk.
+    """
+
+    seq: int
+    first_sample: int
+    t0: float
+    fs: float
+    gain: float
+    units: str
+    leads: tuple[str, ...]
+    samples: np.ndarray  # (n, n_leads)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def n_leads(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.fs
+
+    def physical(self) -> np.ndarray:
+        """Samples in physical units, float64 (n, n_leads)."""
+        return self.samples.astype(np.float64) / self.gain
+
+
+@dataclass(frozen=True)
+class BeatResult:
+    """One scored beat. `errors` (per-timestep reconstruction error) only when asked for."""
+
+    bed: str
+    sample: int  # index of the R peak in the device's sample count
+    t: float  # unix seconds of the R peak
+    rr_s: float | None  # interval to the previous beat; None for the first beat
+    hr_bpm: float | None
+    score: float
+    threshold: float
+    anomalous: bool
+    beat_id: str
+    label: str | None = None
+    errors: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A clinical (anomaly) or technical event of one bed. Conditions use `active`."""
+
+    bed: str
+    type: str
+    active: bool
+    t: float
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Status:
+    """Device status, published retained; `offline` is also the MQTT last will."""
+
+    state: str
+    t: float
+    device: str = ""
+
+
+# ---------------------------------------------------------------------------- samples
+
+
+def _encode_name(what: str, name: str) -> bytes:
+    raw = name.encode("utf-8")
+    if len(raw) > MAX_NAME_BYTES:
+        raise ValueError(f"{what} {name!r} is longer than {MAX_NAME_BYTES} bytes")
+    return bytes([len(raw)]) + raw
+
+
+def encode_samples(chunk: SampleChunk) -> bytes:
+    """The binary frame of a chunk; samples must fit int16 (raw ADC units)."""
+    samples = np.asarray(chunk.samples)
+    if samples.ndim != 2 or samples.shape[1] != len(chunk.leads):
+        raise ValueError(f"samples shape {samples.shape} does not match {len(chunk.leads)} leads")
+    if not 1 <= len(chunk.leads) <= MAX_LEADS:
+        raise ValueError(f"need 1..{MAX_LEADS} leads, got {len(chunk.leads)}")
+    if samples.dtype != np.int16:
+        if samples.dtype.kind not in "iu" or (
+            samples.size and (samples.min() < -32768 or samples.max() > 32767)
+        ):
+            raise ValueError("binary samples must be int16 raw values (use JSON for floats)")
+        samples = samples.astype(np.int16)
+    if not 0 <= chunk.seq <= MAX_SEQ:
+        raise ValueError(f"seq {chunk.seq} outside 0..{MAX_SEQ}")
+    head = HEADER.pack(
+        MAGIC,
+        VERSION,
+        len(chunk.leads),
+        0,
+        chunk.seq,
+        chunk.first_sample,
+        chunk.t0,
+        chunk.fs,
+        chunk.gain,
+        samples.shape[0],
+    )
+    names = _encode_name("units", chunk.units) + b"".join(
+        _encode_name("lead", lead) for lead in chunk.leads
+    )
+    return head + names + samples.astype("<i2", copy=False).tobytes()
+
+
+def encode_samples_json(chunk: SampleChunk) -> bytes:
+    """The JSON form of a chunk (what a simple device would send)."""
+    samples = np.asarray(chunk.samples)
+    values = samples[:, 0].tolist() if samples.shape[1] == 1 else samples.tolist()
+    doc = {
+        "seq": chunk.seq,
+        "first_sample": chunk.first_sample,
+        "t0": chunk.t0,
+        "fs": chunk.fs,
+        "gain": chunk.gain,
+        "units": chunk.units,
+        "leads": list(chunk.leads),
+        "samples": values,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _check_rate_gain(fs: float, gain: float, t0: float) -> None:
+    if not (math.isfinite(fs) and 0 < fs <= 100_000):
+        raise BadField("fs", f"must be a finite rate in (0, 100000] Hz, got {fs!r}")
+    if not (math.isfinite(gain) and gain != 0):
+        raise BadField("gain", f"must be finite and non-zero, got {gain!r}")
+    if not math.isfinite(t0):
+        raise BadField("t0", f"must be finite unix seconds, got {t0!r}")
+
+
+def _read_name(payload: bytes, offset: int, what: str) -> tuple[str, int]:
+    if offset >= len(payload):
+        raise Truncated(f"payload ends before the {what} name")
+    size = payload[offset]
+    end = offset + 1 + size
+    if end > len(payload):
+        raise Truncated(f"{what} name needs {size} bytes, payload ends first")
+    try:
+        return payload[offset + 1 : end].decode("utf-8"), end
+    except UnicodeDecodeError as exc:
+        raise BadField(what, "not UTF-8") from exc
+
+
+def decode_samples_binary(payload: bytes) -> SampleChunk:
+    """Decode a binary frame (zero-copy int16 view of the samples)."""
+    if len(payload) < 4 or payload[:4] != MAGIC:
+        raise BadMagic(f"binary sample frame must start with {MAGIC!r}, got {bytes(payload[:4])!r}")
+    if len(payload) < HEADER.size:
+        if len(payload) >= 5 and payload[4] != VERSION:
+            raise UnsupportedVersion(f"frame version {payload[4]}, this code reads {VERSION}")
+        raise Truncated(f"header needs {HEADER.size} bytes, payload has {len(payload)}")
+    _, version, n_leads, _flags, seq, first, t0, fs, gain, n = HEADER.unpack_from(payload)
+    if version != VERSION:
+        raise UnsupportedVersion(f"frame version {version}, this code reads {VERSION}")
+    if not 1 <= n_leads <= MAX_LEADS:
+        raise BadField("leads", f"need 1..{MAX_LEADS} leads, header says {n_leads}")
+    if first < 0:
+        raise BadField("first_sample", f"must be >= 0, got {first}")
+    if n == 0:
+        raise BadField("samples", "chunk holds no samples")
+    _check_rate_gain(fs, gain, t0)
+    units, offset = _read_name(payload, HEADER.size, "units")
+    leads = []
+    for _ in range(n_leads):
+        lead, offset = _read_name(payload, offset, "lead")
+        leads.append(lead)
+    need = n * n_leads * 2
+    have = len(payload) - offset
+    if have < need:
+        raise Truncated(f"{n} samples x {n_leads} leads need {need} bytes, payload has {have}")
+    if have > need:
+        raise BadField("samples", f"{have - need} bytes after the last sample")
+    data = np.frombuffer(payload, dtype="<i2", count=n * n_leads, offset=offset)
+    return SampleChunk(seq, first, t0, fs, gain, units, tuple(leads), data.reshape(n, n_leads))
+
+
+def _loads(payload: bytes | str) -> Any:
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise BadJSON(f"not valid JSON: {exc}") from exc
+
+
+def _get(doc: Mapping[str, Any], name: str, kinds: tuple[type, ...], default: Any = ...) -> Any:
+    if name not in doc:
+        if default is ...:
+            raise BadField(name, "missing")
+        return default
+    value = doc[name]
+    if isinstance(value, bool) and bool not in kinds:
+        raise BadField(name, f"expected {'/'.join(k.__name__ for k in kinds)}, got bool")
+    if not isinstance(value, kinds):
+        raise BadField(name, f"expected {'/'.join(k.__name__ for k in kinds)}, got {value!r:.40}")
+    return value
+
+
+def decode_samples_json(payload: bytes | str) -> SampleChunk:
+    """Decode the JSON form; samples stay as sent (float64), physical = sample / gain."""
+    doc = _loads(payload)
+    if not isinstance(doc, dict):
+        raise BadJSON("sample chunk must be a JSON object")
+    seq = _get(doc, "seq", (int,))
+    if not 0 <= seq <= MAX_SEQ:
+        raise BadField("seq", f"outside 0..{MAX_SEQ}")
+    first = _get(doc, "first_sample", (int,))
+    if not 0 <= first < 2**63:
+        raise BadField("first_sample", "must be in 0..2^63")
+    t0 = float(_get(doc, "t0", (int, float)))
+    fs = float(_get(doc, "fs", (int, float)))
+    gain = float(_get(doc, "gain", (int, float), 1.0))
+    _check_rate_gain(fs, gain, t0)
+    units = _get(doc, "units", (str,), "mV")
+    leads_raw = _get(doc, "leads", (list,), ["ECG"])
+    if not 1 <= len(leads_raw) <= MAX_LEADS or not all(isinstance(x, str) for x in leads_raw):
+        raise BadField("leads", f"must be a list of 1..{MAX_LEADS} names")
+    raw = _get(doc, "samples", (list,))
+    try:
+        values = np.asarray(raw)
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged lists
+        raise BadField("samples", f"not a rectangular array of numbers: {exc}") from exc
+    if values.size == 0:
+        raise BadField("samples", "chunk holds no samples")
+    if values.dtype.kind not in "iuf":
+        raise BadField("samples", "must hold numbers only")
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.ndim != 2 or values.shape[1] != len(leads_raw):
+        raise BadField("samples", f"shape {values.shape} does not match {len(leads_raw)} leads")
+    values = values.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise BadField("samples", "must be finite numbers")
+    return SampleChunk(seq, first, t0, fs, gain, units, tuple(leads_raw), values)
+
+
+def decode_samples(payload: bytes) -> SampleChunk:
+    """Decode either form: JSON when the first non-blank byte is `{`, else binary."""
+    if not payload:
+        raise Truncated("empty payload")
+    head = payload.lstrip()[:1] if payload[:1].isspace() else payload[:1]
+    if head == b"{":
+        return decode_samples_json(payload)
+    return decode_samples_binary(payload)
+
+
+# ---------------------------------------------------------------------------- beats
+
+
+def _num(x: float | None, digits: int = 6) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def beat_to_dict(beat: BeatResult) -> dict[str, Any]:
+    """The JSON object of one beat (floats rounded to keep messages small)."""
+    doc: dict[str, Any] = {
+        "bed": beat.bed,
+        "beat_id": beat.beat_id,
+        "sample": beat.sample,
+        "t": round(beat.t, 4),
+        "rr_s": _num(beat.rr_s, 4),
+        "hr_bpm": _num(beat.hr_bpm, 2),
+        "score": _num(beat.score),
+        "threshold": _num(beat.threshold),
+        "anomalous": beat.anomalous,
+    }
+    if beat.label is not None:
+        doc["label"] = beat.label
+    if beat.errors is not None:
+        doc["errors"] = [round(float(e), 5) for e in beat.errors]
+    return doc
+
+
+def encode_beats(beats: Sequence[BeatResult]) -> bytes:
+    """One beats message: `{"beats": [...]}`; the detector sends one per bed per batch."""
+    return json.dumps({"beats": [beat_to_dict(b) for b in beats]}, separators=(",", ":")).encode()
+
+
+def _opt_float(doc: Mapping[str, Any], name: str) -> float | None:
+    value = _get(doc, name, (int, float, type(None)), None)
+    return None if value is None else float(value)
+
+
+def beat_from_dict(doc: Any) -> BeatResult:
+    """One beat from its JSON object; BadField names what is wrong."""
+    if not isinstance(doc, dict):
+        raise BadField("beats", "each beat must be a JSON object")
+    errors = _get(doc, "errors", (list, type(None)), None)
+    if errors is not None:
+        if not all(isinstance(e, int | float) and not isinstance(e, bool) for e in errors):
+            raise BadField("errors", "must be a list of numbers")
+        errors = tuple(float(e) for e in errors)
+    return BeatResult(
+        bed=_get(doc, "bed", (str,)),
+        sample=_get(doc, "sample", (int,)),
+        t=float(_get(doc, "t", (int, float))),
+        rr_s=_opt_float(doc, "rr_s"),
+        hr_bpm=_opt_float(doc, "hr_bpm"),
+        score=float(_get(doc, "score", (int, float))),
+        threshold=float(_get(doc, "threshold", (int, float))),
+        anomalous=_get(doc, "anomalous", (bool,)),
+        beat_id=_get(doc, "beat_id", (str,)),
+        label=_get(doc, "label", (str, type(None)), None),
+        errors=errors,
+    )
+
+
+def decode_beats(payload: bytes | str) -> list[BeatResult]:
+    """Beats of one message (`{"beats": [...]}`; a single beat object is accepted too)."""
+    doc = _loads(payload)
+    if isinstance(doc, dict) and "beats" in doc:
+        items = doc["beats"]
+        if not isinstance(items, list):
+            raise BadField("beats", "must be a list")
+        return [beat_from_dict(d) for d in items]
+    return [beat_from_dict(doc)]
+
+
+# ---------------------------------------------------------------------------- events, status
+
+
+def encode_event(event: Event) -> bytes:
+    """The JSON of one event."""
+    doc = {
+        "bed": event.bed,
+        "type": event.type,
+        "active": event.active,
+        "t": round(event.t, 4),
+        "detail": dict(event.detail),
+    }
+    return json.dumps(doc, separators=(",", ":"), default=_json_default).encode()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def decode_event(payload: bytes | str) -> Event:
+    doc = _loads(payload)
+    if not isinstance(doc, dict):
+        raise BadJSON("event must be a JSON object")
+    etype = _get(doc, "type", (str,))
+    if not etype:
+        raise BadField("type", "empty")
+    return Event(
+        bed=_get(doc, "bed", (str,)),
+        type=etype,
+        active=_get(doc, "active", (bool,), True),
+        t=float(_get(doc, "t", (int, float))),
+        detail=_get(doc, "detail", (dict,), {}),
+    )
+
+
+def encode_status(status: Status) -> bytes:
+    if status.state not in STATUS_STATES:
+        raise ValueError(f"state {status.state!r} is not one of {STATUS_STATES}")
+    doc = {"state": status.state, "t": round(status.t, 4), "device": status.device}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_status(payload: bytes | str) -> Status:
+    """Status JSON; a bare `online`/`offline` string (as simple devices send) is accepted."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    if text.strip() in STATUS_STATES:
+        return Status(state=text.strip(), t=math.nan)
+    doc = _loads(payload)
+    if not isinstance(doc, dict):
+        raise BadJSON("status must be a JSON object or 'online'/'offline'")
+    state = _get(doc, "state", (str,))
+    if state not in STATUS_STATES:
+        raise BadField("state", f"must be one of {STATUS_STATES}, got {state!r:.40}")
+    return Status(
+        state=state,
+        t=float(_get(doc, "t", (int, float), math.nan)),
+        device=_get(doc, "device", (str,), ""),
+    )
+
