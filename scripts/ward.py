@@ -1,0 +1,380 @@
+"""`make ward`: a simulated ward on one machine: broker, streamer, detector, alerting.
+
+Process supervision only. The launcher picks ports and a token, starts an MQTT broker
+(Mosquitto where installed, else the pure-Python amqtt broker), then the three services as
+`python -m <service>` children configured through the same environment variables docker compose
+sets (tests/test_compose.py keeps the two in step), waits until each answers /healthz, prints the
+dashboard and /metrics URLs, and on Ctrl-C (SIGINT) or SIGTERM stops the children in order
+(producer first, broker last) and exits 0. Child logs go to files under the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mitdb"
+# 100: normal sinus rhythm; 119: ventricular bigeminy; the other six hold annotated
+# ventricular tachycardia runs ('(VT' rhythm notes in their .atr files).
+DEFAULT_BEDS: tuple[str, ...] = ("100", "119", "200", "203", "207", "210", "213", "233")
+BROKER_MODES = ("auto", "mosquitto", "embedded", "external")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service as both the ward and docker compose run it."""
+
+    name: str  # compose service name and `python -m` module
+    port_env: str  # environment variable the service reads for its HTTP port
+    port: int  # default HTTP port (/metrics and /healthz)
+    host_env: str  # environment variable the service reads for its HTTP bind address
+
+
+# Start order (consumers subscribed before the streamer publishes); stopped in reverse.
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("detector", "DETECTOR_PORT", 8000, "DETECTOR_HOST"),
+    ServiceSpec("alerting", "ALERTING_PORT", 8080, "ALERTING_HOST"),
+    ServiceSpec("streamer", "STREAMER_PORT", 9100, "STREAMER_HOST"),
+)
+MQTT_PORT = 1883
+
+
+@dataclass(frozen=True)
+class WardConfig:
+    """The ward's settings; errors name the bad field."""
+
+    beds: tuple[str, ...] = DEFAULT_BEDS
+    speed: float = 1.0  # replay speed, 1.0 = real time
+    ward: str = "ward-a"
+    data_dir: Path = DEFAULT_DATA_DIR
+    broker: str = "auto"
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = MQTT_PORT
+    http_host: str = "127.0.0.1"
+    ports: Mapping[str, int] = field(default_factory=dict)  # service name -> HTTP port
+    free_ports: bool = False  # pick free loopback ports for the broker and every service
+    token: str = ""  # dashboard token; generated when empty
+    run_dir: Path = ROOT / "var" / "ward"
+    startup_timeout_s: float = 60.0
+    stop_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.beds or any(not b or "/" in b for b in self.beds):
+            raise ValueError(f"beds must be non-empty record names, got {self.beds!r}")
+        if not self.speed > 0:
+            raise ValueError(f"speed must be > 0, got {self.speed}")
+        if self.broker not in BROKER_MODES:
+            raise ValueError(f"broker must be one of {BROKER_MODES}, got {self.broker!r}")
+        if not 0 <= self.mqtt_port <= 65535:
+            raise ValueError(f"mqtt_port must be 0-65535, got {self.mqtt_port}")
+        unknown = set(self.ports) - {s.name for s in SERVICES}
+        if unknown:
+            raise ValueError(f"ports names unknown services {sorted(unknown)}")
+        if self.token and len(self.token) < 8:
+            raise ValueError("token must be at least 8 characters")
+        for name in ("startup_timeout_s", "stop_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One child process to start: argv, environment additions, and how to tell it is up."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str | None = None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free now (another process may still take it later)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_binary() -> str | None:
+    """Mosquitto's path where it is installed (Debian puts it in /usr/sbin)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").is_file() else None
+
+
+def broker_launch(mode: str, host: str, port: int, run_dir: Path) -> Launch | None:
+    """The broker child for `mode` ('external' = use a broker that already runs: None)."""
+    if mode == "external":
+        return None
+    binary = mosquitto_binary() if mode in ("auto", "mosquitto") else None
+    if mode == "mosquitto" and binary is None:
+        raise RuntimeError("mosquitto is not installed; use --broker embedded or auto")
+    if binary:
+        conf = run_dir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} {host}\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 100000\n"
+        )
+        return Launch("mosquitto", [binary, "-c", str(conf)], {})
+    conf = run_dir / "amqtt.yaml"
+    conf.write_text(
+        "listeners:\n  default:\n    type: tcp\n"
+        f"    bind: {host}:{port}\n"
+        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+        "    allow_anonymous: true\n"
+    )
+    return Launch("amqtt", [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)],
+                  {})
+
+
+def service_env(cfg: WardConfig, ports: Mapping[str, int], token: str) -> dict[str, str]:
+    """The environment every service gets: the same variable names docker compose sets."""
+    env = {
+        "MQTT_HOST": cfg.mqtt_host,
+        "MQTT_PORT": str(ports["mqtt"]),
+        "ECG_WARD": cfg.ward,
+        "ECG_DATA_DIR": str(cfg.data_dir),
+        "STREAMER_RECORDS": ",".join(cfg.beds),
+        "STREAMER_SPEED": f"{cfg.speed:g}",
+        "ALERTING_TOKEN": token,
+        "ALERTING_DB": str(cfg.run_dir / "alarms.db"),
+        "DETECTOR_URL": f"http://{cfg.http_host}:{ports['detector']}",
+    }
+    for spec in SERVICES:
+        env[spec.port_env] = str(ports[spec.name])
+        env[spec.host_env] = cfg.http_host
+    return env
+
+
+def plan(cfg: WardConfig, ports: Mapping[str, int], token: str) -> list[Launch]:
+    """The children in start order: broker (if any), then the services."""
+    launches: list[Launch] = []
+    broker = broker_launch(cfg.broker, cfg.mqtt_host, ports["mqtt"], cfg.run_dir)
+    if broker:
+        launches.append(broker)
+    env = service_env(cfg, ports, token)
+    for spec in SERVICES:
+        url = f"http://{cfg.http_host}:{ports[spec.name]}/healthz"
+        launches.append(Launch(spec.name, [sys.executable, "-m", spec.name], env, url))
+    return launches
+
+
+def resolve_ports(cfg: WardConfig) -> dict[str, int]:
+    """Broker and service ports: free ones with --free-ports, else the defaults/overrides."""
+    ports = {"mqtt": cfg.mqtt_port or free_port(cfg.mqtt_host)}
+    if cfg.free_ports and cfg.broker != "external":
+        ports["mqtt"] = free_port(cfg.mqtt_host)
+    for spec in SERVICES:
+        chosen = cfg.ports.get(spec.name, 0 if cfg.free_ports else spec.port)
+        ports[spec.name] = chosen or free_port(cfg.http_host)
+    return ports
+
+
+def missing_records(data_dir: Path, beds: Sequence[str]) -> list[str]:
+    return [b for b in beds if not (data_dir / f"{b}.hea").is_file()]
+
+
+def _wait_tcp(host: str, port: int, proc: subprocess.Popen[bytes] | None, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"broker exited with code {proc.returncode}")
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"broker did not listen on {host}:{port} in time")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class Ward:
+    """Starts the plan's children, watches them, and stops them in order."""
+
+    def __init__(self, cfg: WardConfig, out: object = sys.stdout) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.children: list[tuple[Launch, subprocess.Popen[bytes]]] = []
+        self.stop_requested = False
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)  # type: ignore[arg-type]
+
+    def _start(self, launch: Launch) -> subprocess.Popen[bytes]:
+        log = open(self.cfg.run_dir / f"{launch.name}.log", "ab")  # noqa: SIM115 (child owns it)
+        env = {**os.environ, **launch.env, "PYTHONUNBUFFERED": "1"}
+        # Own session: a terminal's Ctrl-C reaches only the ward, which stops children in order.
+        proc = subprocess.Popen(launch.argv, cwd=ROOT, env=env, stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.children.append((launch, proc))
+        return proc
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.cfg.run_dir / f"{name}.log"
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def start(self, launches: Sequence[Launch], ports: Mapping[str, int]) -> None:
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        for launch in launches:
+            if self.stop_requested:
+                return
+            proc = self._start(launch)
+            if launch.health_url is None:
+                _wait_tcp(self.cfg.mqtt_host, ports["mqtt"], proc, deadline)
+                continue
+            while not _healthy(launch.health_url):
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{launch.name} exited with code {proc.returncode}:\n"
+                        + self.log_tail(launch.name))
+                if time.monotonic() > deadline or self.stop_requested:
+                    if self.stop_requested:
+                        return
+                    raise RuntimeError(f"{launch.name} not healthy at {launch.health_url} in "
+                                       f"{self.cfg.startup_timeout_s:g} s:\n"
+                                       + self.log_tail(launch.name))
+                time.sleep(0.2)
+
+    def watch(self) -> str | None:
+        """Block until a stop is requested (None) or a child dies (its name)."""
+        while not self.stop_requested:
+            for launch, proc in self.children:
+                if proc.poll() is not None:
+                    return launch.name
+            time.sleep(0.2)
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM the children newest first: the streamer (no new data) ... the broker."""
+        for launch, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self.cfg.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    self.say(f"{launch.name} ignored SIGTERM for "
+                             f"{self.cfg.stop_timeout_s:g} s; killing it")
+                    proc.kill()
+                    proc.wait()
+            self.say(f"stopped {launch.name} (exit code {proc.returncode})")
+
+
+def banner(cfg: WardConfig, ports: Mapping[str, int], token: str, broker: str) -> str:
+    h = cfg.http_host
+    lines = [
+        f"ward {cfg.ward}: {len(cfg.beds)} beds ({', '.join(cfg.beds)}) from {cfg.data_dir} "
+        f"at {cfg.speed:g}x real time; broker {broker} on {cfg.mqtt_host}:{ports['mqtt']}",
+        f"dashboard: http://{h}:{ports['alerting']}/?token={token}",
+    ]
+    for spec in SERVICES:
+        lines.append(f"metrics:   http://{h}:{ports[spec.name]}/metrics  ({spec.name})")
+    lines.append(f"logs:      {cfg.run_dir}/*.log")
+    lines.append("Ctrl-C stops the ward.")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig:
+    p = argparse.ArgumentParser(prog="python scripts/ward.py", description=__doc__.split("\n")[0])
+    p.add_argument("--beds", default=env.get("WARD_BEDS"),
+                   help=f"comma-separated MIT-BIH records (default {','.join(DEFAULT_BEDS)})")
+    p.add_argument("--speed", type=float, default=float(env.get("WARD_SPEED", "1")))
+    p.add_argument("--ward", default=env.get("ECG_WARD", "ward-a"))
+    p.add_argument("--data-dir", default=env.get("ECG_DATA_DIR") or str(DEFAULT_DATA_DIR))
+    p.add_argument("--broker", choices=BROKER_MODES, default=env.get("WARD_BROKER", "auto"),
+                   help="auto: Mosquitto where installed, else the embedded amqtt broker")
+    p.add_argument("--mqtt-host", default=env.get("MQTT_HOST", "127.0.0.1"))
+    p.add_argument("--mqtt-port", type=int, default=int(env.get("MQTT_PORT", MQTT_PORT)))
+    p.add_argument("--http-host", default=env.get("WARD_HTTP_HOST", "127.0.0.1"))
+    for spec in SERVICES:
+        p.add_argument(f"--{spec.name}-port", type=int,
+                       default=int(env[spec.port_env]) if env.get(spec.port_env) else None)
+    p.add_argument("--free-ports", action="store_true",
+                   help="pick free ports for the broker and every service")
+    p.add_argument("--token", default=env.get("ALERTING_TOKEN", ""))
+    p.add_argument("--run-dir", default=env.get("WARD_RUN_DIR") or str(ROOT / "var" / "ward"))
+    p.add_argument("--startup-timeout", type=float, default=60.0)
+    a = p.parse_args(list(argv) if argv is not None else None)
+    ports = {s.name: getattr(a, f"{s.name}_port") for s in SERVICES
+             if getattr(a, f"{s.name}_port") is not None}
+    beds = tuple(b.strip() for b in a.beds.split(",") if b.strip()) if a.beds else DEFAULT_BEDS
+    return WardConfig(
+        beds=beds, speed=a.speed, ward=a.ward, data_dir=Path(a.data_dir).expanduser(),
+        broker=a.broker, mqtt_host=a.mqtt_host, mqtt_port=a.mqtt_port, http_host=a.http_host,
+        ports=ports, free_ports=a.free_ports, token=a.token, run_dir=Path(a.run_dir),
+        startup_timeout_s=a.startup_timeout,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_args(argv, os.environ)
+    except ValueError as exc:
+        print(f"ward: {exc}", file=sys.stderr)
+        return 2
+    missing = missing_records(cfg.data_dir, cfg.beds)
+    if missing:
+        print(
+            f"ward: MIT-BIH records {', '.join(missing)} are not in {cfg.data_dir}.\n"
+            "Fetch the database from PhysioNet (about 100 MB, needs internet):\n"
+            f"    .venv/bin/python -m ecgcommon.fetch --data-dir {cfg.data_dir}\n"
+            "or point ECG_DATA_DIR (make: DATA_DIR=) at a folder that holds it.",
+            file=sys.stderr,
+        )
+        return 2
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    token = cfg.token or secrets.token_urlsafe(18)
+    ports = resolve_ports(cfg)
+    try:
+        launches = plan(cfg, ports, token)
+    except RuntimeError as exc:
+        print(f"ward: {exc}", file=sys.stderr)
+        return 2
+    broker = launches[0].name if launches and launches[0].health_url is None else "external"
+    ward = Ward(cfg)
+
+    def request_stop(signum: int, _frame: object) -> None:
+        ward.stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    code = 0
+    try:
+        ward.start(launches, ports)
+        if not ward.stop_requested:
+            ward.say(banner(cfg, ports, token, broker))
+            died = ward.watch()
+            if died is not None:
+                ward.say(f"ward: {died} exited unexpectedly:\n{ward.log_tail(died)}")
+                code = 1
+    except RuntimeError as exc:
+        ward.say(f"ward: {exc}")
+        code = 1
+    finally:
+        ward.say("stopping the ward")
+        ward.stop()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
