@@ -1,0 +1,1 @@
+"""Alerting service: clinical alarm policy, durable alarm store, HTTP API and ward dashboard."""

@@ -1,0 +1,368 @@
+"""The alarm policy: a sans-I/O state machine from beats, equipment events and time to alarms.
+
+`AlarmPolicy` never reads a clock and never does I/O: the adapter passes every time in (the
+bed's signal time for beats and ticks, so accelerated replay works) and publishes / stores the
+`AlarmChange`s it returns. Behaviour (see docs/alarms.md):
+
+- debounce: criteria in `rules.py` need several beats (or seconds) before they fire;
+- high alarms latch: when their cause ends they stay (LATCHED) until acknowledged;
+- medium, low and technical alarms end by themselves when their cause ends;
+- escalation: an open alarm not acknowledged within `escalate_after_s` escalates once;
+- chaining: a physiological alarm suppresses open lesser ones on its bed, and a technical
+  alarm (lead off, signal lost, device offline, noisy) suspends arrhythmia analysis of the bed;
+- silence: an audio pause per bed; alarms still open when it runs out re-alarm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from alerting.alarms import (
+    CHAIN_RANK,
+    RESTORING_EVENTS,
+    TECHNICAL_EVENTS,
+    Alarm,
+    AlarmChange,
+    AlarmState,
+    AlarmType,
+    BeatInput,
+    ChangeKind,
+    Priority,
+    TechnicalInput,
+)
+from alerting.rules import BedLimits, BedRules, PolicyConfig, Signal
+
+__all__ = ["AlarmPolicy", "BedLimits", "PolicyConfig"]
+
+# Conditions that are states (not one-off events): re-raised when a higher alarm that
+# suppressed them ends while they are still present.
+_STATEFUL = frozenset({
+    AlarmType.TACHY, AlarmType.BRADY, AlarmType.FREQUENT_ANOMALIES, AlarmType.ANOMALY_TREND,
+    AlarmType.EXTREME_TACHY, AlarmType.EXTREME_BRADY, AlarmType.ASYSTOLE, AlarmType.PAUSE,
+})
+# Restored technical alarms that a beat proves over (a beat needs a connected, live lead).
+_BEAT_CLEARS = frozenset({AlarmType.LEAD_OFF, AlarmType.SIGNAL_LOST, AlarmType.DEVICE_OFFLINE})
+_CONDITION_PRESENT = (AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED)
+_UNACKNOWLEDGED = (AlarmState.ACTIVE, AlarmState.LATCHED)
+
+
+def _outranks(a: AlarmType, b: AlarmType) -> bool:
+    """True when physiological alarm `a` suppresses `b` on the same bed (chaining)."""
+    pa, pb = a.priority, b.priority
+    if Priority.TECHNICAL in (pa, pb):
+        return False
+    if pa.rank != pb.rank:
+        return pa.rank > pb.rank
+    return a in CHAIN_RANK and b in CHAIN_RANK and CHAIN_RANK[a] > CHAIN_RANK[b]
+
+
+class AlarmPolicy:
+    """Alarm state for a whole ward; every method returns the alarm changes it caused."""
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        self.config = config or PolicyConfig()
+        self._rules: dict[str, BedRules] = {}
+        self._limits: dict[str, BedLimits] = {}
+        self._open: dict[str, Alarm] = {}  # open alarms by id
+        self._index: dict[tuple[str, AlarmType], str] = {}  # (bed, type) -> open alarm id
+        self._technical: dict[str, set[AlarmType]] = {}  # technical conditions present
+        self._silenced_until: dict[str, float] = {}
+        # restored alarms awaiting re-confirmation: id -> deadline (None until the bed is seen)
+        self._unconfirmed: dict[str, float | None] = {}
+
+    # ------------------------------------------------------------------ inputs
+    def on_beat(self, beat: BeatInput) -> list[AlarmChange]:
+        """A scored beat. Beats of one bed must come in time order."""
+        bed = beat.bed
+        rules = self._bed(bed)
+        out = self._confirm_window(bed, beat.t)
+        for aid in [a for a, _ in self._unconfirmed.items() if self._open[a].bed == bed]:
+            alarm = self._open[aid]
+            if alarm.type in _BEAT_CLEARS:
+                self._technical.get(bed, set()).discard(alarm.type)
+                out += self._close(alarm, beat.t, "cleared", {"cleared_by": beat.beat_id})
+                if not self._technical.get(bed):
+                    rules.reset(beat.t)
+        if self._technical.get(bed):
+            return out  # analysis suspended: the signal cannot be judged
+        out += self._apply(bed, rules.on_beat(beat), beat.t)
+        return out
+
+    def on_technical(self, event: TechnicalInput) -> list[AlarmChange]:
+        """An equipment event; types the policy does not act on return no change."""
+        if event.type in RESTORING_EVENTS:
+            type_, active = RESTORING_EVENTS[event.type], False
+        elif event.type in TECHNICAL_EVENTS:
+            type_, active = TECHNICAL_EVENTS[event.type], event.active
+        else:
+            return []
+        bed, t = event.bed, event.t
+        rules = self._bed(bed)
+        present = self._technical.setdefault(bed, set())
+        out: list[AlarmChange] = []
+        if active:
+            present.add(type_)
+            aid = self._index.get((bed, type_))
+            if aid is None:
+                ev = {"detail": event.detail} if event.detail else {}
+                out += self._raise(bed, type_, t, ev, now=t)
+            else:
+                self._unconfirmed.pop(aid, None)
+            for alarm in self._bed_alarms(bed):
+                if alarm.priority is not Priority.TECHNICAL and alarm.state in _CONDITION_PRESENT:
+                    out += self._suppress(alarm, t, type_)
+            rules.reset(t)
+        else:
+            present.discard(type_)
+            aid = self._index.get((bed, type_))
+            if aid is not None:
+                out += self._close(self._open[aid], t, "cleared", {})
+            if not present:
+                rules.reset(t)  # analysis (and the asystole timer) restarts now
+        return out
+
+    def tick(self, bed: str | None, now: float) -> list[AlarmChange]:
+        """Time passes. tick(bed, t): samples of `bed` arrived up to signal time t, so its
+        time-driven criteria (asystole, pause) run; tick(None, t): only escalation, re-alarm
+        and expiry of restored alarms, for every bed."""
+        out: list[AlarmChange] = []
+        if bed is not None:
+            rules = self._bed(bed)
+            out += self._confirm_window(bed, now)
+            if not self._technical.get(bed):
+                out += self._apply(bed, rules.on_time(now), now)
+            beds: Iterable[str] = (bed,)
+        else:
+            beds = {a.bed for a in self._open.values()}
+        for b in sorted(beds):
+            out += self._expire_unconfirmed(b, now)
+            out += self._escalate_and_realarm(b, now)
+        return out
+
+    def acknowledge(self, alarm_id: str, now: float, by: str = "") -> list[AlarmChange]:
+        """Staff acknowledge an alarm: an active one stays until its cause ends; a latched one
+        ends. Unknown, ended or already acknowledged alarms give no change."""
+        alarm = self._open.get(alarm_id)
+        if alarm is None or alarm.state not in _UNACKNOWLEDGED:
+            return []
+        ack: dict[str, Any] = {"acknowledged_at": now, "acknowledged_by": by, "updated_at": now,
+                               "silenced_until": None}
+        if alarm.state is AlarmState.LATCHED:
+            done = alarm.evolve(state=AlarmState.ENDED, ended_at=now,
+                                end_reason="acknowledged", **ack)
+            self._forget(done)
+            return [AlarmChange(ChangeKind.ACKNOWLEDGED, done)]
+        acked = alarm.evolve(state=AlarmState.ACKNOWLEDGED, **ack)
+        self._open[acked.id] = acked
+        return [AlarmChange(ChangeKind.ACKNOWLEDGED, acked)]
+
+    def silence(self, bed: str, now: float, seconds: float | None = None) -> list[AlarmChange]:
+        """Audio pause for a bed: its unacknowledged alarms (and new medium/low/technical ones)
+        are silenced until now + seconds (default `silence_s`), then re-alarm if still open."""
+        seconds = self.config.silence_s if seconds is None else seconds
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"seconds: must be a positive number, got {seconds!r}")
+        until = now + seconds
+        self._silenced_until[bed] = until
+        out = []
+        for alarm in self._bed_alarms(bed):
+            if alarm.state in _UNACKNOWLEDGED:
+                out.append(self._update(alarm, ChangeKind.SILENCED, silenced_until=until,
+                                        updated_at=now))
+        return out
+
+    def set_limits(self, bed: str, limits: BedLimits) -> None:
+        """Per-bed heart-rate / ectopy limits; they apply from the bed's next beat."""
+        if not isinstance(limits, BedLimits):
+            raise TypeError(f"limits: must be a BedLimits, got {type(limits).__name__}")
+        self._limits[bed] = limits
+        if bed in self._rules:
+            self._rules[bed].limits = limits
+
+    def limits(self, bed: str) -> BedLimits:
+        return self._limits.get(bed, self.config.default_limits)
+
+    def restore(self, alarms: Iterable[Alarm]) -> None:
+        """Reload open alarms (from the store) after a restart. A condition seen again updates
+        its restored alarm instead of raising a duplicate; a restored alarm whose cause is not
+        seen again within `restore_grace_s` of the bed's first input ends (high ones latch)."""
+        for alarm in alarms:
+            if not alarm.open or alarm.id in self._open:
+                continue
+            key = (alarm.bed, alarm.type)
+            if key in self._index:
+                continue
+            self._open[alarm.id] = alarm
+            self._index[key] = alarm.id
+            if alarm.priority is Priority.TECHNICAL:
+                self._technical.setdefault(alarm.bed, set()).add(alarm.type)
+            if alarm.state in _CONDITION_PRESENT:
+                self._unconfirmed[alarm.id] = None
+
+    # ------------------------------------------------------------------ queries
+    def active(self, bed: str | None = None) -> list[Alarm]:
+        """Open alarms (active, acknowledged or latched), most urgent first."""
+        alarms = [a for a in self._open.values() if bed is None or a.bed == bed]
+        return sorted(alarms, key=lambda a: (-a.priority.rank, a.priority is Priority.TECHNICAL,
+                                             a.started_at, a.id))
+
+    def get(self, alarm_id: str) -> Alarm | None:
+        return self._open.get(alarm_id)
+
+    def heart_rate(self, bed: str) -> float | None:
+        """The policy's current heart rate for a bed (mean of the last RR intervals)."""
+        rules = self._rules.get(bed)
+        return None if rules is None else rules.hr_bpm
+
+    @property
+    def beds(self) -> list[str]:
+        return sorted(self._rules)
+
+    # ------------------------------------------------------------------ machinery
+    def _bed(self, bed: str) -> BedRules:
+        rules = self._rules.get(bed)
+        if rules is None:
+            rules = self._rules[bed] = BedRules(bed, self.config, self.limits(bed))
+        return rules
+
+    def _bed_alarms(self, bed: str) -> list[Alarm]:
+        return [a for a in self._open.values() if a.bed == bed]
+
+    def _apply(self, bed: str, signals: list[Signal], now: float) -> list[AlarmChange]:
+        out: list[AlarmChange] = []
+        for s in signals:
+            aid = self._index.get((bed, s.type))
+            if s.present:
+                if aid is None:
+                    out += self._raise(bed, s.type, s.t, s.evidence, now)
+                else:
+                    out += self._again(self._open[aid], s, now)
+            elif aid is not None:
+                out += self._end_condition(self._open[aid], s)
+        return out
+
+    def _raise(self, bed: str, type_: AlarmType, t: float, evidence: dict[str, Any],
+               now: float) -> list[AlarmChange]:
+        for other in self._bed_alarms(bed):
+            if other.state in _CONDITION_PRESENT and _outranks(other.type, type_):
+                return []  # chained: the higher alarm already covers it
+        if type_.priority is not Priority.TECHNICAL and self._technical.get(bed):
+            return []
+        alarm = Alarm.new(bed, type_, t, evidence)
+        until = self._silenced_until.get(bed)
+        if until is not None and until > now and type_.priority is not Priority.HIGH:
+            alarm = alarm.evolve(silenced_until=until)
+        self._open[alarm.id] = alarm
+        self._index[(bed, type_)] = alarm.id
+        out = [AlarmChange(ChangeKind.RAISED, alarm)]
+        for other in self._bed_alarms(bed):
+            if other.state in _CONDITION_PRESENT and _outranks(type_, other.type):
+                out += self._suppress(other, t, type_)
+        return out
+
+    def _again(self, alarm: Alarm, s: Signal, now: float) -> list[AlarmChange]:
+        """The condition of an open alarm is seen (again): confirm, re-activate or add evidence."""
+        self._unconfirmed.pop(alarm.id, None)
+        evidence = dict(alarm.evidence)
+        evidence["occurrences"] = int(evidence.get("occurrences", 1)) + 1
+        evidence["last"] = {**s.evidence, "t": s.t}
+        if alarm.state is AlarmState.LATCHED:
+            return [self._update(alarm, ChangeKind.UPDATED, state=AlarmState.ACTIVE,
+                                 cleared_at=None, evidence=evidence, updated_at=s.t)]
+        return [self._update(alarm, ChangeKind.UPDATED, evidence=evidence, updated_at=s.t)]
+
+    def _end_condition(self, alarm: Alarm, s: Signal) -> list[AlarmChange]:
+        self._unconfirmed.pop(alarm.id, None)
+        if alarm.state is AlarmState.LATCHED:
+            return []
+        if alarm.type.latching and alarm.state is AlarmState.ACTIVE:
+            out = [self._update(alarm, ChangeKind.LATCHED, state=AlarmState.LATCHED,
+                                cleared_at=s.t, updated_at=s.t)]
+        else:
+            out = self._close(alarm, s.t, "cleared", {})
+        return out + self._reraise(alarm.bed, s.t)
+
+    def _close(self, alarm: Alarm, t: float, reason: str, extra: dict[str, Any],
+               kind: ChangeKind = ChangeKind.ENDED) -> list[AlarmChange]:
+        evidence = {**alarm.evidence, **extra} if extra else alarm.evidence
+        done = alarm.evolve(state=AlarmState.ENDED, ended_at=t, cleared_at=alarm.cleared_at or t,
+                            end_reason=reason, updated_at=t, evidence=evidence)
+        self._forget(done)
+        return [AlarmChange(kind, done)]
+
+    def _suppress(self, alarm: Alarm, t: float, by: AlarmType) -> list[AlarmChange]:
+        """A higher or technical alarm takes over: latch a high one, end anything else."""
+        if alarm.type.latching and alarm.state is AlarmState.ACTIVE:
+            ev = {**alarm.evidence, "suppressed_by": by.value}
+            return [self._update(alarm, ChangeKind.LATCHED, state=AlarmState.LATCHED,
+                                 cleared_at=t, updated_at=t, evidence=ev)]
+        return self._close(alarm, t, "suppressed", {"suppressed_by": by.value},
+                           kind=ChangeKind.SUPPRESSED)
+
+    def _reraise(self, bed: str, now: float) -> list[AlarmChange]:
+        """Conditions still present that a now-gone higher alarm was suppressing are raised."""
+        rules = self._rules.get(bed)
+        if rules is None or self._technical.get(bed):
+            return []
+        out: list[AlarmChange] = []
+        for type_ in sorted(rules.present & _STATEFUL, key=lambda x: -x.priority.rank):
+            if (bed, type_) not in self._index:
+                out += self._raise(bed, type_, now, {"hr_bpm": rules.hr_bpm, "resumed": True},
+                                   now)
+        return out
+
+    def _confirm_window(self, bed: str, now: float) -> list[AlarmChange]:
+        """Start the re-confirmation clock of restored alarms at the bed's first input."""
+        for aid, deadline in self._unconfirmed.items():
+            if deadline is None and self._open[aid].bed == bed:
+                self._unconfirmed[aid] = now + self.config.restore_grace_s
+        return []
+
+    def _expire_unconfirmed(self, bed: str, now: float) -> list[AlarmChange]:
+        out: list[AlarmChange] = []
+        for aid, deadline in list(self._unconfirmed.items()):
+            alarm = self._open[aid]
+            if alarm.bed != bed or deadline is None or now < deadline:
+                continue
+            del self._unconfirmed[aid]
+            if alarm.priority is Priority.TECHNICAL:
+                self._technical.get(bed, set()).discard(alarm.type)
+            if alarm.type.latching and alarm.state is AlarmState.ACTIVE:
+                out.append(self._update(alarm, ChangeKind.LATCHED, state=AlarmState.LATCHED,
+                                        cleared_at=now, updated_at=now))
+            else:
+                out += self._close(alarm, now, "cleared", {"not_seen_after_restart": True})
+        return out
+
+    def _escalate_and_realarm(self, bed: str, now: float) -> list[AlarmChange]:
+        out: list[AlarmChange] = []
+        until = self._silenced_until.get(bed)
+        if until is not None and now >= until:
+            del self._silenced_until[bed]
+        for alarm in self._bed_alarms(bed):
+            if alarm.state not in _UNACKNOWLEDGED:
+                continue
+            silenced = alarm.silenced_until is not None
+            if silenced and now >= alarm.silenced_until:
+                change = self._update(alarm, ChangeKind.REALARMED, silenced_until=None,
+                                      updated_at=now)
+                out.append(change)
+                alarm, silenced = change.alarm, False
+            if (not silenced and not alarm.escalated and alarm.priority is not Priority.LOW
+                    and now - alarm.started_at >= self.config.escalate_after_s):
+                out.append(self._update(alarm, ChangeKind.ESCALATED, escalated=True,
+                                        escalated_at=now, updated_at=now))
+        return out
+
+    def _update(self, alarm: Alarm, kind: ChangeKind, **changes: Any) -> AlarmChange:
+        new = alarm.evolve(**changes)
+        self._open[new.id] = new
+        return AlarmChange(kind, new)
+
+    def _forget(self, alarm: Alarm) -> None:
+        self._open.pop(alarm.id, None)
+        self._unconfirmed.pop(alarm.id, None)
+        if self._index.get((alarm.bed, alarm.type)) == alarm.id:
+            del self._index[(alarm.bed, alarm.type)]
