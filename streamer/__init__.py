@@ -1,0 +1,1 @@
+"""Streamer: replays MIT-BIH records as live ECG devices, one MQTT stream per bed."""

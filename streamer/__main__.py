@@ -1,0 +1,5 @@
+"""`python -m streamer`."""
+
+from streamer.service import main
+
+raise SystemExit(main())

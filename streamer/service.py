@@ -1,0 +1,169 @@
+"""MQTT adapter around the streamer core: one client (device) per bed, paced publication.
+
+Each bed is its own MQTT client, like a real bedside device: its last will is a retained
+`offline` status, it announces `online` (retained) on every (re)connection, and paho reconnects
+it with exponential backoff between `reconnect_min_s` and `reconnect_max_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+import paho.mqtt.client as mqtt
+
+from ecgcommon.protocol import Status, encode_status
+from ecgcommon.records import RecordError, annotated_records, load_record
+from ecgcommon.topics import status_topic
+from streamer.config import StreamerConfig, parse_args
+from streamer.core import BedStream, Source, make_streams, schedule, sleep_for
+
+log = logging.getLogger("streamer")
+
+
+def load_sources(data_dir: str | None, records: Sequence[str]) -> list[Source]:
+    """The records to replay as raw sources; RecordError names a missing folder or record."""
+    names = list(records) or annotated_records(data_dir)
+    if not names:
+        raise RecordError(f"no annotated records in {data_dir}")
+    return [Source.from_record(load_record(n, data_dir, annotations=False)) for n in names]
+
+
+class Device:
+    """One bed's MQTT connection with its retained status and last will."""
+
+    def __init__(self, config: StreamerConfig, bed: str) -> None:
+        self.config = config
+        self.bed = bed
+        self.status_topic = status_topic(config.ward, bed)
+        self.client_id = f"{config.client_prefix}-{config.ward}-{bed}"
+        self.connected = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        c.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
+        c.reconnect_delay_set(
+            min_delay=max(1, round(config.reconnect_min_s)),
+            max_delay=max(1, round(config.reconnect_max_s)),
+        )
+        c.max_queued_messages_set(10_000)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        self.client = c
+
+    def _status(self, state: str) -> bytes:
+        return encode_status(Status(state, time.time(), self.client_id))
+
+    def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object, rc: object,
+                    _props: object = None) -> None:
+        if getattr(rc, "is_failure", False):
+            log.warning("bed %s: connection refused: %s", self.bed, rc)
+            return
+        client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        self.connected.set()
+
+    def _on_disconnect(self, _client: mqtt.Client, _ud: object, _flags: object, rc: object,
+                       _props: object = None) -> None:
+        self.connected.clear()
+        log.info("bed %s: disconnected (%s); paho reconnects with backoff", self.bed, rc)
+
+    def start(self) -> None:
+        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Announce offline (a clean disconnect does not fire the will), then disconnect."""
+        if self.connected.is_set():
+            info = self.client.publish(self.status_topic, self._status("offline"), qos=1,
+                                       retain=True)
+            try:
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Streamer:
+    """Publishes every bed's chunks at their due times until done or stopped."""
+
+    def __init__(self, config: StreamerConfig, stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.stop_event = stop or threading.Event()
+        self.sources = load_sources(config.data_dir, config.records)
+        self.published = 0
+        self.dropped = 0
+
+    def streams(self, t_start: float) -> list[BedStream]:
+        c = self.config
+        max_samples = None
+        if c.duration_s is not None:
+            max_samples = int(round(c.duration_s * self.sources[0].fs))
+        return make_streams(
+            self.sources, c.ward, c.beds, c.chunk_s, t_start=t_start, speed=c.speed,
+            stride_s=c.stride_s, json_payload=c.json_payload, max_samples=max_samples,
+        )
+
+    def run(self, connect_timeout_s: float = 10.0) -> int:
+        """Stream until every bed is done or stop is set; returns the messages published."""
+        c = self.config
+        streams = self.streams(time.time())
+        devices = {s.bed: Device(c, s.bed) for s in streams}
+        for d in devices.values():
+            d.start()
+        deadline = time.monotonic() + connect_timeout_s
+        for d in devices.values():
+            if not d.connected.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("bed %s not connected yet to %s:%s; streaming anyway",
+                            d.bed, c.host, c.port)
+                break
+        log.info("streaming %d beds from %d records at %gx, %g s chunks, QoS %d",
+                 c.beds, len(self.sources), c.speed, c.chunk_s, c.qos)
+        t0 = time.time()
+        mono0 = time.monotonic()
+        for s in streams:  # timestamps start now, after the connection wait
+            s.t_start = t0
+        try:
+            for msg in schedule(streams):
+                wait = sleep_for(msg.due_s, time.monotonic() - mono0)
+                if wait > 0 and self.stop_event.wait(wait):
+                    break
+                if self.stop_event.is_set():
+                    break
+                info = devices[msg.bed].client.publish(msg.topic, msg.payload, qos=c.qos)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.published += 1
+                else:
+                    self.dropped += 1
+        finally:
+            for d in devices.values():
+                d.stop()
+        log.info("published %d chunks, %d not sent (disconnected)", self.published, self.dropped)
+        return self.published
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: `python -m streamer --beds 8 --speed 1`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = parse_args(argv)
+    except ValueError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        streamer = Streamer(config, stop)
+    except RecordError as exc:
+        log.error("%s", exc)
+        return 2
+    streamer.run()
+    return 0
