@@ -68,7 +68,7 @@ class PolicyConfig:
     event_hold_s: float = 10.0  # couplet / run / pause alarms stay this long after the event
     escalate_after_s: float = 60.0  # unacknowledged high/medium/technical alarms escalate
     silence_s: float = 120.0  # default audio-pause length
-    restore_grace_s: float = 10.0  # restored non-latching alarms must be re-confirmed within
+    restore_grace_s: float = 15.0  # restored non-latching alarms must be re-confirmed within
     default_limits: BedLimits = field(default_factory=BedLimits)
 
     def __post_init__(self) -> None:
