@@ -91,10 +91,12 @@ class Decimator:
 
 @dataclass
 class BeatInfo:
-    """What the hub keeps of one scored beat (id = its absolute sample index on the bed)."""
+    """What the hub keeps of one scored beat (`beat_id` from the detector, `sample` its R-peak
+    index in the device's sample count, `t` unix seconds)."""
 
+    beat_id: str
     sample: int
-    t_s: float
+    t: float
     rr_s: float | None
     hr_bpm: float | None
     score: float
@@ -104,9 +106,9 @@ class BeatInfo:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "id": self.sample,
+            "beat_id": self.beat_id,
             "sample": self.sample,
-            "t_s": round(self.t_s, 4),
+            "t": round(self.t, 4),
             "rr_s": _num(self.rr_s),
             "hr_bpm": _num(self.hr_bpm, 1),
             "score": _num(self.score, 5),
@@ -128,11 +130,11 @@ class BedState:
     pending_i0: int | None = None  # decimated index of the first pending sample
     pending: list[np.ndarray] = field(default_factory=list)
     hr_bpm: float | None = None
-    signal_t_s: float = 0.0
+    signal_t: float | None = None  # unix time just after the newest sample
     lead_ok: bool | None = None
     status: dict[str, Any] = field(default_factory=dict)
     beats: deque[BeatInfo] = field(default_factory=deque)
-    details: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict)
+    details: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirty: bool = False
 
@@ -142,7 +144,7 @@ class BedState:
             "bed": self.bed,
             "hr_bpm": _num(self.hr_bpm, 1),
             "lead_ok": self.lead_ok,
-            "t_s": round(self.signal_t_s, 3),
+            "t": _num(self.signal_t, 3),
             "status": self.status,
             "alarm": top,
             "n_alarms": len(self.alarms),
@@ -159,8 +161,8 @@ def _top_alarm(alarms: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     for a in alarms:
         key = (
             _PRIORITY_RANK.get(str(a.get("priority", "")).lower(), 0),
-            0 if a.get("acknowledged") else 1,
-            float(a.get("t_s") or a.get("raised_at") or 0.0),
+            0 if a.get("acknowledged_at") is not None else 1,
+            float(a.get("started_at") or 0.0),
         )
         if best_key is None or key > best_key:
             best, best_key = a, key
@@ -252,8 +254,11 @@ class WardHub:
             self._beds[bed] = state
         return state
 
-    def on_samples(self, bed: str, fs: float, start: int, samples: np.ndarray) -> None:
-        """A chunk of one lead (mV) whose first sample has absolute index `start` at `fs` Hz."""
+    def on_samples(
+        self, bed: str, fs: float, start: int, samples: np.ndarray, t0: float | None = None
+    ) -> None:
+        """A chunk of one lead (mV); its first sample has index `start` (device sample count)
+        and unix time `t0`."""
         st = self._bed(bed)
         x = np.asarray(samples, dtype=np.float64).ravel()
         if st.fs != fs or st.next_sample is None or start < st.next_sample or (
@@ -271,7 +276,8 @@ class WardHub:
             st.wave.extend(y)
             st.pending.append(y)
         st.next_sample = st.raw.end
-        st.signal_t_s = st.raw.end / fs
+        if t0 is not None and math.isfinite(t0):
+            st.signal_t = t0 + (st.raw.end - start) / fs
         st.dirty = True
 
     def _restart_wave(self, st: BedState, fs: float, start: int) -> None:
@@ -288,21 +294,22 @@ class WardHub:
         self,
         bed: str,
         *,
+        beat_id: str,
         sample: int,
-        t_s: float,
+        t: float,
         score: float,
         threshold: float,
         anomalous: bool,
         rr_s: float | None = None,
         hr_bpm: float | None = None,
-        errors: Iterable[float] = (),
+        errors: Iterable[float] | None = None,
     ) -> BeatInfo:
         """A scored beat; keeps per-timestep errors, and the waveform of anomalous beats."""
         st = self._bed(bed)
         info = BeatInfo(
-            sample=int(sample), t_s=float(t_s), rr_s=rr_s, hr_bpm=hr_bpm, score=float(score),
-            threshold=float(threshold), anomalous=bool(anomalous),
-            errors=tuple(float(e) for e in errors),
+            beat_id=str(beat_id), sample=int(sample), t=float(t), rr_s=rr_s, hr_bpm=hr_bpm,
+            score=float(score), threshold=float(threshold), anomalous=bool(anomalous),
+            errors=tuple(float(e) for e in errors or ()),
         )
         st.beats.append(info)
         if hr_bpm is not None and math.isfinite(hr_bpm):
@@ -310,7 +317,7 @@ class WardHub:
         if info.anomalous:
             detail = self._cut_detail(st, info)
             if detail is not None:
-                st.details[info.sample] = detail
+                st.details[info.beat_id] = detail
                 while len(st.details) > self.detail_beats:
                     st.details.popitem(last=False)
         self._pending_beats.append({"bed": bed, **info.summary()})
@@ -329,11 +336,12 @@ class WardHub:
     def on_alarm(self, alarm: Mapping[str, Any]) -> None:
         """An alarm was raised, updated, acknowledged or ended: broadcast at once, never dropped.
 
-        `alarm` is JSON-ready with at least "id", "bed", "priority" and "active" (bool).
+        `alarm` is `Alarm.to_dict()`: at least "id", "bed", "priority" and "state"; an alarm
+        leaves the bed's current alarms when its state is "ended".
         """
         a = dict(alarm)
         st = self._bed(str(a["bed"]))
-        if a.get("active", True):
+        if a.get("state") != "ended":
             st.alarms[str(a["id"])] = a
         else:
             st.alarms.pop(str(a["id"]), None)
@@ -343,7 +351,7 @@ class WardHub:
     def restore_alarms(self, alarms: Iterable[Mapping[str, Any]]) -> None:
         """Active alarms from the store at start-up (no broadcast: nobody is connected yet)."""
         for a in alarms:
-            if a.get("active", True):
+            if a.get("state") != "ended":
                 self._bed(str(a["bed"])).alarms[str(a["id"])] = dict(a)
 
     # -- outputs -------------------------------------------------------------------------
@@ -423,12 +431,12 @@ class WardHub:
     def beds(self) -> list[dict[str, Any]]:
         return [self._beds[b].vitals() for b in self.bed_names()]
 
-    def beat_detail(self, bed: str, beat_id: int) -> dict[str, Any] | None:
+    def beat_detail(self, bed: str, beat_id: str) -> dict[str, Any] | None:
         """Per-timestep reconstruction error of a beat and the signal around it, or None."""
         st = self._beds.get(bed)
         if st is None:
             return None
-        info = next((b for b in reversed(st.beats) if b.sample == beat_id), None)
+        info = next((b for b in reversed(st.beats) if b.beat_id == beat_id), None)
         detail = st.details.get(beat_id)
         if detail is None and info is not None:
             detail = self._cut_detail(st, info)
@@ -453,7 +461,7 @@ class WardHub:
         seg = st.raw.get(lo_held, hi)
         if seg.size == 0:
             return None
-        return {"fs": fs, "start": lo_held, "t0_s": round(lo_held / fs, 4),
+        return {"fs": fs, "start": lo_held, "peak": info.sample,
                 "y": _wave_list(seg), "_info": info}
 
 

@@ -1,0 +1,524 @@
+/* Live ward dashboard: bed grid with sweeping ECG traces, heart rate, alarms (IEC 60601-1-8
+   colours), acknowledgement, bed detail with the explainability view, and file upload.
+   Bounded memory: fixed Float32Array rings per bed, capped lists, DOM nodes reused by key. */
+"use strict";
+
+const SWEEP_S = 5;          // seconds across a tile
+const RING_S = 12;          // seconds kept per bed
+const DELAY_S = 0.35;       // play-out delay that absorbs the server's 150 ms batches
+const Y_MIN = -1.2, Y_MAX = 2.0;  // mV range of a tile trace
+const MAX_ALARMS_SHOWN = 100;
+const PRIORITY_RANK = { high: 3, medium: 2, low: 1, technical: 0 };
+const ALARM_LABELS = {
+  asystole: "ASYSTOLE", vtach: "V-TACH", extreme_tachy: "EXTREME TACHY",
+  extreme_brady: "EXTREME BRADY", tachy: "TACHY", brady: "BRADY",
+  frequent_anomalies: "FREQUENT ANOMALIES", run: "ANOMALOUS RUN", couplet: "COUPLET",
+  pause: "PAUSE", anomaly_trend: "ANOMALY TREND", lead_off: "LEAD OFF",
+  signal_lost: "SIGNAL LOST", device_offline: "DEVICE OFFLINE", noisy: "NOISY SIGNAL",
+};
+const DEFAULT_WINDOW = { pre_s: 0.24, post_s: 0.40, fs: 100, n_points: 64 };
+
+// Counters the browser tests read; they never grow beyond a few numbers.
+const stats = { wsFrames: 0, framesDrawn: 0, samplesIn: 0, acks: 0, connected: false };
+window.__ecg = stats;
+
+// ---------------------------------------------------------------- token and API
+const token = (() => {
+  const params = new URLSearchParams(location.search);
+  const t = params.get("token");
+  if (t) {
+    sessionStorage.setItem("ecg-token", t);
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));
+    return t;
+  }
+  return sessionStorage.getItem("ecg-token") || "";
+})();
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ Authorization: "Bearer " + token }, options.headers || {});
+  const resp = await fetch(path, Object.assign({}, options, { headers }));
+  let body = null;
+  try { body = await resp.json(); } catch (_) { body = null; }
+  if (!resp.ok) {
+    const msg = body && body.error ? body.error : `HTTP ${resp.status}`;
+    throw new Error(msg);
+  }
+  return body;
+}
+
+const $ = (id) => document.getElementById(id);
+const alarmLabel = (a) => ALARM_LABELS[a.type] || String(a.type || "ALARM").toUpperCase().replace(/_/g, " ");
+const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleTimeString([], { hour12: false }) : "");
+const isAcked = (a) => a.state === "acknowledged" || a.acknowledged_at != null;
+
+// ---------------------------------------------------------------- beds
+const beds = new Map();
+
+class BedTile {
+  constructor(name) {
+    this.name = name;
+    const node = $("tile-template").content.firstElementChild.cloneNode(true);
+    node.dataset.bed = name;
+    node.querySelector(".bed-name").textContent = name;
+    this.el = node;
+    this.canvas = node.querySelector("canvas.wave");
+    this.ctx = this.canvas.getContext("2d");
+    this.hrEl = node.querySelector(".hr");
+    this.bannerEl = node.querySelector(".alarm-banner");
+    this.leadEl = node.querySelector(".lead-state");
+    this.fs = 0;
+    this.ring = null;
+    this.latest = -1;     // index one past the newest sample received
+    this.play = -1;       // play-out cursor (float sample index)
+    this.drawnTo = -1;    // last index drawn
+    this.vitals = null;
+    node.addEventListener("click", () => openDetail(name));
+    new ResizeObserver(() => this.resize()).observe(this.canvas);
+  }
+
+  resize() {
+    const dpr = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.round(this.canvas.clientWidth * dpr));
+    const h = Math.max(1, Math.round(this.canvas.clientHeight * dpr));
+    if (w !== this.canvas.width || h !== this.canvas.height) {
+      this.canvas.width = w;
+      this.canvas.height = h;
+      this.redraw();
+    }
+  }
+
+  reset(fs, i0) {
+    this.fs = fs;
+    this.ring = new Float32Array(Math.round(fs * RING_S)).fill(NaN);
+    this.latest = i0;
+    this.play = i0 - DELAY_S * fs;
+    this.drawnTo = Math.floor(this.play);
+    this.redraw();
+  }
+
+  ingest(w) {
+    const n = w.y.length;
+    if (!n) return;
+    if (!this.ring || w.fs !== this.fs || w.i0 < this.latest - this.ring.length
+        || w.i0 > this.latest + RING_S * w.fs || (w.i0 < this.latest - w.fs)) {
+      this.reset(w.fs, w.i0);
+    }
+    const cap = this.ring.length;
+    for (let i = this.latest; i < w.i0; i++) this.ring[((i % cap) + cap) % cap] = NaN;
+    for (let k = 0; k < n; k++) {
+      const v = w.y[k];
+      this.ring[(((w.i0 + k) % cap) + cap) % cap] = v === null ? NaN : v;
+    }
+    this.latest = Math.max(this.latest, w.i0 + n);
+    stats.samplesIn += n;
+  }
+
+  sample(i) {
+    if (i < this.latest - this.ring.length || i >= this.latest) return NaN;
+    const cap = this.ring.length;
+    return this.ring[((i % cap) + cap) % cap];
+  }
+
+  x(i) {
+    const N = SWEEP_S * this.fs;
+    return ((((i % N) + N) % N) / N) * this.canvas.width;
+  }
+
+  y(v) {
+    const h = this.canvas.height;
+    return h * 0.06 + (1 - (v - Y_MIN) / (Y_MAX - Y_MIN)) * h * 0.88;
+  }
+
+  advance(dt) {
+    if (!this.ring) return false;
+    const target = this.latest - DELAY_S * this.fs;
+    this.play += dt * this.fs;
+    if (this.play > target) this.play = target;                 // starved: wait for data
+    if (this.play < target - 1.5 * this.fs) this.play = target;  // far behind: catch up
+    const upto = Math.floor(this.play);
+    if (upto <= this.drawnTo) return false;
+    this.drawSpan(this.drawnTo, upto);
+    this.drawnTo = upto;
+    return true;
+  }
+
+  /** Draw samples (from, to], erasing a short gap ahead of the sweep like a bedside monitor. */
+  drawSpan(from, to) {
+    const ctx = this.ctx, W = this.canvas.width, H = this.canvas.height;
+    const N = SWEEP_S * this.fs;
+    if (to - from > N) from = to - N;
+    const gap = Math.max(8, W * 0.025);
+    const x0 = this.x(from + 1), x1 = this.x(to);
+    ctx.fillStyle = "#020605";
+    if (x1 >= x0) ctx.fillRect(x0 - 1, 0, x1 - x0 + gap + 1, H);
+    else { ctx.fillRect(x0 - 1, 0, W - x0 + 1, H); ctx.fillRect(0, 0, x1 + gap, H); }
+    if (x1 + gap > W) ctx.fillRect(0, 0, x1 + gap - W, H);
+    ctx.strokeStyle = "#39ff6a";
+    ctx.lineWidth = Math.max(1.5, (window.devicePixelRatio || 1) * 1.6);
+    ctx.lineJoin = "round";
+    ctx.beginPath();
+    let pen = false;
+    for (let i = from; i <= to; i++) {
+      const v = this.sample(i);
+      if (!isFinite(v) || (i % N + N) % N === 0) { pen = false; if (!isFinite(v)) continue; }
+      const px = this.x(i), py = this.y(v);
+      if (pen) ctx.lineTo(px, py); else ctx.moveTo(px, py);
+      pen = true;
+    }
+    ctx.stroke();
+  }
+
+  redraw() {
+    const ctx = this.ctx;
+    ctx.fillStyle = "#020605";
+    ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    if (this.ring && this.drawnTo > 0) this.drawSpan(this.drawnTo - SWEEP_S * this.fs + 1, this.drawnTo);
+  }
+
+  setVitals(v) {
+    this.vitals = v;
+    const leadOff = v.lead_ok === false;
+    const offline = v.status && v.status.state === "offline";
+    const hr = v.hr_bpm;
+    this.hrEl.textContent = leadOff || offline ? "---" : hr == null ? "--" : String(Math.round(hr));
+    this.hrEl.classList.toggle("stale", leadOff || offline || hr == null);
+    this.leadEl.textContent = offline ? "OFFLINE" : leadOff ? "LEAD OFF" : v.lead_ok ? "II OK" : "";
+    this.leadEl.classList.toggle("bad", leadOff || offline);
+    const a = v.alarm;
+    this.el.classList.remove("alarm-high", "alarm-medium");
+    this.bannerEl.className = "alarm-banner";
+    if (a) {
+      this.bannerEl.textContent = alarmLabel(a) + (isAcked(a) ? " (ACK)" : "");
+      this.bannerEl.classList.add("bg-" + a.priority);
+      if (!isAcked(a) && a.state === "active" && (a.priority === "high" || a.priority === "medium")) {
+        this.bannerEl.classList.add("flash-" + a.priority);
+      }
+      if (a.priority === "high" || a.priority === "medium") this.el.classList.add("alarm-" + a.priority);
+    } else {
+      this.bannerEl.textContent = "";
+    }
+  }
+}
+
+function bedTile(name) {
+  let t = beds.get(name);
+  if (!t) {
+    t = new BedTile(name);
+    beds.set(name, t);
+    const grid = $("grid");
+    const after = [...grid.children].find((el) => el.dataset.bed.localeCompare(name, undefined, { numeric: true }) > 0);
+    grid.insertBefore(t.el, after || null);
+    t.resize();
+  }
+  return t;
+}
+
+// ---------------------------------------------------------------- alarms
+const alarms = new Map();     // open alarms by id
+const alarmNodes = new Map(); // li by id (reused)
+let alarmHistory = null;           // list from the API when "history" is ticked
+
+function upsertAlarm(a) {
+  if (a.state === "ended") alarms.delete(a.id); else alarms.set(a.id, a);
+}
+
+function renderAlarms() {
+  const list = $("alarm-list");
+  let shown;
+  if (alarmHistory) {
+    shown = alarmHistory.slice(0, MAX_ALARMS_SHOWN);
+  } else {
+    shown = [...alarms.values()].sort((a, b) =>
+      (isAcked(a) - isAcked(b)) || (PRIORITY_RANK[b.priority] - PRIORITY_RANK[a.priority])
+      || (b.started_at - a.started_at)).slice(0, MAX_ALARMS_SHOWN);
+  }
+  const keep = new Set(shown.map((a) => a.id));
+  for (const [id, li] of alarmNodes) if (!keep.has(id)) { li.remove(); alarmNodes.delete(id); }
+  shown.forEach((a, idx) => {
+    let li = alarmNodes.get(a.id);
+    if (!li) {
+      li = document.createElement("li");
+      li.innerHTML = '<span class="bar"></span><span class="what"></span>'
+        + '<button class="btn ack" type="button">ACK</button><span class="meta"></span>';
+      li.querySelector(".ack").addEventListener("click", (ev) => { ev.stopPropagation(); acknowledge(li.dataset.id, li); });
+      li.addEventListener("click", () => openDetail(li.dataset.bed));
+      alarmNodes.set(a.id, li);
+    }
+    li.dataset.id = a.id;
+    li.dataset.bed = a.bed;
+    li.className = `alarm p-${a.priority}` + (isAcked(a) ? " acked" : "") + (a.state === "ended" ? " ended" : "");
+    li.querySelector(".what").textContent = `Bed ${a.bed} · ${alarmLabel(a)}`;
+    li.querySelector(".meta").textContent = `${a.priority.toUpperCase()} · ${a.state}`
+      + ` · ${fmtTime(a.started_at)}` + (a.acknowledged_by ? ` · ack ${a.acknowledged_by}` : "");
+    li.querySelector(".ack").hidden = isAcked(a) || a.state === "ended";
+    if (list.children[idx] !== li) list.insertBefore(li, list.children[idx] || null);
+  });
+  $("alarm-empty").hidden = shown.length > 0;
+  const counts = { high: 0, medium: 0, low: 0, technical: 0 };
+  for (const a of alarms.values()) if (!isAcked(a)) counts[a.priority] = (counts[a.priority] || 0) + 1;
+  const summary = $("alarm-summary");
+  summary.replaceChildren(...Object.entries(counts).filter(([, n]) => n > 0).map(([p, n]) => {
+    const s = document.createElement("span");
+    s.className = `chip bg-${p}`;
+    s.textContent = `${n} ${p.toUpperCase()}`;
+    return s;
+  }));
+}
+
+async function acknowledge(id, li) {
+  const btn = li.querySelector(".ack");
+  btn.disabled = true;
+  try {
+    const body = await api(`/api/alarms/${encodeURIComponent(id)}/ack`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ by: "dashboard" }),
+    });
+    stats.acks += 1;
+    if (body && body.alarm) upsertAlarm(body.alarm);
+    if (alarmHistory) await loadHistory();
+    renderAlarms();
+  } catch (err) {
+    btn.title = err.message;
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+async function loadHistory() {
+  const body = await api("/api/alarms?limit=100");
+  alarmHistory = body.alarms;
+}
+
+$("show-ended").addEventListener("change", async (ev) => {
+  if (ev.target.checked) await loadHistory(); else alarmHistory = null;
+  renderAlarms();
+});
+
+// ---------------------------------------------------------------- websocket
+let ws = null;
+let backoff = 500;
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(token)}`);
+  ws.onopen = () => { backoff = 500; setConn(true); };
+  ws.onclose = () => {
+    setConn(false);
+    setTimeout(connect, backoff);
+    backoff = Math.min(10000, backoff * 2);
+  };
+  ws.onmessage = (ev) => {
+    stats.wsFrames += 1;
+    handle(JSON.parse(ev.data));
+  };
+}
+
+function setConn(up) {
+  stats.connected = up;
+  const el = $("conn");
+  el.textContent = up ? "LIVE" : "OFFLINE";
+  el.className = "conn " + (up ? "conn-up" : "conn-down");
+}
+
+function handle(msg) {
+  if (msg.type === "hello") {
+    $("ward-name").textContent = msg.ward;
+    document.title = `Ward ${msg.ward} · ECG monitor`;
+    alarms.clear();
+    for (const b of msg.beds) {
+      const t = bedTile(b.bed);
+      if (b.wave) { t.reset(b.wave.fs, b.wave.i0); t.ingest(b.wave); }
+      t.setVitals(b);
+    }
+    for (const a of msg.alarms) upsertAlarm(a);
+    renderAlarms();
+  } else if (msg.type === "batch") {
+    for (const [bed, w] of Object.entries(msg.wave)) bedTile(bed).ingest(w);
+    for (const [bed, v] of Object.entries(msg.vitals)) bedTile(bed).setVitals(v);
+    if (detailBed && msg.beats.some((b) => b.bed === detailBed)) detailDirty = true;
+  } else if (msg.type === "alarm") {
+    upsertAlarm(msg.alarm);
+    if (msg.bed) bedTile(msg.bed.bed).setVitals(msg.bed);
+    if (alarmHistory) loadHistory().then(renderAlarms); else renderAlarms();
+  }
+}
+
+// ---------------------------------------------------------------- animation
+let lastT = null;
+function frame(t) {
+  const dt = lastT === null ? 0 : Math.min(0.5, (t - lastT) / 1000);
+  lastT = t;
+  let drew = false;
+  for (const tile of beds.values()) drew = tile.advance(dt) || drew;
+  if (drew) stats.framesDrawn += 1;
+  requestAnimationFrame(frame);
+}
+
+setInterval(() => {
+  $("clock").textContent = new Date().toLocaleTimeString([], { hour12: false });
+}, 500);
+
+// ---------------------------------------------------------------- bed detail
+let detailBed = null;
+let detailDirty = false;
+let selectedBeat = null;
+const beatNodes = new Map();
+
+function openDetail(bed) {
+  detailBed = bed;
+  selectedBeat = null;
+  $("detail-bed").textContent = bed;
+  $("detail-report").href = `/api/beds/${encodeURIComponent(bed)}/report.pdf?token=${encodeURIComponent(token)}`;
+  $("detail").hidden = false;
+  beatNodes.clear();
+  $("beat-list").replaceChildren();
+  refreshDetail();
+}
+
+async function refreshDetail() {
+  if (!detailBed) return;
+  detailDirty = false;
+  const bed = detailBed;
+  let info;
+  try { info = await api(`/api/beds/${encodeURIComponent(bed)}`); } catch (err) {
+    $("explain-info").textContent = err.message;
+    return;
+  }
+  if (bed !== detailBed) return;
+  $("detail-hr").textContent = info.hr_bpm == null ? "--" : Math.round(info.hr_bpm);
+  const list = $("beat-list");
+  const beats = info.beats.slice(-150).reverse();
+  const keep = new Set(beats.map((b) => b.beat_id));
+  for (const [id, li] of beatNodes) if (!keep.has(id)) { li.remove(); beatNodes.delete(id); }
+  beats.forEach((b, idx) => {
+    let li = beatNodes.get(b.beat_id);
+    if (!li) {
+      li = document.createElement("li");
+      li.addEventListener("click", () => selectBeat(bed, li.dataset.id));
+      beatNodes.set(b.beat_id, li);
+    }
+    li.dataset.id = b.beat_id;
+    li.className = "beat-row" + (b.anomalous ? " anomalous" : "") + (b.beat_id === selectedBeat ? " selected" : "");
+    li.textContent = `${fmtTime(b.t)}  HR ${b.hr_bpm == null ? "--" : Math.round(b.hr_bpm)}  score ${b.score.toFixed(2)}${b.anomalous ? "  ANOMALOUS" : ""}`;
+    if (list.children[idx] !== li) list.insertBefore(li, list.children[idx] || null);
+  });
+  if (!selectedBeat && beats.length) {
+    const pick = beats.find((b) => b.anomalous) || beats[0];
+    selectBeat(bed, pick.beat_id);
+  }
+}
+
+async function selectBeat(bed, beatId) {
+  selectedBeat = beatId;
+  for (const [id, li] of beatNodes) li.classList.toggle("selected", id === beatId);
+  try {
+    const d = await api(`/api/beds/${encodeURIComponent(bed)}/beats/${encodeURIComponent(beatId)}`);
+    if (bed !== detailBed) return;
+    ExplainView.draw($("explain-canvas"), d.signal, d.sample, d.errors, d.window || DEFAULT_WINDOW);
+    $("explain-title").textContent = `Beat ${d.beat_id} · ${fmtTime(d.t)}`;
+    $("explain-info").textContent = `score ${d.score} (threshold ${d.threshold})`
+      + (d.anomalous ? " · ANOMALOUS" : " · normal")
+      + (d.errors.length ? "" : " · no per-timestep error was sent for this beat");
+  } catch (err) {
+    $("explain-info").textContent = err.message;
+  }
+}
+
+setInterval(() => { if (detailBed && detailDirty) refreshDetail(); }, 2000);
+
+for (const btn of document.querySelectorAll("[data-close]")) {
+  btn.addEventListener("click", () => {
+    $(btn.dataset.close).hidden = true;
+    if (btn.dataset.close === "detail") detailBed = null;
+  });
+}
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape") { $("detail").hidden = true; $("upload").hidden = true; detailBed = null; }
+});
+
+// ---------------------------------------------------------------- upload
+let uploadResult = null;
+
+$("upload-open").addEventListener("click", () => { $("upload").hidden = false; });
+
+$("upload-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = new FormData();
+  for (const f of $("upload-file").files) form.append("file", f, f.name);
+  if ($("upload-fs").value) form.append("fs", $("upload-fs").value);
+  if ($("upload-lead").value) form.append("lead", $("upload-lead").value);
+  $("upload-error").hidden = true;
+  $("upload-result").hidden = true;
+  $("upload-summary").textContent = "Scoring...";
+  try {
+    uploadResult = await api("/api/score", { method: "POST", body: form });
+  } catch (err) {
+    $("upload-error").textContent = err.message;
+    $("upload-error").hidden = false;
+    return;
+  }
+  showUpload(uploadResult);
+});
+
+function showUpload(r) {
+  const s = r.summary;
+  $("upload-summary").textContent = `${r.name}: ${r.duration_s.toFixed(1)} s at ${r.fs} Hz, lead ${r.lead}`
+    + ` · ${s.n_beats} beats, ${s.n_anomalous} anomalous`
+    + (s.median_hr_bpm == null ? "" : ` · median HR ${s.median_hr_bpm} bpm`);
+  $("upload-result").hidden = false;
+  drawOverview($("upload-overview"), r);
+  const list = $("upload-beats");
+  const rows = r.beats.slice(0, 2000).map((b, i) => {
+    const li = document.createElement("li");
+    li.className = "beat-row" + (b.anomalous ? " anomalous" : "");
+    li.textContent = `${b.t_s.toFixed(2)} s  HR ${b.hr_bpm == null ? "--" : Math.round(b.hr_bpm)}  score ${b.score.toFixed(2)}${b.anomalous ? "  ANOMALOUS" : ""}`;
+    li.addEventListener("click", () => selectUploadBeat(i, li));
+    return li;
+  });
+  list.replaceChildren(...rows);
+  const first = r.beats.findIndex((b) => b.anomalous);
+  if (rows.length) selectUploadBeat(first >= 0 ? first : 0, rows[first >= 0 ? first : 0]);
+}
+
+function drawOverview(canvas, r) {
+  canvas.width = Math.max(300, canvas.clientWidth || 1200);
+  const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height, y = r.signal.y;
+  ctx.fillStyle = "#000"; ctx.fillRect(0, 0, W, H);
+  let lo = Infinity, hi = -Infinity;
+  for (const v of y) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  const Y = (v) => 6 + (1 - (v - lo) / (hi - lo || 1)) * (H - 12);
+  ctx.strokeStyle = "#39ff6a"; ctx.lineWidth = 1; ctx.beginPath();
+  const per = y.length / W;
+  for (let px = 0; px < W; px++) {
+    let a = Infinity, b = -Infinity;
+    for (let i = Math.floor(px * per); i < Math.min(y.length, Math.floor((px + 1) * per) + 1); i++) {
+      if (y[i] < a) a = y[i]; if (y[i] > b) b = y[i];
+    }
+    if (a === Infinity) continue;
+    ctx.moveTo(px + 0.5, Y(a)); ctx.lineTo(px + 0.5, Y(b) + 0.5);
+  }
+  ctx.stroke();
+  const n = y.length * r.signal.factor;
+  for (const b of r.beats) if (b.anomalous) {
+    ctx.fillStyle = "#dc143c";
+    ctx.fillRect((b.sample / n) * W - 1, 0, 3, 6);
+  }
+}
+
+function selectUploadBeat(i, li) {
+  const r = uploadResult, b = r.beats[i];
+  for (const el of $("upload-beats").children) el.classList.toggle("selected", el === li);
+  const f = r.signal.factor, fs = r.signal.fs;
+  const peak = b.sample / f;
+  const lo = Math.max(0, Math.floor(peak - 0.55 * fs)), hi = Math.min(r.signal.y.length, Math.ceil(peak + 0.7 * fs));
+  const win = r.window || DEFAULT_WINDOW;
+  ExplainView.draw($("upload-explain"), { fs, start: lo, y: r.signal.y.slice(lo, hi) }, peak, b.errors, win);
+  $("upload-explain-title").textContent = `Beat at ${b.t_s.toFixed(2)} s · score ${b.score.toFixed(3)}`
+    + ` (threshold ${Number(b.threshold).toFixed(3)})` + (b.anomalous ? " · ANOMALOUS" : "");
+}
+
+// ---------------------------------------------------------------- start
+connect();
+requestAnimationFrame(frame);

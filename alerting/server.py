@@ -1,0 +1,402 @@
+"""HTTP API, websocket feed and dashboard of the alerting service (Starlette, served by uvicorn).
+
+Thin adapter: ward state comes from the sans-I/O `WardHub`, alarms from an `AlarmDesk` (the
+service's policy + store + broadcast), uploads are parsed by `ecgcommon.upload` and scored by the
+detector's `POST /v1/score`. Every route except /healthz, /metrics and the static assets needs the
+token: `Authorization: Bearer <token>`, or `?token=` for the page and the websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import math
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from alerting.hub import Decimator, WardHub
+from ecgcommon.upload import MAX_UPLOAD_BYTES, UploadError, parse_upload
+
+log = logging.getLogger(__name__)
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+PRIORITIES = ("high", "medium", "low", "technical")
+STATES = ("active", "acknowledged", "latched", "ended", "open")
+MAX_LIMIT = 1000
+# Uploaded signals are sent back for display at about this rate (the beats keep full precision).
+UPLOAD_DISPLAY_HZ = 180.0
+
+
+class AlarmDesk(Protocol):
+    """What the API needs from the alarm side (implemented by the service on policy + store)."""
+
+    def list_alarms(
+        self,
+        *,
+        bed: str | None,
+        priority: str | None,
+        state: str | None,
+        since: float | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Alarms newest first, as `Alarm.to_dict()`; state "open" means not ended."""
+        ...
+
+    def get_alarm(self, alarm_id: str) -> dict[str, Any] | None: ...
+
+    def acknowledge(self, alarm_id: str, by: str) -> tuple[str, dict[str, Any] | None]:
+        """Ack through the policy, then store, metrics and broadcast.
+
+        Returns ("ok", alarm), ("unknown", None) or ("closed", alarm) for an ended alarm.
+        """
+        ...
+
+
+class ServerMetrics:
+    """The HTTP side's Prometheus metrics, registered in the registry passed in."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ws_clients = Gauge(
+            "ecg_alerting_websocket_clients", "Dashboard websocket clients connected",
+            registry=registry,
+        )
+        self.ws_dropped = Counter(
+            "ecg_alerting_websocket_frames_dropped_total",
+            "Waveform frames dropped for slow websocket clients", registry=registry,
+        )
+        self.ws_cut = Counter(
+            "ecg_alerting_websocket_clients_cut_total",
+            "Websocket clients disconnected because they could not keep up", registry=registry,
+        )
+        self.uploads = Counter(
+            "ecg_alerting_uploads_total", "ECG uploads for scoring by outcome", ["outcome"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "ecg_alerting_auth_failures_total", "Requests refused for a missing or wrong token",
+            registry=registry,
+        )
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+class _Auth:
+    """Constant-time bearer-token check."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("token must be non-empty")
+        self._token = token.encode()
+
+    def ok(self, conn: HTTPConnection, allow_query: bool) -> bool:
+        given = ""
+        header = conn.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            given = header[7:].strip()
+        elif allow_query:
+            given = conn.query_params.get("token", "")
+        return hmac.compare_digest(given.encode(), self._token)
+
+
+def _parse_float(params: Mapping[str, str], name: str) -> float | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number (unix seconds), got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {raw!r}")
+    return value
+
+
+def create_app(
+    hub: WardHub,
+    desk: AlarmDesk,
+    token: str,
+    registry: CollectorRegistry,
+    *,
+    detector_url: str,
+    score_timeout_s: float = 30.0,
+    health: Callable[[], dict[str, Any]] | None = None,
+    metrics: ServerMetrics | None = None,
+    report: Callable[[str], bytes] | None = None,
+) -> Starlette:
+    """The Starlette app. `health()` adds fields to /healthz (e.g. the MQTT connection);
+    `report(bed)` makes the PDF alarm report of a bed when given."""
+    auth = _Auth(token)
+    m = metrics or ServerMetrics(registry)
+    score_url = detector_url.rstrip("/") + "/v1/score"
+
+    def refuse(conn: HTTPConnection) -> JSONResponse:
+        m.auth_failures.inc()
+        return _error(401, "missing or wrong token", **{"WWW-Authenticate": "Bearer"})
+
+    async def index(request: Request) -> Response:
+        if not auth.ok(request, allow_query=True):
+            return refuse(request)
+        return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def healthz(request: Request) -> Response:
+        body: dict[str, Any] = {"status": "ok", "ward": hub.ward, "beds": len(hub.bed_names()),
+                                "websocket_clients": hub.n_subscribers}
+        if health is not None:
+            body.update(health())
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    async def metrics_route(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def list_alarms(request: Request) -> Response:
+        if not auth.ok(request, allow_query=False):
+            return refuse(request)
+        q = request.query_params
+        priority = q.get("priority") or None
+        state = q.get("state") or None
+        if priority is not None and priority not in PRIORITIES:
+            return _error(400, f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        if state is not None and state not in STATES:
+            return _error(400, f"state must be one of {', '.join(STATES)}, got {state!r}")
+        try:
+            since = _parse_float(q, "since")
+        except ValueError as exc:
+            return _error(400, str(exc))
+        try:
+            limit = int(q.get("limit") or 100)
+        except ValueError:
+            return _error(400, f"limit must be an integer, got {q['limit']!r}")
+        if not 1 <= limit <= MAX_LIMIT:
+            return _error(400, f"limit must be 1-{MAX_LIMIT}, got {limit}")
+        alarms = desk.list_alarms(bed=q.get("bed") or None, priority=priority, state=state,
+                                  since=since, limit=limit)
+        return JSONResponse({"alarms": alarms})
+
+    async def get_alarm(request: Request) -> Response:
+        if not auth.ok(request, allow_query=False):
+            return refuse(request)
+        alarm = desk.get_alarm(request.path_params["alarm_id"])
+        if alarm is None:
+            return _error(404, f"no alarm {request.path_params['alarm_id']!r}")
+        return JSONResponse(alarm)
+
+    async def ack(request: Request) -> Response:
+        if not auth.ok(request, allow_query=False):
+            return refuse(request)
+        alarm_id = request.path_params["alarm_id"]
+        by = "dashboard"
+        body = await request.body()
+        if body.strip():
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                return _error(400, "body must be JSON like {\"by\": \"nurse name\"} or empty")
+            if not isinstance(doc, dict) or not isinstance(doc.get("by", by), str):
+                return _error(400, "body must be JSON like {\"by\": \"nurse name\"} or empty")
+            by = (doc.get("by") or by).strip()[:80] or by
+        outcome, alarm = desk.acknowledge(alarm_id, by)
+        if outcome == "unknown":
+            return _error(404, f"no open alarm {alarm_id!r}")
+        if outcome == "closed":
+            return JSONResponse({"error": f"alarm {alarm_id!r} has already ended",
+                                 "alarm": alarm}, status_code=409)
+        return JSONResponse({"alarm": alarm})
+
+    async def beds(request: Request) -> Response:
+        if not auth.ok(request, allow_query=False):
+            return refuse(request)
+        return JSONResponse({"ward": hub.ward, "beds": hub.beds()})
+
+    async def bed(request: Request) -> Response:
+        if not auth.ok(request, allow_query=False):
+            return refuse(request)
+        summary = hub.bed_summary(request.path_params["bed"])
+        if summary is None:
+            return _error(404, f"no bed {request.path_params['bed']!r} in ward {hub.ward!r}")
+        return JSONResponse(summary)
+
+    async def beat(request: Request) -> Response:
+        if not auth.ok(request, allow_query=False):
+            return refuse(request)
+        bed_name, beat_id = request.path_params["bed"], request.path_params["beat_id"]
+        detail = hub.beat_detail(bed_name, beat_id)
+        if detail is None:
+            return _error(404, f"beat {beat_id!r} of bed {bed_name!r} is not a recent beat")
+        return JSONResponse(detail)
+
+    async def bed_report(request: Request) -> Response:
+        if not auth.ok(request, allow_query=True):
+            return refuse(request)
+        if report is None:
+            return _error(404, "PDF reports are not enabled")
+        bed_name = request.path_params["bed"]
+        pdf = await asyncio.to_thread(report, bed_name)
+        return Response(pdf, media_type="application/pdf", headers={
+            "Content-Disposition": f'inline; filename="alarms-{hub.ward}-{bed_name}.pdf"'})
+
+    async def score(request: Request) -> Response:
+        if not auth.ok(request, allow_query=False):
+            return refuse(request)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 65536:
+            m.uploads.labels("too_large").inc()
+            return _error(413, f"upload is {declared} bytes, over the {MAX_UPLOAD_BYTES} limit")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            m.uploads.labels("bad_file").inc()
+            return _error(400, "send the file as multipart/form-data (field 'file'; "
+                               "optional fields 'fs' in Hz and 'lead')")
+        files: dict[str, bytes] = {}
+        async with request.form(max_files=8, max_fields=16,
+                                max_part_size=MAX_UPLOAD_BYTES) as form:
+            for item in form.getlist("file"):
+                if isinstance(item, UploadFile):
+                    files[item.filename or "upload.csv"] = await item.read()
+            fs = form.get("fs")
+            lead = form.get("lead")
+        try:
+            upload = parse_upload(files, fs if isinstance(fs, str) else None,
+                                  lead=lead if isinstance(lead, str) else None)
+        except UploadError as exc:
+            m.uploads.labels("bad_file").inc()
+            return _error(400, str(exc))
+        try:
+            result = await asyncio.to_thread(
+                _post_json, score_url, upload.score_request(), score_timeout_s
+            )
+        except _DetectorError as exc:
+            m.uploads.labels("detector_error").inc()
+            return _error(exc.status, str(exc))
+        beats = result.get("beats") if isinstance(result, dict) else None
+        if not isinstance(beats, list):
+            m.uploads.labels("detector_error").inc()
+            return _error(502, "the detector's answer has no 'beats' list")
+        m.uploads.labels("ok").inc()
+        dec = Decimator(upload.fs, UPLOAD_DISPLAY_HZ)
+        shown = dec.feed(upload.samples)
+        n_anom = sum(1 for b in beats if isinstance(b, dict) and b.get("anomalous"))
+        hrs = [b.get("hr_bpm") for b in beats if isinstance(b, dict)]
+        hrs = [h for h in hrs if isinstance(h, int | float) and math.isfinite(h)]
+        return JSONResponse({
+            "name": upload.name, "kind": upload.kind, "fs": upload.fs, "lead": upload.lead,
+            "leads": list(upload.leads), "n_samples": int(upload.samples.size),
+            "duration_s": round(upload.duration_s, 3),
+            "signal": {"fs": dec.fs_out, "factor": dec.factor,
+                       "y": np.round(shown, 4).tolist()},
+            "beats": beats,
+            "summary": {"n_beats": len(beats), "n_anomalous": n_anom,
+                        "median_hr_bpm": round(float(np.median(hrs)), 1) if hrs else None},
+        })
+
+    async def ws(websocket: WebSocket) -> None:
+        if not auth.ok(websocket, allow_query=True):
+            m.auth_failures.inc()
+            if "websocket.http.response" in websocket.scope.get("extensions", {}):
+                await websocket.send_denial_response(
+                    _error(401, "missing or wrong token", **{"WWW-Authenticate": "Bearer"}))
+            else:
+                await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        ready = asyncio.Event()
+        sub = hub.subscribe(ready.set)
+        m.ws_clients.inc()
+        reader = asyncio.create_task(_drain_incoming(websocket))
+        try:
+            while not reader.done():
+                waiter = asyncio.create_task(ready.wait())
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                ready.clear()
+                if sub.overflowed:
+                    m.ws_cut.inc()
+                    await websocket.close(code=1013, reason="too slow, reconnect")
+                    break
+                before = sub.dropped
+                for text in sub.drain():
+                    await websocket.send_text(text)
+                m.ws_dropped.inc(max(0, sub.dropped - before))
+                sub.dropped = 0
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+        finally:
+            hub.unsubscribe(sub)
+            m.ws_clients.dec()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    routes = [
+        Route("/", index),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_route),
+        Route("/api/alarms", list_alarms),
+        Route("/api/alarms/{alarm_id}", get_alarm),
+        Route("/api/alarms/{alarm_id}/ack", ack, methods=["POST"]),
+        Route("/api/beds", beds),
+        Route("/api/beds/{bed}", bed),
+        Route("/api/beds/{bed}/beats/{beat_id}", beat),
+        Route("/api/beds/{bed}/report.pdf", bed_report),
+        Route("/api/score", score, methods=["POST"]),
+        WebSocketRoute("/ws", ws),
+        Mount("/static", StaticFiles(directory=DASHBOARD_DIR), name="static"),
+    ]
+    return Starlette(routes=routes)
+
+
+async def _drain_incoming(websocket: WebSocket) -> None:
+    """Read (and ignore) client messages until it disconnects; the feed is server -> client."""
+    while True:
+        msg = await websocket.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+
+
+class _DetectorError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _post_json(url: str, body: dict[str, Any], timeout_s: float) -> Any:
+    """POST JSON to the detector; errors become `_DetectorError` with an HTTP status to return."""
+    data = json.dumps(body, separators=(",", ":")).encode()
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:500].decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, AttributeError):
+            detail = json.loads(detail).get("error", detail)
+        status = 400 if 400 <= exc.code < 500 else 502
+        raise _DetectorError(status, f"the detector refused the signal ({exc.code}): {detail}"
+                             ) from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise _DetectorError(502, f"the detector at {url} cannot be reached: {exc}") from None
+    except ValueError:
+        raise _DetectorError(502, "the detector's answer is not JSON") from None
