@@ -1,0 +1,1 @@
+"""Detector service: causal QRS detection, beat windowing and ONNX beat scoring."""

@@ -1,0 +1,346 @@
+"""Causal streaming R-peak (QRS) detector, sans-I/O: `QRSDetector.feed(chunk) -> R-peak indices`.
+
+Pan-Tompkins / Hamilton-Tompkins family, vectorised per chunk:
+
+    x -> band-pass (Butterworth, sosfilt) -> |first difference| -> moving-window integral (MWI)
+
+Filter states are carried exactly between chunks. A sample m of the MWI is a candidate when it
+is the largest value within +-`refractory_s`; it is decided once the sample `refractory_s`
+after it has arrived, so every decision depends on the samples only, never on where chunks
+start or end, and the output is the same for any chunk size. A candidate is a beat when it
+rises above an adaptive threshold between the running signal- and noise-peak levels (so the
+detector is amplitude-independent), unless it is a T wave (close after a beat, with a much
+smaller slope). A bounded search-back recovers a beat missed under a long RR interval with half
+the threshold, but only while that beat can still be reported within `search_back_max_delay_s`.
+
+NaN/inf samples mean "no signal" and a lead that stays flat for `flat_s` is lost too: the lead
+is reported lost (`lead_ok` False), and when the signal returns the detector re-learns its
+thresholds from scratch over `learn_s`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, fields
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import signal as sps
+
+from detector.qrs_input import as_samples, finite_runs, first_change, flat_onset
+
+MIN_FS, MAX_FS = 100.0, 2000.0
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class QRSConfig:
+    """QRS detector settings, in physical units; validated on creation."""
+
+    low_hz: float = 5.0  # band-pass corners: the QRS energy band, above baseline wander and T
+    high_hz: float = 15.0
+    integration_s: float = 0.15  # moving-window integration: about one QRS width
+    refractory_s: float = 0.2  # no two beats closer; also the candidate look-ahead
+    threshold_fraction: float = 0.3  # threshold = noise + fraction * (signal - noise) levels
+    learn_fraction: float = 0.35  # while learning: threshold = fraction * largest MWI so far
+    level_weight: float = 0.125  # weight of a new peak in the running signal/noise levels
+    search_back_rr: float = 1.5  # search back once RR exceeds this many mean RR intervals
+    search_back_fraction: float = 0.5  # ... with this fraction of the threshold
+    search_back_max_delay_s: float = 0.4  # ... for beats still reportable within this delay
+    t_wave_window_s: float = 0.36  # a candidate this soon after a beat may be its T wave
+    t_wave_slope_ratio: float = 0.5  # ... and is one when its slope is below this ratio
+    rr_beats: int = 8  # RR intervals averaged
+    learn_s: float = 2.0  # (re-)learning time after start or after the signal comes back
+    flat_s: float = 1.0  # a lead this long without change is lost (disconnected/clipped)
+    flat_tolerance_mv: float = 1e-6  # "no change" between consecutive samples, in mV
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"QRSConfig.{f.name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"QRSConfig.{f.name} must be finite and >= 0, got {value!r}")
+        positive = ("low_hz", "high_hz", "integration_s", "refractory_s", "search_back_rr",
+                    "learn_s", "flat_s", "rr_beats")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"QRSConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.high_hz <= self.low_hz:
+            raise ValueError(
+                f"QRSConfig.high_hz ({self.high_hz}) must be above low_hz ({self.low_hz})"
+            )
+        for name in ("threshold_fraction", "learn_fraction", "level_weight",
+                     "search_back_fraction", "t_wave_slope_ratio"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"QRSConfig.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.search_back_rr <= 1:
+            raise ValueError(f"QRSConfig.search_back_rr must be > 1, got {self.search_back_rr}")
+        if not isinstance(self.rr_beats, int):
+            raise TypeError(f"QRSConfig.rr_beats must be an int, got {self.rr_beats!r}")
+
+
+class QRSDetector:
+    """Streaming R-peak detector for one ECG lead; see the module docstring."""
+
+    def __init__(self, fs: float, config: QRSConfig | None = None) -> None:
+        if isinstance(fs, bool) or not isinstance(fs, int | float) or not math.isfinite(fs):
+            raise TypeError(f"fs must be a finite number of Hz, got {fs!r}")
+        if not MIN_FS <= fs <= MAX_FS:
+            raise ValueError(f"fs must be within {MIN_FS:g}..{MAX_FS:g} Hz, got {fs}")
+        cfg = config if config is not None else QRSConfig()
+        if not isinstance(cfg, QRSConfig):
+            raise TypeError(f"config must be a QRSConfig, got {type(cfg).__name__}")
+        if cfg.high_hz >= 0.45 * fs:
+            raise ValueError(f"QRSConfig.high_hz ({cfg.high_hz}) must be below 0.45 * fs ({fs})")
+        self.fs = float(fs)
+        self.config = cfg
+
+        def n_of(seconds: float) -> int:
+            return max(1, round(seconds * self.fs))
+
+        self._sos = sps.butter(2, [cfg.low_hz, cfg.high_hz], "bandpass", fs=self.fs,
+                               output="sos")
+        self._zi_unit = sps.sosfilt_zi(self._sos)
+        self._n_int = n_of(cfg.integration_s)
+        self._mwi_b = np.full(self._n_int, 1.0 / self._n_int)
+        # the band-pass delays the QRS by its group delay near the band centre
+        b, a = sps.sos2tf(self._sos)
+        centre = math.sqrt(cfg.low_hz * cfg.high_hz)
+        _, gd = sps.group_delay((b, a), w=[centre], fs=self.fs)
+        self._gd = round(float(gd[0]))
+        self._w = n_of(cfg.refractory_s)
+        self._t_win = n_of(cfg.t_wave_window_s)
+        self._learn_n = n_of(cfg.learn_s)
+        self._flat_n = max(2, n_of(cfg.flat_s))
+        self._sb_delay = n_of(cfg.search_back_max_delay_s)
+        self._loc = self._n_int + self._gd + n_of(0.05)  # R-peak search span before the MWI peak
+        self._hist = self._learn_n + 3 * self._w + self._loc + 8
+        self._cap = self._hist + n_of(1.0)
+        self._bp = np.zeros(self._cap)
+        self._mwi = np.zeros(self._cap)
+        self._base = 0  # absolute index of buffer position 0
+        self._fill = 0
+        self._n = 0  # samples seen
+        self._prev = math.nan  # last raw sample (flat detection)
+        self._flat_run = 0
+        self._lost = False  # inside a NaN or flat stretch
+        self._relearn_until = 0
+        self._next_m = 1  # first MWI index not yet examined for candidates
+        self._out: list[int] = []
+        self._start_segment(0)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def lead_ok(self) -> bool:
+        """False while the lead is flat, disconnected or NaN, and while re-learning after it."""
+        return not self._lost and self._n >= self._relearn_until
+
+    @property
+    def samples_seen(self) -> int:
+        """Samples fed so far (NaN ones included)."""
+        return self._n
+
+    def feed(self, chunk: ArrayLike) -> np.ndarray:
+        """R-peak sample indices (int64, ascending, absolute) confirmed by this chunk."""
+        x = as_samples(chunk)
+        if len(x) == 0:
+            return _EMPTY
+        if np.isfinite(x).all():
+            self._feed_finite(x)
+        else:
+            for a, b, finite in finite_runs(x):
+                if finite:
+                    self._feed_finite(x[a:b])
+                else:
+                    self._feed_absent(b - a)
+                    self._prev = math.nan
+                    self._flat_run = 0
+        if not self._out:
+            return _EMPTY
+        out = np.asarray(self._out, dtype=np.int64)
+        self._out.clear()
+        return out
+
+    # ------------------------------------------------------------------ input handling
+    def _feed_finite(self, x: np.ndarray) -> None:
+        """Finite samples: split further where the lead goes flat or comes back."""
+        tol = self.config.flat_tolerance_mv
+        resumed = False
+        while len(x):
+            if self._lost and not resumed:
+                k = first_change(x, self._prev, tol)
+                if k < 0:
+                    self._prev = float(x[-1])
+                    self._feed_absent(len(x))
+                    return
+                if k:
+                    self._feed_absent(k)
+                    self._prev = float(x[k - 1])
+                self._flat_run = 0
+                x = x[k:]
+                resumed = True
+                continue
+            resumed = False
+            k, run = flat_onset(x, self._prev, self._flat_run, tol, self._flat_n)
+            if k < 0:
+                self._feed_signal(x)
+                self._flat_run = run
+                self._prev = float(x[-1])
+                return
+            if k:
+                self._feed_signal(x[:k])
+                self._prev = float(x[k - 1])
+            self._feed_absent(0)  # the lead is lost from sample k on
+            x = x[k:]
+
+    def _feed_absent(self, n: int) -> None:
+        """No signal for n samples (NaN, inf or flat): the lead is lost."""
+        if not self._lost:
+            self._lost = True
+            self._seg_end = self._n
+            self._sb_at = None
+        if n:
+            self._append(np.zeros(n), np.zeros(n))
+            self._decide()
+
+    def _feed_signal(self, x: np.ndarray) -> None:
+        if self._lost or self._zi is None:
+            if self._lost:
+                self._lost = False
+                self._start_segment(self._n)
+                self._relearn_until = self._n + self._learn_n
+            self._zi = self._zi_unit * x[0]  # start in steady state: no step transient
+            self._mzi = np.zeros(self._n_int - 1)
+            self._bp_last = 0.0
+        bp, self._zi = sps.sosfilt(self._sos, x, zi=self._zi)
+        d = np.empty(len(bp))
+        d[0] = bp[0] - self._bp_last
+        np.subtract(bp[1:], bp[:-1], out=d[1:])
+        np.abs(d, out=d)
+        self._bp_last = bp[-1]
+        mwi, self._mzi = sps.lfilter(self._mwi_b, 1.0, d, zi=self._mzi)
+        self._append(bp, mwi)
+        self._decide()
+
+    def _append(self, bp: np.ndarray, mwi: np.ndarray) -> None:
+        n = len(bp)
+        if self._fill + n > len(self._bp):
+            keep = min(self._fill, self._hist)
+            size = max(self._cap, keep + n)
+            src = slice(self._fill - keep, self._fill)
+            if size != len(self._bp):  # grow for a large chunk, or shrink back after one
+                self._bp, self._mwi = (np.concatenate([b[src], np.zeros(size - keep)])
+                                       for b in (self._bp, self._mwi))
+            else:
+                self._bp[:keep] = self._bp[src]
+                self._mwi[:keep] = self._mwi[src]
+            self._base += self._fill - keep
+            self._fill = keep
+        self._bp[self._fill:self._fill + n] = bp
+        self._mwi[self._fill:self._fill + n] = mwi
+        self._fill += n
+        self._n += n
+
+    # ------------------------------------------------------------------ decisions
+    def _start_segment(self, start: int) -> None:
+        """Forget everything learnt: the signal (re)starts at sample `start`."""
+        self._seg_start = start
+        self._seg_end: int | None = None
+        self._zi = None
+        self._spk = 0.0  # running signal-peak level (MWI units)
+        self._npk = 0.0  # running noise-peak level
+        self._have_beat = False
+        self._last_r = -(10**12)
+        self._last_slope = 0.0
+        self._rr: deque[int] = deque(maxlen=self.config.rr_beats)
+        self._sb_at: int | None = None
+        self._pending: list[tuple[int, float, int, float]] = []  # (e, value, r, slope)
+
+    def _decide(self) -> None:
+        """Examine every MWI sample whose look-ahead is complete, in sample order."""
+        w, base, mwi = self._w, self._base, self._mwi
+        lo = max(self._next_m, base + 1, self._seg_start + 1)
+        hi = self._n - w  # m + w <= n - 1
+        if hi > lo:
+            s = mwi[lo - 1 - base:hi + 1 - base]
+            mid = s[1:-1]
+            peaks = np.flatnonzero((mid > s[:-2]) & (mid >= s[2:]))
+            self._next_m = hi
+            for m in (peaks + lo).tolist():
+                e = m + w
+                while self._sb_at is not None and self._sb_at < e:
+                    self._search_back()
+                if self._seg_end is not None and e >= self._seg_end:
+                    break  # look-ahead runs into lost signal
+                i = m - base
+                v = mwi[i]
+                if v < mwi[i + 1:i + w + 1].max() or v <= mwi[max(0, i - w):i].max(initial=0):
+                    continue
+                self._candidate(m, e, float(v))
+        while self._sb_at is not None and self._sb_at < self._n:
+            self._search_back()
+
+    def _locate(self, m: int) -> tuple[int, float]:
+        """R-peak index (largest band-passed deflection before the MWI peak) and max slope."""
+        lo = max(m - self._loc, self._seg_start, self._base) - self._base
+        seg = self._bp[lo:m + 1 - self._base]
+        k = int(np.argmax(np.abs(seg)))
+        slope = float(np.abs(np.diff(seg)).max(initial=0.0))
+        return max(lo + self._base + k - self._gd, self._seg_start), slope
+
+    def _candidate(self, m: int, e: int, v: float) -> None:
+        cfg = self.config
+        r, slope = self._locate(m)
+        if e < self._seg_start + self._learn_n:
+            lo = max(self._seg_start, self._base) - self._base
+            thr = cfg.learn_fraction * float(self._mwi[lo:e + 1 - self._base].max())
+        else:
+            thr = self._npk + cfg.threshold_fraction * (self._spk - self._npk)
+        if v >= thr and r - self._last_r >= self._w and not self._is_t_wave(r, slope):
+            self._accept(r, v, slope, cfg.level_weight)
+            return
+        self._npk += cfg.level_weight * (v - self._npk)
+        if v >= cfg.search_back_fraction * thr and r - self._last_r >= self._w:
+            if self._pending and e - self._pending[0][2] > self._sb_delay:
+                self._pending = [p for p in self._pending if e - p[2] <= self._sb_delay]
+            self._pending.append((e, v, r, slope))
+
+    def _is_t_wave(self, r: int, slope: float) -> bool:
+        return (self._have_beat and r - self._last_r < self._t_win
+                and slope < self.config.t_wave_slope_ratio * self._last_slope)
+
+    def _accept(self, r: int, v: float, slope: float, weight: float) -> None:
+        if self._have_beat:
+            self._rr.append(r - self._last_r)
+            self._spk += weight * (v - self._spk)
+        else:
+            self._spk = v
+        self._have_beat = True
+        self._last_r = r
+        self._last_slope = slope
+        self._out.append(r)
+        self._pending = [p for p in self._pending if p[2] - r >= self._w]
+        rr = sum(self._rr) / len(self._rr) if self._rr else self.fs
+        self._sb_at = r + round(self.config.search_back_rr * rr)
+
+    def _search_back(self) -> None:
+        """RR is long: take the largest earlier sub-threshold candidate, if still reportable."""
+        t = self._sb_at
+        assert t is not None
+        cfg = self.config
+        thr = cfg.search_back_fraction * (self._npk + cfg.threshold_fraction
+                                          * (self._spk - self._npk))
+        best = None
+        for p in self._pending:
+            e, v, r, slope = p
+            if (e <= t and t - r <= self._sb_delay and v >= thr
+                    and r - self._last_r >= self._w and not self._is_t_wave(r, slope)
+                    and (best is None or v > best[1])):
+                best = p
+        if best is None:
+            self._pending = [p for p in self._pending if p[0] > t]
+            self._sb_at = None
+            return
+        self._accept(best[2], best[1], best[3], 0.25)
