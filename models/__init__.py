@@ -1,0 +1,1 @@
+"""Beat model: training, calibration, ONNX export and evaluation (needs the `train` extra)."""

@@ -1,0 +1,76 @@
+"""Fit the anomaly combination rule and the profile thresholds, on DS1 only."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+
+from detector.anomaly import FEATURES, AnomalyConfig, record_features
+from models.metrics import ABNORMAL
+
+# Operating points: the largest fraction of DS1 normal beats each profile may flag.
+NORMAL_FLAG_BUDGET = {"icu": 0.02, "screening": 0.005}
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> tuple[np.ndarray, float]:
+    """Class-balanced L2 logistic regression (weights, bias) on standardised features."""
+    n_pos, n_neg = max(1, int(y.sum())), max(1, int((1 - y).sum()))
+    sw = np.where(y == 1, 0.5 / n_pos, 0.5 / n_neg)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        z = x @ w + b
+        p = 1.0 / (1.0 + np.exp(-z))
+        ll = np.logaddexp(0.0, z) - y * z
+        g = sw * (p - y)
+        return float((sw * ll).sum() + l2 * (w @ w)), np.concatenate(
+            [x.T @ g + 2 * l2 * w, [g.sum()]]
+        )
+
+    res = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B")
+    return res.x[:-1], float(res.x[-1])
+
+
+def per_record_features(
+    errors: np.ndarray, rhythm: np.ndarray, records: np.ndarray, config: AnomalyConfig
+) -> np.ndarray:
+    """Raw anomaly features of every beat, each record run causally through its own adapter."""
+    out = np.empty((len(errors), len(FEATURES)))
+    for name in dict.fromkeys(records.tolist()):
+        m = records == name
+        out[m] = record_features(errors[m], rhythm[m], config)
+    return out
+
+
+def fit_anomaly(
+    errors: np.ndarray,
+    rhythm: np.ndarray,
+    labels: np.ndarray,
+    records: np.ndarray,
+    history: int = 128,
+    warmup: int = 16,
+) -> AnomalyConfig:
+    """The combination rule fitted on these (DS1) beats: N against S/V/F."""
+    prior = float(np.median(np.log(errors[labels == "N"] + 1e-6)))
+    k = len(FEATURES)
+    base = AnomalyConfig((0.0,) * k, 0.0, (0.0,) * k, (1.0,) * k, prior, history, warmup)
+    feats = per_record_features(errors, rhythm, records, base)
+    use = np.isin(labels, ("N", *ABNORMAL))
+    x, y = feats[use], np.isin(labels[use], ABNORMAL).astype(float)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+    w, b = fit_logistic((x - mean) / scale, y)
+    return AnomalyConfig(tuple(w), b, tuple(mean), tuple(scale), prior, history, warmup)
+
+
+def calibrate_thresholds(
+    scores: np.ndarray, labels: np.ndarray, budget: dict[str, float] = NORMAL_FLAG_BUDGET
+) -> dict[str, float]:
+    """Per profile, the lowest threshold that flags at most its budget of normal beats."""
+    normal = np.sort(scores[labels == "N"])
+    out = {}
+    for name, frac in budget.items():
+        # flag = score >= t; the (1 - frac) quantile, nudged up so at most frac are flagged
+        idx = int(np.ceil((1.0 - frac) * normal.size))
+        idx = min(idx, normal.size - 1)
+        out[name] = float(np.nextafter(normal[idx - 1], np.inf)) if idx > 0 else float(normal[0])
+    return out
