@@ -294,6 +294,7 @@ class AlarmPolicy:
 
     def _suppress(self, alarm: Alarm, t: float, by: AlarmType) -> list[AlarmChange]:
         """A higher or technical alarm takes over: latch a high one, end anything else."""
+        self._unconfirmed.pop(alarm.id, None)
         if alarm.type.latching and alarm.state is AlarmState.ACTIVE:
             ev = {**alarm.evidence, "suppressed_by": by.value}
             return [self._update(alarm, ChangeKind.LATCHED, state=AlarmState.LATCHED,
@@ -327,6 +328,8 @@ class AlarmPolicy:
             if alarm.bed != bed or deadline is None or now < deadline:
                 continue
             del self._unconfirmed[aid]
+            if alarm.state is AlarmState.LATCHED:
+                continue
             if alarm.priority is Priority.TECHNICAL:
                 self._technical.get(bed, set()).discard(alarm.type)
             if alarm.type.latching and alarm.state is AlarmState.ACTIVE:

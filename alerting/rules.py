@@ -178,7 +178,10 @@ class BedRules:
         return out
 
     def on_time(self, now: float) -> list[Signal]:
-        """Time-driven criteria at signal time `now`: asystole, pause, holds, rate decay."""
+        """Time-driven criteria at signal time `now`: asystole, pause, end of event holds.
+
+        Rate criteria (frequent, trend) run on beats only, so their edges do not depend on
+        the tick cadence."""
         out: list[Signal] = []
         if self._monitor_since is None:
             self._monitor_since = now
@@ -195,7 +198,6 @@ class BedRules:
         if silent >= c.asystole_s and AlarmType.ASYSTOLE not in self.present:
             out.append(self._set(AlarmType.ASYSTOLE, True, self._ref_t + c.asystole_s,
                                  self._gap_evidence(self._ref_t + c.asystole_s)))
-        out += self._rate_criteria(now)
         return out
 
     def reset(self, now: float) -> None:

@@ -1,0 +1,605 @@
+"""The alarm policy rule by rule, plus checks every scenario must pass (ids, cadence, evidence)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from alerting.alarms import (
+    Alarm,
+    AlarmChange,
+    AlarmState,
+    AlarmType,
+    BeatInput,
+    ChangeKind,
+    Priority,
+    TechnicalInput,
+)
+from alerting.policy import AlarmPolicy, BedLimits, PolicyConfig
+
+T0 = 1_700_000_000.0
+
+
+@dataclass
+class Ward:
+    """Drives a policy like the adapter does: beats in time order, a tick per sample chunk."""
+
+    policy: AlarmPolicy = field(default_factory=AlarmPolicy)
+    chunk_s: float = 0.1
+    now: dict[str, float] = field(default_factory=dict)
+    n: int = 0
+    changes: list[AlarmChange] = field(default_factory=list)
+
+    def _advance(self, bed: str, to: float) -> list[AlarmChange]:
+        out: list[AlarmChange] = []
+        t = self.now.get(bed, T0)
+        while t + self.chunk_s <= to + 1e-6:
+            t += self.chunk_s
+            out += self.policy.tick(bed, t)
+        self.now[bed] = max(t, self.now.get(bed, T0))
+        return out
+
+    def beat(self, bed: str, t: float, anomalous: bool = False, rr: float | None = None,
+             score: float = 0.1) -> list[AlarmChange]:
+        out = self._advance(bed, t)
+        self.n += 1
+        out += self.policy.on_beat(BeatInput(bed, t, f"{bed}-{self.n}", anomalous, rr_s=rr,
+                                             score=score))
+        self.changes += out
+        return out
+
+    def rhythm(self, bed: str, start: float, rrs: list[float],
+               anomalous: Callable[[int], bool] | list[bool] | None = None) -> float:
+        """Beats after `start` with the given RR intervals; returns the last beat's time."""
+        t = start
+        for i, rr in enumerate(rrs):
+            t += rr
+            flag = anomalous[i] if isinstance(anomalous, list) else bool(
+                anomalous and anomalous(i))
+            self.beat(bed, t, flag, rr)
+        return t
+
+    def wait(self, bed: str, until: float) -> list[AlarmChange]:
+        out = self._advance(bed, until)
+        self.changes += out
+        return out
+
+    def event(self, bed: str, type_: str, active: bool, t: float) -> list[AlarmChange]:
+        out = self._advance(bed, t)
+        out += self.policy.on_technical(TechnicalInput(bed, type_, active, t))
+        self.changes += out
+        return out
+
+    def raised(self, type_: AlarmType | None = None) -> list[Alarm]:
+        return [c.alarm for c in self.changes if c.kind is ChangeKind.RAISED
+                and (type_ is None or c.alarm.type is type_)]
+
+    def kinds(self, type_: AlarmType) -> list[ChangeKind]:
+        return [c.kind for c in self.changes if c.alarm.type is type_]
+
+
+def normal(ward: Ward, bed: str = "b1", seconds: float = 20.0, start: float = T0,
+           rr: float = 0.8) -> float:
+    return ward.rhythm(bed, start, [rr] * int(seconds / rr))
+
+
+# ---------------------------------------------------------------------------- scenarios
+# Each scenario drives a ward and names the alarm type it must raise; the shared checks
+# below run all of them.
+
+def sc_asystole(w: Ward) -> AlarmType:
+    last = normal(w)
+    w.wait("b1", last + 6)
+    return AlarmType.ASYSTOLE
+
+
+def sc_vtach(w: Ward) -> AlarmType:
+    last = normal(w)
+    last = w.rhythm("b1", last, [0.45] * 6, anomalous=lambda i: True)
+    normal(w, start=last, seconds=5)
+    return AlarmType.VTACH
+
+
+def sc_extreme_tachy(w: Ward) -> AlarmType:
+    last = normal(w)
+    normal(w, start=last, seconds=8, rr=0.35)
+    return AlarmType.EXTREME_TACHY
+
+
+def sc_extreme_brady(w: Ward) -> AlarmType:
+    last = normal(w)
+    normal(w, start=last, seconds=20, rr=1.7)
+    return AlarmType.EXTREME_BRADY
+
+
+def sc_tachy(w: Ward) -> AlarmType:
+    last = normal(w)
+    normal(w, start=last, seconds=8, rr=0.46)  # 130 bpm
+    return AlarmType.TACHY
+
+
+def sc_brady(w: Ward) -> AlarmType:
+    last = normal(w)
+    normal(w, start=last, seconds=15, rr=1.33)  # 45 bpm
+    return AlarmType.BRADY
+
+
+def sc_frequent(w: Ward) -> AlarmType:
+    last = normal(w)
+    w.rhythm("b1", last, [0.8] * 40, anomalous=lambda i: i % 2 == 1)  # bigeminy, 37/min
+    return AlarmType.FREQUENT_ANOMALIES
+
+
+def sc_couplet(w: Ward) -> AlarmType:
+    last = normal(w)
+    last = w.rhythm("b1", last, [0.8, 0.6, 0.6, 1.0], [False, True, True, False])
+    normal(w, start=last, seconds=15)
+    return AlarmType.COUPLET
+
+
+def sc_run(w: Ward) -> AlarmType:
+    last = normal(w)
+    last = w.rhythm("b1", last, [0.6, 0.6, 0.6, 1.0], [True, True, True, False])
+    normal(w, start=last, seconds=15)
+    return AlarmType.RUN
+
+
+def sc_pause(w: Ward) -> AlarmType:
+    last = normal(w)
+    normal(w, start=last + 2.2, seconds=15)  # a 3.0 s RR
+    return AlarmType.PAUSE
+
+
+def sc_trend(w: Ward) -> AlarmType:
+    # 10 min with one anomalous beat a minute, then 6 min with 5 a minute.
+    last = w.rhythm("b1", T0, [0.8] * 750, anomalous=lambda i: i % 75 == 10)
+    w.rhythm("b1", last, [0.8] * 450, anomalous=lambda i: i % 15 == 7)
+    return AlarmType.ANOMALY_TREND
+
+
+def sc_lead_off(w: Ward) -> AlarmType:
+    last = normal(w)
+    w.event("b1", "lead_off", True, last + 0.5)
+    w.wait("b1", last + 10)
+    w.event("b1", "lead_restored", True, last + 10)
+    return AlarmType.LEAD_OFF
+
+
+SCENARIOS = {f.__name__[3:]: f for f in (
+    sc_asystole, sc_vtach, sc_extreme_tachy, sc_extreme_brady, sc_tachy, sc_brady, sc_frequent,
+    sc_couplet, sc_run, sc_pause, sc_trend, sc_lead_off,
+)}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_check_scenario_raises_its_alarm_with_evidence(name: str) -> None:
+    w = Ward()
+    expected = SCENARIOS[name](w)
+    raised = w.raised(expected)
+    assert len(raised) == 1, [c.kind + ":" + c.alarm.type for c in w.changes]
+    alarm = raised[0]
+    assert alarm.priority is expected.priority
+    assert alarm.state is AlarmState.ACTIVE and alarm.bed == "b1"
+    if expected.priority is not Priority.TECHNICAL:
+        assert alarm.evidence, "a physiological alarm carries its evidence"
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_check_same_alarms_whatever_the_tick_cadence(name: str) -> None:
+    """Like a streaming estimator: the chunk size (tick cadence) must not change the alarms."""
+    results = []
+    for chunk in (0.04, 0.1, 0.25):
+        w = Ward(chunk_s=chunk)
+        SCENARIOS[name](w)
+        results.append([(a.id, a.type, round(a.started_at, 6)) for a in w.raised()])
+    assert results[0] and results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_check_ids_stable_and_dicts_round_trip(name: str) -> None:
+    a, b = Ward(), Ward()
+    SCENARIOS[name](a)
+    SCENARIOS[name](b)
+    assert [c.alarm.id for c in a.changes] == [c.alarm.id for c in b.changes]
+    ids = [x.id for x in a.raised()]
+    assert len(ids) == len(set(ids)), "every raised alarm has its own id"
+    for change in a.changes:
+        assert Alarm.from_dict(change.alarm.to_dict()) == change.alarm
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_check_ended_alarms_never_change_again(name: str) -> None:
+    w = Ward()
+    SCENARIOS[name](w)
+    ended: set[str] = set()
+    for kind, alarm in w.changes:
+        assert alarm.id not in ended, f"{kind} after the end of {alarm.type}"
+        if alarm.state is AlarmState.ENDED:
+            ended.add(alarm.id)
+            assert alarm.ended_at is not None and alarm.end_reason
+    assert all(a.open for a in w.policy.active())
+
+
+# ---------------------------------------------------------------------------- asystole
+def test_asystole_exactly_when_four_seconds_pass() -> None:
+    w = Ward()
+    last = normal(w, rr=0.75)  # binary-exact times, so "exactly 4 s" is exact
+    for t in (last + 3.0, last + 3.99, last + 3.999):
+        assert AlarmType.ASYSTOLE not in {c.alarm.type for c in w.policy.tick("b1", t)}
+    changes = w.policy.tick("b1", last + 4.0)
+    (alarm,) = [c.alarm for c in changes if c.kind is ChangeKind.RAISED
+                and c.alarm.type is AlarmType.ASYSTOLE]
+    assert alarm.started_at == last + 4.0
+    assert alarm.evidence["last_beat_t"] == last
+    assert alarm.evidence["criterion_met_at"] == last + 4.0
+
+
+def test_asystole_not_on_a_lost_lead_and_clock_restarts_when_restored() -> None:
+    w = Ward()
+    last = normal(w)
+    w.event("b1", "lead_off", True, last + 1.0)
+    w.wait("b1", last + 30)
+    assert not w.raised(AlarmType.ASYSTOLE) and not w.raised(AlarmType.PAUSE)
+    w.event("b1", "lead_off", False, last + 30)
+    w.wait("b1", last + 33.9)
+    assert not w.raised(AlarmType.ASYSTOLE)
+    w.wait("b1", last + 34.1)
+    (alarm,) = w.raised(AlarmType.ASYSTOLE)
+    assert alarm.started_at == pytest.approx(last + 34.0)
+
+
+def test_asystole_latches_until_acknowledged() -> None:
+    w = Ward()
+    last = normal(w)
+    w.wait("b1", last + 5)
+    (alarm,) = w.raised(AlarmType.ASYSTOLE)
+    normal(w, start=last + 5, seconds=5)
+    assert w.policy.get(alarm.id).state is AlarmState.LATCHED
+    (change,) = w.policy.acknowledge(alarm.id, last + 20, by="nurse A")
+    assert change.kind is ChangeKind.ACKNOWLEDGED
+    assert change.alarm.state is AlarmState.ENDED
+    assert change.alarm.acknowledged_by == "nurse A" and change.alarm.end_reason == "acknowledged"
+    assert w.policy.get(alarm.id) is None
+    assert w.policy.acknowledge(alarm.id, last + 21) == []
+
+
+def test_asystole_caught_from_a_late_beat_without_ticks() -> None:
+    policy = AlarmPolicy()
+    policy.on_beat(BeatInput("b1", T0, "x1", False, rr_s=0.8))
+    changes = policy.on_beat(BeatInput("b1", T0 + 5, "x2", False, rr_s=5.0))
+    kinds = [(c.kind, c.alarm.type) for c in changes]
+    assert (ChangeKind.RAISED, AlarmType.ASYSTOLE) in kinds
+    assert (ChangeKind.LATCHED, AlarmType.ASYSTOLE) in kinds
+
+
+# ---------------------------------------------------------------------------- arrhythmias
+def test_vt_needs_five_beats_at_100_bpm() -> None:
+    w = Ward()
+    last = normal(w)
+    w.rhythm("b1", last, [0.45] * 4, anomalous=lambda i: True)
+    assert not w.raised(AlarmType.VTACH)
+    assert len(w.raised(AlarmType.RUN)) == 1
+    w.beat("b1", last + 5 * 0.45, True, 0.45)
+    (vt,) = w.raised(AlarmType.VTACH)
+    assert vt.evidence["run_beats"] == 5 and vt.evidence["run_rate_bpm"] >= 100
+    assert len(vt.evidence["beat_ids"]) == 5 and len(vt.evidence["scores"]) == 5
+    # the run alarm gave way to the VT alarm (chaining)
+    assert ChangeKind.SUPPRESSED in w.kinds(AlarmType.RUN)
+
+
+def test_slow_ventricular_run_is_a_run_not_vt() -> None:
+    w = Ward()
+    last = normal(w)
+    w.rhythm("b1", last, [0.8] * 8, anomalous=lambda i: True)  # 75 bpm
+    assert not w.raised(AlarmType.VTACH)
+    assert len(w.raised(AlarmType.RUN)) == 1
+
+
+def test_extreme_tachy_within_three_seconds_and_suppresses_tachy() -> None:
+    w = Ward()
+    onset = normal(w)
+    normal(w, start=onset, seconds=6, rr=0.375)  # 160 bpm
+    (alarm,) = w.raised(AlarmType.EXTREME_TACHY)
+    assert alarm.started_at - onset <= 3.0
+    assert w.policy.get(alarm.id).state is AlarmState.ACTIVE
+    tachy = [a.id for a in w.policy.active() if a.type is AlarmType.TACHY]
+    assert not tachy, "the lesser tachy alarm is chained under extreme tachy"
+
+
+def test_extreme_brady() -> None:
+    w = Ward()
+    last = normal(w)
+    normal(w, start=last, seconds=12, rr=1.7)  # 35 bpm
+    assert len(w.raised(AlarmType.EXTREME_BRADY)) == 1
+    assert not [a for a in w.policy.active() if a.type is AlarmType.BRADY]
+
+
+def test_debounce_a_few_fast_beats_raise_nothing() -> None:
+    w = Ward()
+    last = normal(w)
+    last = w.rhythm("b1", last, [0.3, 0.3])
+    normal(w, start=last, seconds=10)
+    assert not w.raised()
+
+
+def test_single_anomalous_beats_raise_nothing() -> None:
+    w = Ward()
+    w.rhythm("b1", T0, [0.8] * 60, anomalous=lambda i: i % 10 == 5)  # 7.5 per minute
+    assert not w.raised()
+
+
+def test_tachy_ends_by_itself_with_hysteresis() -> None:
+    w = Ward()
+    last = normal(w)
+    last = normal(w, start=last, seconds=8, rr=0.46)  # 130 bpm
+    (alarm,) = w.raised(AlarmType.TACHY)
+    last = normal(w, start=last, seconds=5, rr=0.52)  # 115 bpm: inside the 5 bpm hysteresis
+    assert w.policy.get(alarm.id) is not None
+    normal(w, start=last, seconds=5, rr=0.8)
+    assert w.policy.get(alarm.id) is None
+    assert w.kinds(AlarmType.TACHY)[-1] is ChangeKind.ENDED
+
+
+def test_limits_are_per_bed() -> None:
+    w = Ward()
+    w.policy.set_limits("b2", BedLimits(low_bpm=50, high_bpm=140))
+    for bed in ("b1", "b2"):
+        last = normal(w, bed)
+        normal(w, bed, start=last, seconds=8, rr=0.46)  # 130 bpm
+    beds = {a.bed for a in w.raised(AlarmType.TACHY)}
+    assert beds == {"b1"}
+    assert w.policy.limits("b2").high_bpm == 140
+    assert w.policy.limits("b1") == PolicyConfig().default_limits
+
+
+def test_frequent_anomalies_above_the_bed_limit() -> None:
+    w = Ward()
+    w.policy.set_limits("b2", BedLimits(anomalies_per_min=40))
+    for bed in ("b1", "b2"):
+        w.rhythm(bed, T0, [0.8] * 80, anomalous=lambda i: i % 2 == 1)  # 37.5 per minute
+    (alarm,) = w.raised(AlarmType.FREQUENT_ANOMALIES)
+    assert alarm.bed == "b1" and alarm.evidence["anomalies"] == 11
+
+
+def test_couplets_in_a_burst_are_one_alarm_then_it_ends() -> None:
+    w = Ward()
+    last = normal(w)
+    for _ in range(3):
+        last = w.rhythm("b1", last, [0.8, 0.6, 0.6, 1.0], [False, True, True, False])
+    (alarm,) = w.raised(AlarmType.COUPLET)
+    assert w.policy.get(alarm.id).evidence["occurrences"] == 3
+    normal(w, start=last, seconds=12)
+    assert w.kinds(AlarmType.COUPLET)[-1] is ChangeKind.ENDED
+
+
+def test_pause_then_asystole_chain() -> None:
+    w = Ward()
+    last = normal(w)
+    w.wait("b1", last + 2.6)
+    (pause,) = w.raised(AlarmType.PAUSE)
+    assert pause.started_at == pytest.approx(last + 2.5)
+    w.wait("b1", last + 4.1)
+    assert w.raised(AlarmType.ASYSTOLE)
+    assert ChangeKind.SUPPRESSED in w.kinds(AlarmType.PAUSE)
+
+
+def test_pause_alone_does_not_raise_asystole() -> None:
+    w = Ward()
+    sc_pause(w)
+    assert not w.raised(AlarmType.ASYSTOLE)
+    assert w.kinds(AlarmType.PAUSE)[-1] is ChangeKind.ENDED
+
+
+def test_trend_is_low_priority_and_needs_a_baseline() -> None:
+    w = Ward()
+    sc_trend(w)
+    (alarm,) = w.raised(AlarmType.ANOMALY_TREND)
+    assert alarm.priority is Priority.LOW
+    assert alarm.evidence["recent_per_min"] >= 2 * alarm.evidence["baseline_per_min"]
+    w2 = Ward()  # the same high rate from the start: no rising trend
+    w2.rhythm("b1", T0, [0.8] * 1125, anomalous=lambda i: i % 15 == 7)
+    assert not w2.raised(AlarmType.ANOMALY_TREND)
+
+
+# ---------------------------------------------------------------------------- technical
+@pytest.mark.parametrize("event,type_", [
+    ("lead_off", AlarmType.LEAD_OFF), ("signal_lost", AlarmType.SIGNAL_LOST),
+    ("device_offline", AlarmType.DEVICE_OFFLINE), ("noisy", AlarmType.NOISY),
+])
+def test_technical_alarm_suppresses_physiological_ones(event: str, type_: AlarmType) -> None:
+    w = Ward()
+    last = normal(w)
+    last = normal(w, start=last, seconds=8, rr=0.46)
+    (tachy,) = w.raised(AlarmType.TACHY)
+    changes = w.event("b1", event, True, last + 0.1)
+    assert [(c.kind, c.alarm.type) for c in changes] == [
+        (ChangeKind.RAISED, type_), (ChangeKind.SUPPRESSED, AlarmType.TACHY)]
+    assert changes[0].alarm.priority is Priority.TECHNICAL
+    normal(w, start=last + 0.1, seconds=10, rr=0.46)  # beats on a noisy signal: not judged
+    assert len(w.raised(AlarmType.TACHY)) == 1
+    ending = w.event("b1", event, False, last + 11)
+    assert [(c.kind, c.alarm.type) for c in ending] == [(ChangeKind.ENDED, type_)]
+
+
+def test_technical_suppression_latches_an_unacknowledged_high_alarm() -> None:
+    w = Ward()
+    last = normal(w)
+    w.wait("b1", last + 4.5)
+    (asys,) = w.raised(AlarmType.ASYSTOLE)
+    w.event("b1", "lead_off", True, last + 5)
+    assert w.policy.get(asys.id).state is AlarmState.LATCHED
+
+
+def test_restoring_events_and_ignored_event_types() -> None:
+    w = Ward()
+    w.event("b1", "device_offline", True, T0 + 1)
+    assert w.event("b1", "device_online", True, T0 + 2)[0].kind is ChangeKind.ENDED
+    for ignored in ("gap", "duplicate", "out_of_order", "anomaly", "bogus"):
+        assert w.policy.on_technical(TechnicalInput("b1", ignored, True, T0 + 3)) == []
+
+
+# ---------------------------------------------------------------------------- behaviour
+def test_acknowledged_medium_alarm_ends_when_its_cause_ends() -> None:
+    w = Ward()
+    last = normal(w)
+    last = normal(w, start=last, seconds=8, rr=0.46)
+    (tachy,) = w.raised(AlarmType.TACHY)
+    (ack,) = w.policy.acknowledge(tachy.id, last, by="n")
+    assert ack.alarm.state is AlarmState.ACKNOWLEDGED
+    normal(w, start=last, seconds=6)
+    assert w.kinds(AlarmType.TACHY)[-1] is ChangeKind.ENDED
+
+
+def test_escalation_when_not_acknowledged_in_time() -> None:
+    w = Ward()
+    last = normal(w)
+    normal(w, start=last, seconds=8, rr=0.46)
+    (tachy,) = w.raised(AlarmType.TACHY)
+    start = tachy.started_at
+    assert w.policy.tick(None, start + 59.9) == []
+    (esc,) = w.policy.tick(None, start + 60)
+    assert esc.kind is ChangeKind.ESCALATED and esc.alarm.escalated
+    assert w.policy.tick(None, start + 120) == []  # escalates once
+
+
+def test_acknowledged_alarm_does_not_escalate() -> None:
+    w = Ward()
+    last = normal(w)
+    normal(w, start=last, seconds=8, rr=0.46)
+    (tachy,) = w.raised(AlarmType.TACHY)
+    w.policy.acknowledge(tachy.id, tachy.started_at + 10)
+    assert w.policy.tick(None, tachy.started_at + 100) == []
+
+
+def test_realarm_after_silence() -> None:
+    w = Ward()
+    last = normal(w)
+    last = normal(w, start=last, seconds=8, rr=0.46)
+    (tachy,) = w.raised(AlarmType.TACHY)
+    (sil,) = w.policy.silence("b1", last, 120)
+    assert sil.kind is ChangeKind.SILENCED and sil.alarm.silenced_until == last + 120
+    assert w.policy.tick(None, last + 119) == []  # silenced: no escalation either
+    changes = w.policy.tick(None, last + 120)
+    assert [c.kind for c in changes] == [ChangeKind.REALARMED, ChangeKind.ESCALATED]
+    assert changes[0].alarm.silenced_until is None
+    with pytest.raises(ValueError, match="seconds"):
+        w.policy.silence("b1", last, 0)
+
+
+def test_alarms_raised_during_silence_are_silenced_except_high() -> None:
+    w = Ward()
+    last = normal(w)
+    w.policy.silence("b1", last, 120)
+    last = normal(w, start=last, seconds=8, rr=0.46)
+    (tachy,) = w.raised(AlarmType.TACHY)
+    assert tachy.silenced_until == pytest.approx(T0 + 19.2 + 120)
+    w.wait("b1", last + 5)
+    (asys,) = w.raised(AlarmType.ASYSTOLE)
+    assert asys.silenced_until is None
+
+
+def test_lesser_state_alarm_comes_back_when_the_higher_one_ends() -> None:
+    w = Ward()
+    last = normal(w)
+    last = normal(w, start=last, seconds=6, rr=0.375)  # 160 bpm: extreme tachy
+    (ext,) = w.raised(AlarmType.EXTREME_TACHY)
+    last = normal(w, start=last, seconds=8, rr=0.46)  # 130 bpm
+    assert w.policy.get(ext.id).state is AlarmState.LATCHED
+    assert [a.type for a in w.policy.active() if a.state is AlarmState.ACTIVE] == [
+        AlarmType.TACHY]
+
+
+def test_beds_are_independent() -> None:
+    w = Ward()
+    last = normal(w, "b1")
+    normal(w, "b2")
+    w.wait("b1", last + 5)
+    assert {a.bed for a in w.raised(AlarmType.ASYSTOLE)} == {"b1"}
+    assert w.policy.active("b2") == []
+
+
+# ---------------------------------------------------------------------------- restart
+def test_restore_after_restart_neither_loses_nor_duplicates() -> None:
+    w = Ward()
+    last = normal(w)
+    last = normal(w, start=last, seconds=8, rr=0.46)
+    w.policy.silence("b1", last, 5)
+    before = {a.id: a for a in w.policy.active()}
+    assert [a.type for a in before.values()] == [AlarmType.TACHY]
+
+    w2 = Ward(policy=AlarmPolicy(), now=dict(w.now), n=w.n)
+    w2.policy.restore(before.values())
+    w2.policy.restore(before.values())  # idempotent
+    assert {a.id for a in w2.policy.active()} == set(before)
+    normal(w2, start=last, seconds=10, rr=0.46)  # the tachycardia goes on
+    assert not w2.raised(), "no duplicate alarm after the restart"
+    (tachy,) = w2.policy.active()
+    assert tachy.id in before and tachy.evidence["occurrences"] == 2
+
+
+def test_restored_alarm_not_seen_again_ends_and_high_latches() -> None:
+    w = Ward()
+    last = normal(w)
+    last = normal(w, start=last, seconds=8, rr=0.375)
+    w.event("b1", "noisy", True, last)  # latches extreme tachy
+    w.event("b1", "noisy", False, last + 1)
+    last = normal(w, start=last + 1, seconds=3)
+    w.wait("b1", last + 4.5)  # asystole
+    stored = w.policy.active()
+    assert {a.type for a in stored} == {AlarmType.EXTREME_TACHY, AlarmType.ASYSTOLE}
+
+    policy = AlarmPolicy()
+    policy.restore(stored)
+    changes: list[AlarmChange] = []
+    t = last + 7
+    for _ in range(40):
+        t += 0.8
+        changes += policy.on_beat(BeatInput("b1", t, f"r{t}", False, rr_s=0.8))
+        changes += policy.tick(None, t)
+    kinds = {(c.kind, c.alarm.type) for c in changes}
+    assert (ChangeKind.LATCHED, AlarmType.ASYSTOLE) in kinds
+    assert not [c for c in changes if c.kind is ChangeKind.RAISED]
+    assert {a.type for a in policy.active()} == {AlarmType.EXTREME_TACHY, AlarmType.ASYSTOLE}
+
+
+def test_restored_technical_alarm_ends_on_a_beat() -> None:
+    policy = AlarmPolicy()
+    changes = policy.on_technical(TechnicalInput("b1", "lead_off", True, T0))
+    (lead,) = [c.alarm for c in changes]
+    fresh = AlarmPolicy()
+    fresh.restore([lead])
+    out = fresh.on_beat(BeatInput("b1", T0 + 60, "z1", False, rr_s=0.8))
+    assert [(c.kind, c.alarm.id) for c in out] == [(ChangeKind.ENDED, lead.id)]
+
+
+# ---------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("kwargs,field_name", [
+    ({"t": math.nan}, "t"), ({"rr_s": -1.0}, "rr_s"), ({"hr_bpm": 0.0}, "hr_bpm"),
+    ({"bed": ""}, "bed"),
+])
+def test_bad_beats_are_rejected_naming_the_field(kwargs: dict, field_name: str) -> None:
+    base = {"bed": "b1", "t": T0, "beat_id": "x", "anomalous": False}
+    with pytest.raises(ValueError, match=field_name):
+        BeatInput(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs,field_name", [
+    ({"asystole_s": 0}, "asystole_s"), ({"pause_s": 5.0}, "pause_s"),
+    ({"vt_min_beats": 2}, "run_min_beats"), ({"hr_confirm_beats": 0}, "hr_confirm_beats"),
+    ({"rate_hysteresis": 1.5}, "rate_hysteresis"), ({"event_hold_s": -1}, "event_hold_s"),
+])
+def test_bad_config_is_rejected_naming_the_field(kwargs: dict, field_name: str) -> None:
+    with pytest.raises(ValueError, match=field_name):
+        PolicyConfig(**kwargs)
+
+
+def test_bad_limits_are_rejected() -> None:
+    with pytest.raises(ValueError, match="low_bpm"):
+        BedLimits(low_bpm=130, high_bpm=120)
+    with pytest.raises(ValueError, match="anomalies_per_min"):
+        BedLimits(anomalies_per_min=0)
+    with pytest.raises(TypeError, match="limits"):
+        AlarmPolicy().set_limits("b1", {"low_bpm": 40})  # type: ignore[arg-type]
