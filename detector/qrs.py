@@ -26,8 +26,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import signal as sps
 
+from detector.qrs_filter import BandPass
 from detector.qrs_input import as_samples, finite_runs, first_change, flat_onset
 
 MIN_FS, MAX_FS = 100.0, 2000.0
@@ -100,28 +100,25 @@ class QRSDetector:
         def n_of(seconds: float) -> int:
             return max(1, round(seconds * self.fs))
 
-        self._sos = sps.butter(2, [cfg.low_hz, cfg.high_hz], "bandpass", fs=self.fs,
-                               output="sos")
-        self._zi_unit = sps.sosfilt_zi(self._sos)
+        self._bandpass = BandPass(cfg.low_hz, cfg.high_hz, self.fs)
         self._n_int = n_of(cfg.integration_s)
-        self._mwi_b = np.full(self._n_int, 1.0 / self._n_int)
         # the band-pass delays the QRS by its group delay near the band centre
-        b, a = sps.sos2tf(self._sos)
-        centre = math.sqrt(cfg.low_hz * cfg.high_hz)
-        _, gd = sps.group_delay((b, a), w=[centre], fs=self.fs)
-        self._gd = round(float(gd[0]))
+        self._gd = round(self._bandpass.group_delay(math.sqrt(cfg.low_hz * cfg.high_hz), self.fs))
         self._w = n_of(cfg.refractory_s)
         self._t_win = n_of(cfg.t_wave_window_s)
         self._learn_n = n_of(cfg.learn_s)
         self._flat_n = max(2, n_of(cfg.flat_s))
         self._sb_delay = n_of(cfg.search_back_max_delay_s)
         self._loc = self._n_int + self._gd + n_of(0.05)  # R-peak search span before the MWI peak
-        self._hist = self._learn_n + 3 * self._w + self._loc + 8
+        self._hist = self._learn_n + 3 * self._w + self._loc + self._n_int + 8
         self._cap = self._hist + n_of(1.0)
+        # buffers of recent band-passed signal, running sum of |difference| and MWI (unscaled);
+        # they start with n_int samples of history before sample 0
         self._bp = np.zeros(self._cap)
+        self._cs = np.zeros(self._cap)
         self._mwi = np.zeros(self._cap)
-        self._base = 0  # absolute index of buffer position 0
-        self._fill = 0
+        self._base = -self._n_int  # absolute index of buffer position 0
+        self._fill = self._n_int
         self._n = 0  # samples seen
         self._prev = math.nan  # last raw sample (flat detection)
         self._flat_run = 0
@@ -202,45 +199,62 @@ class QRSDetector:
             self._seg_end = self._n
             self._sb_at = None
         if n:
-            self._append(np.zeros(n), np.zeros(n))
+            z = np.zeros(n)
+            self._append(z, z, z)
             self._decide()
 
     def _feed_signal(self, x: np.ndarray) -> None:
-        if self._lost or self._zi is None:
+        n = len(x)
+        if self._lost or self._fresh:
             if self._lost:
                 self._lost = False
                 self._start_segment(self._n)
                 self._relearn_until = self._n + self._learn_n
-            self._zi = self._zi_unit * x[0]  # start in steady state: no step transient
-            self._mzi = np.zeros(self._n_int - 1)
+            self._fresh = False
+            self._bandpass.reset(float(x[0]))
             self._bp_last = 0.0
-        bp, self._zi = sps.sosfilt(self._sos, x, zi=self._zi)
-        d = np.empty(len(bp))
-        d[0] = bp[0] - self._bp_last
-        np.subtract(bp[1:], bp[:-1], out=d[1:])
-        np.abs(d, out=d)
-        self._bp_last = bp[-1]
-        mwi, self._mzi = sps.lfilter(self._mwi_b, 1.0, d, zi=self._mzi)
-        self._append(bp, mwi)
+            self._cs_last = 0.0
+            # the running sum restarts at 0, so the MWI sees zeros before the segment
+            self._cs[max(0, self._fill - self._n_int):self._fill] = 0.0
+        bp = self._bandpass(x)
+        cs = np.empty(n + 1)  # running sum of |difference|: sequential, so chunking-exact
+        cs[0] = self._cs_last
+        cs[1] = bp[0] - self._bp_last
+        np.subtract(bp[1:], bp[:-1], out=cs[2:])
+        np.abs(cs[1:], out=cs[1:])
+        np.cumsum(cs, out=cs)
+        self._bp_last = float(bp[-1])
+        self._cs_last = float(cs[-1])
+        self._append(bp, cs[1:], None)
         self._decide()
 
-    def _append(self, bp: np.ndarray, mwi: np.ndarray) -> None:
+    def _append(self, bp: np.ndarray, cs: np.ndarray, mwi: np.ndarray | None) -> None:
+        """Add samples to the buffers (mwi None: compute it from the running sum)."""
         n = len(bp)
         if self._fill + n > len(self._bp):
             keep = min(self._fill, self._hist)
             size = max(self._cap, keep + n)
             src = slice(self._fill - keep, self._fill)
             if size != len(self._bp):  # grow for a large chunk, or shrink back after one
-                self._bp, self._mwi = (np.concatenate([b[src], np.zeros(size - keep)])
-                                       for b in (self._bp, self._mwi))
+                self._bp, self._cs, self._mwi = (
+                    np.concatenate([b[src], np.zeros(size - keep)])
+                    for b in (self._bp, self._cs, self._mwi)
+                )
             else:
                 self._bp[:keep] = self._bp[src]
+                self._cs[:keep] = self._cs[src]
                 self._mwi[:keep] = self._mwi[src]
             self._base += self._fill - keep
             self._fill = keep
-        self._bp[self._fill:self._fill + n] = bp
-        self._mwi[self._fill:self._fill + n] = mwi
-        self._fill += n
+        f = self._fill
+        self._bp[f:f + n] = bp
+        self._cs[f:f + n] = cs
+        if mwi is None:
+            np.subtract(self._cs[f:f + n], self._cs[f - self._n_int:f + n - self._n_int],
+                        out=self._mwi[f:f + n])
+        else:
+            self._mwi[f:f + n] = mwi
+        self._fill = f + n
         self._n += n
 
     # ------------------------------------------------------------------ decisions
@@ -248,7 +262,7 @@ class QRSDetector:
         """Forget everything learnt: the signal (re)starts at sample `start`."""
         self._seg_start = start
         self._seg_end: int | None = None
-        self._zi = None
+        self._fresh = True  # filters start on the next signal sample
         self._spk = 0.0  # running signal-peak level (MWI units)
         self._npk = 0.0  # running noise-peak level
         self._have_beat = False

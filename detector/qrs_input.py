@@ -45,13 +45,14 @@ def flat_onset(x: np.ndarray, prev: float, run: int, tol: float, limit: int) -> 
     n = len(x)
     same = np.empty(n, dtype=bool)
     same[0] = abs(x[0] - prev) <= tol  # False when prev is NaN
-    np.less_equal(np.abs(np.diff(x)), tol, out=same[1:])
-    first_break = int(np.argmin(same))
+    d = x[1:] - x[:-1]
+    np.less_equal(np.abs(d, out=d), tol, out=same[1:])
+    first_break = int(same.argmin())
     if same[first_break]:  # no break at all
         return (limit - run - 1 if run + n >= limit else -1), run + n
     if run + first_break >= limit:
         return limit - run - 1, -1
-    last_break = n - 1 - int(np.argmin(same[::-1]))
+    last_break = n - 1 - int(same[::-1].argmin())
     tail = n - 1 - last_break
     if last_break - first_break > limit:  # an inner run might be long enough: scan exactly
         idx = np.arange(n)
