@@ -1,0 +1,132 @@
+"""Detector configuration: one frozen dataclass, physical units, validated; CLI and env vars."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from ecgcommon.topics import TopicError, status_topic
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "artifacts"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Where to listen, how to batch, when to call a bed silent, where to serve metrics."""
+
+    host: str = "localhost"
+    port: int = 1883
+    ward: str = "+"  # "+" = every ward
+    model_dir: str = str(DEFAULT_MODEL_DIR)
+    profile: str = "icu"  # operating point of the anomaly threshold (manifest "thresholds")
+    max_batch: int = 256  # beats per inference batch
+    max_wait_s: float = 0.05  # longest a beat waits for its batch to fill
+    signal_timeout_s: float = 5.0  # no chunk this long: signal_lost event, bed inactive
+    max_fill_s: float = 10.0  # longer gaps restart the bed's pipeline instead of NaN-filling
+    qos_in: int = 0  # subscription QoS for samples (status is always QoS 1)
+    qos_beats: int = 0
+    qos_events: int = 1
+    http_host: str = "0.0.0.0"
+    http_port: int = 8000  # /metrics, /healthz, POST /v1/score; 0 = any free port
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    keepalive_s: int = 30
+    client_id: str = "detector"
+    max_queue: int = 200_000  # received messages waiting; beyond this they are dropped, counted
+    max_upload_s: float = 3600.0  # longest signal accepted by POST /v1/score
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("host must not be empty")
+        for name in ("port",):
+            if not 0 < getattr(self, name) < 65536:
+                raise ValueError(f"{name} must be in 1..65535, got {getattr(self, name)}")
+        if not 0 <= self.http_port < 65536:
+            raise ValueError(f"http_port must be in 0..65535, got {self.http_port}")
+        if self.ward != "+":
+            try:
+                status_topic(self.ward, "1")
+            except TopicError as exc:
+                raise ValueError(f"ward: {exc}") from exc
+        if not self.profile:
+            raise ValueError("profile must not be empty")
+        if not 1 <= self.max_batch <= 65536:
+            raise ValueError(f"max_batch must be in 1..65536 beats, got {self.max_batch}")
+        for name in ("max_wait_s", "signal_timeout_s", "max_fill_s", "max_upload_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value}")
+        if self.max_wait_s > 5:
+            raise ValueError(f"max_wait_s must be <= 5 seconds, got {self.max_wait_s}")
+        if self.signal_timeout_s <= 0:
+            raise ValueError(f"signal_timeout_s must be > 0, got {self.signal_timeout_s}")
+        for name in ("qos_in", "qos_beats", "qos_events"):
+            if getattr(self, name) not in (0, 1, 2):
+                raise ValueError(f"{name} must be 0, 1 or 2, got {getattr(self, name)}")
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must be > 0 and <= reconnect_max_s "
+                f"({self.reconnect_max_s})"
+            )
+        if not 5 <= self.keepalive_s <= 3600:
+            raise ValueError(f"keepalive_s must be in 5..3600 seconds, got {self.keepalive_s}")
+        if self.max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
+
+
+_ENV = {
+    "host": "MQTT_HOST",
+    "port": "MQTT_PORT",
+    "ward": "ECG_WARD",
+    "model_dir": "DETECTOR_MODEL_DIR",
+    "profile": "DETECTOR_PROFILE",
+    "max_batch": "DETECTOR_MAX_BATCH",
+    "max_wait_s": "DETECTOR_MAX_WAIT_S",
+    "signal_timeout_s": "DETECTOR_SIGNAL_TIMEOUT_S",
+    "max_fill_s": "DETECTOR_MAX_FILL_S",
+    "qos_in": "DETECTOR_QOS_IN",
+    "qos_beats": "DETECTOR_QOS",
+    "http_host": "DETECTOR_HTTP_HOST",
+    "http_port": "DETECTOR_HTTP_PORT",
+    "client_id": "DETECTOR_CLIENT_ID",
+}
+
+
+def parse_args(argv: list[str] | None, env: Mapping[str, str] | None = None) -> DetectorConfig:
+    """Command line over environment variables over defaults; ValueError names a bad field."""
+    env = os.environ if env is None else env
+    types = {f.name: str(f.type) for f in fields(DetectorConfig)}
+    defaults = {f.name: f.default for f in fields(DetectorConfig)}
+
+    def convert(name: str, raw: str) -> object:
+        kind = types[name]
+        try:
+            if kind == "int":
+                return int(raw)
+            if kind == "float":
+                return float(raw)
+        except ValueError as exc:
+            raise ValueError(f"{name}: bad value {raw!r}") from exc
+        return raw
+
+    values = dict(defaults)
+    for name, var in _ENV.items():
+        raw = env.get(var)
+        if raw:
+            values[name] = convert(name, raw)
+    p = argparse.ArgumentParser(
+        prog="python -m detector",
+        description="Live ECG beat detection and scoring over MQTT (docs/protocol.md).",
+    )
+    for name in defaults:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                       help=f"default {values[name]!r}")
+    a = vars(p.parse_args(argv))
+    for name, raw in a.items():
+        if raw is not None:
+            values[name] = convert(name, raw)
+    return DetectorConfig(**values)

@@ -1,0 +1,315 @@
+"""The detector's core, free of network I/O: messages in, publications out, clock passed in.
+
+One `Pipeline` and one `PatientAdapter` per bed; complete beats of every bed are micro-batched
+into one scorer call (bounded delay), then scored per bed in time order and published grouped
+by bed. Bad messages are counted by reason and dropped; nothing raised by one message stops
+the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from detector.anomaly import AnomalyConfig, PatientAdapter
+from detector.batcher import MicroBatcher
+from detector.metrics import DetectorMetrics
+from detector.pipeline import DetectedBeat, Pipeline
+from ecgcommon.protocol import (
+    BeatResult,
+    DecodeError,
+    Event,
+    decode_samples,
+    decode_status,
+    encode_beats,
+    encode_event,
+)
+from ecgcommon.topics import TopicError, beats_topic, events_topic, parse_topic
+from ecgcommon.windowing import WINDOW, WindowSpec
+
+log = logging.getLogger("detector")
+
+
+class Scorer(Protocol):
+    """Batch of windows (n, n_points) float32 -> (error (n,), per-timestep error (n, n_points))."""
+
+    def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Publication:
+    """An MQTT message to send."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+
+
+@dataclass
+class Bed:
+    """Live state of one bed."""
+
+    ward: str
+    bed: str
+    pipeline: Pipeline
+    adapter: PatientAdapter
+    last_rx: float = -math.inf
+    silent: bool = False  # signal_lost active
+    offline: bool = False  # device_offline active
+    has_samples: bool = False
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A complete beat waiting for its batch."""
+
+    bed: Bed
+    beat: DetectedBeat
+    rx: float  # receipt time of the chunk that completed the beat's window
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine's knobs (a subset of DetectorConfig, in physical units)."""
+
+    max_batch: int = 256
+    max_wait_s: float = 0.05
+    signal_timeout_s: float = 5.0
+    max_fill_s: float = 10.0
+    qos_beats: int = 0
+    qos_events: int = 1
+    max_upload_s: float = 3600.0
+
+
+@dataclass
+class _LogLimiter:
+    """Logs the first few bad messages of each reason, then every 1000th."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, reason: str, msg: str, *args: object) -> None:
+        n = self.counts.get(reason, 0) + 1
+        self.counts[reason] = n
+        if n <= 5 or n % 1000 == 0:
+            log.warning("dropped message (%s, #%d): " + msg, reason, n, *args)
+
+
+class DetectorEngine:
+    """All beds of all wards: feed messages, call `tick` regularly, publish what comes back."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        anomaly: AnomalyConfig,
+        threshold: float,
+        metrics: DetectorMetrics,
+        settings: EngineSettings = EngineSettings(),
+        spec: WindowSpec = WINDOW,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.scorer = scorer
+        self.anomaly = anomaly
+        self.threshold = threshold
+        self.metrics = metrics
+        self.settings = settings
+        self.spec = spec
+        self.wall = wall_clock
+        self.beds: dict[tuple[str, str], Bed] = {}
+        self.batcher: MicroBatcher[Queued] = MicroBatcher(settings.max_batch, settings.max_wait_s)
+        self._bad = _LogLimiter()
+        self._next_sweep = -math.inf
+
+    # ------------------------------------------------------------------ input
+    def _bed(self, ward: str, bed: str) -> Bed:
+        key = (ward, bed)
+        state = self.beds.get(key)
+        if state is None:
+            state = Bed(ward, bed, Pipeline(self.spec, max_fill_s=self.settings.max_fill_s),
+                        PatientAdapter(self.anomaly))
+            self.beds[key] = state
+        return state
+
+    def bad(self, reason: str, msg: str, *args: object) -> None:
+        """Count and log a dropped message."""
+        self.metrics.bad_messages.labels(reason).inc()
+        self._bad(reason, msg, *args)
+
+    def handle(self, topic: str, payload: bytes, now: float, retained: bool = False
+               ) -> list[Publication]:
+        """One received MQTT message; `now` is the monotonic receipt time."""
+        try:
+            t = parse_topic(topic)
+        except TopicError as exc:
+            self.bad("bad_topic", "%s", exc)
+            return []
+        self.metrics.messages.labels(t.kind).inc()
+        try:
+            if t.kind == "samples":
+                return self._on_samples(t.ward, t.bed, payload, now)
+            if t.kind == "status":
+                return self._on_status(t.ward, t.bed, payload, retained)
+        except DecodeError as exc:
+            self.bad(exc.reason, "%s/%s: %s", t.ward, t.bed, exc)
+        except Exception:  # one bad message never stops the service
+            self.metrics.bad_messages.labels("internal_error").inc()
+            log.exception("error handling a message on %s", topic)
+        return []
+
+    def _on_samples(self, ward: str, bed_name: str, payload: bytes, now: float
+                    ) -> list[Publication]:
+        chunk = decode_samples(payload)
+        bed = self._bed(ward, bed_name)
+        try:
+            out = bed.pipeline.feed(chunk)
+        except ValueError as exc:  # rate out of range, missing lead
+            reason = "unsupported_fs" if "fs" in str(exc) else "bad_leads"
+            self.bad(reason, "%s/%s: %s", ward, bed_name, exc)
+            return []
+        pubs: list[Publication] = []
+        bed.last_rx = now
+        bed.has_samples = True
+        if bed.silent:
+            bed.silent = False
+            pubs.append(self._event(bed, "signal_lost", False, self.wall(), {}))
+        for e in out.events:
+            pubs.append(self._event(bed, e.type, e.active, e.t, e.detail))
+        for reason, n in out.dropped.items():
+            self.metrics.beats_dropped.labels(reason).inc(n)
+        if out.accepted:
+            self.metrics.chunks.inc()
+            self.metrics.samples.inc(chunk.n_samples)
+        if out.beats:
+            queued = [Queued(bed, b, now) for b in out.beats]
+            for batch in self.batcher.add(queued, now):
+                pubs.extend(self._score(batch, now))
+        return pubs
+
+    def _on_status(self, ward: str, bed_name: str, payload: bytes, retained: bool
+                   ) -> list[Publication]:
+        status = decode_status(payload)
+        known = (ward, bed_name) in self.beds
+        bed = self._bed(ward, bed_name)
+        t = status.t if math.isfinite(status.t) else self.wall()
+        if status.state == "offline" and not bed.offline:
+            bed.offline = True
+            if retained and not known:
+                return []  # an old retained status, not news
+            return [self._event(bed, "device_offline", True, t, {"device": status.device})]
+        if status.state == "online" and bed.offline:
+            bed.offline = False
+            return [self._event(bed, "device_offline", False, t, {"device": status.device})]
+        return []
+
+    def _event(self, bed: Bed, etype: str, active: bool, t: float, detail: dict
+               ) -> Publication:
+        self.metrics.events.labels(etype).inc()
+        payload = encode_event(Event(bed.bed, etype, active, t, detail))
+        return Publication(events_topic(bed.ward, bed.bed), payload, self.settings.qos_events)
+
+    # ------------------------------------------------------------------ scoring
+    def _score(self, batch: list[Queued], now: float) -> list[Publication]:
+        windows = np.stack([q.beat.window for q in batch])
+        t0 = time.perf_counter()
+        errors, steps = self.scorer(windows)
+        self.metrics.inference.observe(time.perf_counter() - t0)
+        self.metrics.batch_size.observe(len(batch))
+        by_bed: dict[tuple[str, str], list[BeatResult]] = {}
+        pubs: list[Publication] = []
+        anomalies = 0
+        for q, err, step in zip(batch, errors.tolist(), steps, strict=True):
+            bed, beat = q.bed, q.beat
+            score = bed.adapter.process(err, beat.rhythm)
+            anomalous = score >= self.threshold
+            beat_id = f"{bed.ward}:{bed.bed}:{beat.sample}"
+            result = BeatResult(
+                bed=bed.bed, sample=beat.sample, t=beat.t, rr_s=beat.rr_s, hr_bpm=beat.hr_bpm,
+                score=score, threshold=self.threshold, anomalous=anomalous, beat_id=beat_id,
+                errors=tuple(step.tolist()) if anomalous else None,
+            )
+            by_bed.setdefault((bed.ward, bed.bed), []).append(result)
+            if anomalous:
+                anomalies += 1
+                pubs.append(self._event(bed, "anomaly", True, beat.t, {
+                    "beat_id": beat_id, "sample": beat.sample, "score": round(score, 6),
+                    "threshold": self.threshold,
+                }))
+        for (ward, bed_name), results in by_bed.items():
+            pubs.append(Publication(beats_topic(ward, bed_name), encode_beats(results),
+                                    self.settings.qos_beats))
+        self.metrics.beats.inc(len(batch))
+        self.metrics.anomalies.inc(anomalies)
+        done = now + (time.perf_counter() - t0)  # publication follows right away
+        for q in batch:
+            self.metrics.lag.observe(max(0.0, done - q.rx))
+        return pubs
+
+    def tick(self, now: float) -> list[Publication]:
+        """Flush a batch whose delay is up; look for silent beds (twice a second)."""
+        pubs: list[Publication] = []
+        batch = self.batcher.poll(now)
+        if batch:
+            pubs.extend(self._score(batch, now))
+        if now >= self._next_sweep:
+            self._next_sweep = now + 0.5
+            timeout = self.settings.signal_timeout_s
+            active = 0
+            for bed in self.beds.values():
+                if not bed.has_samples or bed.offline:
+                    continue
+                silence = now - bed.last_rx
+                if silence > timeout:
+                    if not bed.silent:
+                        bed.silent = True
+                        pubs.append(self._event(bed, "signal_lost", True, self.wall(),
+                                                {"silence_s": round(silence, 3)}))
+                else:
+                    active += 1
+            self.metrics.active_beds.set(active)
+        return pubs
+
+    def next_deadline(self) -> float | None:
+        """When `tick` must run next for the batching delay to hold."""
+        return self.batcher.deadline
+
+    def flush(self, now: float) -> list[Publication]:
+        """Score whatever waits (shutdown)."""
+        batch = self.batcher.flush()
+        return self._score(batch, now) if batch else []
+
+    # ------------------------------------------------------------------ uploads
+    def score_signal(self, x: np.ndarray, fs: float) -> list[dict[str, object]]:
+        """Beats of one whole signal (mV), the live code path, per-timestep errors for all."""
+        if not (math.isfinite(fs) and 100 <= fs <= 1000):
+            raise ValueError(f"fs must be within 100..1000 Hz, got {fs}")
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 1 or x.size < 2:
+            raise ValueError("samples must be a list of at least 2 numbers (one lead)")
+        if x.size > self.settings.max_upload_s * fs:
+            raise ValueError(f"signal longer than {self.settings.max_upload_s:g} s")
+        if not np.isfinite(x).all():
+            raise ValueError("samples must be finite numbers")
+        beats = Pipeline(self.spec, max_fill_s=self.settings.max_fill_s).feed_signal(x, fs).beats
+        adapter = PatientAdapter(self.anomaly)
+        out: list[dict[str, object]] = []
+        step = self.settings.max_batch
+        for i in range(0, len(beats), step):
+            part = beats[i : i + step]
+            errors, steps = self.scorer(np.stack([b.window for b in part]))
+            for b, err, per in zip(part, errors.tolist(), steps, strict=True):
+                score = adapter.process(err, b.rhythm)
+                out.append({
+                    "sample": b.sample, "t_s": round(b.sample / fs, 4),
+                    "rr_s": None if b.rr_s is None else round(b.rr_s, 4),
+                    "hr_bpm": None if b.hr_bpm is None else round(b.hr_bpm, 2),
+                    "score": round(score, 6), "threshold": self.threshold,
+                    "anomalous": score >= self.threshold,
+                    "errors": [round(float(v), 5) for v in per],
+                })
+        return out

@@ -1,0 +1,227 @@
+"""One bed's streaming pipeline, sans-I/O: chunks in, beat windows and technical events out.
+
+    chunk -> integrity (gaps NaN-filled, duplicates/late chunks dropped) -> QRSDetector
+          -> ring buffer -> beat window once `post` samples after the R-peak have arrived
+          -> causal RR features
+
+The pipeline runs at the device's own rate: the QRS detector works at any rate in 100-1000 Hz
+and `beat_windows` interpolates each window onto the model's grid, so a 250 Hz or 500 Hz device
+needs no separate resampling step, and offline evaluation (same functions, whole record) gives
+the same windows as live. Indices are the device's sample count (`first_sample` based).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detector.integrity import ACCEPT, DROP, IntegrityTracker
+from detector.qrs import QRSConfig, QRSDetector
+from ecgcommon.protocol import SampleChunk
+from ecgcommon.rhythm import RhythmFeatures, RRTracker
+from ecgcommon.windowing import WINDOW, WindowSpec, beat_windows
+
+MIN_FS, MAX_FS = 100.0, 1000.0
+
+
+@dataclass(frozen=True)
+class DetectedBeat:
+    """A beat whose window is complete, ready for scoring."""
+
+    sample: int  # device sample index of the R-peak
+    t: float  # unix seconds of the R-peak
+    rr_s: float | None
+    hr_bpm: float | None
+    rhythm: RhythmFeatures
+    window: np.ndarray  # (spec.n_points,) float32, the model's input
+
+
+@dataclass(frozen=True)
+class PipelineEvent:
+    """A technical event found by the pipeline (type from `ecgcommon.protocol.EVENT_TYPES`)."""
+
+    type: str
+    active: bool
+    t: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Output:
+    """What one chunk produced."""
+
+    beats: list[DetectedBeat] = field(default_factory=list)
+    events: list[PipelineEvent] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # beats not windowed, by reason
+    accepted: bool = False  # the chunk's samples were fed (False: dropped as duplicate/late)
+
+
+class Pipeline:
+    """QRS detection, beat windowing and RR features for one bed, over any chunking."""
+
+    def __init__(
+        self,
+        spec: WindowSpec = WINDOW,
+        qrs_config: QRSConfig | None = None,
+        max_fill_s: float = 10.0,
+        lead_grace_s: float = 3.0,
+        lead: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.qrs_config = qrs_config
+        self.max_fill_s = max_fill_s
+        self.lead_grace_s = lead_grace_s
+        self.lead = lead
+        self.fs: float | None = None
+        self.integrity: IntegrityTracker | None = None
+        self.qrs: QRSDetector | None = None
+
+    # ------------------------------------------------------------------ stream (re)start
+    def _reset(self, chunk: SampleChunk) -> None:
+        fs = float(chunk.fs)
+        self.fs = fs
+        self.qrs = QRSDetector(fs, self.qrs_config)
+        self.rr = RRTracker()
+        self.origin = chunk.first_sample  # device index of QRS index 0
+        self.pre = self.spec.pre_samples(fs)
+        self.post = self.spec.post_samples(fs)
+        self.keep = self.pre + self.post + int(round(2.0 * fs))
+        self.buf = np.empty(0, dtype=np.float64)
+        self.buf_start = 0  # QRS index of buf[0]
+        self.pending: list[tuple[int, RhythmFeatures]] = []
+        self.t_ref = (chunk.first_sample, chunk.t0)
+        self.lead_off = False
+        self.lead_seen_ok = False
+        self.hold_until = 0  # no lead-off reports before this QRS index (after a gap)
+        self.lead_name = chunk.leads[self.lead] if self.lead < len(chunk.leads) else "?"
+        if self.integrity is None or self.integrity.max_fill != int(self.max_fill_s * fs):
+            self.integrity = IntegrityTracker(max_fill=int(round(self.max_fill_s * fs)))
+
+    def _time(self, sample: int) -> float:
+        first, t0 = self.t_ref
+        return t0 + (sample - first) / (self.fs or 1.0)
+
+    # ------------------------------------------------------------------ feeding
+    def feed(self, chunk: SampleChunk) -> Output:
+        """Feed one chunk; returns completed beats, events and drop counts."""
+        if not MIN_FS <= chunk.fs <= MAX_FS:
+            raise ValueError(f"fs {chunk.fs} Hz outside {MIN_FS:g}..{MAX_FS:g} Hz")
+        if self.lead >= chunk.n_leads:
+            raise ValueError(f"chunk has {chunk.n_leads} leads, lead {self.lead} is analysed")
+        out = Output()
+        if self.fs != chunk.fs or self.integrity is None:
+            self.integrity = None
+            self._reset(chunk)
+        assert self.integrity is not None
+        verdict = self.integrity.check(chunk.seq, chunk.first_sample, chunk.n_samples)
+        t_chunk = chunk.t0
+        for etype, detail in verdict.events:
+            out.events.append(PipelineEvent(etype, True, t_chunk, detail))
+        if verdict.action == DROP:
+            return out
+        if verdict.action != ACCEPT:  # RESET: a (re)started stream
+            had_stream = self.qrs is not None and self.qrs.samples_seen > 0
+            if had_stream and self.lead_off:
+                out.events.append(PipelineEvent("lead_off", False, t_chunk,
+                                                {"lead": self.lead_name, "restart": True}))
+            self._reset(chunk)
+        out.accepted = True
+        x = chunk.samples[verdict.skip :, self.lead].astype(np.float64) / chunk.gain
+        if verdict.fill:
+            self.rr.reset()
+            x = np.concatenate([np.full(verdict.fill, np.nan), x])
+            # a transmission gap is reported as a gap, not as lead-off while QRS re-learns
+            assert self.qrs is not None
+            self.hold_until = (self.qrs.samples_seen + verdict.fill
+                               + int(math.ceil(self.qrs.config.learn_s * chunk.fs)) + 1)
+        self.t_ref = (chunk.first_sample + verdict.skip, chunk.t0 + verdict.skip / chunk.fs)
+        self._run(x, out)
+        return out
+
+    def feed_signal(self, x: np.ndarray, fs: float, t0: float = 0.0) -> Output:
+        """Offline use (one whole signal in physical units): the same path as live."""
+        chunk = SampleChunk(0, 0, t0, fs, 1.0, "mV", ("ECG",),
+                            np.asarray(x, dtype=np.float64).reshape(-1, 1))
+        self.integrity = None
+        self.fs = None
+        out = self.feed(chunk)
+        return out
+
+    def _run(self, x: np.ndarray, out: Output) -> None:
+        assert self.qrs is not None
+        peaks = self.qrs.feed(x)
+        # ring buffer of the raw lead, long enough for the QRS delay plus a window
+        self.buf = np.concatenate([self.buf, x]) if self.buf.size else x
+        end = self.qrs.samples_seen  # QRS index one past the newest sample
+        self.buf_start = end - self.buf.size
+        for p in peaks.tolist():
+            rhythm = self.rr.update(p, self.fs)
+            self.pending.append((p, rhythm))
+        self._lead_events(out)
+        if self.pending:
+            ready = [(p, r) for p, r in self.pending if p + self.post < end]
+            if ready:
+                self.pending = self.pending[len(ready):]
+                self._window(ready, out)
+        if self.buf.size > self.keep + x.size:
+            cut = self.buf.size - self.keep
+            if self.pending:
+                cut = min(cut, max(0, self.pending[0][0] - self.pre - self.buf_start))
+            self.buf = self.buf[cut:].copy()
+            self.buf_start += cut
+
+    def _window(self, ready: list[tuple[int, RhythmFeatures]], out: Output) -> None:
+        peaks = np.fromiter((p for p, _ in ready), dtype=np.int64, count=len(ready))
+        local = peaks - self.buf_start
+        # near the stream's start the window is edge-padded, as offline; later a peak whose
+        # pre-samples were already trimmed cannot be windowed (does not happen with `keep`)
+        ok = (local - self.pre >= 0) | (self.buf_start == 0)
+        if not ok.all():
+            out.dropped["edge"] = out.dropped.get("edge", 0) + int((~ok).sum())
+        if not ok.any():
+            return
+        windows = beat_windows(self.buf, local[ok], self.fs, self.spec)
+        finite = np.isfinite(windows).all(axis=1)
+        if not finite.all():
+            out.dropped["gap"] = out.dropped.get("gap", 0) + int((~finite).sum())
+        kept = [r for r, good in zip(ready, ok, strict=True) if good]
+        for (p, rhythm), w, good in zip(kept, windows, finite, strict=True):
+            if not good:
+                continue
+            rr = rhythm.rr_s if rhythm.rr_s == rhythm.rr_s else None  # NaN -> None
+            sample = self.origin + p
+            out.beats.append(DetectedBeat(
+                sample=sample,
+                t=self._time(sample),
+                rr_s=rr,
+                hr_bpm=(60.0 / rr) if rr else None,
+                rhythm=rhythm,
+                window=w,
+            ))
+
+    def _lead_events(self, out: Output) -> None:
+        assert self.qrs is not None and self.fs is not None
+        ok = self.qrs.lead_ok
+        now = self._time(self.origin + self.qrs.samples_seen)
+        if ok:
+            self.lead_seen_ok = True
+            if self.lead_off:
+                self.lead_off = False
+                out.events.append(PipelineEvent("lead_off", False, now, {"lead": self.lead_name}))
+            return
+        if self.lead_off or self.qrs.samples_seen < self.hold_until:
+            return
+        if self.lead_seen_ok or self.qrs.samples_seen > self.lead_grace_s * self.fs:
+            self.lead_off = True
+            self.rr.reset()
+            out.events.append(PipelineEvent("lead_off", True, now, {"lead": self.lead_name}))
+
+
+def offline_beats(x: np.ndarray, fs: float, spec: WindowSpec = WINDOW) -> list[DetectedBeat]:
+    """Beats of a whole signal through the live pipeline (for uploads and evaluation)."""
+    if not math.isfinite(fs):
+        raise ValueError(f"fs must be finite, got {fs}")
+    return Pipeline(spec).feed_signal(x, fs).beats
