@@ -1,0 +1,416 @@
+"""The alerting service: MQTT in, alarms out, HTTP API + websocket dashboard, one asyncio loop.
+
+`AlertingCore` is the glue between decoded messages, the alarm policy, the store, the metrics and
+the dashboard hub; it runs on the event loop's thread only. paho-mqtt runs its network loop in its
+own thread and hands every message to the event loop with `call_soon_threadsafe`; uvicorn serves
+the Starlette app in the same loop. Every alarm change is stored before it is broadcast.
+
+Alarm changes are also published to `ecg/v1/{ward}/{bed}/alarms` (QoS 1, not retained) as
+`{"kind": <ChangeKind>, "alarm": Alarm.to_dict()}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import CollectorRegistry, Counter
+
+from alerting.alarms import AlarmChange, AlarmState, BeatInput, TechnicalInput
+from alerting.config import AlertingConfig, parse_args
+from alerting.hub import WardHub
+from alerting.metrics import AlertingMetrics
+from alerting.policy import AlarmPolicy
+from alerting.server import ServerMetrics, create_app
+from alerting.store import AlarmStore
+from ecgcommon import protocol, topics
+
+log = logging.getLogger("alerting")
+
+KINDS = ("samples", "beats", "events", "status")
+# The detector confirms a beat only after the window after its R-peak has arrived, then batches
+# its scoring: the policy's asystole/pause clock runs this far behind the samples, so a detector
+# that is a little late never looks like a missing beat.
+BEAT_LAG_S = 1.5
+_UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
+
+
+def alarms_topic(ward: str, bed: str) -> str:
+    """Where alarm changes are published (not one of the detector's input kinds)."""
+    return f"{topics.PREFIX}/{topics.VERSION}/{ward}/{bed}/alarms"
+
+
+class AlertingCore:
+    """Messages in -> policy -> store -> metrics, dashboard hub and MQTT alarms out.
+
+    Also the `AlarmDesk` the HTTP API uses for listing and acknowledging alarms.
+    """
+
+    def __init__(
+        self,
+        config: AlertingConfig,
+        *,
+        hub: WardHub,
+        policy: AlarmPolicy,
+        store: AlarmStore,
+        metrics: AlertingMetrics,
+        registry: CollectorRegistry,
+        publish: Callable[[str, bytes], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.policy = policy
+        self.store = store
+        self.metrics = metrics
+        self.publish = publish
+        self.clock = clock
+        self.messages = Counter(
+            "ecg_alerting_messages_total", "MQTT messages received, by kind", ["kind"],
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "ecg_alerting_store_errors_total", "Alarm changes that could not be stored",
+            registry=registry,
+        )
+        for kind in KINDS:
+            self.messages.labels(kind)
+        self._last_beat_t: dict[str, float] = {}
+
+    # -- start-up ------------------------------------------------------------------------
+    def restore(self) -> int:
+        """Reload open alarms from the store into the policy, metrics and hub (after a restart)."""
+        stored = self.store.active()
+        self.policy.restore(stored)
+        active = self.policy.active()
+        self.metrics.sync_active(active)
+        self.hub.restore_alarms(a.to_dict() for a in active)
+        return len(active)
+
+    # -- messages ------------------------------------------------------------------------
+    def drop(self, reason: str, topic: str, detail: object) -> None:
+        """Log and count a message that cannot be used; the service carries on."""
+        log.warning("dropped message on %s (%s): %s", topic, reason, detail)
+        self.metrics.drop(reason)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """One MQTT message (any kind of the ward). Never raises."""
+        try:
+            t = topics.parse_topic(topic)
+        except topics.TopicError as exc:
+            self.drop("bad_topic", topic, exc)
+            return
+        if t.ward != self.config.ward:
+            self.drop("wrong_ward", topic, t.ward)
+            return
+        self.messages.labels(t.kind).inc()
+        try:
+            if t.kind == "samples":
+                self._samples(t.bed, protocol.decode_samples(payload))
+            elif t.kind == "beats":
+                self._beats(t.bed, protocol.decode_beats(payload), topic)
+            elif t.kind == "events":
+                self._event(t.bed, protocol.decode_event(payload), topic)
+            elif t.kind == "status":
+                self._status(t.bed, protocol.decode_status(payload))
+        except protocol.DecodeError as exc:
+            self.drop(exc.reason, topic, exc)
+        except Exception as exc:  # a bug must not kill the service: count it and go on
+            log.exception("error handling a message on %s", topic)
+            self.drop("internal_error", topic, exc)
+
+    def _samples(self, bed: str, chunk: protocol.SampleChunk) -> None:
+        scale = _UNITS_TO_MV.get(chunk.units.strip().lower())
+        if scale is None:
+            self.drop("bad_units", bed, chunk.units)
+            return
+        x = chunk.samples[:, 0].astype(np.float64) * (scale / chunk.gain)
+        self.hub.on_samples(bed, chunk.fs, chunk.first_sample, x, chunk.t0)
+        t_end = chunk.t0 + chunk.n_samples / chunk.fs
+        self.commit(self.policy.tick(bed, t_end - BEAT_LAG_S))
+
+    def _beats(self, bed: str, beats: list[protocol.BeatResult], topic: str) -> None:
+        for beat in beats:
+            if beat.bed != bed:
+                self.drop("bed_mismatch", topic, f"beat of bed {beat.bed!r}")
+                continue
+            last = self._last_beat_t.get(bed)
+            if last is not None and beat.t <= last:
+                self.drop("stale_beat", topic, f"beat {beat.beat_id} at {beat.t} <= {last}")
+                continue
+            try:
+                inp = BeatInput(bed, beat.t, beat.beat_id, beat.anomalous, rr_s=beat.rr_s,
+                                hr_bpm=beat.hr_bpm, score=beat.score)
+            except ValueError as exc:
+                self.drop("invalid_beat", topic, exc)
+                continue
+            self._last_beat_t[bed] = beat.t
+            self.hub.on_beat(bed, beat_id=beat.beat_id, sample=beat.sample, t=beat.t,
+                             score=beat.score, threshold=beat.threshold,
+                             anomalous=beat.anomalous, rr_s=beat.rr_s, hr_bpm=beat.hr_bpm,
+                             errors=beat.errors)
+            self.metrics.observe_beat(bed, beat.anomalous, beat.hr_bpm)
+            self.commit(self.policy.on_beat(inp))
+
+    def _event(self, bed: str, event: protocol.Event, topic: str) -> None:
+        if event.bed != bed:
+            self.drop("bed_mismatch", topic, f"event of bed {event.bed!r}")
+            return
+        if event.type == "lead_off":
+            self.hub.on_status(bed, lead_ok=not event.active)
+        elif event.type == "lead_restored":
+            self.hub.on_status(bed, lead_ok=True)
+        elif event.type in ("signal_lost", "noisy", "device_offline"):
+            self.hub.on_status(bed, **{event.type: event.active})
+        try:
+            inp = TechnicalInput(bed, event.type, event.active, event.t,
+                                 detail=json.dumps(dict(event.detail), default=str)
+                                 if event.detail else "")
+        except ValueError as exc:
+            self.drop("invalid_event", topic, exc)
+            return
+        self.commit(self.policy.on_technical(inp))
+
+    def _status(self, bed: str, status: protocol.Status) -> None:
+        fields: dict[str, Any] = {"state": status.state}
+        if status.device:
+            fields["device"] = status.device
+        if math.isfinite(status.t):
+            fields["status_t"] = status.t
+        self.hub.on_status(bed, **fields)
+
+    # -- alarms --------------------------------------------------------------------------
+    def commit(self, changes: list[AlarmChange]) -> None:
+        """Store, count, broadcast and publish the policy's changes (stored first)."""
+        if not changes:
+            return
+        try:
+            self.store.apply(changes)
+        except Exception:  # a failing disk must not hide alarms from the ward
+            log.exception("could not store %d alarm change(s)", len(changes))
+            self.store_errors.inc(len(changes))
+        self.metrics.observe(changes)
+        for kind, alarm in changes:
+            doc = alarm.to_dict()
+            self.hub.on_alarm(doc)
+            if self.publish is not None:
+                payload = json.dumps({"kind": str(kind), "alarm": doc}, separators=(",", ":"))
+                try:
+                    self.publish(alarms_topic(self.config.ward, alarm.bed), payload.encode())
+                except Exception:
+                    log.exception("could not publish alarm %s", alarm.id)
+
+    def tick(self, now: float | None = None) -> None:
+        """Wall-clock tick: escalation, re-alarm after silence, expiry of restored alarms."""
+        self.commit(self.policy.tick(None, self.clock() if now is None else now))
+
+    def list_alarms(self, *, bed: str | None, priority: str | None, state: str | None,
+                    since: float | None, limit: int) -> list[dict[str, Any]]:
+        if state == "open":
+            found = [a for a in self.policy.active(bed)
+                     if (priority is None or a.priority.value == priority)
+                     and (since is None or a.started_at >= since)]
+            found.sort(key=lambda a: (-a.started_at, a.id))
+            return [a.to_dict() for a in found[:limit]]
+        rows = self.store.query(bed=bed, priority=priority, state=state, since=since, limit=limit)
+        return [a.to_dict() for a in rows]
+
+    def get_alarm(self, alarm_id: str) -> dict[str, Any] | None:
+        alarm = self.policy.get(alarm_id) or self.store.get(alarm_id)
+        return None if alarm is None else alarm.to_dict()
+
+    def acknowledge(self, alarm_id: str, by: str) -> tuple[str, dict[str, Any] | None]:
+        changes = self.policy.acknowledge(alarm_id, self.clock(), by=by)
+        if changes:
+            self.commit(changes)
+            return "ok", changes[-1].alarm.to_dict()
+        open_alarm = self.policy.get(alarm_id)
+        if open_alarm is not None:  # already acknowledged: acking again is harmless
+            return "ok", open_alarm.to_dict()
+        stored = self.store.get(alarm_id)
+        if stored is not None and stored.state is AlarmState.ENDED:
+            return "closed", stored.to_dict()
+        return "unknown", None
+
+
+class MqttLink:
+    """paho-mqtt 2 client in its own thread; messages are handed to the asyncio loop."""
+
+    def __init__(self, config: AlertingConfig, loop: asyncio.AbstractEventLoop,
+                 on_message: Callable[[str, bytes], None]) -> None:
+        self.config = config
+        self.loop = loop
+        self.connected = threading.Event()
+        client_id = config.mqtt_client_id or f"alerting-{config.ward}-{uuid.uuid4().hex[:8]}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._deliver = on_message
+
+    def start(self) -> None:
+        self.client.connect_async(self.config.mqtt_host, self.config.mqtt_port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: Any,
+                    _p: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("MQTT connect refused: %s", reason)
+            return
+        subs = [(topics.subscription(kind, ward=self.config.ward), 1) for kind in KINDS]
+        client.subscribe(subs)
+        self.connected.set()
+        log.info("MQTT connected to %s:%d, ward %s", self.config.mqtt_host,
+                 self.config.mqtt_port, self.config.ward)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any,
+                       _p: object) -> None:
+        self.connected.clear()
+        log.warning("MQTT disconnected: %s", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, msg.topic, bytes(msg.payload))
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+
+class AlertingService:
+    """The whole service: builds the parts, runs until `stop()`; `port` is the bound HTTP port."""
+
+    def __init__(self, config: AlertingConfig, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.hub = WardHub(
+            config.ward, wave_hz=config.wave_hz, wave_window_s=config.wave_window_s,
+            raw_window_s=config.raw_window_s, client_queue=config.client_queue,
+            recent_beats=config.recent_beats, detail_beats=config.detail_beats,
+        )
+        self.store = AlarmStore(config.db_path)
+        self.policy = AlarmPolicy()
+        self.metrics = AlertingMetrics(self.registry)
+        self.server_metrics = ServerMetrics(self.registry)
+        self.core: AlertingCore | None = None
+        self.mqtt: MqttLink | None = None
+        self.port: int | None = None
+        self.ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _report(self, bed: str) -> bytes:
+        from alerting.report import bed_report  # matplotlib only when a report is asked for
+
+        alarms = self.store.query(bed=bed, limit=200)
+        return bed_report(self.config.ward, bed, alarms, self.hub)
+
+    def _health(self) -> dict[str, Any]:
+        up = self.mqtt is not None and self.mqtt.connected.is_set()
+        return {"status": "ok" if up else "degraded", "mqtt_connected": up}
+
+    async def run(self) -> None:
+        """Serve until `stop()` (or a signal when installed by `main`)."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stop = asyncio.Event()
+        self.mqtt = MqttLink(self.config, loop, self._on_message)
+        self.core = AlertingCore(
+            self.config, hub=self.hub, policy=self.policy, store=self.store,
+            metrics=self.metrics, registry=self.registry,
+            publish=self.mqtt.publish if self.config.publish_alarms else None,
+        )
+        restored = self.core.restore()
+        log.info("restored %d open alarm(s) from %s", restored, self.config.db_path)
+        app = create_app(
+            self.hub, self.core, self.config.token, self.registry,
+            detector_url=self.config.detector_url, score_timeout_s=self.config.score_timeout_s,
+            health=self._health, metrics=self.server_metrics, report=self._report,
+        )
+        ucfg = uvicorn.Config(app, host=self.config.http_host, port=self.config.http_port,
+                              ws="websockets-sansio", lifespan="off", log_level="warning",
+                              access_log=False, timeout_graceful_shutdown=3)
+        ucfg.load()
+        server = uvicorn.Server(ucfg)
+        server.lifespan = ucfg.lifespan_class(ucfg)
+        await server.startup()
+        if not server.started:
+            raise RuntimeError(f"could not listen on {self.config.http_host}:"
+                               f"{self.config.http_port}")
+        self.port = int(server.servers[0].sockets[0].getsockname()[1])
+        self.mqtt.start()
+        tasks = [asyncio.create_task(self._every(self.config.batch_s, self._flush)),
+                 asyncio.create_task(self._every(self.config.tick_s, self.core.tick))]
+        log.info("alerting for ward %s on http://%s:%d/", self.config.ward,
+                 self.config.http_host, self.port)
+        self.ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            self.mqtt.stop()
+            server.should_exit = True
+            await server.shutdown()
+            self.store.close()
+            self.ready.clear()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if self.core is not None:
+            self.core.on_message(topic, payload)
+
+    def _flush(self) -> None:
+        self.hub.flush(time.time())
+
+    async def _every(self, period_s: float, fn: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                fn()
+            except Exception:
+                log.exception("periodic %s failed", getattr(fn, "__name__", fn))
+
+    def stop(self) -> None:
+        """Ask the service to stop (thread-safe)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m alerting`: run until SIGINT/SIGTERM; 2 on a configuration error."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = parse_args(argv)
+    except ValueError as exc:
+        log.error("configuration error: %s", exc)
+        return 2
+    service = AlertingService(config)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, service.stop)
+        await service.run()
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,164 @@
+"""Test helpers for the alerting service: run the real service in a thread of this process,
+publish real protocol messages to the real broker, read its HTTP API and websocket feed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alerting.config import AlertingConfig
+from alerting.service import AlertingService
+from ecgcommon import protocol, topics
+
+TOKEN = "test-token-0123456789"
+
+
+def make_config(broker: Any, ward: str, db: Path, **overrides: Any) -> AlertingConfig:
+    base = AlertingConfig(
+        mqtt_host=broker.host, mqtt_port=broker.port, ward=ward, http_port=0, token=TOKEN,
+        db_path=str(db), detector_url="http://127.0.0.1:9", batch_s=0.05, tick_s=0.5,
+    )
+    return replace(base, **overrides)
+
+
+@contextmanager
+def running_alerting(config: AlertingConfig) -> Iterator[AlertingService]:
+    """The real service (uvicorn + paho + policy + SQLite) on a thread with its own loop."""
+    service = AlertingService(config)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(service.run())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="alerting-under-test", daemon=True)
+    thread.start()
+    if not service.ready.wait(15):
+        raise RuntimeError(f"alerting service did not start: {errors}")
+    assert service.mqtt is not None
+    if not service.mqtt.connected.wait(10):
+        raise RuntimeError("alerting service did not connect to the broker")
+    try:
+        yield service
+    finally:
+        service.stop()
+        thread.join(15)
+        assert not thread.is_alive(), "alerting service did not stop"
+        assert not errors, errors
+
+
+class Publisher:
+    """A device/detector stand-in that speaks the real wire protocol over the real broker."""
+
+    def __init__(self, broker: Any, ward: str) -> None:
+        self.ward = ward
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{ward}")
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.seq: dict[str, int] = {}
+
+    def raw(self, bed: str, kind: str, payload: bytes) -> None:
+        self.client.publish(topics.topic(self.ward, bed, kind), payload, qos=1).wait_for_publish(5)
+
+    def status(self, bed: str, state: str = "online") -> None:
+        self.raw(bed, "status", protocol.encode_status(protocol.Status(state, time.time(), "sim")))
+
+    def samples(self, bed: str, first: int, t0: float, y_mv: np.ndarray, fs: float = 360.0
+                ) -> None:
+        seq = self.seq.get(bed, 0)
+        self.seq[bed] = seq + 1
+        raw = np.round(np.asarray(y_mv) * 200).astype(np.int16)[:, None]
+        chunk = protocol.SampleChunk(seq, first, t0, fs, 200.0, "mV", ("MLII",), raw)
+        self.raw(bed, "samples", protocol.encode_samples(chunk))
+
+    def beats(self, bed: str, beats: list[protocol.BeatResult]) -> None:
+        self.raw(bed, "beats", protocol.encode_beats(beats))
+
+    def event(self, bed: str, type_: str, active: bool, t: float) -> None:
+        self.raw(bed, "events", protocol.encode_event(protocol.Event(bed, type_, active, t)))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def beat(ward: str, bed: str, sample: int, fs: float, t0: float, rr_s: float | None,
+         score: float = 0.3, threshold: float = 1.0, errors: list[float] | None = None
+         ) -> protocol.BeatResult:
+    """A beat result as the detector publishes it."""
+    return protocol.BeatResult(
+        bed=bed, sample=sample, t=t0 + sample / fs, rr_s=rr_s,
+        hr_bpm=None if rr_s is None else 60.0 / rr_s, score=score, threshold=threshold,
+        anomalous=score > threshold, beat_id=f"{ward}:{bed}:{sample}",
+        errors=tuple(errors) if errors is not None else None,
+    )
+
+
+def ecg_like(n: int, fs: float, rr_s: float, start: int = 0) -> np.ndarray:
+    """A crude ECG: a narrow R wave every rr_s seconds on a small baseline wave (mV)."""
+    t = (start + np.arange(n)) / fs
+    phase = np.mod(t, rr_s)
+    return 1.2 * np.exp(-((phase - 0.2) / 0.012) ** 2) + 0.1 * np.sin(2 * np.pi * t / rr_s)
+
+
+def http(port: int, path: str, *, method: str = "GET", token: str | None = TOKEN,
+         body: bytes | None = None, headers: dict[str, str] | None = None
+         ) -> tuple[int, dict[str, str], bytes]:
+    """A real HTTP request to the service on loopback."""
+    h = dict(headers or {})
+    if token is not None:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                 headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def get_json(port: int, path: str, **kw: Any) -> Any:
+    status, _, body = http(port, path, **kw)
+    assert status == 200, (status, body[:300])
+    return json.loads(body)
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 10.0, every: float = 0.05) -> Any:
+    """Poll until `what()` is truthy; return it (or fail with the last value)."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s (last value: {value!r})")
+
+
+def metric_value(port: int, name: str, **labels: str) -> float:
+    """One sample of /metrics (0 when absent)."""
+    _, _, body = http(port, "/metrics", token=None)
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+                   if labels else "")
+    for line in body.decode().splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        if key == want:
+            return float(value)
+    return 0.0

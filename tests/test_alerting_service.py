@@ -1,0 +1,165 @@
+"""The alerting service end to end on a real broker: protocol messages in, alarms in the SQLite
+store, on the websocket feed and on MQTT; malformed input counted and survived; restart without
+duplicate alarms."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from websockets.sync.client import connect
+
+from alerting.store import AlarmStore
+from tests.alerting_harness import (
+    TOKEN,
+    Publisher,
+    beat,
+    ecg_like,
+    get_json,
+    make_config,
+    metric_value,
+    running_alerting,
+    wait_for,
+)
+
+FS = 360.0
+
+
+def _ws_frames(port: int, frames: list[dict], stop: threading.Event) -> threading.Thread:
+    """Collect websocket frames in the background until `stop` is set."""
+    ws = connect(f"ws://127.0.0.1:{port}/ws?token={TOKEN}", open_timeout=5)
+
+    def run() -> None:
+        with ws:
+            while not stop.is_set():
+                try:
+                    frames.append(json.loads(ws.recv(timeout=0.2)))
+                except TimeoutError:
+                    continue
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_tachycardia_beats_raise_an_alarm_everywhere(broker, unique_ward, tmp_path: Path) -> None:
+    """Beats at 170 bpm raise an extreme tachycardia alarm: stored in SQLite, sent on the
+    websocket (with the bed's moving waveform) and published on ecg/v1/{ward}/{bed}/alarms."""
+    published: list[dict] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{unique_ward}")
+    sub.on_message = lambda _c, _u, m: published.append(json.loads(m.payload))
+    sub.connect(broker.host, broker.port)
+    sub.subscribe(f"ecg/v1/{unique_ward}/+/alarms", qos=1)
+    sub.loop_start()
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    with running_alerting(cfg) as svc:
+        pub = Publisher(broker, unique_ward)
+        frames: list[dict] = []
+        stop = threading.Event()
+        reader = _ws_frames(svc.port, frames, stop)
+        try:
+            pub.status("7")
+            t0 = time.time() - 6.0
+            rr = 60.0 / 170.0
+            y = ecg_like(int(6 * FS), FS, rr)
+            for k in range(0, y.size, 36):  # 0.1 s chunks, as the streamer sends
+                pub.samples("7", k, t0 + k / FS, y[k : k + 36])
+            peaks = [round((0.2 + i * rr) * FS) for i in range(16)]
+            pub.beats("7", [beat(unique_ward, "7", s, FS, t0, None if i == 0 else rr)
+                            for i, s in enumerate(peaks)])
+
+            def alarm_frames() -> list[dict]:
+                return [f["alarm"] for f in frames if f["type"] == "alarm"]
+
+            got = wait_for(lambda: [a for a in alarm_frames() if a["type"] == "extreme_tachy"])
+            alarm = got[0]
+            assert alarm["bed"] == "7" and alarm["priority"] == "high"
+            assert alarm["state"] == "active"
+            with AlarmStore(cfg.db_path) as store:
+                stored = store.get(alarm["id"])
+            assert stored is not None and stored.type.value == "extreme_tachy"
+            wait_for(lambda: any(p["alarm"]["id"] == alarm["id"] and p["kind"] == "raised"
+                                 for p in published))
+            waves = [f["wave"]["7"] for f in frames if f["type"] == "batch" and "7" in f["wave"]]
+            assert waves, "no waveform frames for bed 7"
+            n = sum(len(w["y"]) for w in waves)
+            # 6 s at 360 Hz decimated by 3 to 120 Hz
+            assert n == 6 * 120
+            assert waves[0]["fs"] == 120.0
+            bed = get_json(svc.port, "/api/beds/7")
+            assert round(bed["hr_bpm"]) == 170
+            assert bed["status"]["state"] == "online"
+            assert metric_value(svc.port, "ecg_alerting_messages_total", kind="beats") == 1
+            assert metric_value(svc.port, "ecg_alarms_raised_total",
+                                type="extreme_tachy", priority="high") == 1
+        finally:
+            stop.set()
+            reader.join(5)
+            pub.close()
+    sub.loop_stop()
+    sub.disconnect()
+
+
+def test_malformed_messages_are_counted_and_the_service_carries_on(
+    broker, unique_ward, tmp_path: Path
+) -> None:
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    with running_alerting(cfg) as svc:
+        pub = Publisher(broker, unique_ward)
+        try:
+            pub.raw("3", "samples", b"XXXX not a frame")
+            pub.raw("3", "beats", b"{not json")
+            pub.raw("3", "events", b'{"bed": "3", "type": "lead_off"}')  # no t
+            pub.raw("3", "status", b'{"state": "sleeping"}')
+            pub.raw("3", "beats", json.dumps({"beats": [{"bed": "9", "beat_id": "x",
+                    "sample": 1, "t": 1.0, "rr_s": None, "hr_bpm": None, "score": 0.1,
+                    "threshold": 1.0, "anomalous": False}]}).encode())
+            # ... and a good message after them still raises its alarm
+            pub.event("3", "lead_off", True, time.time())
+            alarms = wait_for(lambda: get_json(svc.port, "/api/alarms?bed=3&state=open")["alarms"])
+            assert [a["type"] for a in alarms] == ["lead_off"]
+            assert alarms[0]["priority"] == "technical"
+            name = "ecg_alerting_dropped_messages_total"
+            assert metric_value(svc.port, name, reason="bad_magic") == 1
+            assert metric_value(svc.port, name, reason="bad_json") == 1
+            assert metric_value(svc.port, name, reason="bad_t") == 1
+            assert metric_value(svc.port, name, reason="bad_state") == 1
+            assert metric_value(svc.port, name, reason="bed_mismatch") == 1
+            health = get_json(svc.port, "/healthz", token=None)
+            assert health["status"] == "ok" and health["mqtt_connected"] is True
+        finally:
+            pub.close()
+
+
+def test_restart_restores_open_alarms_without_duplicates(
+    broker, unique_ward, tmp_path: Path
+) -> None:
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    t = time.time()
+    with running_alerting(cfg) as svc:
+        pub = Publisher(broker, unique_ward)
+        pub.event("12", "lead_off", True, t)
+        first = wait_for(lambda: get_json(svc.port, "/api/alarms?bed=12&state=open")["alarms"])
+        pub.close()
+    assert len(first) == 1
+    with running_alerting(cfg) as svc:
+        restored = get_json(svc.port, "/api/alarms?bed=12&state=open")["alarms"]
+        assert [a["id"] for a in restored] == [first[0]["id"]]
+        beds = get_json(svc.port, "/api/beds")["beds"]
+        assert beds[0]["alarm"]["id"] == first[0]["id"]
+        pub = Publisher(broker, unique_ward)
+        try:
+            pub.event("12", "lead_off", True, t + 5)  # the same condition, seen again
+            pub.event("12", "lead_off", False, t + 8)  # then the lead is back
+            ended = wait_for(lambda: [a for a in get_json(
+                svc.port, "/api/alarms?bed=12")["alarms"] if a["state"] == "ended"])
+        finally:
+            pub.close()
+        assert [a["id"] for a in ended] == [first[0]["id"]]
+        assert get_json(svc.port, "/api/alarms?bed=12&state=open")["alarms"] == []
+    with AlarmStore(cfg.db_path) as store:
+        assert store.count() == 1
