@@ -20,7 +20,7 @@ import wfdb
 MIN_FS_HZ = 50.0
 MAX_FS_HZ = 10_000.0
 MIN_DURATION_S = 3.0
-MAX_DURATION_S = 30 * 60.0
+MAX_DURATION_S = 60 * 60.0  # the detector scores at most an hour per request
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 # |mV| above this is not a surface ECG in millivolts (µV or raw ADC counts, most likely).
 MAX_ABS_MV = 30.0
@@ -278,7 +278,10 @@ def parse_wfdb(files: Mapping[str, bytes], *, lead: str | int | None = None) -> 
         try:
             rec = wfdb.rdrecord(str(Path(tmp) / record))
         except Exception as exc:  # wfdb raises many types for bad files
-            raise UploadError(f"{hea}: the WFDB record cannot be read: {exc}") from exc
+            raise UploadError(
+                f"{hea}: the WFDB record cannot be read ({exc}); check that the signal file is "
+                "complete and belongs to this header"
+            ) from exc
     if rec.p_signal is None or rec.p_signal.ndim != 2 or rec.p_signal.shape[0] == 0:
         raise UploadError(f"{hea}: the record holds no samples")
     names = tuple(str(s) for s in rec.sig_name)
