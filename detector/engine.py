@@ -37,9 +37,11 @@ log = logging.getLogger("detector")
 
 
 class Scorer(Protocol):
-    """Batch of windows (n, n_points) float32 -> (error (n,), per-timestep error (n, n_points))."""
+    """What the engine needs of `detector.scorer.OnnxScorer`."""
 
-    def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, n_points) float32 windows -> (error (n,), per-timestep error (n, n_points))."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ class DetectorEngine:
     def _score(self, batch: list[Queued], now: float) -> list[Publication]:
         windows = np.stack([q.beat.window for q in batch])
         t0 = time.perf_counter()
-        errors, steps = self.scorer(windows)
+        errors, steps = self.scorer.score(windows)
         self.metrics.inference.observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(batch))
         by_bed: dict[tuple[str, str], list[BeatResult]] = {}
@@ -301,7 +303,7 @@ class DetectorEngine:
         step = self.settings.max_batch
         for i in range(0, len(beats), step):
             part = beats[i : i + step]
-            errors, steps = self.scorer(np.stack([b.window for b in part]))
+            errors, steps = self.scorer.score(np.stack([b.window for b in part]))
             for b, err, per in zip(part, errors.tolist(), steps, strict=True):
                 score = adapter.process(err, b.rhythm)
                 out.append({

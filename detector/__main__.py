@@ -1,0 +1,5 @@
+"""`python -m detector`."""
+
+from detector.service import main
+
+raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""Detector service: MQTT in/out around `DetectorEngine`, plus /metrics, /healthz, /v1/score.
+
+Threads: paho's network thread only queues received messages (with their receipt time); one
+worker thread owns the engine (decode, pipelines, batching, scoring) and publishes; a small HTTP
+server serves Prometheus metrics, health and uploads. paho reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from detector.anomaly import AnomalyConfig
+from detector.config import DetectorConfig, parse_args
+from detector.engine import DetectorEngine, EngineSettings, Publication, Scorer
+from detector.metrics import DetectorMetrics
+from detector.scorer import ModelMismatchError, OnnxScorer
+from ecgcommon.topics import subscription
+
+log = logging.getLogger("detector")
+_STOP = object()
+MAX_BODY_BYTES = 64 * 1024 * 1024
+BURST = 1000  # messages handled between two ticks
+
+
+class DetectorService:
+    """The running detector; `start()`, then `stop()` (or `run_forever(stop_event)`)."""
+
+    def __init__(
+        self,
+        config: DetectorConfig,
+        registry: CollectorRegistry | None = None,
+        scorer: Scorer | None = None,
+        anomaly: AnomalyConfig | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = DetectorMetrics(self.registry)
+        if scorer is None:
+            onnx = OnnxScorer(config.model_dir)
+            scorer = onnx
+            anomaly = anomaly or AnomalyConfig.from_manifest(onnx.manifest)
+        if anomaly is None:
+            raise ValueError("anomaly config is needed with a custom scorer")
+        self.engine = DetectorEngine(
+            scorer, anomaly, anomaly.threshold(config.profile), self.metrics,
+            EngineSettings(
+                max_batch=config.max_batch, max_wait_s=config.max_wait_s,
+                signal_timeout_s=config.signal_timeout_s, max_fill_s=config.max_fill_s,
+                qos_beats=config.qos_beats, qos_events=config.qos_events,
+                max_upload_s=config.max_upload_s,
+            ),
+        )
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.connected = threading.Event()
+        self.client = self._make_client()
+        self.http = ThreadingHTTPServer((config.http_host, config.http_port), _handler(self))
+        self.http.daemon_threads = True
+        self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
+        self._http_thread = threading.Thread(target=self.http.serve_forever, name="detector-http",
+                                             daemon=True)
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.server_address[1])
+
+    # ------------------------------------------------------------------ MQTT
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id)
+        c.reconnect_delay_set(max(1, round(self.config.reconnect_min_s)),
+                              max(1, round(self.config.reconnect_max_s)))
+        c.max_queued_messages_set(100_000)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        return c
+
+    def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object, rc: object,
+                    _props: object = None) -> None:
+        if getattr(rc, "is_failure", False):
+            log.warning("broker refused the connection: %s", rc)
+            return
+        ward = self.config.ward
+        client.subscribe([(subscription("samples", ward=ward), self.config.qos_in),
+                          (subscription("status", ward=ward), 1)])
+        self.connected.set()
+        self.metrics.up.set(1)
+        log.info("connected to %s:%s, subscribed to ward %r", self.config.host, self.config.port,
+                 ward)
+
+    def _on_disconnect(self, _client: mqtt.Client, _ud: object, _flags: object, rc: object,
+                       _props: object = None) -> None:
+        self.connected.clear()
+        self.metrics.up.set(0)
+        log.warning("disconnected from the broker (%s); reconnecting with backoff", rc)
+
+    def _on_message(self, _client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
+        if self.queue.qsize() >= self.config.max_queue:
+            self.metrics.bad_messages.labels("overload").inc()
+            return
+        self.queue.put((msg.topic, msg.payload, bool(msg.retain), time.monotonic()))
+
+    # ------------------------------------------------------------------ worker
+    def _publish(self, pubs: list[Publication]) -> None:
+        for p in pubs:
+            self.client.publish(p.topic, p.payload, p.qos, p.retain)
+
+    def _work(self) -> None:
+        engine, q = self.engine, self.queue
+        running = True
+        while running:
+            deadline = engine.next_deadline()
+            wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
+            try:
+                item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+            except queue.Empty:
+                item = None
+            pubs: list[Publication] = []
+            handled = 0
+            while item is not None:
+                if item is _STOP:
+                    running = False
+                    break
+                topic, payload, retained, rx = item
+                pubs += engine.handle(topic, payload, rx, retained)
+                handled += 1
+                if handled >= BURST:
+                    break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    item = None
+            try:
+                pubs += engine.tick(time.monotonic())
+                if not running:
+                    pubs += engine.flush(time.monotonic())
+            except Exception:  # never let the worker die
+                self.metrics.bad_messages.labels("internal_error").inc()
+                log.exception("error in tick")
+            self._publish(pubs)
+            self.metrics.queue_depth.set(q.qsize())
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._http_thread.start()
+        self._worker.start()
+        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
+        self.client.loop_start()
+        log.info("detector up: MQTT %s:%s, HTTP %s:%d", self.config.host, self.config.port,
+                 self.config.http_host, self.http_port)
+
+    def stop(self) -> None:
+        """Finish the queued work, publish it, disconnect, stop serving."""
+        self.queue.put(_STOP)
+        self._worker.join(timeout=10)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.http.shutdown()
+        self.http.server_close()
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        alive = self._worker.is_alive()
+        connected = self.connected.is_set()
+        return alive and connected, {
+            "status": "ok" if alive and connected else "unavailable",
+            "worker_alive": alive,
+            "mqtt_connected": connected,
+            "beds": len(self.engine.beds),
+            "queue": self.queue.qsize(),
+        }
+
+
+def _score_request(service: DetectorService, body: bytes) -> dict[str, Any]:
+    """Validate a /v1/score body and score it; ValueError says what is wrong."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ValueError('body must be a JSON object {"fs": Hz, "samples": [mV, ...]}')
+    fs = doc.get("fs")
+    if isinstance(fs, bool) or not isinstance(fs, int | float) or not math.isfinite(fs):
+        raise ValueError("'fs' must be a number of Hz")
+    samples = doc.get("samples")
+    if not isinstance(samples, list):
+        raise ValueError("'samples' must be a list of numbers (mV, one lead)")
+    x = np.asarray(samples) if samples else np.zeros(0)
+    if x.dtype.kind not in "iuf" or x.ndim != 1:
+        raise ValueError("'samples' must be a flat list of numbers (mV, one lead)")
+    beats = service.engine.score_signal(x.astype(np.float64), float(fs))
+    return {"fs": float(fs), "n_samples": int(x.size), "n_beats": len(beats),
+            "threshold": service.engine.threshold, "beats": beats}
+
+
+def _handler(service: DetectorService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "ecg-detector"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            log.debug("http: " + format, *args)
+
+        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, doc: Any) -> None:
+            self._send(code, json.dumps(doc, separators=(",", ":")).encode())
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(service.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok, doc = service.healthy()
+                self._json(200 if ok else 503, doc)
+            else:
+                self._json(404, {"error": f"no such path {path}"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            path = self.path.split("?", 1)[0]
+            if path != "/v1/score":
+                self._json(404, {"error": f"no such path {path}"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self._json(411, {"error": "Content-Length is required"})
+                return
+            if length > MAX_BODY_BYTES:
+                self._json(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"})
+                return
+            body = self.rfile.read(length)
+            try:
+                self._json(200, _score_request(service, body))
+            except ValueError as exc:
+                self._json(400, {"error": str(exc)})
+            except Exception:
+                log.exception("scoring an upload failed")
+                self._json(500, {"error": "internal error while scoring"})
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: `python -m detector`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = parse_args(argv)
+    except ValueError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    try:
+        service = DetectorService(config)
+    except (ModelMismatchError, KeyError, ValueError) as exc:
+        log.error("cannot load the model from %s: %s", config.model_dir, exc)
+        return 2
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.http_host, config.http_port, exc)
+        return 2
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    service.start()
+    stop.wait()
+    service.stop()
+    log.info("stopped")
+    return 0
