@@ -38,17 +38,18 @@ class ServiceSpec:
     """One service as both the ward and docker compose run it."""
 
     name: str  # compose service name and `python -m` module
-    port_env: str  # environment variable the service reads for its HTTP port
-    port: int  # default HTTP port (/metrics and /healthz)
-    host_env: str  # environment variable the service reads for its HTTP bind address
+    port_env: str | None = None  # environment variable the service reads for its HTTP port
+    port: int | None = None  # default HTTP port (/metrics, /healthz); None: no HTTP server
+    host_env: str | None = None  # environment variable the service reads for its bind address
 
 
 # Start order (consumers subscribed before the streamer publishes); stopped in reverse.
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("detector", "DETECTOR_PORT", 8000, "DETECTOR_HOST"),
+    ServiceSpec("detector", "DETECTOR_HTTP_PORT", 8000, "DETECTOR_HTTP_HOST"),
     ServiceSpec("alerting", "ALERTING_PORT", 8080, "ALERTING_HOST"),
-    ServiceSpec("streamer", "STREAMER_PORT", 9100, "STREAMER_HOST"),
+    ServiceSpec("streamer"),  # publishes only: no HTTP port (yet)
 )
+HTTP_SERVICES = tuple(s for s in SERVICES if s.port is not None)
 MQTT_PORT = 1883
 
 
@@ -80,7 +81,7 @@ class WardConfig:
             raise ValueError(f"broker must be one of {BROKER_MODES}, got {self.broker!r}")
         if not 0 <= self.mqtt_port <= 65535:
             raise ValueError(f"mqtt_port must be 0-65535, got {self.mqtt_port}")
-        unknown = set(self.ports) - {s.name for s in SERVICES}
+        unknown = set(self.ports) - {s.name for s in HTTP_SERVICES}
         if unknown:
             raise ValueError(f"ports names unknown services {sorted(unknown)}")
         if self.token and len(self.token) < 8:
@@ -97,7 +98,8 @@ class Launch:
     name: str
     argv: list[str]
     env: dict[str, str]
-    health_url: str | None = None
+    health_url: str | None = None  # up when this answers 200
+    listens: tuple[str, int] | None = None  # up when this accepts TCP (the broker)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -128,7 +130,7 @@ def broker_launch(mode: str, host: str, port: int, run_dir: Path) -> Launch | No
             f"listener {port} {host}\nallow_anonymous true\npersistence false\n"
             "max_queued_messages 100000\n"
         )
-        return Launch("mosquitto", [binary, "-c", str(conf)], {})
+        return Launch("mosquitto", [binary, "-c", str(conf)], {}, listens=(host, port))
     conf = run_dir / "amqtt.yaml"
     conf.write_text(
         "listeners:\n  default:\n    type: tcp\n"
@@ -136,26 +138,27 @@ def broker_launch(mode: str, host: str, port: int, run_dir: Path) -> Launch | No
         "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
         "    allow_anonymous: true\n"
     )
-    return Launch("amqtt", [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)],
-                  {})
+    argv = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
+    return Launch("amqtt", argv, {}, listens=(host, port))
 
 
 def service_env(cfg: WardConfig, ports: Mapping[str, int], token: str) -> dict[str, str]:
-    """The environment every service gets: the same variable names docker compose sets."""
+    """The environment every service gets: the variable names docker compose sets."""
     env = {
         "MQTT_HOST": cfg.mqtt_host,
         "MQTT_PORT": str(ports["mqtt"]),
         "ECG_WARD": cfg.ward,
         "ECG_DATA_DIR": str(cfg.data_dir),
+        "STREAMER_BEDS": str(len(cfg.beds)),
         "STREAMER_RECORDS": ",".join(cfg.beds),
         "STREAMER_SPEED": f"{cfg.speed:g}",
         "ALERTING_TOKEN": token,
         "ALERTING_DB": str(cfg.run_dir / "alarms.db"),
         "DETECTOR_URL": f"http://{cfg.http_host}:{ports['detector']}",
     }
-    for spec in SERVICES:
-        env[spec.port_env] = str(ports[spec.name])
-        env[spec.host_env] = cfg.http_host
+    for spec in HTTP_SERVICES:
+        env[str(spec.port_env)] = str(ports[spec.name])
+        env[str(spec.host_env)] = cfg.http_host
     return env
 
 
@@ -167,7 +170,7 @@ def plan(cfg: WardConfig, ports: Mapping[str, int], token: str) -> list[Launch]:
         launches.append(broker)
     env = service_env(cfg, ports, token)
     for spec in SERVICES:
-        url = f"http://{cfg.http_host}:{ports[spec.name]}/healthz"
+        url = f"http://{cfg.http_host}:{ports[spec.name]}/healthz" if spec.port else None
         launches.append(Launch(spec.name, [sys.executable, "-m", spec.name], env, url))
     return launches
 
@@ -177,7 +180,7 @@ def resolve_ports(cfg: WardConfig) -> dict[str, int]:
     ports = {"mqtt": cfg.mqtt_port or free_port(cfg.mqtt_host)}
     if cfg.free_ports and cfg.broker != "external":
         ports["mqtt"] = free_port(cfg.mqtt_host)
-    for spec in SERVICES:
+    for spec in HTTP_SERVICES:
         chosen = cfg.ports.get(spec.name, 0 if cfg.free_ports else spec.port)
         ports[spec.name] = chosen or free_port(cfg.http_host)
     return ports
@@ -185,18 +188,6 @@ def resolve_ports(cfg: WardConfig) -> dict[str, int]:
 
 def missing_records(data_dir: Path, beds: Sequence[str]) -> list[str]:
     return [b for b in beds if not (data_dir / f"{b}.hea").is_file()]
-
-
-def _wait_tcp(host: str, port: int, proc: subprocess.Popen[bytes] | None, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"broker exited with code {proc.returncode}")
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"broker did not listen on {host}:{port} in time")
 
 
 def _healthy(url: str) -> bool:
@@ -234,27 +225,34 @@ class Ward:
         text = path.read_text(errors="replace") if path.is_file() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def start(self, launches: Sequence[Launch], ports: Mapping[str, int]) -> None:
+    def start(self, launches: Sequence[Launch]) -> None:
+        """Start each child and wait until it is up before the next (RuntimeError if not)."""
         deadline = time.monotonic() + self.cfg.startup_timeout_s
         for launch in launches:
             if self.stop_requested:
                 return
             proc = self._start(launch)
-            if launch.health_url is None:
-                _wait_tcp(self.cfg.mqtt_host, ports["mqtt"], proc, deadline)
-                continue
-            while not _healthy(launch.health_url):
+            while not self.stop_requested and not self._up(launch):
                 if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{launch.name} exited with code {proc.returncode}:\n"
-                        + self.log_tail(launch.name))
-                if time.monotonic() > deadline or self.stop_requested:
-                    if self.stop_requested:
-                        return
-                    raise RuntimeError(f"{launch.name} not healthy at {launch.health_url} in "
+                    raise RuntimeError(f"{launch.name} exited with code {proc.returncode}:\n"
+                                       + self.log_tail(launch.name))
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{launch.name} was not up within "
                                        f"{self.cfg.startup_timeout_s:g} s:\n"
                                        + self.log_tail(launch.name))
                 time.sleep(0.2)
+
+    @staticmethod
+    def _up(launch: Launch) -> bool:
+        if launch.listens is not None:
+            try:
+                socket.create_connection(launch.listens, timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+        if launch.health_url is not None:
+            return _healthy(launch.health_url)
+        return True  # no endpoint (the streamer): running is all we can tell
 
     def watch(self) -> str | None:
         """Block until a stop is requested (None) or a child dies (its name)."""
@@ -287,7 +285,7 @@ def banner(cfg: WardConfig, ports: Mapping[str, int], token: str, broker: str) -
         f"at {cfg.speed:g}x real time; broker {broker} on {cfg.mqtt_host}:{ports['mqtt']}",
         f"dashboard: http://{h}:{ports['alerting']}/?token={token}",
     ]
-    for spec in SERVICES:
+    for spec in HTTP_SERVICES:
         lines.append(f"metrics:   http://{h}:{ports[spec.name]}/metrics  ({spec.name})")
     lines.append(f"logs:      {cfg.run_dir}/*.log")
     lines.append("Ctrl-C stops the ward.")
@@ -306,7 +304,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig
     p.add_argument("--mqtt-host", default=env.get("MQTT_HOST", "127.0.0.1"))
     p.add_argument("--mqtt-port", type=int, default=int(env.get("MQTT_PORT", MQTT_PORT)))
     p.add_argument("--http-host", default=env.get("WARD_HTTP_HOST", "127.0.0.1"))
-    for spec in SERVICES:
+    for spec in HTTP_SERVICES:
         p.add_argument(f"--{spec.name}-port", type=int,
                        default=int(env[spec.port_env]) if env.get(spec.port_env) else None)
     p.add_argument("--free-ports", action="store_true",
@@ -315,7 +313,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig
     p.add_argument("--run-dir", default=env.get("WARD_RUN_DIR") or str(ROOT / "var" / "ward"))
     p.add_argument("--startup-timeout", type=float, default=60.0)
     a = p.parse_args(list(argv) if argv is not None else None)
-    ports = {s.name: getattr(a, f"{s.name}_port") for s in SERVICES
+    ports = {s.name: getattr(a, f"{s.name}_port") for s in HTTP_SERVICES
              if getattr(a, f"{s.name}_port") is not None}
     beds = tuple(b.strip() for b in a.beds.split(",") if b.strip()) if a.beds else DEFAULT_BEDS
     return WardConfig(
@@ -350,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"ward: {exc}", file=sys.stderr)
         return 2
-    broker = launches[0].name if launches and launches[0].health_url is None else "external"
+    broker = launches[0].name if launches and launches[0].listens else "external"
     ward = Ward(cfg)
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -360,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     code = 0
     try:
-        ward.start(launches, ports)
+        ward.start(launches)
         if not ward.stop_requested:
             ward.say(banner(cfg, ports, token, broker))
             died = ward.watch()

@@ -50,7 +50,11 @@ def amqtt_broker(tmp_path: Path) -> Iterator[int]:
     log = open(tmp_path / "amqtt.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(launch.argv, stdout=log, stderr=log, start_new_session=True)
     try:
-        ward._wait_tcp("127.0.0.1", port, proc, time.monotonic() + 20)
+        deadline = time.monotonic() + 20
+        while not ward.Ward._up(launch):
+            assert proc.poll() is None, (tmp_path / "amqtt.log").read_text()
+            assert time.monotonic() < deadline, "amqtt did not listen"
+            time.sleep(0.1)
         yield port
     finally:
         proc.send_signal(signal.SIGINT)

@@ -1,0 +1,217 @@
+"""docker-compose.yml, checked without a Docker engine (none runs on these machines).
+
+The file is parsed as YAML and checked against the repository: every service has a healthcheck
+and a restart policy, built images have their Dockerfile and install no torch, the environment
+variables compose sets are ones the services read, ports agree across compose, Prometheus and
+the services' defaults, and the services, variables, defaults and ports are those `make ward`
+(scripts/ward.py) uses. The healthcheck script the images run is exercised for real.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import subprocess
+import sys
+import threading
+import tomllib
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.conftest import Broker
+from tests.test_ward import ward
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+PYTHON_SERVICES = {s.name for s in ward.SERVICES}
+HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
+_INTERPOLATION = re.compile(r"^\$\{(\w+)(?::?([-?])([^}]*))?\}$")
+
+
+def compose_default(value: object) -> str | None:
+    """The value compose uses when the host sets nothing: `${X:-d}` -> d, `${X:?m}` -> None."""
+    text = str(value)
+    m = _INTERPOLATION.match(text)
+    if not m:
+        return text
+    return m.group(3) if m.group(2) == "-" else None
+
+
+def env_of(service: str) -> dict[str, str]:
+    env = SERVICES[service].get("environment", {})
+    assert isinstance(env, dict), f"{service}: write environment as a mapping"
+    return {k: str(v) for k, v in env.items()}
+
+
+def variables_read_by(package: str) -> set[str]:
+    """Upper-case names quoted in the service's and ecgcommon's sources (os.environ keys)."""
+    names: set[str] = set()
+    for folder in (ROOT / package, ROOT / "ecgcommon"):
+        for path in folder.rglob("*.py"):
+            names.update(re.findall(r"[\"']([A-Z][A-Z0-9_]{2,})[\"']", path.read_text()))
+    return names
+
+
+def test_expected_services_each_with_healthcheck_and_restart() -> None:
+    assert set(SERVICES) == {"mosquitto", "prometheus", "grafana"} | PYTHON_SERVICES
+    for name, svc in SERVICES.items():
+        assert svc.get("restart") in ("always", "unless-stopped", "on-failure"), name
+        test = svc.get("healthcheck", {}).get("test")
+        assert isinstance(test, list) and test[0] == "CMD" and len(test) > 1, name
+        assert "image" in svc or "build" in svc, name
+
+
+def test_built_images_have_a_dockerfile_without_torch_or_data() -> None:
+    for name in PYTHON_SERVICES:
+        build = SERVICES[name]["build"]
+        assert build["context"] == "."
+        dockerfile = ROOT / build["dockerfile"]
+        assert dockerfile == ROOT / name / "Dockerfile"
+        text = "\n".join(ln for ln in dockerfile.read_text().splitlines()
+                         if not ln.startswith("#"))
+        assert re.search(r"^FROM python:3\.11-slim", text, re.M), name
+        assert "torch" not in text.lower(), f"{dockerfile}: run-time images carry no torch"
+        installs = re.findall(r"pip install ([^&\n]+)", text)
+        assert installs == [". "] or installs == ["."], f"{dockerfile}: plain `pip install .`"
+        assert "mitdb" not in text and "shared" not in text, f"{dockerfile} copies data"
+        copied = re.findall(r"^COPY (\S+)", text, re.M)
+        for src in copied:
+            assert (ROOT / src).exists(), f"{dockerfile}: COPY {src} does not exist"
+        assert re.search(rf'^CMD \["python", "-m", "{name}"\]', text, re.M), name
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not any("torch" in dep for dep in runtime), "`pip install .` would pull torch"
+    ignore = [ln for ln in (ROOT / ".dockerignore").read_text().splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    assert ignore[0] == "**", ".dockerignore starts from nothing and lists what images need"
+    assert not any("data" in ln or "venv" in ln for ln in ignore if ln.startswith("!"))
+
+
+def test_detector_image_carries_the_onnx_model() -> None:
+    text = (ROOT / "detector" / "Dockerfile").read_text()
+    assert "COPY models/artifacts models/artifacts" in text
+    assert "DETECTOR_MODEL_DIR=/app/models/artifacts" in text
+    assert any((ROOT / "models" / "artifacts").glob("*.onnx")), "no committed ONNX model"
+
+
+def test_environment_variables_are_read_by_the_services() -> None:
+    for name in PYTHON_SERVICES:
+        read = variables_read_by(name)
+        unknown = set(env_of(name)) - read
+        assert not unknown, f"{name} does not read {sorted(unknown)}"
+
+
+def split_volume(volume: str) -> tuple[str, str]:
+    """`source:target[:mode]`, where source may be a `${VAR:-default}` interpolation."""
+    cut = volume.index("}") + 1 if volume.startswith("${") else volume.index(":")
+    return volume[:cut], volume[cut + 1:].split(":")[0]
+
+
+def test_mounted_files_and_volumes_exist() -> None:
+    declared = set(COMPOSE.get("volumes", {}))
+    for name, svc in SERVICES.items():
+        for volume in svc.get("volumes", []):
+            source, target = split_volume(volume)
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name}: {source} missing"
+            elif not source.startswith("${"):
+                assert source in declared, f"{name}: volume {source} not declared"
+            assert target.startswith("/")
+    # The alarm store lives on a named volume, at the folder of ALERTING_DB.
+    db = env_of("alerting")["ALERTING_DB"]
+    mounts = {t: s for s, t in map(split_volume, SERVICES["alerting"]["volumes"])}
+    assert mounts.get(str(Path(db).parent)) in declared
+    # MIT-BIH: mounted read-only where ECG_DATA_DIR points, from $ECG_DATA_DIR or ../shared.
+    data = [v for v in SERVICES["streamer"]["volumes"] if v.endswith(":ro")]
+    assert data == ["${ECG_DATA_DIR:-../shared/data/mitdb}:/data/mitdb:ro"]
+    assert env_of("streamer")["ECG_DATA_DIR"] == "/data/mitdb"
+
+
+def test_ports_agree_across_compose_prometheus_and_healthchecks() -> None:
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+        for job in prom["scrape_configs"]
+    }
+    for spec in ward.HTTP_SERVICES:
+        env = env_of(spec.name)
+        assert env[spec.port_env] == str(spec.port), spec.name
+        assert env[spec.host_env] == "0.0.0.0", f"{spec.name} must listen beyond loopback"
+        assert f"127.0.0.1:{spec.port}:{spec.port}" in SERVICES[spec.name]["ports"]
+        assert f"http://127.0.0.1:{spec.port}/healthz" in SERVICES[spec.name]["healthcheck"]["test"]
+        assert targets[spec.name] == [f"{spec.name}:{spec.port}"]
+    assert env_of("alerting")["DETECTOR_URL"] == f"http://detector:{ward.SERVICES[0].port}"
+    for name in PYTHON_SERVICES:
+        env = env_of(name)
+        assert (env["MQTT_HOST"], env["MQTT_PORT"]) == ("mosquitto", str(ward.MQTT_PORT))
+    assert "127.0.0.1:1883:1883" in SERVICES["mosquitto"]["ports"]
+    conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    assert re.search(rf"^listener {ward.MQTT_PORT} 0\.0\.0\.0$", conf, re.M)
+
+
+def test_same_services_variables_and_defaults_as_make_ward(tmp_path: Path) -> None:
+    cfg = ward.WardConfig(run_dir=tmp_path)
+    ports = {"mqtt": ward.MQTT_PORT, **{s.name: s.port for s in ward.HTTP_SERVICES}}
+    ward_env = ward.service_env(cfg, ports, token="x" * 16)
+    compose_env: dict[str, str | None] = {}
+    for name in PYTHON_SERVICES:
+        for key, value in env_of(name).items():
+            compose_env[key] = compose_default(value)
+    assert set(ward_env) == set(compose_env)
+    # Host-specific values differ by design (container paths, service names, secrets).
+    site_specific = {"MQTT_HOST", "ECG_DATA_DIR", "ALERTING_DB", "ALERTING_TOKEN",
+                     "DETECTOR_URL", "DETECTOR_HTTP_HOST", "ALERTING_HOST"}
+    for key in set(ward_env) - site_specific:
+        assert ward_env[key] == compose_env[key], key
+    names = [str(spec.name) for spec in ward.SERVICES]
+    launches = ward.plan(ward.WardConfig(run_dir=tmp_path, broker="external"), ports, "x" * 16)
+    assert [launch.name for launch in launches] == names
+
+
+def test_healthcheck_script_http(tmp_path: Path) -> None:
+    codes = {"/healthz": 200, "/degraded": 503}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(codes.get(self.path, 404))
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert _run_healthcheck(f"{base}/healthz") == 0
+        assert _run_healthcheck(f"{base}/degraded") == 1
+    finally:
+        server.shutdown()
+    assert _run_healthcheck(f"{base}/healthz") == 1  # nothing listening
+
+
+def test_healthcheck_script_mqtt_status(broker: Broker, unique_ward: str) -> None:
+    url = f"mqtt://{broker.host}:{broker.port}/ecg/v1/{unique_ward}/+/status"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hc-{unique_ward}")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        status = f"ecg/v1/{unique_ward}/1/status"
+        client.publish(status, json.dumps({"state": "offline", "t": 0}), qos=1,
+                       retain=True).wait_for_publish(5)
+        assert _run_healthcheck(url) == 1  # only an offline bed: unhealthy (after the timeout)
+        client.publish(status, json.dumps({"state": "online", "t": 0}), qos=1,
+                       retain=True).wait_for_publish(5)
+        assert _run_healthcheck(url) == 0
+        client.publish(status, b"", qos=1, retain=True).wait_for_publish(5)  # clear it
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _run_healthcheck(url: str) -> int:
+    return subprocess.run([sys.executable, str(HEALTHCHECK), url], timeout=30).returncode
