@@ -162,3 +162,66 @@ def metric_value(port: int, name: str, **labels: str) -> float:
         if key == want:
             return float(value)
     return 0.0
+
+
+class WardFeeder:
+    """Streams live beds in real time: 0.1 s sample chunks and the beats a detector would report
+    (beats published once 0.4 s of signal after the R-peak has arrived). Per bed: heart rate and
+    which beats are anomalous (every `anomaly_every`-th), anomalous beats with per-timestep errors.
+    """
+
+    def __init__(self, broker: Any, ward: str, beds: dict[str, tuple[float, int]],
+                 fs: float = 360.0, chunk_s: float = 0.1) -> None:
+        self.pub = Publisher(broker, ward)
+        self.ward = ward
+        self.beds = beds  # bed -> (bpm, anomaly_every; 0 = never)
+        self.fs = fs
+        self.chunk = round(chunk_s * fs)
+        self.stop_event = threading.Event()
+        self.t0 = time.time()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, name="ward-feeder", daemon=True)
+
+    def start(self) -> WardFeeder:
+        for bed in self.beds:
+            self.pub.status(bed)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        next_beat = dict.fromkeys(self.beds, 0)
+        pos = 0
+        while not self.stop_event.is_set():
+            due = self.t0 + (pos + self.chunk) / self.fs
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            for bed, (bpm, every) in self.beds.items():
+                rr = 60.0 / bpm
+                y = ecg_like(self.chunk, self.fs, rr, start=pos)
+                self.pub.samples(bed, pos, self.t0 + pos / self.fs, y, self.fs)
+                beats = []
+                ready = pos + self.chunk - round(0.4 * self.fs)
+                while True:
+                    i = next_beat[bed]
+                    sample = round((0.2 + i * rr) * self.fs)
+                    if sample > ready:
+                        break
+                    anomalous = every > 0 and i % every == every - 1
+                    errors = None
+                    if anomalous:
+                        k = np.arange(64)
+                        errors = list(0.05 + 0.9 * np.exp(-((k - 34) / 6.0) ** 2))
+                    beats.append(beat(self.ward, bed, sample, self.fs, self.t0,
+                                      None if i == 0 else rr, score=1.8 if anomalous else 0.3,
+                                      errors=errors))
+                    next_beat[bed] = i + 1
+                if beats:
+                    self.pub.beats(bed, beats)
+            pos += self.chunk
+            self.sent = pos
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(5)
+        self.pub.close()

@@ -115,6 +115,13 @@ class BedTile {
     stats.samplesIn += n;
   }
 
+  /** After a snapshot: start the sweep at the newest data with the whole history drawn. */
+  prime() {
+    this.play = this.latest - DELAY_S * this.fs;
+    this.drawnTo = Math.floor(this.play);
+    this.redraw();
+  }
+
   sample(i) {
     if (i < this.latest - this.ring.length || i >= this.latest) return NaN;
     const cap = this.ring.length;
@@ -329,7 +336,7 @@ function handle(msg) {
     alarms.clear();
     for (const b of msg.beds) {
       const t = bedTile(b.bed);
-      if (b.wave) { t.reset(b.wave.fs, b.wave.i0); t.ingest(b.wave); }
+      if (b.wave) { t.reset(b.wave.fs, b.wave.i0); t.ingest(b.wave); t.prime(); }
       t.setVitals(b);
     }
     for (const a of msg.alarms) upsertAlarm(a);

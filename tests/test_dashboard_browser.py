@@ -1,0 +1,138 @@
+"""The live ward dashboard in a real headless Chromium (Debian's, driven by Playwright) against the
+real alerting service fed over a real broker: the page loads, the waveforms move, an alarm
+appears and is acknowledged (the ack reaches the store), the bed detail draws the explainability
+view. Screenshots go to /tmp for a human to look at."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from alerting.service import AlertingService
+from alerting.store import AlarmStore
+from tests.alerting_harness import TOKEN, WardFeeder, http, make_config, running_alerting
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+SHOTS = Path("/tmp")
+# bed -> (heart rate bpm, every n-th beat anomalous; 0 = none)
+BEDS = {"1": (72.0, 0), "2": (80.0, 4), "3": (170.0, 0), "4": (60.0, 0)}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; run scripts/install-system-deps.sh")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def ward(broker, unique_ward, tmp_path: Path) -> Iterator[tuple[AlertingService, WardFeeder]]:
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db", batch_s=0.15)
+    with running_alerting(cfg) as svc:
+        feeder = WardFeeder(broker, unique_ward, BEDS).start()
+        try:
+            yield svc, feeder
+        finally:
+            feeder.stop()
+
+
+def _open(browser: Browser, port: int) -> Page:
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors  # type: ignore[attr-defined]
+    resp = page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
+    assert resp is not None and resp.status == 200
+    return page
+
+
+def _canvas_png(page: Page, bed: str) -> bytes:
+    url = page.eval_on_selector(f'.tile[data-bed="{bed}"] canvas.wave', "c => c.toDataURL()")
+    return base64.b64decode(url.split(",", 1)[1])
+
+
+def test_page_and_feed_need_the_token(browser: Browser, ward) -> None:
+    svc, _ = ward
+    page = browser.new_page()
+    resp = page.goto(f"http://127.0.0.1:{svc.port}/")
+    assert resp is not None and resp.status == 401
+    resp = page.goto(f"http://127.0.0.1:{svc.port}/?token=wrong-token-123")
+    assert resp is not None and resp.status == 401
+    page.close()
+
+
+def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> None:
+    svc, _ = ward
+    page = _open(browser, svc.port)
+    page.wait_for_function("window.__ecg && window.__ecg.connected")
+    page.wait_for_function("document.querySelectorAll('.tile').length === 4")
+    # the token left the address bar once read
+    assert "token" not in page.url
+    # waveforms move: frames are drawn and the canvas pixels change as samples arrive
+    page.wait_for_function("window.__ecg.framesDrawn > 20 && window.__ecg.samplesIn > 500")
+    before = _canvas_png(page, "1")
+    drawn = page.evaluate("window.__ecg.framesDrawn")
+    page.wait_for_timeout(700)
+    assert _canvas_png(page, "1") != before
+    assert page.evaluate("window.__ecg.framesDrawn") > drawn
+    # heart rate numbers
+    page.wait_for_function(
+        "document.querySelector('.tile[data-bed=\"1\"] .hr').textContent === '72'")
+
+    # bed 3 runs at 170 bpm: an extreme tachycardia alarm appears, coloured high (red)
+    item = page.wait_for_selector("#alarm-list li.p-high", timeout=15000)
+    assert "EXTREME TACHY" in item.inner_text()
+    banner = page.locator('.tile[data-bed="3"] .alarm-banner')
+    assert "EXTREME TACHY" in banner.inner_text()
+    assert "bg-high" in (banner.get_attribute("class") or "")
+    alarm_id = item.get_attribute("data-id")
+    page.screenshot(path=str(SHOTS / "ecg_dashboard.png"))
+
+    # acknowledge it with a click: the page updates and the store has the acknowledgement
+    item.query_selector("button.ack").click()
+    page.wait_for_selector(f'#alarm-list li.acked[data-id="{alarm_id}"]')
+    assert "(ACK)" in banner.inner_text()
+    with AlarmStore(svc.config.db_path) as store:
+        stored = store.get(alarm_id)
+        acks = store.acknowledgements(alarm_id)
+    assert stored is not None and stored.state.value == "acknowledged"
+    assert [a["by"] for a in acks] == ["dashboard"]
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
+def test_bed_detail_shows_the_explainability_view(browser: Browser, ward) -> None:
+    svc, _ = ward
+    page = _open(browser, svc.port)
+    page.wait_for_function("document.querySelectorAll('.tile').length === 4")
+    # wait until bed 2 has had an anomalous beat, then open its detail
+    page.wait_for_timeout(3500)
+    page.click('.tile[data-bed="2"]')
+    page.wait_for_selector("#beat-list li.anomalous.selected", timeout=10000)
+    page.wait_for_function("document.querySelector('#explain-info').textContent.includes('ANOM')")
+    # the beat is drawn in the error colours: crimson where the error peaks, cyan elsewhere
+    colours = page.evaluate("""() => {
+        const c = document.getElementById('explain-canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let crimson = 0, cyan = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i] > 200 && d[i + 1] < 60 && d[i + 2] > 40 && d[i + 2] < 90) crimson++;
+            if (d[i] < 90 && d[i + 1] > 150 && d[i + 2] > 180) cyan++;
+        }
+        return {crimson, cyan};
+    }""")
+    assert colours["crimson"] > 50 and colours["cyan"] > 50, colours
+    page.screenshot(path=str(SHOTS / "ecg_dashboard_detail.png"))
+    status, _, body = http(svc.port, "/api/beds/2")
+    assert status == 200
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
