@@ -38,6 +38,7 @@ class DetectorConfig:
     client_id: str = "detector"
     max_queue: int = 200_000  # received messages waiting; beyond this they are dropped, counted
     max_upload_s: float = 3600.0  # longest signal accepted by POST /v1/score
+    cprofile_out: str = ""  # benchmarks: cProfile each thread into <this>.<thread> on exit
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -93,6 +94,7 @@ _ENV = {
     "http_host": "DETECTOR_HTTP_HOST",
     "http_port": "DETECTOR_HTTP_PORT",
     "client_id": "DETECTOR_CLIENT_ID",
+    "cprofile_out": "DETECTOR_CPROFILE_OUT",
 }
 
 

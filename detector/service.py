@@ -7,6 +7,7 @@ server serves Prometheus metrics, health and uploads. paho reconnects with backo
 
 from __future__ import annotations
 
+import cProfile
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
@@ -68,7 +70,10 @@ class DetectorService:
         self.client = self._make_client()
         self.http = ThreadingHTTPServer((config.http_host, config.http_port), _handler(self))
         self.http.daemon_threads = True
-        self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
+        self._worker = threading.Thread(target=self._profiled, args=("worker", self._work),
+                                        name="detector-worker", daemon=True)
+        self._net = threading.Thread(target=self._profiled, args=("mqtt", self._net_loop),
+                                     name="detector-mqtt", daemon=True)
         self._http_thread = threading.Thread(target=self.http.serve_forever, name="detector-http",
                                              daemon=True)
 
@@ -111,6 +116,23 @@ class DetectorService:
             self.metrics.bad_messages.labels("overload").inc()
             return
         self.queue.put((msg.topic, msg.payload, bool(msg.retain), time.monotonic()))
+
+    def _net_loop(self) -> None:
+        """paho's network loop; reconnects with backoff (reconnect_delay_set) until stopped."""
+        self.client.loop_forever(retry_first_connection=True)
+
+    def _profiled(self, name: str, target: Callable[[], None]) -> None:
+        """Run a thread's body, under cProfile when `cprofile_out` is set (benchmarks)."""
+        if not self.config.cprofile_out:
+            target()
+            return
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            target()
+        finally:
+            prof.disable()
+            prof.dump_stats(f"{self.config.cprofile_out}.{name}")
 
     # ------------------------------------------------------------------ worker
     def _publish(self, pubs: list[Publication]) -> None:
@@ -157,7 +179,7 @@ class DetectorService:
         self._http_thread.start()
         self._worker.start()
         self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
-        self.client.loop_start()
+        self._net.start()
         log.info("detector up: MQTT %s:%s, HTTP %s:%d", self.config.host, self.config.port,
                  self.config.http_host, self.http_port)
 
@@ -166,7 +188,7 @@ class DetectorService:
         self.queue.put(_STOP)
         self._worker.join(timeout=10)
         self.client.disconnect()
-        self.client.loop_stop()
+        self._net.join(timeout=10)
         self.http.shutdown()
         self.http.server_close()
 

@@ -1,0 +1,338 @@
+"""`make bench`: the most beds the detector sustains in real time, on this machine.
+
+For each bed count N it starts a fresh Mosquitto, the detector (`python -m detector`) and the
+load generator (`python -m bench.loadgen`, N beds of MIT-BIH in real time), all on this
+machine, and measures while the beds stream:
+- latency: from the publication of the chunk holding the last sample a beat's window needs to
+  the arrival of the beat's result at a subscriber (so it includes the broker both ways);
+- the detector's CPU (utime + stime from /proc) and resident memory;
+- whether it kept up: p99 latency <= 1 s, the load generator on schedule, no chunk lost.
+N doubles until a run fails, then a binary search narrows the limit. A last run at the limit
+profiles the detector's threads with cProfile and prints where the time goes.
+
+    python -m bench --out reports/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from ecgcommon.topics import subscription
+from ecgcommon.windowing import WINDOW
+
+ROOT = Path(__file__).resolve().parent.parent
+FS = 360.0
+LATENCY_P99_MAX_S = 1.0
+LATE_P99_MAX_S = 0.25  # the load generator itself must stay on schedule
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> tuple[float, float]:
+    info = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if ":" in line)
+    return int(info["VmRSS"].split()[0]) / 1024, int(info["VmHWM"].split()[0]) / 1024
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+class LatencyProbe:
+    """Subscribes to every beat of the ward and times each against its chunk's publication."""
+
+    def __init__(self, port: int, ward: str, chunk_n: int) -> None:
+        self.chunk_n = chunk_n
+        self.post = WINDOW.post_samples(FS)
+        self.measure_from = float("inf")
+        self.latencies: list[float] = []
+        self.beats = 0
+        ready = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{ward}")
+        c.on_connect = lambda cl, *_: cl.subscribe(subscription("beats", ward=ward), qos=0)
+        c.on_subscribe = lambda *_: ready.set()
+        c.on_message = self._on
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        if not ready.wait(10):
+            raise RuntimeError("probe could not subscribe")
+        self.client = c
+
+    def _on(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        for b in json.loads(msg.payload)["beats"]:
+            self.beats += 1
+            if now < self.measure_from:
+                continue
+            sample = b["sample"]
+            need = sample + self.post  # last sample the window needs
+            # the chunk holding it went out when its last sample was due (stream clock)
+            due = b["t"] - sample / FS + ((need // self.chunk_n) + 1) * self.chunk_n / FS
+            self.latencies.append(now - due)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) -> dict:
+    """One run at `beds` beds; returns its measurements and whether it was sustained."""
+    work = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
+    mq_port, http_port = free_port(), free_port()
+    ward = f"bench{beds}"
+    (work / "mosquitto.conf").write_text(
+        f"listener {mq_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 0\nmax_inflight_messages 0\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if profile_to:
+        env["DETECTOR_CPROFILE_OUT"] = profile_to
+    procs: list[subprocess.Popen] = []
+    chunk_n = int(round(args.chunk_s * FS))
+    try:
+        mq = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(work / "mosquitto.conf")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(mq)
+        wait_port(mq_port, mq)
+        det = subprocess.Popen(
+            [sys.executable, "-m", "detector", "--host", "127.0.0.1", "--port", str(mq_port),
+             "--ward", ward, "--http-host", "127.0.0.1", "--http-port", str(http_port),
+             "--max-batch", str(args.max_batch), "--max-wait-s", str(args.max_wait_s)],
+            cwd=ROOT, env=env, stdout=open(work / "detector.log", "w"), stderr=subprocess.STDOUT,
+        )
+        procs.append(det)
+        wait_port(http_port, det, timeout=60)
+        probe = LatencyProbe(mq_port, ward, chunk_n)
+        start_at = time.time() + 1.0
+        total_s = args.warmup_s + args.measure_s
+        gen = subprocess.Popen(
+            [sys.executable, "-m", "bench.loadgen", "--port", str(mq_port), "--ward", ward,
+             "--beds", str(beds), "--chunk-s", str(args.chunk_s), "--duration-s", str(total_s),
+             "--start-at", str(start_at)] + (["--data-dir", args.data_dir] if args.data_dir
+                                             else []),
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        procs.append(gen)
+        time.sleep(max(0.0, start_at + args.warmup_s - time.time()))
+        probe.measure_from = time.time()
+        cpu0, wall0 = proc_cpu_s(det.pid), time.monotonic()
+        gen_out, gen_err = gen.communicate(timeout=total_s + 120)
+        cpu1, wall1 = proc_cpu_s(det.pid), time.monotonic()
+        rss, hwm = proc_rss_mb(det.pid)
+        time.sleep(1.5)  # let the last windows drain
+        probe.close()
+        metrics = scrape(http_port)
+        if gen.returncode != 0:
+            raise RuntimeError(f"load generator failed: {gen_err.decode()[-2000:]}")
+        gen_doc = json.loads(gen_out.decode().strip().splitlines()[-1])
+        det.send_signal(signal.SIGINT)
+        det.wait(timeout=30)
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    lat = np.asarray(probe.latencies) if probe.latencies else np.array([np.inf])
+    chunks = metrics.get("ecg_detector_chunks_total", 0.0)
+    lost = gen_doc["published"] - chunks
+    gaps = metrics.get('ecg_detector_events_total{type="gap"}', 0.0)
+    cores = (cpu1 - cpu0) / (wall1 - wall0)
+    result = {
+        "beds": beds,
+        "msgs_per_s": gen_doc["published"] / gen_doc["wall_s"],
+        "latency_s": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                      "max": float(lat.max())},
+        "beats_timed": len(probe.latencies),
+        "detector_cpu_cores": cores,
+        "detector_rss_mb": rss,
+        "detector_peak_rss_mb": hwm,
+        "loadgen_late_p99_s": gen_doc["late_p99_s"],
+        "chunks_published": gen_doc["published"],
+        "chunks_lost": lost,
+        "gap_events": gaps,
+        "bad_messages": sum(v for k, v in metrics.items()
+                            if k.startswith("ecg_detector_bad_messages_total")),
+    }
+    result["sustained"] = bool(
+        result["latency_s"]["p99"] <= LATENCY_P99_MAX_S
+        and gen_doc["late_p99_s"] <= LATE_P99_MAX_S
+        and lost <= 0 and gaps == 0 and len(probe.latencies) > beds
+    )
+    return result
+
+
+def profile_summary(prefix: str, top: int = 15) -> dict:
+    """Merge the per-thread cProfile dumps; the top functions by own time, and by area."""
+    files = sorted(str(p) for p in Path(prefix).parent.glob(Path(prefix).name + ".*"))
+    stats = pstats.Stats(*files)
+    rows = []
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    areas: dict[str, float] = {}
+    for (file, line, func), (_cc, ncalls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append((tottime, ncalls, cumtime, f"{Path(file).name}:{line}({func})"))
+        area = _area(file, func)
+        areas[area] = areas.get(area, 0.0) + tottime
+    rows.sort(reverse=True)
+    return {
+        "threads": [Path(f).suffix.lstrip(".") for f in files],
+        "total_s": total,
+        "by_area": {k: round(v / total, 4) for k, v in sorted(areas.items(),
+                                                             key=lambda kv: -kv[1])},
+        "top_functions": [
+            {"function": name, "tottime_s": round(t, 3), "share": round(t / total, 4),
+             "calls": n, "cumtime_s": round(c, 3)}
+            for t, n, c, name in rows[:top]
+        ],
+    }
+
+
+def _area(file: str, func: str) -> str:
+    if "paho" in file:
+        return "mqtt (paho)"
+    if "onnxruntime" in file or func == "run":
+        return "onnx inference"
+    for key, area in (("detector/qrs", "qrs"), ("windowing", "windowing"),
+                      ("detector/pipeline", "pipeline"), ("detector/anomaly", "anomaly"),
+                      ("rhythm", "rhythm"), ("protocol", "protocol (encode/decode)"),
+                      ("detector/engine", "engine"), ("json", "json"),
+                      ("scipy", "scipy filters"), ("numpy", "numpy")):
+        if key in file:
+            return area
+    if "select" in func or "poll" in func or "acquire" in func or "wait" in func:
+        return "waiting (idle)"
+    return "other"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", default="reports/bench.json")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--chunk-s", type=float, default=1.0)
+    p.add_argument("--warmup-s", type=float, default=8.0)
+    p.add_argument("--measure-s", type=float, default=20.0)
+    p.add_argument("--start-beds", type=int, default=250)
+    p.add_argument("--max-beds", type=int, default=16000)
+    p.add_argument("--max-batch", type=int, default=256)
+    p.add_argument("--max-wait-s", type=float, default=0.05)
+    p.add_argument("--no-profile", action="store_true")
+    args = p.parse_args(argv)
+
+    runs: list[dict] = []
+
+    def run(n: int) -> bool:
+        r = trial(n, args)
+        runs.append(r)
+        print(f"{n:6d} beds: {'ok  ' if r['sustained'] else 'FAIL'} p50 {r['latency_s']['p50']:.3f}"
+              f" s  p99 {r['latency_s']['p99']:.3f} s  detector {r['detector_cpu_cores']:.2f} "
+              f"cores  {r['detector_rss_mb']:.0f} MB  {r['msgs_per_s']:.0f} msg/s  "
+              f"late p99 {r['loadgen_late_p99_s']:.3f} s  lost {r['chunks_lost']:.0f}",
+              flush=True)
+        return r["sustained"]
+
+    lo, hi = 0, None
+    n = args.start_beds
+    while n <= args.max_beds:
+        if run(n):
+            lo, n = n, n * 2
+        else:
+            hi = n
+            break
+    if hi is not None:
+        while hi - lo > max(50, lo // 10):
+            mid = (lo + hi) // 2
+            if run(mid):
+                lo = mid
+            else:
+                hi = mid
+    best = max((r for r in runs if r["sustained"]), key=lambda r: r["beds"], default=None)
+    report: dict = {
+        "max_beds_realtime": best["beds"] if best else 0,
+        "beds_per_detector_core": (best["beds"] / best["detector_cpu_cores"]) if best else 0.0,
+        "msgs_per_s": best["msgs_per_s"] if best else 0.0,
+        "latency_s": {"p50": best["latency_s"]["p50"], "p99": best["latency_s"]["p99"]}
+        if best else {"p50": None, "p99": None},
+        "detector_rss_mb": best["detector_rss_mb"] if best else None,
+        "chunk_s": args.chunk_s,
+        "machine": {"cpu_cores": os.cpu_count(), "note": "loadgen, mosquitto, detector and "
+                    "the latency probe share these cores"},
+        "criteria": {"latency_p99_max_s": LATENCY_P99_MAX_S,
+                     "loadgen_late_p99_max_s": LATE_P99_MAX_S, "chunks_lost": 0,
+                     "gap_events": 0},
+        "command": "make bench  (python -m bench --out reports/bench.json)",
+        "runs": runs,
+    }
+    at_1000 = [r for r in runs if r["beds"] == 1000]
+    if at_1000:
+        report["detector_rss_mb_at_1000_beds"] = at_1000[0]["detector_rss_mb"]
+    if best and not args.no_profile:
+        prefix = str(Path(tempfile.mkdtemp(prefix="ecg-prof-")) / "detector.prof")
+        prof_run = trial(best["beds"], args, profile_to=prefix)
+        summary = profile_summary(prefix)
+        summary["beds"] = best["beds"]
+        summary["note"] = "cProfile of the detector's worker and MQTT threads (slows them down)"
+        summary["run"] = prof_run
+        report["profile"] = summary
+        print(f"\nwhere the detector's time goes at {best['beds']} beds (cProfile, own time):")
+        for area, share in summary["by_area"].items():
+            print(f"  {share:6.1%}  {area}")
+        for row in summary["top_functions"]:
+            print(f"  {row['share']:6.1%}  {row['tottime_s']:8.3f} s  {row['calls']:9d}  "
+                  f"{row['function']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nmax_beds_realtime {report['max_beds_realtime']}, beds_per_detector_core "
+          f"{report['beds_per_detector_core']:.0f}, p99 {report['latency_s']['p99']}, "
+          f"rss {report['detector_rss_mb']} MB -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
