@@ -20,7 +20,7 @@ import numpy as np
 from detector.anomaly import AnomalyConfig, PatientAdapter
 from detector.batcher import MicroBatcher
 from detector.metrics import DetectorMetrics
-from detector.pipeline import DetectedBeat, Pipeline
+from detector.pipeline import DetectedBeat, Pipeline, windows_of
 from ecgcommon.protocol import (
     BeatResult,
     DecodeError,
@@ -217,7 +217,7 @@ class DetectorEngine:
 
     # ------------------------------------------------------------------ scoring
     def _score(self, batch: list[Queued], now: float) -> list[Publication]:
-        windows = np.stack([q.beat.window for q in batch])
+        windows = windows_of([q.beat for q in batch], self.spec)
         t0 = time.perf_counter()
         errors, steps = self.scorer.score(windows)
         self.metrics.inference.observe(time.perf_counter() - t0)
@@ -303,7 +303,7 @@ class DetectorEngine:
         step = self.settings.max_batch
         for i in range(0, len(beats), step):
             part = beats[i : i + step]
-            errors, steps = self.scorer.score(np.stack([b.window for b in part]))
+            errors, steps = self.scorer.score(windows_of(part, self.spec))
             for b, err, per in zip(part, errors.tolist(), steps, strict=True):
                 score = adapter.process(err, b.rhythm)
                 out.append({

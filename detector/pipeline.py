@@ -36,7 +36,32 @@ class DetectedBeat:
     rr_s: float | None
     hr_bpm: float | None
     rhythm: RhythmFeatures
-    window: np.ndarray  # (spec.n_points,) float32, the model's input
+    segment: np.ndarray  # raw lead (mV) from `pre` samples before to `post` after the R-peak
+    fs: float
+    pre: int  # index of the R-peak in `segment`
+
+    @property
+    def window(self) -> np.ndarray:
+        """The model's input for this beat alone (use `windows_of` for many)."""
+        return windows_of([self])[0]
+
+
+def windows_of(beats: list[DetectedBeat], spec: WindowSpec = WINDOW) -> np.ndarray:
+    """Model inputs (n, n_points) float32 of beats of any beds: one `beat_windows` call per rate.
+
+    Each beat's segment holds every sample its window reads, so windowing the concatenated
+    segments gives exactly the windows `beat_windows` gives on the bed's own signal.
+    """
+    out = np.empty((len(beats), spec.n_points), dtype=np.float32)
+    by_fs: dict[tuple[float, int], list[int]] = {}
+    for i, b in enumerate(beats):
+        by_fs.setdefault((b.fs, b.pre), []).append(i)
+    for (fs, pre), idx in by_fs.items():
+        segs = np.stack([beats[i].segment for i in idx])
+        length = segs.shape[1]
+        peaks = np.arange(len(idx), dtype=np.int64) * length + pre
+        out[idx] = beat_windows(segs.ravel(), peaks, fs, spec)
+    return out
 
 
 @dataclass(frozen=True)
@@ -174,22 +199,19 @@ class Pipeline:
             self.buf_start += cut
 
     def _window(self, ready: list[tuple[int, RhythmFeatures]], out: Output) -> None:
-        peaks = np.fromiter((p for p, _ in ready), dtype=np.int64, count=len(ready))
-        local = peaks - self.buf_start
-        # near the stream's start the window is edge-padded, as offline; later a peak whose
-        # pre-samples were already trimmed cannot be windowed (does not happen with `keep`)
-        ok = (local - self.pre >= 0) | (self.buf_start == 0)
-        if not ok.all():
-            out.dropped["edge"] = out.dropped.get("edge", 0) + int((~ok).sum())
-        if not ok.any():
-            return
-        windows = beat_windows(self.buf, local[ok], self.fs, self.spec)
-        finite = np.isfinite(windows).all(axis=1)
-        if not finite.all():
-            out.dropped["gap"] = out.dropped.get("gap", 0) + int((~finite).sum())
-        kept = [r for r, good in zip(ready, ok, strict=True) if good]
-        for (p, rhythm), w, good in zip(kept, windows, finite, strict=True):
-            if not good:
+        """Cut each ready beat's segment from the ring buffer (windowing is done per batch)."""
+        pre, post, buf = self.pre, self.post, self.buf
+        for p, rhythm in ready:
+            lo, hi = p - pre - self.buf_start, p + post + 1 - self.buf_start
+            if lo >= 0:
+                seg = buf[lo:hi].copy()
+            elif self.buf_start == 0:  # stream start: edge-padded, as beat_windows does offline
+                seg = np.concatenate([np.full(-lo, buf[0]), buf[:hi]])
+            else:  # pre-samples already trimmed (cannot happen with `keep`)
+                out.dropped["edge"] = out.dropped.get("edge", 0) + 1
+                continue
+            if not np.isfinite(seg).all():
+                out.dropped["gap"] = out.dropped.get("gap", 0) + 1
                 continue
             rr = rhythm.rr_s if rhythm.rr_s == rhythm.rr_s else None  # NaN -> None
             sample = self.origin + p
@@ -199,7 +221,9 @@ class Pipeline:
                 rr_s=rr,
                 hr_bpm=(60.0 / rr) if rr else None,
                 rhythm=rhythm,
-                window=w,
+                segment=seg,
+                fs=float(self.fs),
+                pre=pre,
             ))
 
     def _lead_events(self, out: Output) -> None:

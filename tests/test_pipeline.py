@@ -10,10 +10,11 @@ from scipy.signal import resample_poly
 
 from detector.batcher import MicroBatcher
 from detector.integrity import ACCEPT, DROP, RESET, IntegrityTracker
-from detector.pipeline import Pipeline
+from detector.pipeline import Pipeline, windows_of
 from detector.qrs import QRSDetector
 from ecgcommon.protocol import SampleChunk
 from ecgcommon.records import load_record
+from ecgcommon.windowing import beat_windows
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,10 @@ def test_same_beats_whatever_the_chunk_size(mv: np.ndarray) -> None:
         assert samples == reference[: len(samples)].tolist() and len(samples) >= len(reference) - 1
     for other in results[1:]:
         assert [b.sample for b in other] == [b.sample for b in results[0]]
-        np.testing.assert_array_equal(np.stack([b.window for b in other]),
-                                      np.stack([b.window for b in results[0]]))
+        np.testing.assert_array_equal(windows_of(other), windows_of(results[0]))
+    # batched windows across beats are exactly the windows of the whole signal
+    peaks = np.array([b.sample for b in results[0]])
+    np.testing.assert_array_equal(windows_of(results[0]), beat_windows(x, peaks, 360.0))
     b = results[0][10]
     assert b.rr_s == pytest.approx((b.sample - results[0][9].sample) / 360)
     assert b.hr_bpm == pytest.approx(60 / b.rr_s)
