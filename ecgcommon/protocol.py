@@ -28,12 +28,11 @@ EVENT_TYPES: tuple[str, ...] = (
     "anomaly",  # an anomalous beat (point event)
     "lead_off",  # flat or disconnected lead (condition: active True, then False when restored)
     "signal_lost",  # no samples for longer than the detector's timeout (condition)
-    "noisy",  # signal too noisy to detect beats (condition)
+    "noisy",  # signal too noisy to detect beats (condition; reserved, not emitted yet)
     "device_offline",  # status went offline (condition: active False when back online)
     "gap",  # missing sequence numbers (point event)
     "duplicate",  # a chunk already seen (point event)
     "out_of_order",  # a chunk older than the newest one (point event)
-    "resampled",  # the device's rate differs from the model's; informative (point event)
 )
 STATUS_STATES: tuple[str, ...] = ("online", "offline")
 
