@@ -30,3 +30,9 @@ lint: venv
 
 eval-qrs: venv
 	$(PY) -m detector.evaluate_qrs --data-dir $(DATA_DIR) $(if $(RECORDS),--records $(RECORDS)) --out $(or $(OUT),reports/qrs.json)
+
+# Benchmark, not a test: alarm timing through the detector and the policy, alarm load on the
+# MIT-BIH records, dashboard latency (real broker, service, headless chromium): reports/alarms.json.
+.PHONY: bench-alarms
+bench-alarms: venv
+	$(PY) -m alerting.bench_alarms --data-dir $(DATA_DIR) --dashboard --out $(or $(OUT),reports/alarms.json)

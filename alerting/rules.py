@@ -57,7 +57,8 @@ class PolicyConfig:
     extreme_tachy_bpm: float = 150.0
     hr_average_beats: int = 4  # heart rate = 60 / mean of the last N RR intervals
     hr_confirm_beats: int = 3  # debounce: N consecutive beats past a limit raise
-    hr_clear_beats: int = 3  # N consecutive beats back inside (with hysteresis) clear
+    hr_clear_beats: int = 3  # N consecutive beats back inside (with hysteresis) ...
+    hr_clear_s: float = 10.0  # ... for at least this long clear a heart-rate alarm
     hr_hysteresis_bpm: float = 5.0
     frequent_window_s: float = 60.0
     rate_hysteresis: float = 0.8  # a rate alarm clears below this fraction of its limit
@@ -65,7 +66,7 @@ class PolicyConfig:
     trend_baseline_s: float = 600.0  # the window before it, as baseline
     trend_factor: float = 2.0  # recent rate must be this many times the baseline
     trend_min_per_min: float = 2.0  # ... and at least this many anomalies per minute
-    event_hold_s: float = 10.0  # couplet / run / pause alarms stay this long after the event
+    event_hold_s: float = 60.0  # couplet / run / pause alarms stay this long after the event
     escalate_after_s: float = 60.0  # unacknowledged high/medium/technical alarms escalate
     silence_s: float = 120.0  # default audio-pause length
     restore_grace_s: float = 15.0  # restored non-latching alarms must be re-confirmed within
@@ -81,7 +82,7 @@ class PolicyConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: must be a positive number, got {v!r}")
-        non_negative = ("hr_hysteresis_bpm", "event_hold_s", "restore_grace_s")
+        non_negative = ("hr_hysteresis_bpm", "hr_clear_s", "event_hold_s", "restore_grace_s")
         for name in non_negative:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
@@ -145,6 +146,7 @@ class BedRules:
         self._anomaly_head = 0
         self._over: dict[AlarmType, int] = {}
         self._inside: dict[AlarmType, int] = {}
+        self._inside_since: dict[AlarmType, float] = {}
         self._hold_until: dict[AlarmType, float] = {}
         self._monitor_since: float | None = None
 
@@ -252,9 +254,12 @@ class BedRules:
         for type_, outside, back_inside in tests:
             self._over[type_] = self._over.get(type_, 0) + 1 if outside else 0
             self._inside[type_] = self._inside.get(type_, 0) + 1 if back_inside else 0
+            if self._inside[type_] == 1:
+                self._inside_since[type_] = t
             if type_ not in self.present and self._over[type_] >= c.hr_confirm_beats:
                 out.append(self._set(type_, True, t, self._beat_evidence(list(self._recent))))
-            elif type_ in self.present and self._inside[type_] >= c.hr_clear_beats:
+            elif (type_ in self.present and self._inside[type_] >= c.hr_clear_beats
+                  and t - self._inside_since[type_] >= c.hr_clear_s):
                 out.append(self._set(type_, False, t, {"hr_bpm": round(hr, 1)}))
         return out
 

@@ -149,7 +149,7 @@ def sc_run(w: Ward) -> AlarmType:
 
 def sc_pause(w: Ward) -> AlarmType:
     last = normal(w)
-    normal(w, start=last + 2.2, seconds=15)  # a 3.0 s RR
+    normal(w, start=last + 2.2, seconds=65)  # a 3.0 s RR
     return AlarmType.PAUSE
 
 
@@ -338,7 +338,9 @@ def test_tachy_ends_by_itself_with_hysteresis() -> None:
     (alarm,) = w.raised(AlarmType.TACHY)
     last = normal(w, start=last, seconds=5, rr=0.52)  # 115 bpm: inside the 5 bpm hysteresis
     assert w.policy.get(alarm.id) is not None
-    normal(w, start=last, seconds=5, rr=0.8)
+    last = normal(w, start=last, seconds=9, rr=0.8)
+    assert w.policy.get(alarm.id) is not None, "back inside, but not for 10 s yet"
+    normal(w, start=last, seconds=4, rr=0.8)
     assert w.policy.get(alarm.id) is None
     assert w.kinds(AlarmType.TACHY)[-1] is ChangeKind.ENDED
 
@@ -371,7 +373,7 @@ def test_couplets_in_a_burst_are_one_alarm_then_it_ends() -> None:
         last = w.rhythm("b1", last, [0.8, 0.6, 0.6, 1.0], [False, True, True, False])
     (alarm,) = w.raised(AlarmType.COUPLET)
     assert w.policy.get(alarm.id).evidence["occurrences"] == 3
-    normal(w, start=last, seconds=12)
+    normal(w, start=last, seconds=62)
     assert w.kinds(AlarmType.COUPLET)[-1] is ChangeKind.ENDED
 
 
@@ -449,7 +451,7 @@ def test_acknowledged_medium_alarm_ends_when_its_cause_ends() -> None:
     (tachy,) = w.raised(AlarmType.TACHY)
     (ack,) = w.policy.acknowledge(tachy.id, last, by="n")
     assert ack.alarm.state is AlarmState.ACKNOWLEDGED
-    normal(w, start=last, seconds=6)
+    normal(w, start=last, seconds=12)
     assert w.kinds(AlarmType.TACHY)[-1] is ChangeKind.ENDED
 
 
@@ -506,7 +508,7 @@ def test_lesser_state_alarm_comes_back_when_the_higher_one_ends() -> None:
     last = normal(w)
     last = normal(w, start=last, seconds=6, rr=0.375)  # 160 bpm: extreme tachy
     (ext,) = w.raised(AlarmType.EXTREME_TACHY)
-    last = normal(w, start=last, seconds=8, rr=0.46)  # 130 bpm
+    last = normal(w, start=last, seconds=14, rr=0.46)  # 130 bpm
     assert w.policy.get(ext.id).state is AlarmState.LATCHED
     assert [a.type for a in w.policy.active() if a.state is AlarmState.ACTIVE] == [
         AlarmType.TACHY]
