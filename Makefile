@@ -36,3 +36,10 @@ eval-qrs: venv
 .PHONY: bench-alarms
 bench-alarms: venv
 	$(PY) -m alerting.bench_alarms --data-dir $(DATA_DIR) --dashboard --out $(or $(OUT),reports/alarms.json)
+
+# A simulated ward on this machine: an MQTT broker (Mosquitto where installed, else embedded),
+# the streamer (8 MIT-BIH beds; BEDS=100,203 SPEED=10 to change), the detector and the alerting
+# service. Prints the dashboard URL with its token and every /metrics URL; Ctrl-C stops it all.
+.PHONY: ward
+ward: venv
+	$(PY) scripts/ward.py --data-dir $(DATA_DIR) $(if $(BEDS),--beds $(BEDS)) $(if $(SPEED),--speed $(SPEED))
