@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +100,7 @@ class Launch:
     env: dict[str, str]
     health_url: str | None = None  # up when this answers 200
     listens: tuple[str, int] | None = None  # up when this accepts TCP (the broker)
+    stop_signal: int = signal.SIGTERM  # what makes it shut down cleanly
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -139,7 +140,8 @@ def broker_launch(mode: str, host: str, port: int, run_dir: Path) -> Launch | No
         "    allow_anonymous: true\n"
     )
     argv = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
-    return Launch("amqtt", argv, {}, listens=(host, port))
+    # amqtt's command shuts down cleanly on KeyboardInterrupt only.
+    return Launch("amqtt", argv, {}, listens=(host, port), stop_signal=signal.SIGINT)
 
 
 def service_env(cfg: WardConfig, ports: Mapping[str, int], token: str) -> dict[str, str]:
@@ -267,11 +269,11 @@ class Ward:
         """SIGTERM the children newest first: the streamer (no new data) ... the broker."""
         for launch, proc in reversed(self.children):
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(launch.stop_signal)
                 try:
                     proc.wait(timeout=self.cfg.stop_timeout_s)
                 except subprocess.TimeoutExpired:
-                    self.say(f"{launch.name} ignored SIGTERM for "
+                    self.say(f"{launch.name} did not stop within "
                              f"{self.cfg.stop_timeout_s:g} s; killing it")
                     proc.kill()
                     proc.wait()
@@ -324,6 +326,36 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig
     )
 
 
+def take_terminal() -> Callable[[], None]:
+    """Become the terminal's foreground process group, so Ctrl-C reaches the ward alone.
+
+    Under `make ward`, make would otherwise get the SIGINT too and report an interrupt whatever
+    the ward does; this way the ward stops its children and the command exits 0. Returns the
+    function that hands the terminal back. A no-op without a terminal or in the background.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp():
+            return lambda: None
+        previous = os.tcgetpgrp(fd)
+        os.setpgid(0, 0)
+        ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        os.tcsetpgrp(fd, os.getpgrp())
+        tstp = signal.signal(signal.SIGTSTP, signal.SIG_IGN)  # a stopped ward would hang make
+    except (OSError, ValueError):
+        return lambda: None
+
+    def give_back() -> None:
+        try:
+            os.tcsetpgrp(fd, previous)
+        except OSError:
+            pass
+        signal.signal(signal.SIGTTOU, ttou)
+        signal.signal(signal.SIGTSTP, tstp)
+
+    return give_back
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(argv, os.environ)
@@ -356,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    give_back_terminal = take_terminal()
     code = 0
     try:
         ward.start(launches)
@@ -371,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ward.say("stopping the ward")
         ward.stop()
+        give_back_terminal()
     return code
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,3 +116,135 @@ def test_embedded_broker_serves_paho2_clients(amqtt_broker: int, unique_ward: st
     for c in (sub, pub, late_sub):
         c.loop_stop()
         c.disconnect()
+
+
+class RunningWard:
+    """`python scripts/ward.py ...` as a user runs it, its printed banner parsed."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.lines: list[str] = []
+        self.banner = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WARD_PY), "--free-ports", "--run-dir", str(tmp_path), *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("Ctrl-C stops the ward"):
+                self.banner.set()
+
+    def wait_banner(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.banner.wait(0.2):
+            assert self.proc.poll() is None, "ward exited:\n" + "\n".join(self.lines)
+            assert time.monotonic() < deadline, "no banner:\n" + "\n".join(self.lines)
+
+    def urls(self, prefix: str) -> list[str]:
+        return [m.group(0) for ln in self.lines if ln.startswith(prefix)
+                for m in [re.search(r"http://\S+", ln)] if m]
+
+    def interrupt(self, timeout: float = 60) -> int:
+        """Ctrl-C: SIGINT to the ward (its children run in their own sessions)."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=timeout)
+        time.sleep(0.2)  # let the reader thread take the last lines
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.status, resp.read().decode(errors="replace")
+
+
+def _metric(text: str, name: str) -> float:
+    """Sum of a metric's samples in a Prometheus text exposition."""
+    values = [float(ln.split()[-1]) for ln in text.splitlines()
+              if ln.startswith(name) and (ln[len(name)] in " {")]
+    return sum(values)
+
+
+def _refused(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2)
+    except urllib.error.URLError as exc:
+        return isinstance(exc.reason, ConnectionRefusedError)
+    return False
+
+
+def _run_and_stop(ward_run: RunningWard, n_beds: int) -> None:
+    """Every printed URL answers, beats flow end to end, Ctrl-C stops everything with 0."""
+    try:
+        ward_run.wait_banner()
+        (dashboard,) = ward_run.urls("dashboard:")
+        status, page = _get(dashboard)
+        assert status == 200 and "<html" in page.lower()
+        token = urllib.parse.parse_qs(urllib.parse.urlparse(dashboard).query)["token"][0]
+        base = dashboard.split("/?")[0]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(base + "/")  # no token, no dashboard
+        assert refused.value.code == 401
+        metrics = ward_run.urls("metrics:")
+        assert len(metrics) == len(ward.HTTP_SERVICES)
+        for url in metrics:
+            status, text = _get(url)
+            assert status == 200 and "# TYPE ecg_" in text, url
+        detector = next(u for u in metrics if "(detector)" in _line_of(ward_run, u))
+        deadline = time.monotonic() + 60
+        while _metric(_get(detector)[1], "ecg_detector_beats_total") == 0:
+            assert time.monotonic() < deadline, "no beats scored:\n" + "\n".join(ward_run.lines)
+            time.sleep(0.5)
+        req = urllib.request.Request(base + "/api/beds",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            beds = json.loads(resp.read())["beds"]
+        assert len(beds) == n_beds
+
+        assert ward_run.interrupt() == 0, "\n".join(ward_run.lines)
+        stopped = [ln for ln in ward_run.lines if ln.startswith("stopped ")]
+        assert len(stopped) == len(ward.SERVICES) + 1, "\n".join(ward_run.lines)
+        assert all(ln.endswith("(exit code 0)") for ln in stopped), "\n".join(stopped)
+        assert stopped[0].startswith("stopped streamer")  # the producer first
+        for url in [dashboard, *metrics]:
+            assert _refused(url), f"{url} still answers after Ctrl-C"
+    finally:
+        ward_run.kill()
+
+
+def _line_of(ward_run: RunningWard, url: str) -> str:
+    return next(ln for ln in ward_run.lines if url in ln)
+
+
+def test_ward_on_mosquitto_starts_answers_and_stops_on_ctrl_c(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    run = RunningWard(tmp_path, "--broker", "mosquitto", "--beds", "203,119", "--speed", "10",
+                      "--data-dir", str(data_dir), "--ward", "ward-test")
+    _run_and_stop(run, 2)
+    assert any("broker mosquitto" in ln for ln in run.lines)
+
+
+def test_ward_on_the_embedded_broker(tmp_path: Path, data_dir: Path) -> None:
+    """Where Mosquitto is not installed: the same ward on amqtt, beats flowing end to end."""
+    run = RunningWard(tmp_path, "--broker", "embedded", "--beds", "100", "--speed", "10",
+                      "--data-dir", str(data_dir))
+    _run_and_stop(run, 1)
+    assert any("broker amqtt" in ln for ln in run.lines)
+
+
+def test_ward_without_data_explains_how_to_fetch_it(tmp_path: Path) -> None:
+    empty = tmp_path / "no-mitdb"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, str(WARD_PY), "--data-dir", str(empty)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "python -m ecgcommon.fetch --data-dir" in done.stderr
+    assert str(empty) in done.stderr
