@@ -92,6 +92,20 @@ class Publisher:
     def event(self, bed: str, type_: str, active: bool, t: float) -> None:
         self.raw(bed, "events", protocol.encode_event(protocol.Event(bed, type_, active, t)))
 
+    def stream(self, bed: str, t0: float, y_mv: np.ndarray, beats: list[protocol.BeatResult],
+               fs: float = 360.0, chunk: int = 36) -> None:
+        """Sample chunks interleaved with the beats, each beat once 0.4 s after its R-peak has
+        been sent, as the detector would report it."""
+        pending = sorted(beats, key=lambda b: b.sample)
+        for k in range(0, len(y_mv), chunk):
+            self.samples(bed, k, t0 + k / fs, y_mv[k : k + chunk], fs)
+            ready = [b for b in pending if b.sample + round(0.4 * fs) <= k + chunk]
+            if ready:
+                self.beats(bed, ready)
+                pending = pending[len(ready):]
+        if pending:
+            self.beats(bed, pending)
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()

@@ -1,0 +1,122 @@
+"""The sans-I/O ward hub behind the dashboard: chunk-size independent decimation, gaps kept
+visible, bounded state over long runs, and bounded client queues that drop waveforms, not
+alarms."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alerting.hub import Decimator, SampleRing, WardHub
+
+FS = 360.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 200), min_size=1, max_size=60),
+       fs=st.sampled_from([125.0, 250.0, 360.0, 500.0, 1000.0]))
+def test_decimation_does_not_depend_on_chunk_size(sizes: list[int], fs: float) -> None:
+    x = np.random.default_rng(len(sizes)).normal(size=sum(sizes))
+    whole = Decimator(fs, 120.0).feed(x)
+    d = Decimator(fs, 120.0)
+    parts, pos = [], 0
+    for n in sizes:
+        parts.append(d.feed(x[pos : pos + n]))
+        pos += n
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert d.fs_out == pytest.approx(fs / max(1, round(fs / 120.0)))
+
+
+def test_ring_keeps_the_newest_samples_by_absolute_index() -> None:
+    ring = SampleRing(10)
+    ring.extend(np.arange(7.0))
+    ring.extend(np.arange(7.0, 25.0))
+    assert (ring.start, ring.end) == (15, 25)
+    np.testing.assert_array_equal(ring.get(12, 18), [15.0, 16.0, 17.0])
+    np.testing.assert_array_equal(ring.get(0, 100), np.arange(15.0, 25.0))
+
+
+def _frames(sub) -> list[dict]:
+    return [json.loads(t) for t in sub.drain()]
+
+
+def test_a_lost_chunk_shows_as_a_gap_and_the_feed_resumes() -> None:
+    hub = WardHub("w")
+    sub = hub.subscribe()
+    hub.on_samples("1", FS, 0, np.ones(36), t0=1000.0)
+    hub.on_samples("1", FS, 72, np.ones(36), t0=1000.2)  # chunk 36..71 lost
+    hub.flush(1.0)
+    hello, batch = _frames(sub)
+    assert hello["type"] == "hello" and hello["beds"] == []
+    wave = batch["wave"]["1"]
+    assert wave["i0"] == 0 and wave["fs"] == 120.0
+    assert wave["y"] == [1.0] * 12 + [None] * 12 + [1.0] * 12
+    assert batch["vitals"]["1"]["t"] == pytest.approx(1000.3)
+
+
+def test_state_stays_bounded_over_an_hour() -> None:
+    hub = WardHub("w", recent_beats=50, detail_beats=5)
+    sub = hub.subscribe()
+    for k in range(36_000):  # one hour of 0.1 s chunks
+        hub.on_samples("1", FS, k * 36, np.zeros(36), t0=k * 0.1)
+        if k % 8 == 0:
+            hub.on_beat("1", beat_id=f"w:1:{k}", sample=k * 36, t=k * 0.1, score=2.0,
+                        threshold=1.0, anomalous=True, hr_bpm=75.0, errors=[0.1] * 64)
+        if k % 2 == 0:
+            hub.flush(k * 0.1)
+            if k % 1000 == 0:
+                sub.drain()  # a client that reads now and then
+    st_ = hub._beds["1"]
+    assert st_.raw is not None and st_.raw.capacity == 30 * 360
+    assert st_.wave is not None and st_.wave.capacity == 10 * 120
+    assert len(st_.beats) == 50 and len(st_.details) == 5
+    assert len(sub) <= hub.client_queue
+    assert len(json.dumps(hub.snapshot())) < 200_000
+
+
+def test_a_slow_client_loses_old_waveforms_never_alarms() -> None:
+    hub = WardHub("w", client_queue=8)
+    slow = hub.subscribe()
+    fast = hub.subscribe()
+    alarm = {"id": "a1", "bed": "1", "priority": "high", "state": "active", "type": "asystole"}
+    for k in range(100):
+        hub.on_samples("1", FS, k * 36, np.zeros(36))
+        hub.flush(float(k))
+        if k == 10:
+            hub.on_alarm(alarm)
+        if k % 5 == 0:
+            fast.drain()
+    frames = _frames(slow)
+    assert len(frames) <= 8
+    kinds = [f["type"] for f in frames]
+    assert kinds[:2] == ["hello", "alarm"]  # kept although older than every waveform frame
+    assert kinds.count("batch") == len(frames) - 2
+    assert frames[-1]["t"] == 99.0  # the newest waveforms are the ones kept
+    assert slow.dropped == 1 + 100 + 1 - len(frames)  # hello, batches, alarm
+    assert not slow.overflowed
+
+
+def test_a_client_that_never_reads_is_cut_off() -> None:
+    hub = WardHub("w", client_queue=2)
+    sub = hub.subscribe()
+    for k in range(40):
+        hub.on_alarm({"id": f"a{k}", "bed": "1", "priority": "high", "state": "active"})
+    assert sub.overflowed
+
+
+def test_alarms_shown_per_bed_until_they_end() -> None:
+    hub = WardHub("w")
+    hub.on_alarm({"id": "t", "bed": "1", "priority": "technical", "state": "active",
+                  "started_at": 5.0})
+    hub.on_alarm({"id": "h", "bed": "1", "priority": "high", "state": "active",
+                  "started_at": 1.0})
+    assert hub.beds()[0]["alarm"]["id"] == "h" and hub.beds()[0]["n_alarms"] == 2
+    hub.on_alarm({"id": "h", "bed": "1", "priority": "high", "state": "ended"})
+    assert hub.beds()[0]["alarm"]["id"] == "t"
+    assert hub.bed_summary("1")["alarms"] == [
+        {"id": "t", "bed": "1", "priority": "technical", "state": "active", "started_at": 5.0}]
+    assert hub.bed_summary("nope") is None and hub.beat_detail("1", "x") is None
