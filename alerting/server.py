@@ -145,10 +145,11 @@ def create_app(
     score_timeout_s: float = 30.0,
     health: Callable[[], dict[str, Any]] | None = None,
     metrics: ServerMetrics | None = None,
-    report: Callable[[str], bytes] | None = None,
+    report: Callable[[str], Callable[[], bytes]] | None = None,
 ) -> Starlette:
     """The Starlette app. `health()` adds fields to /healthz (e.g. the MQTT connection);
-    `report(bed)` makes the PDF alarm report of a bed when given."""
+    `report(bed)` collects a bed's PDF alarm report and returns the function that renders it
+    (run in a worker thread; NotImplementedError -> 501)."""
     auth = _Auth(token)
     m = metrics or ServerMetrics(registry)
     score_url = detector_url.rstrip("/") + "/v1/score"
@@ -254,7 +255,13 @@ def create_app(
         if report is None:
             return _error(404, "PDF reports are not enabled")
         bed_name = request.path_params["bed"]
-        pdf = await asyncio.to_thread(report, bed_name)
+        if hub.bed_summary(bed_name) is None and not desk.list_alarms(
+                bed=bed_name, priority=None, state=None, since=None, limit=1):
+            return _error(404, f"no bed {bed_name!r} in ward {hub.ward!r}")
+        try:
+            pdf = await asyncio.to_thread(report(bed_name))
+        except NotImplementedError as exc:
+            return _error(501, str(exc))
         return Response(pdf, media_type="application/pdf", headers={
             "Content-Disposition": f'inline; filename="alarms-{hub.ward}-{bed_name}.pdf"'})
 

@@ -319,11 +319,13 @@ class AlertingService:
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _report(self, bed: str) -> bytes:
-        from alerting.report import bed_report  # matplotlib only when a report is asked for
+    def _report(self, bed: str) -> Callable[[], bytes]:
+        """Collect a bed's alarms and beats now (loop thread); render the PDF later (any)."""
+        from alerting.report import bed_report, evidence_beats
 
         alarms = self.store.query(bed=bed, limit=200)
-        return bed_report(self.config.ward, bed, alarms, self.hub)
+        beats = evidence_beats(bed, alarms, self.hub)
+        return lambda: bed_report(self.config.ward, bed, alarms, beats)
 
     def _health(self) -> dict[str, Any]:
         up = self.mqtt is not None and self.mqtt.connected.is_set()

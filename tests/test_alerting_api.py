@@ -271,3 +271,24 @@ def test_upload_when_the_detector_is_down(broker, tmp_path: Path, data_dir: Path
         resp = _post_files(svc.port, [("a.csv", csv)], {"fs": "360"})
     assert resp.status_code == 502
     assert "cannot be reached" in resp.json()["error"]
+
+
+def test_pdf_report_of_a_bed(api) -> None:
+    svc, _ = api
+    status, headers, body = http(svc.port, f"/api/beds/a2/report.pdf?token={TOKEN}", token=None)
+    assert status == 200, body[:200]
+    assert headers["content-type"] == "application/pdf"
+    assert body.startswith(b"%PDF") and body.rstrip().endswith(b"%%EOF")
+    assert body.count(b"/Type /Page\n") + body.count(b"/Type /Page ") >= 2  # summary + alarm
+    assert http(svc.port, "/api/beds/zz/report.pdf")[0] == 404
+    assert http(svc.port, "/api/beds/a2/report.pdf", token=None)[0] == 401
+
+
+def test_metrics_of_the_feed(api) -> None:
+    svc, _ = api
+    with connect(f"ws://127.0.0.1:{svc.port}/ws?token={TOKEN}", open_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+        assert metric_value(svc.port, "ecg_alerting_websocket_clients") == 1
+    wait_for(lambda: metric_value(svc.port, "ecg_alerting_websocket_clients") == 0)
+    assert metric_value(svc.port, "ecg_alerting_messages_total", kind="events") == 3
+    assert metric_value(svc.port, "ecg_alarms_active", priority="technical") == 1
