@@ -5,12 +5,15 @@ against it, and the whole ward running on it."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
 import urllib.error
@@ -248,3 +251,61 @@ def test_ward_without_data_explains_how_to_fetch_it(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "python -m ecgcommon.fetch --data-dir" in done.stderr
     assert str(empty) in done.stderr
+
+
+def test_make_ward_in_a_terminal_exits_0_on_ctrl_c(tmp_path: Path, data_dir: Path) -> None:
+    """The README's command as a user runs it: `make ward` in a terminal, then Ctrl-C typed
+    there (the terminal sends SIGINT to its foreground process group). The ward takes the
+    foreground, so make does not see the interrupt and exits with the ward's 0."""
+    checksum = subprocess.run("cat pyproject.toml | cksum | cut -d' ' -f1", shell=True, cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    ports = {"MQTT_PORT": free_port(), "DETECTOR_HTTP_PORT": free_port(),
+             "ALERTING_PORT": free_port()}
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "WARD_RUN_DIR": str(tmp_path)}
+    master, slave = os.openpty()
+
+    def controlling_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    # `-o <stamp>`: use the existing .venv as it is (no reinstall inside the test).
+    proc = subprocess.Popen(
+        ["make", "-o", f".venv/.installed-{checksum}", "ward", "BEDS=100", "SPEED=10",
+         f"DATA_DIR={data_dir}"],
+        cwd=ROOT, env=env, stdin=slave, stdout=slave, stderr=slave,
+        preexec_fn=controlling_terminal,  # setsid + TIOCSCTTY: the pty is its terminal
+    )
+    os.close(slave)
+    out: list[str] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            out.append(data.decode(errors="replace"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops the ward" not in "".join(out):
+            assert proc.poll() is None, "make ward exited:\n" + "".join(out)
+            assert time.monotonic() < deadline, "no banner:\n" + "".join(out)
+            time.sleep(0.2)
+        metrics = f"http://127.0.0.1:{ports['ALERTING_PORT']}/metrics"
+        assert _get(metrics)[0] == 200
+        os.write(master, b"\x03")  # Ctrl-C, as typed
+        assert proc.wait(timeout=60) == 0, "".join(out)
+        reader.join(timeout=5)
+        text = "".join(out)
+        assert "stopped streamer (exit code 0)" in text and "Interrupt" not in text, text
+        assert _refused(metrics)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
