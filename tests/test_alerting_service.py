@@ -5,6 +5,10 @@ duplicate alarms."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,11 +24,13 @@ from tests.alerting_harness import (
     beat,
     ecg_like,
     get_json,
+    http,
     make_config,
     metric_value,
     running_alerting,
     wait_for,
 )
+from tests.conftest import free_port
 
 FS = 360.0
 
@@ -165,3 +171,35 @@ def test_restart_restores_open_alarms_without_duplicates(
         assert get_json(svc.port, "/api/alarms?bed=12&state=open")["alarms"] == []
     with AlarmStore(cfg.db_path) as store:
         assert store.count() == 1
+
+
+def test_python_m_alerting_serves_and_stops_cleanly_on_sigterm(
+    broker, unique_ward, tmp_path: Path
+) -> None:
+    """The real entry point: configured from the environment, healthy once connected, a clean
+    exit (code 0) on SIGTERM; a bad configuration exits 2 with the field named."""
+    port = free_port()
+    env = dict(os.environ, MQTT_HOST=broker.host, MQTT_PORT=str(broker.port),
+               ECG_WARD=unique_ward, ALERTING_PORT=str(port), ALERTING_TOKEN=TOKEN,
+               ALERTING_DB=str(tmp_path / "a.db"))
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "alerting"], env=env, cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def healthy() -> bool:
+            try:
+                return http(port, "/healthz", token=None)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=20)
+        assert http(port, "/api/beds")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    bad = subprocess.run([sys.executable, "-m", "alerting", "--mqtt-port", "0"],
+                         env=env, cwd=root, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "mqtt_port" in bad.stderr
