@@ -156,6 +156,8 @@ class DetectorEngine:
             if t.kind == "samples":
                 return self._on_samples(t.ward, t.bed, payload, now)
             if t.kind == "status":
+                if not payload:  # a cleared retained status (MQTT convention), not news
+                    return []
                 return self._on_status(t.ward, t.bed, payload, retained)
         except DecodeError as exc:
             self.bad(exc.reason, "%s/%s: %s", t.ward, t.bed, exc)
