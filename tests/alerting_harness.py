@@ -185,12 +185,15 @@ class WardFeeder:
     """
 
     def __init__(self, broker: Any, ward: str, beds: dict[str, tuple[float, int]],
-                 fs: float = 360.0, chunk_s: float = 0.1) -> None:
+                 fs: float = 360.0, chunk_s: float = 0.1, speed: float = 1.0,
+                 lead_toggle: tuple[str, float] | None = None) -> None:
         self.pub = Publisher(broker, ward)
         self.ward = ward
         self.beds = beds  # bed -> (bpm, anomaly_every; 0 = never)
         self.fs = fs
         self.chunk = round(chunk_s * fs)
+        self.speed = speed
+        self.lead_toggle = lead_toggle  # (bed, period_s): lead off / on every period of signal
         self.stop_event = threading.Event()
         self.t0 = time.time()
         self.sent = 0
@@ -205,8 +208,9 @@ class WardFeeder:
     def _run(self) -> None:
         next_beat = dict.fromkeys(self.beds, 0)
         pos = 0
+        lead_off = False
         while not self.stop_event.is_set():
-            due = self.t0 + (pos + self.chunk) / self.fs
+            due = self.t0 + (pos + self.chunk) / self.fs / self.speed
             delay = due - time.time()
             if delay > 0:
                 time.sleep(delay)
@@ -234,6 +238,11 @@ class WardFeeder:
                     self.pub.beats(bed, beats)
             pos += self.chunk
             self.sent = pos
+            if self.lead_toggle is not None:
+                bed, period = self.lead_toggle
+                if (pos // round(period * self.fs)) % 2 != int(lead_off):
+                    lead_off = not lead_off
+                    self.pub.event(bed, "lead_off", lead_off, self.t0 + pos / self.fs)
 
     def stop(self) -> None:
         self.stop_event.set()
