@@ -400,8 +400,10 @@ def _post_json(url: str, body: dict[str, Any], timeout_s: float) -> Any:
         detail = exc.read()[:500].decode("utf-8", "replace")
         with contextlib.suppress(ValueError, AttributeError):
             detail = json.loads(detail).get("error", detail)
-        status = 400 if 400 <= exc.code < 500 else 502
-        raise _DetectorError(status, f"the detector refused the signal ({exc.code}): {detail}"
+        if 400 <= exc.code < 500:
+            raise _DetectorError(400, f"the detector refused the signal ({exc.code}): {detail}"
+                                 ) from None
+        raise _DetectorError(502, f"the detector failed while scoring ({exc.code}): {detail}"
                              ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise _DetectorError(502, f"the detector at {url} cannot be reached: {exc}") from None

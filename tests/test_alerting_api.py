@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,8 +46,10 @@ FS = 360.0
 @pytest.fixture(scope="module")
 def detector(broker) -> Iterator[DetectorService]:
     """The real detector (ONNX model, HTTP /v1/score) on a free port."""
+    # DETECTOR_MODEL_DIR as the detector itself reads it; default models/artifacts
+    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
     cfg = DetectorConfig(host=broker.host, port=broker.port, ward=f"det-{uuid.uuid4().hex[:6]}",
-                         http_host="127.0.0.1", http_port=0)
+                         http_host="127.0.0.1", http_port=0, model_dir=model_dir)
     svc = DetectorService(cfg, registry=CollectorRegistry())
     svc.start()
     yield svc
