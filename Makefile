@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DATA_DIR ?= $(or $(ECG_DATA_DIR),../shared/data/mitdb)
 
-.PHONY: venv test lint system-deps eval-qrs
+.PHONY: venv test lint system-deps eval-qrs train eval-model bench
 
 venv: $(STAMP)
 
@@ -30,6 +30,19 @@ lint: venv
 
 eval-qrs: venv
 	$(PY) -m detector.evaluate_qrs --data-dir $(DATA_DIR) $(if $(RECORDS),--records $(RECORDS)) --out $(or $(OUT),reports/qrs.json)
+
+# Beat model: train on DS1 (writes models/artifacts/), then evaluate on DS2 with figures.
+train: venv
+	$(PY) -m models.train --data-dir $(DATA_DIR)
+	$(PY) -m models.evaluate --data-dir $(DATA_DIR) --out reports/model.json --figures reports --benchmark-out models/artifacts/benchmark.json --metrics-out models/artifacts/metrics.json
+
+eval-model: venv
+	$(PY) -m models.evaluate --data-dir $(DATA_DIR) $(if $(RECORDS),--records $(RECORDS)) --out $(or $(OUT),reports/model.json)
+
+# Benchmark, not a test: mosquitto + detector + a real-time load generator on this machine;
+# finds the most beds sustained in real time and writes reports/bench.json (see bench/).
+bench: venv system-deps
+	$(PY) -m bench --data-dir $(DATA_DIR) --out $(or $(OUT),reports/bench.json)
 
 # Benchmark, not a test: alarm timing through the detector and the policy, alarm load on the
 # MIT-BIH records, dashboard latency (real broker, service, headless chromium): reports/alarms.json.

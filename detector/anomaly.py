@@ -9,10 +9,13 @@ The score is a logistic combination, fitted on DS1 only (`models/calibrate.py`),
 - the beat's log reconstruction error relative to the patient's own running median of it
   (morphology, adapted to the patient: a wide-QRS patient's normal beats stop looking abnormal),
 - the global log reconstruction error (morphology against the training population),
+- the log distance of the beat's window to the patient's running template (the point-wise
+  median of the patient's last `template_history` windows: a beat unlike this patient's usual
+  beat; the median ignores ectopic beats while they are a minority),
 - the causal RR features of `ecgcommon.rhythm` (prematurity, compensatory pause). The next RR is
   never used: a beat is scored the moment its window is complete.
 The patient reference learns from every beat, without labels; the running median (not the mean)
-keeps it on the dominant beat type while ectopic beats are a minority.
+keeps the error reference on the dominant beat type while ectopic beats are a minority.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from ecgcommon.rhythm import NEUTRAL, RhythmFeatures
+from ecgcommon.rhythm import RhythmFeatures
 
 PROFILES = ("icu", "screening")
+TEMPLATE_REFRESH = 8  # beats between recomputations of the patient's median template
 _EPS = 1e-6
 
 
@@ -40,8 +44,10 @@ class AnomalyConfig:
     mean: tuple[float, ...]  # feature standardisation (fitted on DS1)
     scale: tuple[float, ...]
     prior_log_error: float  # DS1 median log error of normal beats: the reference before history
+    prior_log_template: float  # DS1 median log template distance of normal beats (first beat)
     history: int = 128  # beats in the patient's running reference
     warmup: int = 16  # beats over which the reference moves from the prior to the patient
+    template_history: int = 48  # past windows whose point-wise median is the patient's template
     thresholds: Mapping[str, float] | None = None  # profile name -> score threshold
 
     def __post_init__(self) -> None:
@@ -54,8 +60,11 @@ class AnomalyConfig:
             raise ValueError(f"scale must be > 0, got {self.scale!r}")
         if not math.isfinite(self.bias):
             raise ValueError(f"bias must be finite, got {self.bias!r}")
-        if not math.isfinite(self.prior_log_error):
-            raise ValueError(f"prior_log_error must be finite, got {self.prior_log_error!r}")
+        for name in ("prior_log_error", "prior_log_template"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        if self.template_history < 1:
+            raise ValueError(f"template_history must be >= 1 beat, got {self.template_history}")
         if self.history < 1:
             raise ValueError(f"history must be >= 1 beat, got {self.history}")
         if self.warmup < 0:
@@ -76,8 +85,10 @@ class AnomalyConfig:
             mean=tuple(float(v) for v in a["mean"]),
             scale=tuple(float(v) for v in a["scale"]),
             prior_log_error=float(a["prior_log_error"]),
+            prior_log_template=float(a["prior_log_template"]),
             history=int(a["history"]),
             warmup=int(a["warmup"]),
+            template_history=int(a["template_history"]),
             thresholds={k: float(v["threshold"]) for k, v in th.items()},
         )
 
@@ -90,8 +101,10 @@ class AnomalyConfig:
             "mean": list(self.mean),
             "scale": list(self.scale),
             "prior_log_error": self.prior_log_error,
+            "prior_log_template": self.prior_log_template,
             "history": self.history,
             "warmup": self.warmup,
+            "template_history": self.template_history,
             "uses_next_rr": False,
         }
 
@@ -111,16 +124,24 @@ FEATURES = (
     "short_ratio",  # pre-RR / median of the last 8 RR (causal)
     "premature",  # max(0, 1 - rr_ratio): how early the beat came
     "rel_x_premature",  # interaction: an early beat that also looks unlike the patient's beats
+    "log_template_dist",  # log mean squared distance of the window to the patient's template
+    "template_x_premature",  # interaction: early and unlike the patient's template
 )
 
 
-def feature_vector(rel: float, log_err: float, rhythm: RhythmFeatures) -> np.ndarray:
+def feature_vector(
+    rel: float, log_err: float, rhythm: RhythmFeatures, log_tmpl: float
+) -> np.ndarray:
     """The raw (unstandardised) features of one beat, in `FEATURES` order."""
     rr = min(max(rhythm.rr_ratio, 0.0), 3.0)
     prev = min(max(rhythm.prev_ratio, 0.0), 3.0)
     short = min(max(rhythm.short_ratio, 0.0), 3.0)
     premature = max(0.0, 1.0 - rr)
-    return np.array([rel, log_err, rr, prev, short, premature, rel * premature], dtype=np.float64)
+    return np.array(
+        [rel, log_err, rr, prev, short, premature, rel * premature, log_tmpl,
+         log_tmpl * premature],
+        dtype=np.float64,
+    )
 
 
 class RunningMedian:
@@ -149,18 +170,27 @@ class RunningMedian:
 
 
 class PatientAdapter:
-    """Anomaly scoring for one patient (one bed): causal, label-free, river-style."""
+    """Anomaly scoring for one patient (one bed): causal, label-free, river-style.
+
+    Each beat is (error, rhythm, window): the scorer's reconstruction error, the `RRTracker`
+    features and the `beat_windows` row. Call `process` once per beat, in time order.
+    """
 
     def __init__(self, config: AnomalyConfig) -> None:
         self.config = config
         self._ref = RunningMedian(config.history)
+        self._ring: np.ndarray | None = None  # (template_history, L) past windows
+        self._n_windows = 0  # windows stored (up to template_history)
+        self._next = 0  # ring slot the next window goes to
+        self._template: np.ndarray | None = None  # median of the ring, None when stale
+        self._since_refresh = 0  # windows learnt since the template was last recomputed
         self._w = np.asarray(config.weights)
         self._mean = np.asarray(config.mean)
         self._scale = np.asarray(config.scale)
 
     @property
     def n_seen(self) -> int:
-        """Beats learnt so far (capped at the history length)."""
+        """Beats in the running error reference (capped at the history length)."""
         return len(self._ref)
 
     def reference(self) -> float:
@@ -172,30 +202,66 @@ class PatientAdapter:
         w = n / (n + k) if k else 1.0
         return w * self._ref.median() + (1.0 - w) * self.config.prior_log_error
 
-    def features(self, error: float, rhythm: RhythmFeatures = NEUTRAL) -> np.ndarray:
+    def template_distance(self, window: np.ndarray) -> float:
+        """Log mean squared distance of a window to the patient's template (prior before one)."""
+        if self._ring is None:
+            return self.config.prior_log_template
+        if self._template is None:
+            self._template = np.median(self._ring[: self._n_windows], axis=0)
+            self._since_refresh = 0
+        d = float(np.mean((_window(window, self._template.size) - self._template) ** 2))
+        return math.log(d + 1e-3)
+
+    def features(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> np.ndarray:
         """Raw features of a beat given what has been learnt so far."""
         log_err = _log_error(error)
-        return feature_vector(log_err - self.reference(), log_err, rhythm)
+        return feature_vector(
+            log_err - self.reference(), log_err, rhythm, self.template_distance(window)
+        )
 
-    def score_one(self, error: float, rhythm: RhythmFeatures = NEUTRAL) -> float:
+    def score_one(
+        self, error: float, rhythm: RhythmFeatures, window: np.ndarray
+    ) -> float:
         """Anomaly score in (0, 1) of a beat, from past beats only (does not learn it)."""
-        z = (self.features(error, rhythm) - self._mean) / self._scale
-        return float(_sigmoid(float(z @ self._w) + self.config.bias))
+        z = (self.features(error, rhythm, window) - self._mean) / self._scale
+        return _sigmoid(float(z @ self._w) + self.config.bias)
 
-    def learn_one(self, error: float, rhythm: RhythmFeatures = NEUTRAL) -> None:
-        """Add a beat to the patient's reference (no labels; rhythm is not needed yet)."""
+    def learn_one(
+        self, error: float, rhythm: RhythmFeatures, window: np.ndarray
+    ) -> None:
+        """Add a beat to the patient's references (no labels; rhythm is tracked by RRTracker)."""
         del rhythm
         self._ref.add(_log_error(error))
+        w = _window(window, None if self._ring is None else self._ring.shape[1])
+        if self._ring is None:
+            self._ring = np.empty((self.config.template_history, w.size))
+        self._ring[self._next] = w
+        self._next = (self._next + 1) % self._ring.shape[0]
+        self._n_windows = min(self._n_windows + 1, self._ring.shape[0])
+        self._since_refresh += 1
+        # The median is recomputed every TEMPLATE_REFRESH beats (every beat while warming up):
+        # a fixed rule, so offline and live templates are identical, at 1/8 of the cost.
+        if self._n_windows < TEMPLATE_REFRESH or self._since_refresh >= TEMPLATE_REFRESH:
+            self._template = None
 
-    def process(self, error: float, rhythm: RhythmFeatures = NEUTRAL) -> float:
+    def process(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> float:
         """score_one then learn_one: the live path, one beat at a time in time order."""
-        s = self.score_one(error, rhythm)
-        self.learn_one(error, rhythm)
+        s = self.score_one(error, rhythm, window)
+        self.learn_one(error, rhythm, window)
         return s
 
     def is_anomalous(self, score: float, profile: str = "icu") -> bool:
         """True when the score reaches the profile's threshold."""
         return score >= self.config.threshold(profile)
+
+
+def _window(window: np.ndarray, size: int | None) -> np.ndarray:
+    w = np.asarray(window, dtype=np.float64)
+    if w.ndim != 1 or (size is not None and w.size != size):
+        raise ValueError(f"window must be 1-D of length {size or 'L'}, got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("window holds NaN/inf")
+    return w
 
 
 def _log_error(error: float) -> float:
@@ -213,30 +279,32 @@ def _sigmoid(x: float) -> float:
 
 
 def record_features(
-    errors: Sequence[float] | np.ndarray,
-    rhythm: np.ndarray,
-    config: AnomalyConfig,
+    errors: np.ndarray, rhythm: np.ndarray, windows: np.ndarray, config: AnomalyConfig
 ) -> np.ndarray:
     """Offline: raw features of one patient's beats in time order (the live code in a loop)."""
     adapter = PatientAdapter(config)
     out = np.empty((len(errors), len(FEATURES)), dtype=np.float64)
     for i, e in enumerate(errors):
-        r = _rhythm_from_row(rhythm[i])
-        out[i] = adapter.features(float(e), r)
-        adapter.learn_one(float(e), r)
+        r = rhythm_from_row(rhythm[i])
+        out[i] = adapter.features(float(e), r, windows[i])
+        adapter.learn_one(float(e), r, windows[i])
     return out
 
 
 def record_scores(
-    errors: Sequence[float] | np.ndarray, rhythm: np.ndarray, config: AnomalyConfig
+    errors: np.ndarray, rhythm: np.ndarray, windows: np.ndarray, config: AnomalyConfig
 ) -> np.ndarray:
     """Offline: anomaly scores of one patient's beats in time order via `PatientAdapter.process`."""
     adapter = PatientAdapter(config)
     return np.array(
-        [adapter.process(float(e), _rhythm_from_row(rhythm[i])) for i, e in enumerate(errors)],
+        [
+            adapter.process(float(e), rhythm_from_row(rhythm[i]), windows[i])
+            for i, e in enumerate(errors)
+        ],
         dtype=np.float64,
     )
 
 
-def _rhythm_from_row(row: np.ndarray) -> RhythmFeatures:
+def rhythm_from_row(row: np.ndarray) -> RhythmFeatures:
+    """RhythmFeatures from a `RhythmFeatures.as_array()` row (offline datasets store rows)."""
     return RhythmFeatures(math.nan, math.nan, float(row[0]), float(row[1]), float(row[2]), True)

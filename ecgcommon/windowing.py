@@ -23,6 +23,8 @@ import numpy as np
 # Floor of the per-beat standard deviation (in signal units, mV): a flat window stays flat (zeros)
 # instead of amplifying noise by a huge factor.
 STD_FLOOR = 0.01
+# "zscore" is the model's; "minmax" ((x - min) / max(max - min, STD_FLOOR)) is the seed baseline's.
+NORMALISATIONS = ("zscore", "minmax")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class WindowSpec:
     pre_s: float = 0.24  # seconds before the R-peak (first point at -pre_s)
     post_s: float = 0.40  # seconds after the R-peak (last point at post_s - 1/fs)
     fs: float = 100.0  # the model's sampling rate, Hz
-    normalisation: str = "zscore"  # (x - mean) / max(std, STD_FLOOR), per window
+    normalisation: str = "zscore"  # "zscore": (x - mean) / max(std, STD_FLOOR); or "minmax"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.pre_s) and self.pre_s >= 0):
@@ -41,8 +43,10 @@ class WindowSpec:
             raise ValueError(f"post_s must be a finite number > 0, got {self.post_s!r}")
         if not (math.isfinite(self.fs) and self.fs > 0):
             raise ValueError(f"fs must be a finite number > 0 Hz, got {self.fs!r}")
-        if self.normalisation != "zscore":
-            raise ValueError(f"normalisation must be 'zscore', got {self.normalisation!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}"
+            )
         if self.n_points < 2:
             raise ValueError(f"window spans fewer than 2 points at fs={self.fs} Hz")
 
@@ -98,7 +102,7 @@ def beat_windows(
 ) -> np.ndarray:
     """Windows around `peaks` (sample indices into the 1-D `signal` at `fs` Hz).
 
-    Returns float32 of shape (len(peaks), spec.n_points), each row z-scored on its own samples.
+    Returns float32 of shape (len(peaks), spec.n_points), each row normalised on its own samples.
     """
     x = np.asarray(signal, dtype=np.float64)
     if x.ndim != 1:
@@ -126,6 +130,10 @@ def beat_windows(
     b = x[np.clip(i1, 0, last)]
     # frac == 0 exactly on points that fall on a sample: take it as is (no 0 * NaN/edge mixing).
     w = np.where(frac == 0.0, a, a * (1.0 - frac) + b * frac)
+    if spec.normalisation == "minmax":
+        lo = w.min(axis=1, keepdims=True)
+        span = np.maximum(w.max(axis=1, keepdims=True) - lo, STD_FLOOR)
+        return ((w - lo) / span).astype(np.float32)
     mean = w.mean(axis=1, keepdims=True)
     std = np.maximum(w.std(axis=1, keepdims=True), STD_FLOOR)
     return ((w - mean) / std).astype(np.float32)

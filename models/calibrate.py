@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy.optimize import minimize
 
-from detector.anomaly import FEATURES, AnomalyConfig, record_features
+from detector.anomaly import FEATURES, AnomalyConfig, record_features, record_scores
+from models.dataset import BeatSet
 from models.metrics import ABNORMAL
 
 # Operating points: the largest fraction of DS1 normal beats each profile may flag.
@@ -32,34 +35,45 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> tuple[np.nda
 
 
 def per_record_features(
-    errors: np.ndarray, rhythm: np.ndarray, records: np.ndarray, config: AnomalyConfig
+    errors: np.ndarray, beats: BeatSet, config: AnomalyConfig
 ) -> np.ndarray:
     """Raw anomaly features of every beat, each record run causally through its own adapter."""
     out = np.empty((len(errors), len(FEATURES)))
-    for name in dict.fromkeys(records.tolist()):
-        m = records == name
-        out[m] = record_features(errors[m], rhythm[m], config)
+    for name in dict.fromkeys(beats.records.tolist()):
+        m = beats.records == name
+        out[m] = record_features(errors[m], beats.rhythm[m], beats.windows[m], config)
+    return out
+
+
+def per_record_scores(errors: np.ndarray, beats: BeatSet, config: AnomalyConfig) -> np.ndarray:
+    """Final anomaly scores, each record through its own `PatientAdapter.process` in time order."""
+    out = np.empty(len(errors))
+    for name in dict.fromkeys(beats.records.tolist()):
+        m = beats.records == name
+        out[m] = record_scores(errors[m], beats.rhythm[m], beats.windows[m], config)
     return out
 
 
 def fit_anomaly(
-    errors: np.ndarray,
-    rhythm: np.ndarray,
-    labels: np.ndarray,
-    records: np.ndarray,
-    history: int = 128,
-    warmup: int = 16,
+    errors: np.ndarray, beats: BeatSet, history: int = 128, warmup: int = 16
 ) -> AnomalyConfig:
     """The combination rule fitted on these (DS1) beats: N against S/V/F."""
+    labels = beats.labels
     prior = float(np.median(np.log(errors[labels == "N"] + 1e-6)))
     k = len(FEATURES)
-    base = AnomalyConfig((0.0,) * k, 0.0, (0.0,) * k, (1.0,) * k, prior, history, warmup)
-    feats = per_record_features(errors, rhythm, records, base)
+    base = AnomalyConfig((0.0,) * k, 0.0, (0.0,) * k, (1.0,) * k, prior, 0.0, history, warmup)
+    feats = per_record_features(errors, beats, base)
+    tmpl = FEATURES.index("log_template_dist")
+    first = np.concatenate([[True], beats.records[1:] != beats.records[:-1]])
+    prior_t = float(np.median(feats[(labels == "N") & ~first, tmpl]))
+    base = replace(base, prior_log_template=prior_t)
+    feats = per_record_features(errors, beats, base)
     use = np.isin(labels, ("N", *ABNORMAL))
     x, y = feats[use], np.isin(labels[use], ABNORMAL).astype(float)
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
     w, b = fit_logistic((x - mean) / scale, y)
-    return AnomalyConfig(tuple(w), b, tuple(mean), tuple(scale), prior, history, warmup)
+    return replace(base, weights=tuple(float(v) for v in w), bias=b,
+                   mean=tuple(float(v) for v in mean), scale=tuple(float(v) for v in scale))
 
 
 def calibrate_thresholds(

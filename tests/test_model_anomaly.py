@@ -1,0 +1,97 @@
+"""Patient adaptation: causal, label-free, same offline and live, thresholds from the manifest."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from detector.anomaly import FEATURES, AnomalyConfig, PatientAdapter, RunningMedian, record_scores
+from detector.scorer import OnnxScorer
+from ecgcommon.rhythm import NEUTRAL, RRTracker
+from models.dataset import load_beats
+
+
+@pytest.fixture(scope="module")
+def config() -> AnomalyConfig:
+    return AnomalyConfig.from_manifest(OnnxScorer().manifest)
+
+
+@pytest.fixture(scope="module")
+def record208(data_dir):
+    beats = load_beats(["208"], data_dir)
+    err, _ = OnnxScorer().score(beats.windows)
+    return beats, err
+
+
+def test_config_round_trips_and_validates(config: AnomalyConfig) -> None:
+    again = AnomalyConfig.from_manifest({"anomaly": config.as_dict(),
+                                         "thresholds": {k: {"threshold": v}
+                                                        for k, v in config.thresholds.items()}})
+    assert again == config
+    with pytest.raises(ValueError, match="weights"):
+        AnomalyConfig((1.0,), 0.0, config.mean, config.scale, 0.0, 0.0)
+    with pytest.raises(KeyError, match="nope"):
+        config.threshold("nope")
+
+
+def test_scores_are_causal(config: AnomalyConfig, record208) -> None:
+    beats, err = record208
+    full = record_scores(err, beats.rhythm, beats.windows, config)
+    head = record_scores(err[:300], beats.rhythm[:300], beats.windows[:300], config)
+    assert np.array_equal(full[:300], head)
+
+
+def test_live_path_equals_offline_path(config: AnomalyConfig, record208, data_dir) -> None:
+    """RRTracker + PatientAdapter.process beat by beat == the evaluation's offline scores."""
+    beats, err = record208
+    tracker, adapter = RRTracker(), PatientAdapter(config)
+    live = [adapter.process(float(e), tracker.update(int(p), 360.0), w)
+            for e, p, w in zip(err, beats.peaks, beats.windows, strict=True)]
+    offline = record_scores(err, beats.rhythm, beats.windows, config)
+    np.testing.assert_allclose(live, offline, rtol=0, atol=1e-12)
+
+
+def test_ventricular_beats_score_higher(config: AnomalyConfig, record208) -> None:
+    beats, err = record208
+    s = record_scores(err, beats.rhythm, beats.windows, config)
+    assert np.median(s[beats.labels == "V"]) > np.percentile(s[beats.labels == "N"], 90)
+    adapter = PatientAdapter(config)
+    assert adapter.is_anomalous(1.0, "icu") and not adapter.is_anomalous(0.0, "screening")
+
+
+def test_patient_reference_adapts_without_labels(config: AnomalyConfig) -> None:
+    """A patient whose every beat reconstructs badly stops scoring high after warm-up."""
+    rng = np.random.default_rng(0)
+    window = rng.standard_normal(64).astype(np.float32)
+    adapter = PatientAdapter(config)
+    first = adapter.process(0.8, NEUTRAL, window)
+    for _ in range(200):
+        last = adapter.process(0.8, NEUTRAL, window)
+    assert last < first
+
+
+def test_bad_beats_are_refused(config: AnomalyConfig) -> None:
+    adapter = PatientAdapter(config)
+    w = np.zeros(64, np.float32)
+    for bad in (math.nan, -1.0, math.inf):
+        with pytest.raises(ValueError, match="reconstruction error"):
+            adapter.process(bad, NEUTRAL, w)
+    adapter.process(0.1, NEUTRAL, w)
+    with pytest.raises(ValueError, match="window"):
+        adapter.process(0.1, NEUTRAL, np.zeros(10))
+    w2 = w.copy()
+    w2[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        adapter.process(0.1, NEUTRAL, w2)
+    assert len(FEATURES) == len(config.weights)
+
+
+def test_running_median_matches_numpy() -> None:
+    rng = np.random.default_rng(4)
+    values = rng.standard_normal(500)
+    rm = RunningMedian(37)
+    for i, v in enumerate(values):
+        rm.add(float(v))
+        assert rm.median() == pytest.approx(float(np.median(values[max(0, i - 36) : i + 1])))
