@@ -40,7 +40,6 @@ __all__ = ["AlarmPolicy", "BedLimits", "PolicyConfig"]
 # suppressed them ends while they are still present.
 _STATEFUL = frozenset({
     AlarmType.TACHY, AlarmType.BRADY, AlarmType.FREQUENT_ANOMALIES, AlarmType.ANOMALY_TREND,
-    AlarmType.EXTREME_TACHY, AlarmType.EXTREME_BRADY, AlarmType.ASYSTOLE, AlarmType.PAUSE,
 })
 # Restored technical alarms that a beat proves over (a beat needs a connected, live lead).
 _BEAT_CLEARS = frozenset({AlarmType.LEAD_OFF, AlarmType.SIGNAL_LOST, AlarmType.DEVICE_OFFLINE})
@@ -269,8 +268,12 @@ class AlarmPolicy:
         evidence["occurrences"] = int(evidence.get("occurrences", 1)) + 1
         evidence["last"] = {**s.evidence, "t": s.t}
         if alarm.state is AlarmState.LATCHED:
-            return [self._update(alarm, ChangeKind.UPDATED, state=AlarmState.ACTIVE,
-                                 cleared_at=None, evidence=evidence, updated_at=s.t)]
+            out = [self._update(alarm, ChangeKind.UPDATED, state=AlarmState.ACTIVE,
+                                cleared_at=None, evidence=evidence, updated_at=s.t)]
+            for other in self._bed_alarms(alarm.bed):  # its cause is back: chain again
+                if other.state in _CONDITION_PRESENT and _outranks(alarm.type, other.type):
+                    out += self._suppress(other, s.t, alarm.type)
+            return out
         return [self._update(alarm, ChangeKind.UPDATED, evidence=evidence, updated_at=s.t)]
 
     def _end_condition(self, alarm: Alarm, s: Signal) -> list[AlarmChange]:

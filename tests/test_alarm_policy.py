@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerting.alarms import (
     Alarm,
@@ -605,3 +607,59 @@ def test_bad_limits_are_rejected() -> None:
         BedLimits(anomalies_per_min=0)
     with pytest.raises(TypeError, match="limits"):
         AlarmPolicy().set_limits("b1", {"low_bpm": 40})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- properties
+_segment = st.tuples(
+    st.sampled_from([0.3, 0.375, 0.46, 0.6, 0.8, 1.0, 1.4, 1.7, 2.7, 4.5]),  # RR (s)
+    st.integers(min_value=1, max_value=12),  # beats
+    st.sampled_from([0, 1, 2, 3]),  # every n-th beat anomalous (0: none)
+    st.sampled_from([None, "lead_off", "noisy", "signal_lost"]),  # an event after it
+)
+
+
+def _drive(segments: list[tuple[float, int, int, str | None]], chunk_s: float) -> Ward:
+    w = Ward(chunk_s=chunk_s)
+    t = T0
+    w.beat("b1", t)  # monitoring starts with a beat at a time that does not depend on ticks
+    for rr, n, every, event in segments:
+        t = w.rhythm("b1", t, [rr] * n,
+                     anomalous=lambda i, every=every: every > 0 and i % every == 0)
+        if event is not None:
+            w.event("b1", event, True, t + 0.1)
+            t += 3.0
+            w.event("b1", event, False, t)
+    w.wait("b1", t + 5.0)
+    return w
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_segment, min_size=1, max_size=12))
+def test_property_invariants_hold_for_any_rhythm(segments: list) -> None:
+    w = _drive(segments, 0.1)
+    ended: set[str] = set()
+    raised: set[str] = set()
+    for kind, alarm in w.changes:
+        assert alarm.id not in ended
+        assert alarm.priority is alarm.type.priority
+        if kind is ChangeKind.RAISED:
+            assert alarm.id not in raised
+            raised.add(alarm.id)
+        if not alarm.open:
+            ended.add(alarm.id)
+    active = w.policy.active()
+    keys = [(a.bed, a.type) for a in active]
+    assert len(keys) == len(set(keys)), "one open alarm per bed and type"
+    present = [a for a in active if a.state in (AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED)
+               and a.priority is not Priority.TECHNICAL]
+    for a in present:
+        for b in present:
+            assert not (a.priority.rank > b.priority.rank), "chaining: no lesser alarm beside"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_segment, min_size=1, max_size=8))
+def test_property_tick_cadence_does_not_change_raised_alarms(segments: list) -> None:
+    fine = [(a.id, a.type) for a in _drive(segments, 0.05).raised()]
+    coarse = [(a.id, a.type) for a in _drive(segments, 0.5).raised()]
+    assert fine == coarse
