@@ -25,6 +25,10 @@ DETAIL_MARGIN_S = 0.3
 MAX_GAP_FILL_S = 5.0
 # Alarms are never dropped; past this many queued frames a client is cut off (it reconnects).
 HARD_QUEUE_FACTOR = 16
+# Displayed heart rate: 60 / mean of the last RR intervals (as the alarm policy computes it);
+# shown as unknown once no beat has come for this long (asystole must not show an old rate).
+HR_BEATS = 4
+HR_STALE_S = 6.0
 
 
 class SampleRing:
@@ -130,6 +134,7 @@ class BedState:
     pending_i0: int | None = None  # decimated index of the first pending sample
     pending: list[np.ndarray] = field(default_factory=list)
     hr_bpm: float | None = None
+    last_beat_t: float | None = None
     signal_t: float | None = None  # unix time just after the newest sample
     lead_ok: bool | None = None
     status: dict[str, Any] = field(default_factory=dict)
@@ -138,11 +143,19 @@ class BedState:
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirty: bool = False
 
+    def current_hr(self) -> float | None:
+        """The heart rate to show, None when unknown or stale (no beat for HR_STALE_S)."""
+        if self.hr_bpm is None or self.last_beat_t is None:
+            return None
+        if self.signal_t is not None and self.signal_t - self.last_beat_t > HR_STALE_S:
+            return None
+        return self.hr_bpm
+
     def vitals(self) -> dict[str, Any]:
         top = _top_alarm(self.alarms.values())
         return {
             "bed": self.bed,
-            "hr_bpm": _num(self.hr_bpm, 1),
+            "hr_bpm": _num(self.current_hr(), 1),
             "lead_ok": self.lead_ok,
             "t": _num(self.signal_t, 3),
             "status": self.status,
@@ -312,7 +325,17 @@ class WardHub:
             errors=tuple(float(e) for e in errors or ()),
         )
         st.beats.append(info)
-        if hr_bpm is not None and math.isfinite(hr_bpm):
+        st.last_beat_t = info.t
+        rrs: list[float] = []
+        for b in reversed(st.beats):
+            if b.rr_s is None or not (math.isfinite(b.rr_s) and b.rr_s > 0):
+                break  # a stream restart or gap: average only the run since then
+            rrs.append(b.rr_s)
+            if len(rrs) == HR_BEATS:
+                break
+        if rrs:
+            st.hr_bpm = 60.0 / (sum(rrs) / len(rrs))
+        elif hr_bpm is not None and math.isfinite(hr_bpm):
             st.hr_bpm = float(hr_bpm)
         if info.anomalous:
             detail = self._cut_detail(st, info)

@@ -6,14 +6,20 @@ view. Screenshots go to /tmp for a human to look at."""
 from __future__ import annotations
 
 import base64
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from prometheus_client import CollectorRegistry
 
 from alerting.service import AlertingService
 from alerting.store import AlarmStore
+from detector.config import DetectorConfig
+from detector.service import DetectorService
+from ecgcommon.records import load_record
 from tests.alerting_harness import TOKEN, WardFeeder, http, make_config, running_alerting
 
 CHROMIUM = "/usr/bin/chromium"
@@ -134,5 +140,62 @@ def test_bed_detail_shows_the_explainability_view(browser: Browser, ward) -> Non
     page.screenshot(path=str(SHOTS / "ecg_dashboard_detail.png"))
     status, _, body = http(svc.port, "/api/beds/2")
     assert status == 200
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
+@pytest.fixture
+def scoring_ward(broker, unique_ward, tmp_path: Path) -> Iterator[AlertingService]:
+    """The alerting service with the real detector behind its upload."""
+    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
+    det = DetectorService(DetectorConfig(
+        host=broker.host, port=broker.port, ward=f"det-{uuid.uuid4().hex[:6]}",
+        http_host="127.0.0.1", http_port=0, model_dir=model_dir), registry=CollectorRegistry())
+    det.start()
+    try:
+        cfg = make_config(broker, unique_ward, tmp_path / "alarms.db",
+                          detector_url=f"http://127.0.0.1:{det.http_port}")
+        with running_alerting(cfg) as svc:
+            yield svc
+    finally:
+        det.stop()
+
+
+def test_upload_from_the_dashboard(browser: Browser, scoring_ward, data_dir: Path,
+                                   tmp_path: Path) -> None:
+    """A clinician uploads a CSV: the beats come back scored with their explainability view;
+    a bad file shows what is wrong."""
+    svc = scoring_ward
+    rec = load_record("119", data_dir, sampto=360 * 20)
+    good = tmp_path / "119.csv"
+    good.write_text("MLII\n" + "\n".join(f"{v:.3f}" for v in rec.lead(0)) + "\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("MLII\n0.1\n0.2\nn/a\n")
+    page = _open(browser, svc.port)
+    page.click("#upload-open")
+    page.set_input_files("#upload-file", str(bad))
+    page.fill("#upload-fs", "360")
+    page.click("#upload-form button[type=submit]")
+    error = page.wait_for_selector("#upload-error:not([hidden])")
+    assert "line 4: 'n/a' in column 'MLII' is not a number" in error.inner_text()
+
+    page.set_input_files("#upload-file", str(good))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#upload-result:not([hidden])", timeout=30000)
+    assert page.is_hidden("#upload-error")
+    summary = page.inner_text("#upload-summary")
+    assert "119.csv: 20.0 s at 360 Hz, lead MLII" in summary
+    n_rows = page.eval_on_selector_all("#upload-beats li", "els => els.length")
+    assert 20 <= n_rows <= 40  # record 119 runs at about 65-70 bpm with bigeminy
+    assert page.eval_on_selector_all("#upload-beats li.selected", "els => els.length") == 1
+    painted = page.evaluate("""() => {
+        const c = document.getElementById('upload-explain');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let lit = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] > 200) lit++;
+        return lit;
+    }""")
+    assert painted > 500
+    page.screenshot(path=str(SHOTS / "ecg_dashboard_upload.png"))
     assert page.errors == []  # type: ignore[attr-defined]
     page.close()

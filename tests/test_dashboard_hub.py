@@ -120,3 +120,23 @@ def test_alarms_shown_per_bed_until_they_end() -> None:
     assert hub.bed_summary("1")["alarms"] == [
         {"id": "t", "bed": "1", "priority": "technical", "state": "active", "started_at": 5.0}]
     assert hub.bed_summary("nope") is None and hub.beat_detail("1", "x") is None
+
+
+def test_heart_rate_is_a_short_average_and_goes_blank_in_asystole() -> None:
+    hub = WardHub("w")
+    rrs = [None, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5]
+    t = 100.0
+    for i, rr in enumerate(rrs):
+        t += rr or 0.0
+        hub.on_beat("1", beat_id=str(i), sample=i, t=t, score=0.1, threshold=1.0,
+                    anomalous=False, rr_s=rr, hr_bpm=None if rr is None else 60 / rr)
+        hub.on_samples("1", FS, round((t - 100.0) * FS), np.zeros(1), t0=t)
+        if i == 3:
+            assert hub.beds()[0]["hr_bpm"] == pytest.approx(60 / ((1 + 1 + 0.5) / 3), abs=0.1)
+    assert hub.beds()[0]["hr_bpm"] == 120.0  # mean of the last four RR intervals
+    # samples keep coming but no beat: after 6 s the rate is no longer shown
+    start = hub._beds["1"].raw.end
+    hub.on_samples("1", FS, start, np.zeros(int(5 * FS)), t0=t + 0.01)
+    assert hub.beds()[0]["hr_bpm"] == 120.0
+    hub.on_samples("1", FS, start + int(5 * FS), np.zeros(int(2 * FS)), t0=t + 5.01)
+    assert hub.beds()[0]["hr_bpm"] is None
