@@ -227,9 +227,9 @@ class DetectorEngine:
         by_bed: dict[tuple[str, str], list[BeatResult]] = {}
         pubs: list[Publication] = []
         anomalies = 0
-        for q, err, step in zip(batch, errors.tolist(), steps, strict=True):
+        for q, err, step, window in zip(batch, errors.tolist(), steps, windows, strict=True):
             bed, beat = q.bed, q.beat
-            score = bed.adapter.process(err, beat.rhythm)
+            score = bed.adapter.process(err, beat.rhythm, window)
             anomalous = score >= self.threshold
             beat_id = f"{bed.ward}:{bed.bed}:{beat.sample}"
             result = BeatResult(
@@ -305,9 +305,10 @@ class DetectorEngine:
         step = self.settings.max_batch
         for i in range(0, len(beats), step):
             part = beats[i : i + step]
-            errors, steps = self.scorer.score(windows_of(part, self.spec))
-            for b, err, per in zip(part, errors.tolist(), steps, strict=True):
-                score = adapter.process(err, b.rhythm)
+            windows = windows_of(part, self.spec)
+            errors, steps = self.scorer.score(windows)
+            for b, err, per, window in zip(part, errors.tolist(), steps, windows, strict=True):
+                score = adapter.process(err, b.rhythm, window)
                 out.append({
                     "sample": b.sample, "t_s": round(b.sample / fs, 4),
                     "rr_s": None if b.rr_s is None else round(b.rr_s, 4),

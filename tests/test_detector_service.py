@@ -4,6 +4,7 @@ signal loss, lead-off, /metrics, /healthz and POST /v1/score."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -122,9 +123,10 @@ def raw(data_dir: Path) -> np.ndarray:
 
 @pytest.fixture
 def service(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
+    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
     cfg = DetectorConfig(host=broker.host, port=broker.port, ward=unique_ward,
                          http_host="127.0.0.1", http_port=0, signal_timeout_s=1.5,
-                         max_wait_s=0.02, qos_beats=1)
+                         max_wait_s=0.02, qos_beats=1, model_dir=model_dir)
     svc = DetectorService(cfg, registry=CollectorRegistry())
     svc.start()
     assert svc.connected.wait(10)
