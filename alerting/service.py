@@ -139,8 +139,11 @@ class AlertingCore:
             return
         x = chunk.samples[:, 0].astype(np.float64) * (scale / chunk.gain)
         self.hub.on_samples(bed, chunk.fs, chunk.first_sample, x, chunk.t0)
-        t_end = chunk.t0 + chunk.n_samples / chunk.fs
-        self.commit(self.policy.tick(bed, t_end - BEAT_LAG_S))
+        if bed in self._last_beat_t:
+            # Only once the detector analyses this bed (its first beat came): before that, e.g.
+            # while the detector loads its model, no beats is not asystole.
+            t_end = chunk.t0 + chunk.n_samples / chunk.fs
+            self.commit(self.policy.tick(bed, t_end - BEAT_LAG_S))
 
     def _beats(self, bed: str, beats: list[protocol.BeatResult], topic: str) -> None:
         for beat in beats:

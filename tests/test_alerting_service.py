@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import connect
 
@@ -203,3 +204,32 @@ def test_python_m_alerting_serves_and_stops_cleanly_on_sigterm(
     bad = subprocess.run([sys.executable, "-m", "alerting", "--mqtt-port", "0"],
                          env=env, cwd=root, capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "mqtt_port" in bad.stderr
+
+
+def test_asystole_only_once_the_detector_analyses_the_bed(
+    broker, unique_ward, tmp_path: Path
+) -> None:
+    """Samples with no beat at all (detector not analysing yet) raise nothing; beats that stop
+    while samples keep coming raise asystole."""
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    with running_alerting(cfg) as svc:
+        pub = Publisher(broker, unique_ward)
+        try:
+            t0 = time.time() - 30.0
+            pub.stream("5", t0, ecg_like(int(8 * FS), FS, 0.8), [])
+            wait_for(lambda: metric_value(svc.port, "ecg_alerting_messages_total",
+                                          kind="samples") == 80)
+            assert get_json(svc.port, "/api/alarms?bed=5")["alarms"] == []
+            # beats for 3 s, then none for 9 s while the samples go on
+            t1 = t0 + 10.0
+            y = ecg_like(int(12 * FS), FS, 0.8)
+            y[int(3 * FS):] = 0.02
+            beats = [beat(unique_ward, "5", round((0.2 + i * 0.8) * FS), FS, t1,
+                          None if i == 0 else 0.8) for i in range(4)]
+            pub.stream("5", t1, y, beats)
+            alarms = wait_for(lambda: [a for a in get_json(
+                svc.port, "/api/alarms?bed=5&priority=high")["alarms"]
+                if a["type"] == "asystole"])
+            assert alarms[0]["started_at"] == pytest.approx(beats[-1].t + 4.0, abs=0.01)
+        finally:
+            pub.close()
