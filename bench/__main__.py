@@ -209,24 +209,30 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
 
 
 def profile_summary(prefix: str, top: int = 15) -> dict:
-    """Merge the per-thread cProfile dumps; the top functions by own time, and by area."""
+    """Merge the per-thread cProfile dumps: own time by area and the top functions, as shares
+    of the busy time (time blocked in select() or on the queue is reported apart as idle)."""
     files = sorted(str(p) for p in Path(prefix).parent.glob(Path(prefix).name + ".*"))
     stats = pstats.Stats(*files)
     rows = []
-    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     areas: dict[str, float] = {}
+    idle = 0.0
     for (file, line, func), (_cc, ncalls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append((tottime, ncalls, cumtime, f"{Path(file).name}:{line}({func})"))
         area = _area(file, func)
+        if area == "idle":
+            idle += tottime
+            continue
+        rows.append((tottime, ncalls, cumtime, f"{Path(file).name}:{line}({func})"))
         areas[area] = areas.get(area, 0.0) + tottime
+    busy = sum(areas.values()) or 1.0
     rows.sort(reverse=True)
     return {
         "threads": [Path(f).suffix.lstrip(".") for f in files],
-        "total_s": total,
-        "by_area": {k: round(v / total, 4) for k, v in sorted(areas.items(),
-                                                             key=lambda kv: -kv[1])},
+        "busy_s": busy,
+        "idle_s": idle,
+        "by_area": {k: round(v / busy, 4) for k, v in sorted(areas.items(),
+                                                            key=lambda kv: -kv[1])},
         "top_functions": [
-            {"function": name, "tottime_s": round(t, 3), "share": round(t / total, 4),
+            {"function": name, "tottime_s": round(t, 3), "share": round(t / busy, 4),
              "calls": n, "cumtime_s": round(c, 3)}
             for t, n, c, name in rows[:top]
         ],
@@ -234,20 +240,25 @@ def profile_summary(prefix: str, top: int = 15) -> dict:
 
 
 def _area(file: str, func: str) -> str:
+    if "select" in func or "SimpleQueue" in func or "acquire" in func:
+        return "idle"
     if "paho" in file:
         return "mqtt (paho)"
-    if "onnxruntime" in file or func == "run":
+    if "onnxruntime" in file or "onnxruntime" in func:
         return "onnx inference"
+    if "socket" in func:
+        return "sockets"
     for key, area in (("detector/qrs", "qrs"), ("windowing", "windowing"),
                       ("detector/pipeline", "pipeline"), ("detector/anomaly", "anomaly"),
                       ("rhythm", "rhythm"), ("protocol", "protocol (encode/decode)"),
-                      ("detector/engine", "engine"), ("json", "json"),
-                      ("scipy", "scipy filters"), ("numpy", "numpy")):
+                      ("detector/engine", "engine"), ("detector/integrity", "pipeline"),
+                      ("json", "json"), ("prometheus_client", "metrics"),
+                      ("scipy", "scipy"), ("numpy", "numpy")):
         if key in file:
             return area
-    if "select" in func or "poll" in func or "acquire" in func or "wait" in func:
-        return "waiting (idle)"
-    return "other"
+    if func.startswith("<method") or func.startswith("<built-in"):
+        return "builtins (numpy kernels, json, struct)"
+    return "other python"
 
 
 def main(argv: list[str] | None = None) -> int:
