@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mitdb"
+HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"  # the containers' healthcheck, reused
 # 100: normal sinus rhythm; 119: ventricular bigeminy; the other six hold annotated
 # ventricular tachycardia runs ('(VT' rhythm notes in their .atr files).
 DEFAULT_BEDS: tuple[str, ...] = ("100", "119", "200", "203", "207", "210", "213", "233")
@@ -47,7 +48,7 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("detector", "DETECTOR_HTTP_PORT", 8000, "DETECTOR_HTTP_HOST"),
     ServiceSpec("alerting", "ALERTING_PORT", 8080, "ALERTING_HOST"),
-    ServiceSpec("streamer"),  # publishes only: no HTTP port (yet)
+    ServiceSpec("streamer"),  # publishes only: no HTTP port
 )
 HTTP_SERVICES = tuple(s for s in SERVICES if s.port is not None)
 MQTT_PORT = 1883
@@ -100,6 +101,7 @@ class Launch:
     env: dict[str, str]
     health_url: str | None = None  # up when this answers 200
     listens: tuple[str, int] | None = None  # up when this accepts TCP (the broker)
+    health_cmd: list[str] | None = None  # up when this command exits 0
     stop_signal: int = signal.SIGTERM  # what makes it shut down cleanly
 
 
@@ -172,8 +174,14 @@ def plan(cfg: WardConfig, ports: Mapping[str, int], token: str) -> list[Launch]:
         launches.append(broker)
     env = service_env(cfg, ports, token)
     for spec in SERVICES:
-        url = f"http://{cfg.http_host}:{ports[spec.name]}/healthz" if spec.port else None
-        launches.append(Launch(spec.name, [sys.executable, "-m", spec.name], env, url))
+        argv = [sys.executable, "-m", spec.name]
+        if spec.port:
+            url = f"http://{cfg.http_host}:{ports[spec.name]}/healthz"
+            launches.append(Launch(spec.name, argv, env, health_url=url))
+        else:  # the streamer: up when a bed holds a retained `online` status (as in compose)
+            status = f"mqtt://{cfg.mqtt_host}:{ports['mqtt']}/ecg/v1/{cfg.ward}/+/status"
+            check = [sys.executable, str(HEALTHCHECK), status]
+            launches.append(Launch(spec.name, argv, env, health_cmd=check))
     return launches
 
 
@@ -254,7 +262,10 @@ class Ward:
                 return False
         if launch.health_url is not None:
             return _healthy(launch.health_url)
-        return True  # no endpoint (the streamer): running is all we can tell
+        if launch.health_cmd is not None:
+            done = subprocess.run(launch.health_cmd, capture_output=True, timeout=30)
+            return done.returncode == 0
+        return True
 
     def watch(self) -> str | None:
         """Block until a stop is requested (None) or a child dies (its name)."""
