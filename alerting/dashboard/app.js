@@ -6,7 +6,8 @@
 const SWEEP_S = 5;          // seconds across a tile
 const RING_S = 12;          // seconds kept per bed
 const DELAY_S = 0.35;       // play-out delay that absorbs the server's 150 ms batches
-const Y_MIN = -1.2, Y_MAX = 2.0;  // mV range of a tile trace
+const Y_MIN = -1.2, Y_MAX = 2.0;  // initial mV range of a tile trace (then auto-gain)
+const GAIN_EVERY_S = 2;           // how often a bed's vertical range is re-fitted
 const MAX_ALARMS_SHOWN = 100;
 const PRIORITY_RANK = { high: 3, medium: 2, low: 1, technical: 0 };
 const ALARM_LABELS = {
@@ -74,6 +75,9 @@ class BedTile {
     this.play = -1;       // play-out cursor (float sample index)
     this.drawnTo = -1;    // last index drawn
     this.vitals = null;
+    this.yMin = Y_MIN;
+    this.yMax = Y_MAX;
+    this.gainClock = 0;
     node.addEventListener("click", () => openDetail(name));
     new ResizeObserver(() => this.resize()).observe(this.canvas);
   }
@@ -135,7 +139,27 @@ class BedTile {
 
   y(v) {
     const h = this.canvas.height;
-    return h * 0.06 + (1 - (v - Y_MIN) / (Y_MAX - Y_MIN)) * h * 0.88;
+    return h * 0.06 + (1 - (v - this.yMin) / (this.yMax - this.yMin)) * h * 0.88;
+  }
+
+  /** Fit the vertical range to the last sweep (2nd-98th percentile, at least 1.5 mV tall);
+      redraw only when it changes noticeably, like a monitor's auto-size. */
+  autoGain() {
+    const N = SWEEP_S * this.fs, vals = [];
+    for (let i = this.drawnTo - N + 1; i <= this.drawnTo; i += 2) {
+      const v = this.sample(i);
+      if (isFinite(v)) vals.push(v);
+    }
+    if (vals.length < 50) return;
+    vals.sort((a, b) => a - b);
+    let lo = vals[Math.floor(vals.length * 0.02)], hi = vals[Math.floor(vals.length * 0.98)];
+    const pad = Math.max(0.15 * (hi - lo), (1.5 - (hi - lo)) / 2, 0.1);
+    lo -= pad; hi += pad;
+    const span = this.yMax - this.yMin;
+    if (Math.abs(lo - this.yMin) > 0.15 * span || Math.abs(hi - this.yMax) > 0.15 * span) {
+      this.yMin = lo; this.yMax = hi;
+      this.redraw();
+    }
   }
 
   advance(dt) {
@@ -145,6 +169,8 @@ class BedTile {
     if (this.play > target) this.play = target;                 // starved: wait for data
     if (this.play < target - 1.5 * this.fs) this.play = target;  // far behind: catch up
     const upto = Math.floor(this.play);
+    this.gainClock += dt;
+    if (this.gainClock >= GAIN_EVERY_S) { this.gainClock = 0; this.autoGain(); }
     if (upto <= this.drawnTo) return false;
     this.drawSpan(this.drawnTo, upto);
     this.drawnTo = upto;
@@ -513,6 +539,18 @@ function drawOverview(canvas, r) {
     ctx.fillRect((b.sample / n) * W - 1, 0, 3, 6);
   }
 }
+
+$("upload-overview").addEventListener("click", (ev) => {
+  if (!uploadResult || !uploadResult.beats.length) return;
+  const c = ev.currentTarget, r = uploadResult;
+  const sample = ((ev.offsetX / c.clientWidth) * r.signal.y.length) * r.signal.factor;
+  let best = 0;
+  r.beats.forEach((b, i) => {
+    if (Math.abs(b.sample - sample) < Math.abs(r.beats[best].sample - sample)) best = i;
+  });
+  const li = $("upload-beats").children[best];
+  if (li) { selectUploadBeat(best, li); li.scrollIntoView({ block: "nearest" }); }
+});
 
 function selectUploadBeat(i, li) {
   const r = uploadResult, b = r.beats[i];
