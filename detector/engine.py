@@ -315,6 +315,6 @@ class DetectorEngine:
                     "hr_bpm": None if b.hr_bpm is None else round(b.hr_bpm, 2),
                     "score": round(score, 6), "threshold": self.threshold,
                     "anomalous": score >= self.threshold,
-                    "errors": [round(float(v), 5) for v in per],
+                    "errors": np.round(per.astype(np.float64), 5).tolist(),
                 })
         return out

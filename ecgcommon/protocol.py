@@ -352,7 +352,7 @@ def beat_to_dict(beat: BeatResult) -> dict[str, Any]:
     if beat.label is not None:
         doc["label"] = beat.label
     if beat.errors is not None:
-        doc["errors"] = [round(float(e), 5) for e in beat.errors]
+        doc["errors"] = np.round(np.asarray(beat.errors, dtype=np.float64), 5).tolist()
     return doc
 
 
