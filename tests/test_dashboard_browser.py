@@ -77,7 +77,7 @@ def test_page_and_feed_need_the_token(browser: Browser, ward) -> None:
 
 
 def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> None:
-    svc, _ = ward
+    svc, feeder = ward
     page = _open(browser, svc.port)
     page.wait_for_function("window.__ecg && window.__ecg.connected")
     page.wait_for_function("document.querySelectorAll('.tile').length === 4")
@@ -112,6 +112,17 @@ def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> 
         acks = store.acknowledgements(alarm_id)
     assert stored is not None and stored.state.value == "acknowledged"
     assert [a["by"] for a in acks] == ["dashboard"]
+
+    # a lead comes off on bed 4: technical alarm (cyan), no heart rate shown
+    feeder.pub.event("4", "lead_off", True, feeder.t0 + feeder.sent / feeder.fs)
+    page.wait_for_function(
+        "document.querySelector('.tile[data-bed=\"4\"] .lead-state').textContent === 'LEAD OFF'")
+    assert page.inner_text('.tile[data-bed="4"] .hr') == "---"
+    tech = page.wait_for_selector("#alarm-list li.p-technical")
+    assert "LEAD OFF" in tech.inner_text()
+    colour = page.eval_on_selector("#alarm-list li.p-technical .bar",
+                                   "el => getComputedStyle(el).backgroundColor")
+    assert colour == "rgb(0, 200, 224)"
     assert page.errors == []  # type: ignore[attr-defined]
     page.close()
 

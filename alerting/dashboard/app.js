@@ -212,13 +212,17 @@ class BedTile {
 
   setVitals(v) {
     this.vitals = v;
+    const st = v.status || {};
     const leadOff = v.lead_ok === false;
-    const offline = v.status && v.status.state === "offline";
+    const offline = st.state === "offline" || st.device_offline === true;
+    const noSignal = st.signal_lost === true;
+    const unusable = leadOff || offline || noSignal;
     const hr = v.hr_bpm;
-    this.hrEl.textContent = leadOff || offline ? "---" : hr == null ? "--" : String(Math.round(hr));
-    this.hrEl.classList.toggle("stale", leadOff || offline || hr == null);
-    this.leadEl.textContent = offline ? "OFFLINE" : leadOff ? "LEAD OFF" : v.lead_ok ? "II OK" : "";
-    this.leadEl.classList.toggle("bad", leadOff || offline);
+    this.hrEl.textContent = unusable ? "---" : hr == null ? "--" : String(Math.round(hr));
+    this.hrEl.classList.toggle("stale", unusable || hr == null);
+    this.leadEl.textContent = offline ? "OFFLINE" : noSignal ? "NO SIGNAL" : leadOff ? "LEAD OFF"
+      : st.noisy === true ? "NOISY" : "";
+    this.leadEl.classList.toggle("bad", unusable || st.noisy === true);
     const a = v.alarm;
     this.el.classList.remove("alarm-high", "alarm-medium");
     this.bannerEl.className = "alarm-banner";
