@@ -167,8 +167,10 @@ class Replay:
                                 part.reshape(-1, 1))
             t_end = t0 + (start + part.size) / fs
             wall0 = time.perf_counter()
-            # the alerting service sees the samples first and ticks the bed's clock
-            self._commit(self.policy.tick(self.bed, t_end - self.lag_s), t_end, wall0, 0.0)
+            # the alerting service sees the samples first and ticks the bed's clock (once the
+            # detector analyses the bed, i.e. after its first beat, as alerting.service does)
+            if self.n_beats:
+                self._commit(self.policy.tick(self.bed, t_end - self.lag_s), t_end, wall0, 0.0)
             self._nurse(t_end - self.lag_s, t_end, wall0)
             out = self.pipe.feed(chunk)
             for ev in out.events:
@@ -607,7 +609,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--beats", choices=("auto", "detector", "reference"), default="auto",
                    help="beats for the MIT-BIH load: the detector, or the reference annotations")
     p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--chunk-s", type=float, default=0.5, help="device chunk (streamer default)")
+    p.add_argument("--chunk-s", type=float, default=_streamer_chunk(),
+                   help="device chunk (default: the streamer's)")
     p.add_argument("--lag-s", type=float, default=None,
                    help="policy clock lag behind the samples (default: the service's)")
     p.add_argument("--jobs", type=int, default=1)
@@ -689,6 +692,15 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: report[k] for k in ("asystole_delay_s", "tachy_time_to_alarm_s",
                                              "dashboard_latency_s", "alarms_per_bed_hour")}))
     return 0
+
+
+def _streamer_chunk() -> float:
+    """The streamer's default chunk length (what a replayed device sends per message)."""
+    try:
+        from streamer.config import StreamerConfig
+    except ImportError:
+        return 0.5
+    return float(StreamerConfig().chunk_s)
 
 
 def _detector_batch_delay() -> float:
