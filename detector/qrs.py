@@ -11,7 +11,7 @@ start or end, and the output is the same for any chunk size. A candidate is a be
 rises above an adaptive threshold between the running signal- and noise-peak levels (so the
 detector is amplitude-independent), unless it is a T wave (close after a beat, with a much
 smaller slope). A bounded search-back recovers a beat missed under a long RR interval with half
-the threshold, but only while that beat can still be reported within `search_back_max_delay_s`.
+the threshold, but only while that beat can still be reported within `max_delay_s`.
 
 NaN/inf samples mean "no signal" and a lead that stays flat for `flat_s` is lost too: the lead
 is reported lost (`lead_ok` False), and when the signal returns the detector re-learns its
@@ -20,6 +20,7 @@ thresholds from scratch over `learn_s`.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, fields
@@ -45,11 +46,14 @@ class QRSConfig:
     threshold_fraction: float = 0.3  # threshold = noise + fraction * (signal - noise) levels
     learn_fraction: float = 0.35  # while learning: threshold = fraction * largest MWI so far
     level_weight: float = 0.125  # weight of a new peak in the running signal/noise levels
-    search_back_rr: float = 1.5  # search back once RR exceeds this many mean RR intervals
+    search_back_rr: float = 1.3  # no beat for this many mean RR: a missed one is looked for
     search_back_fraction: float = 0.5  # ... with this fraction of the threshold
-    search_back_max_delay_s: float = 0.4  # ... for beats still reportable within this delay
+    max_delay_s: float = 0.4  # every beat is decided at most this long after its R peak
     t_wave_window_s: float = 0.36  # a candidate this soon after a beat may be its T wave
     t_wave_slope_ratio: float = 0.5  # ... and is one when its slope is below this ratio
+    t_wave_level_ratio: float = 0.5  # ... and its MWI peak below this ratio of the beat level
+    valley_ratio: float = 0.35  # a candidate whose MWI stays above this ratio of its peak
+    valley_rr_s: float = 0.6  # on both sides, this soon after a beat, is flutter or noise
     rr_beats: int = 8  # RR intervals averaged
     learn_s: float = 2.0  # (re-)learning time after start or after the signal comes back
     flat_s: float = 1.0  # a lead this long without change is lost (disconnected/clipped)
@@ -72,11 +76,13 @@ class QRSConfig:
                 f"QRSConfig.high_hz ({self.high_hz}) must be above low_hz ({self.low_hz})"
             )
         for name in ("threshold_fraction", "learn_fraction", "level_weight",
-                     "search_back_fraction", "t_wave_slope_ratio"):
+                     "search_back_fraction", "t_wave_slope_ratio", "t_wave_level_ratio",
+                     "valley_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"QRSConfig.{name} must be in (0, 1], got {getattr(self, name)}")
-        if self.search_back_rr <= 1:
-            raise ValueError(f"QRSConfig.search_back_rr must be > 1, got {self.search_back_rr}")
+        if self.max_delay_s < self.refractory_s + 0.1:
+            raise ValueError(f"QRSConfig.max_delay_s must be >= refractory_s + 0.1 s, got "
+                             f"{self.max_delay_s}")
         if not isinstance(self.rr_beats, int):
             raise TypeError(f"QRSConfig.rr_beats must be an int, got {self.rr_beats!r}")
 
@@ -106,9 +112,10 @@ class QRSDetector:
         self._gd = round(self._bandpass.group_delay(math.sqrt(cfg.low_hz * cfg.high_hz), self.fs))
         self._w = n_of(cfg.refractory_s)
         self._t_win = n_of(cfg.t_wave_window_s)
+        self._valley_rr = n_of(cfg.valley_rr_s)
         self._learn_n = n_of(cfg.learn_s)
         self._flat_n = max(2, n_of(cfg.flat_s))
-        self._sb_delay = n_of(cfg.search_back_max_delay_s)
+        self._max_delay = n_of(cfg.max_delay_s)
         self._loc = self._n_int + self._gd + n_of(0.05)  # R-peak search span before the MWI peak
         self._hist = self._learn_n + 3 * self._w + self._loc + self._n_int + 8
         self._cap = self._hist + n_of(1.0)
@@ -197,7 +204,7 @@ class QRSDetector:
         if not self._lost:
             self._lost = True
             self._seg_end = self._n
-            self._sb_at = None
+            self._pending = []
         if n:
             z = np.zeros(n)
             self._append(z, z, z)
@@ -269,8 +276,8 @@ class QRSDetector:
         self._last_r = -(10**12)
         self._last_slope = 0.0
         self._rr: deque[int] = deque(maxlen=self.config.rr_beats)
-        self._sb_at: int | None = None
-        self._pending: list[tuple[int, float, int, float]] = []  # (e, value, r, slope)
+        # sub-threshold candidates, by deadline: (deadline, MWI value, R-peak, slope)
+        self._pending: list[tuple[int, float, int, float]] = []
 
     def _decide(self) -> None:
         """Examine every MWI sample whose look-ahead is complete, in sample order."""
@@ -283,47 +290,59 @@ class QRSDetector:
             peaks = np.flatnonzero((mid > s[:-2]) & (mid >= s[2:]))
             self._next_m = hi
             for m in (peaks + lo).tolist():
-                e = m + w
-                while self._sb_at is not None and self._sb_at < e:
-                    self._search_back()
+                e = m + w  # the last sample this decision needs
+                if self._pending and self._pending[0][0] < e:
+                    self._search_back(e)
                 if self._seg_end is not None and e >= self._seg_end:
                     break  # look-ahead runs into lost signal
                 i = m - base
                 v = mwi[i]
                 if v < mwi[i + 1:i + w + 1].max() or v <= mwi[max(0, i - w):i].max(initial=0):
                     continue
-                self._candidate(m, e, float(v))
-        while self._sb_at is not None and self._sb_at < self._n:
-            self._search_back()
+                valley = min(mwi[max(0, i - w):i].min(initial=v), mwi[i + 1:i + w + 1].min())
+                self._candidate(m, e, float(v), float(valley))
+        if self._pending and self._pending[0][0] < self._n:
+            self._search_back(self._n)
 
     def _locate(self, m: int) -> tuple[int, float]:
         """R-peak index (largest band-passed deflection before the MWI peak) and max slope."""
-        lo = max(m - self._loc, self._seg_start, self._base) - self._base
+        lo = max(m - self._loc, m + self._w - self._max_delay, self._seg_start,
+                 self._base) - self._base
         seg = self._bp[lo:m + 1 - self._base]
         k = int(np.argmax(np.abs(seg)))
         slope = float(np.abs(np.diff(seg)).max(initial=0.0))
         return max(lo + self._base + k - self._gd, self._seg_start), slope
 
-    def _candidate(self, m: int, e: int, v: float) -> None:
+    def _threshold(self) -> float:
+        return self._npk + self.config.threshold_fraction * (self._spk - self._npk)
+
+    def _candidate(self, m: int, e: int, v: float, valley: float) -> None:
         cfg = self.config
         r, slope = self._locate(m)
+        if r - self._last_r < self._valley_rr and valley > cfg.valley_ratio * v:
+            self._npk += cfg.level_weight * (v - self._npk)
+            return
         if e < self._seg_start + self._learn_n:
             lo = max(self._seg_start, self._base) - self._base
             thr = cfg.learn_fraction * float(self._mwi[lo:e + 1 - self._base].max())
         else:
-            thr = self._npk + cfg.threshold_fraction * (self._spk - self._npk)
-        if v >= thr and r - self._last_r >= self._w and not self._is_t_wave(r, slope):
+            thr = self._threshold()
+        if r - self._last_r < self._w:
+            return
+        if v >= thr and not self._is_t_wave(r, v, slope):
             self._accept(r, v, slope, cfg.level_weight)
             return
         self._npk += cfg.level_weight * (v - self._npk)
-        if v >= cfg.search_back_fraction * thr and r - self._last_r >= self._w:
-            if self._pending and e - self._pending[0][2] > self._sb_delay:
-                self._pending = [p for p in self._pending if e - p[2] <= self._sb_delay]
-            self._pending.append((e, v, r, slope))
+        if v >= cfg.search_back_fraction * thr and self._have_beat:
+            # decided at the last moment that still meets max_delay, unless a beat comes first
+            bisect.insort(self._pending, (r + self._max_delay, v, r, slope))
 
-    def _is_t_wave(self, r: int, slope: float) -> bool:
+    def _is_t_wave(self, r: int, v: float, slope: float) -> bool:
+        """Soon after a beat, with a much smaller slope and MWI peak: its T wave."""
+        cfg = self.config
         return (self._have_beat and r - self._last_r < self._t_win
-                and slope < self.config.t_wave_slope_ratio * self._last_slope)
+                and slope < cfg.t_wave_slope_ratio * self._last_slope
+                and v < cfg.t_wave_level_ratio * self._spk)
 
     def _accept(self, r: int, v: float, slope: float, weight: float) -> None:
         if self._have_beat:
@@ -335,26 +354,25 @@ class QRSDetector:
         self._last_r = r
         self._last_slope = slope
         self._out.append(r)
-        self._pending = [p for p in self._pending if p[2] - r >= self._w]
-        rr = sum(self._rr) / len(self._rr) if self._rr else self.fs
-        self._sb_at = r + round(self.config.search_back_rr * rr)
+        if self._pending:
+            self._pending = [p for p in self._pending if p[2] - r >= self._w]
 
-    def _search_back(self) -> None:
-        """RR is long: take the largest earlier sub-threshold candidate, if still reportable."""
-        t = self._sb_at
-        assert t is not None
+    def _rr_mean(self) -> float:
+        return sum(self._rr) / len(self._rr) if self._rr else self.fs
+
+    def _search_back(self, limit: int) -> None:
+        """Decide sub-threshold candidates whose deadline is before sample `limit`.
+
+        One is a beat (a missed one) when no beat has come for `search_back_rr` mean RR
+        intervals by its deadline, it clears `search_back_fraction` of the threshold and it is
+        the largest candidate still pending.
+        """
         cfg = self.config
-        thr = cfg.search_back_fraction * (self._npk + cfg.threshold_fraction
-                                          * (self._spk - self._npk))
-        best = None
-        for p in self._pending:
-            e, v, r, slope = p
-            if (e <= t and t - r <= self._sb_delay and v >= thr
-                    and r - self._last_r >= self._w and not self._is_t_wave(r, slope)
-                    and (best is None or v > best[1])):
-                best = p
-        if best is None:
-            self._pending = [p for p in self._pending if p[0] > t]
-            self._sb_at = None
-            return
-        self._accept(best[2], best[1], best[3], 0.25)
+        while self._pending and self._pending[0][0] < limit:
+            d, v, r, slope = self._pending.pop(0)
+            if (r - self._last_r >= self._w
+                    and d - self._last_r >= cfg.search_back_rr * self._rr_mean()
+                    and v >= cfg.search_back_fraction * self._threshold()
+                    and all(v >= p[1] for p in self._pending if p[2] <= d)
+                    and not self._is_t_wave(r, v, slope)):
+                self._accept(r, v, slope, 2 * cfg.level_weight)
