@@ -196,6 +196,21 @@ def resolve_ports(cfg: WardConfig) -> dict[str, int]:
     return ports
 
 
+def busy_ports(cfg: WardConfig, ports: Mapping[str, int]) -> list[str]:
+    """The ports the ward would listen on that something else already holds."""
+    wanted = {"mqtt": cfg.mqtt_host} if cfg.broker != "external" else {}
+    wanted.update({s.name: cfg.http_host for s in HTTP_SERVICES})
+    busy = []
+    for name, host in wanted.items():
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            try:
+                s.bind((host, ports[name]))
+            except OSError:
+                busy.append(f"{name} {host}:{ports[name]}")
+    return busy
+
+
 def missing_records(data_dir: Path, beds: Sequence[str]) -> list[str]:
     return [b for b in beds if not (data_dir / f"{b}.hea").is_file()]
 
@@ -386,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     token = cfg.token or secrets.token_urlsafe(18)
     ports = resolve_ports(cfg)
+    busy = busy_ports(cfg, ports)
+    if busy:
+        print(f"ward: in use already: {', '.join(busy)}. Stop what holds them, choose ports "
+              "(MQTT_PORT, DETECTOR_HTTP_PORT, ALERTING_PORT) or run with --free-ports.",
+              file=sys.stderr)
+        return 2
     try:
         launches = plan(cfg, ports, token)
     except RuntimeError as exc:

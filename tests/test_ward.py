@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -309,3 +310,17 @@ def test_make_ward_in_a_terminal_exits_0_on_ctrl_c(tmp_path: Path, data_dir: Pat
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def test_ward_refuses_ports_in_use(tmp_path: Path, data_dir: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, str(WARD_PY), "--free-ports", "--alerting-port", str(port),
+             "--data-dir", str(data_dir), "--run-dir", str(tmp_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"alerting 127.0.0.1:{port}" in done.stderr and "--free-ports" in done.stderr
+    assert not list(tmp_path.glob("*.log")), "nothing starts when a port is taken"
