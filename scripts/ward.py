@@ -3,14 +3,16 @@
 Process supervision only. The launcher picks ports and a token, starts an MQTT broker
 (Mosquitto where installed, else the pure-Python amqtt broker), then the three services as
 `python -m <service>` children configured through the same environment variables docker compose
-sets (tests/test_compose.py keeps the two in step), waits until each answers /healthz, prints the
-dashboard and /metrics URLs, and on Ctrl-C (SIGINT) or SIGTERM stops the children in order
-(producer first, broker last) and exits 0. Child logs go to files under the run folder.
+sets (tests/test_compose.py keeps the two in step), waits until each is up (/healthz; for the
+streamer a bed online on the broker), prints the dashboard and /metrics URLs, and on Ctrl-C
+(SIGINT) or SIGTERM stops the children in order (producer first, broker last) and exits 0.
+Child logs go to files under the run folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import secrets
 import shutil
@@ -134,6 +136,8 @@ def broker_launch(mode: str, host: str, port: int, run_dir: Path) -> Launch | No
             "max_queued_messages 100000\n"
         )
         return Launch("mosquitto", [binary, "-c", str(conf)], {}, listens=(host, port))
+    if importlib.util.find_spec("amqtt") is None:
+        raise RuntimeError("no MQTT broker: install Mosquitto, or amqtt (the dev extra: make venv)")
     conf = run_dir / "amqtt.yaml"
     conf.write_text(
         "listeners:\n  default:\n    type: tcp\n"
