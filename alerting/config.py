@@ -31,6 +31,7 @@ class AlertingConfig:
     client_queue: int = 64  # frames queued per websocket client before waveforms are dropped
     recent_beats: int = 200  # beats kept per bed for the API
     detail_beats: int = 50  # anomalous beats per bed whose per-timestep error is kept
+    max_beds: int = 256  # beds tracked per ward: bounds memory against stray topics
     tick_s: float = 1.0  # wall-clock tick of the alarm policy when no data arrives
     score_timeout_s: float = 30.0  # time limit of a detector scoring call for an upload
     publish_alarms: bool = True  # also publish alarm changes to ecg/v1/{ward}/{bed}/alarms
@@ -59,7 +60,7 @@ class AlertingConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.wave_hz > 1000:
             raise ValueError(f"wave_hz must be at most 1000 Hz, got {self.wave_hz}")
-        for name in ("client_queue", "recent_beats", "detail_beats"):
+        for name in ("client_queue", "recent_beats", "detail_beats", "max_beds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 

@@ -89,6 +89,7 @@ class AlertingCore:
         for kind in KINDS:
             self.messages.labels(kind)
         self._last_beat_t: dict[str, float] = {}
+        self._beds: set[str] = set()
 
     # -- start-up ------------------------------------------------------------------------
     def restore(self) -> int:
@@ -116,6 +117,11 @@ class AlertingCore:
         if t.ward != self.config.ward:
             self.drop("wrong_ward", topic, t.ward)
             return
+        if t.bed not in self._beds:
+            if len(self._beds) >= self.config.max_beds:
+                self.drop("too_many_beds", topic, f"already {len(self._beds)} beds")
+                return
+            self._beds.add(t.bed)
         self.messages.labels(t.kind).inc()
         try:
             if t.kind == "samples":

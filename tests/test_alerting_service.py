@@ -116,20 +116,23 @@ def test_tachycardia_beats_raise_an_alarm_everywhere(broker, unique_ward, tmp_pa
 def test_malformed_messages_are_counted_and_the_service_carries_on(
     broker, unique_ward, tmp_path: Path
 ) -> None:
-    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db", max_beds=2)
     with running_alerting(cfg) as svc:
         pub = Publisher(broker, unique_ward)
         try:
-            pub.raw("3", "samples", b"XXXX not a frame")
-            pub.raw("3", "beats", b"{not json")
-            pub.raw("3", "events", b'{"bed": "3", "type": "lead_off"}')  # no t
-            pub.raw("3", "status", b'{"state": "sleeping"}')
-            pub.raw("3", "beats", json.dumps({"beats": [{"bed": "9", "beat_id": "x",
+            pub.status("1")
+            pub.status("2")
+            pub.status("3")  # a third bed is one too many here
+            pub.raw("1", "samples", b"XXXX not a frame")
+            pub.raw("1", "beats", b"{not json")
+            pub.raw("1", "events", b'{"bed": "1", "type": "lead_off"}')  # no t
+            pub.raw("1", "status", b'{"state": "sleeping"}')
+            pub.raw("1", "beats", json.dumps({"beats": [{"bed": "9", "beat_id": "x",
                     "sample": 1, "t": 1.0, "rr_s": None, "hr_bpm": None, "score": 0.1,
                     "threshold": 1.0, "anomalous": False}]}).encode())
             # ... and a good message after them still raises its alarm
-            pub.event("3", "lead_off", True, time.time())
-            alarms = wait_for(lambda: get_json(svc.port, "/api/alarms?bed=3&state=open")["alarms"])
+            pub.event("2", "lead_off", True, time.time())
+            alarms = wait_for(lambda: get_json(svc.port, "/api/alarms?bed=2&state=open")["alarms"])
             assert [a["type"] for a in alarms] == ["lead_off"]
             assert alarms[0]["priority"] == "technical"
             name = "ecg_alerting_dropped_messages_total"
@@ -138,6 +141,8 @@ def test_malformed_messages_are_counted_and_the_service_carries_on(
             assert metric_value(svc.port, name, reason="bad_t") == 1
             assert metric_value(svc.port, name, reason="bad_state") == 1
             assert metric_value(svc.port, name, reason="bed_mismatch") == 1
+            assert metric_value(svc.port, name, reason="too_many_beds") == 1
+            assert [b["bed"] for b in get_json(svc.port, "/api/beds")["beds"]] == ["1", "2"]
             health = get_json(svc.port, "/healthz", token=None)
             assert health["status"] == "ok" and health["mqtt_connected"] is True
         finally:

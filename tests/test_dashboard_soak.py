@@ -37,6 +37,7 @@ def _metrics(cdp) -> dict[str, float]:
     return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
 
 
+@pytest.mark.slow
 def test_dashboard_memory_stays_flat(browser: Browser, broker, unique_ward, tmp_path: Path
                                      ) -> None:
     cfg = make_config(broker, unique_ward, tmp_path / "alarms.db", batch_s=0.15)
