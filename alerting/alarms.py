@@ -136,6 +136,7 @@ class Alarm:
     escalated_at: float | None = None
     silenced_until: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    version: int = 0  # +1 on every change: the store keeps the newest whatever the clocks
 
     @classmethod
     def new(cls, bed: str, type_: AlarmType, started_at: float, evidence: dict[str, Any]) -> Alarm:
@@ -155,7 +156,8 @@ class Alarm:
         return self.state.open
 
     def evolve(self, **changes: Any) -> Alarm:
-        return replace(self, **changes)
+        """A changed copy, one version newer."""
+        return replace(self, version=self.version + 1, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (enums as strings)."""
@@ -176,6 +178,7 @@ class Alarm:
             "escalated_at": self.escalated_at,
             "silenced_until": self.silenced_until,
             "evidence": self.evidence,
+            "version": self.version,
         }
 
     @classmethod
@@ -203,6 +206,7 @@ class Alarm:
             escalated_at=opt("escalated_at"),
             silenced_until=opt("silenced_until"),
             evidence=dict(d.get("evidence") or {}),
+            version=int(d.get("version", 0)),
         )
 
 

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS alarms (
     acknowledged_at REAL,
     acknowledged_by TEXT,
     escalated INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alarms_bed_started ON alarms (bed, started_at);
@@ -53,14 +54,14 @@ CREATE TABLE IF NOT EXISTS alarm_changes (
 
 _UPSERT = """
 INSERT INTO alarms (id, bed, type, priority, state, started_at, updated_at, ended_at,
-                    acknowledged_at, acknowledged_by, escalated, data)
+                    acknowledged_at, acknowledged_by, escalated, version, data)
 VALUES (:id, :bed, :type, :priority, :state, :started_at, :updated_at, :ended_at,
-        :acknowledged_at, :acknowledged_by, :escalated, :data)
+        :acknowledged_at, :acknowledged_by, :escalated, :version, :data)
 ON CONFLICT (id) DO UPDATE SET
     state = excluded.state, updated_at = excluded.updated_at, ended_at = excluded.ended_at,
     acknowledged_at = excluded.acknowledged_at, acknowledged_by = excluded.acknowledged_by,
-    escalated = excluded.escalated, data = excluded.data
-WHERE excluded.updated_at >= alarms.updated_at OR excluded.state = 'ended'
+    escalated = excluded.escalated, version = excluded.version, data = excluded.data
+WHERE excluded.version >= alarms.version
 """
 
 
@@ -80,6 +81,10 @@ class AlarmStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA busy_timeout=5000")
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(alarms)")}
+            if columns and "version" not in columns:  # a store from before versions
+                self._db.execute(
+                    "ALTER TABLE alarms ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
             self._db.executescript(SCHEMA)
 
     @property
@@ -89,7 +94,8 @@ class AlarmStore:
 
     # ------------------------------------------------------------------ writes
     def save(self, alarm: Alarm) -> None:
-        """Insert or update one alarm (idempotent; an older version never overwrites a newer)."""
+        """Insert or update one alarm (idempotent; an older version never overwrites a newer,
+        whatever the clocks of their times)."""
         with self._lock:
             self._db.execute(_UPSERT, _row(alarm))
 
@@ -221,5 +227,6 @@ def _row(alarm: Alarm) -> dict[str, Any]:
         "acknowledged_at": alarm.acknowledged_at,
         "acknowledged_by": alarm.acknowledged_by,
         "escalated": int(alarm.escalated),
+        "version": alarm.version,
         "data": json.dumps(alarm.to_dict(), sort_keys=True),
     }

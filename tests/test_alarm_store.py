@@ -210,3 +210,34 @@ def test_one_writer_and_concurrent_readers(tmp_path: Path) -> None:
     assert not errors
     assert store.count() == 200
     store.close()
+
+
+def test_newest_version_wins_whatever_the_clocks(tmp_path: Path) -> None:
+    """An acknowledgement at wall time, then a change stamped with an earlier signal time (an
+    accelerated replay): the store keeps the later change."""
+    first = Alarm.new("b1", AlarmType.TACHY, T0 + 100, {})
+    acked = first.evolve(state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0 + 500,
+                         updated_at=T0 + 500)
+    ended = acked.evolve(state=AlarmState.ENDED, ended_at=T0 + 200, updated_at=T0 + 200)
+    with AlarmStore(tmp_path / "a.sqlite") as store:
+        for alarm in (first, acked, ended, acked, first):
+            store.save(alarm)
+        stored = store.get(first.id)
+        assert stored == ended and stored.version == 2
+
+
+def test_opens_a_store_written_before_versions(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE alarms (id TEXT PRIMARY KEY, bed TEXT NOT NULL, type TEXT NOT NULL,"
+               " priority TEXT NOT NULL, state TEXT NOT NULL, started_at REAL NOT NULL,"
+               " updated_at REAL NOT NULL, ended_at REAL, acknowledged_at REAL,"
+               " acknowledged_by TEXT, escalated INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL)")
+    db.commit()
+    db.close()
+    with AlarmStore(path) as store:
+        alarm = Alarm.new("b1", AlarmType.PAUSE, T0, {})
+        store.save(alarm)
+        assert store.get(alarm.id) == alarm
