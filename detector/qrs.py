@@ -46,6 +46,7 @@ class QRSConfig:
     threshold_fraction: float = 0.3  # threshold = noise + fraction * (signal - noise) levels
     learn_fraction: float = 0.35  # while learning: threshold = fraction * largest MWI so far
     level_weight: float = 0.125  # weight of a new peak in the running signal/noise levels
+    level_clip: float = 2.0  # a peak counts at most this many times the signal level (artefacts)
     search_back_rr: float = 1.3  # no beat for this many mean RR: a missed one is looked for
     search_back_fraction: float = 0.5  # ... with this fraction of the threshold
     max_delay_s: float = 0.4  # every beat is decided at most this long after its R peak
@@ -54,6 +55,7 @@ class QRSConfig:
     t_wave_level_ratio: float = 0.5  # ... and its MWI peak below this ratio of the beat level
     valley_ratio: float = 0.35  # a candidate whose MWI stays above this ratio of its peak
     valley_rr_s: float = 0.6  # on both sides, this soon after a beat, is flutter or noise
+    valley_noise_ratio: float = 0.5  # ... and at any time once noise is this close to signal
     rr_beats: int = 8  # RR intervals averaged
     learn_s: float = 2.0  # (re-)learning time after start or after the signal comes back
     flat_s: float = 1.0  # a lead this long without change is lost (disconnected/clipped)
@@ -66,7 +68,7 @@ class QRSConfig:
                 raise TypeError(f"QRSConfig.{f.name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"QRSConfig.{f.name} must be finite and >= 0, got {value!r}")
-        positive = ("low_hz", "high_hz", "integration_s", "refractory_s", "search_back_rr",
+        positive = ("level_clip", "low_hz", "high_hz", "integration_s", "refractory_s", "search_back_rr",
                     "learn_s", "flat_s", "rr_beats")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -77,7 +79,7 @@ class QRSConfig:
             )
         for name in ("threshold_fraction", "learn_fraction", "level_weight",
                      "search_back_fraction", "t_wave_slope_ratio", "t_wave_level_ratio",
-                     "valley_ratio"):
+                     "valley_ratio", "valley_noise_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"QRSConfig.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.max_delay_s < self.refractory_s + 0.1:
@@ -319,7 +321,8 @@ class QRSDetector:
     def _candidate(self, m: int, e: int, v: float, valley: float) -> None:
         cfg = self.config
         r, slope = self._locate(m)
-        if r - self._last_r < self._valley_rr and valley > cfg.valley_ratio * v:
+        if valley > cfg.valley_ratio * v and (r - self._last_r < self._valley_rr or self._npk
+                                              > cfg.valley_noise_ratio * self._spk):
             self._npk += cfg.level_weight * (v - self._npk)
             return
         if e < self._seg_start + self._learn_n:
@@ -347,7 +350,7 @@ class QRSDetector:
     def _accept(self, r: int, v: float, slope: float, weight: float) -> None:
         if self._have_beat:
             self._rr.append(r - self._last_r)
-            self._spk += weight * (v - self._spk)
+            self._spk += weight * (min(v, self.config.level_clip * self._spk) - self._spk)
         else:
             self._spk = v
         self._have_beat = True
