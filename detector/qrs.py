@@ -68,8 +68,8 @@ class QRSConfig:
                 raise TypeError(f"QRSConfig.{f.name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"QRSConfig.{f.name} must be finite and >= 0, got {value!r}")
-        positive = ("level_clip", "low_hz", "high_hz", "integration_s", "refractory_s", "search_back_rr",
-                    "learn_s", "flat_s", "rr_beats")
+        positive = ("level_clip", "low_hz", "high_hz", "integration_s", "refractory_s",
+                    "search_back_rr", "learn_s", "flat_s", "rr_beats")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"QRSConfig.{name} must be > 0, got {getattr(self, name)!r}")
