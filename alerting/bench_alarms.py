@@ -559,7 +559,9 @@ def measure_dashboard_latency(trials: int = 20, seed: int = 7) -> dict[str, Any]
             def publish(hr: int) -> float:
                 nonlocal sample
                 sample += 360
-                beat = protocol.BeatResult(bed, sample, time.time(), 60.0 / hr, float(hr), 0.2,
+                # rr_s None (as after a gap): the tile then shows this beat's own heart rate,
+                # not an average over beats, so each probe beat changes the page visibly
+                beat = protocol.BeatResult(bed, sample, time.time(), None, float(hr), 0.2,
                                            1.0, False, f"{ward}:{bed}:{sample}")
                 t = time.time()
                 client.publish(topic, protocol.encode_beats([beat]), qos=1).wait_for_publish(5)
