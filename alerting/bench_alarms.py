@@ -180,10 +180,13 @@ class Replay:
             if not out.beats:
                 continue
             flags: list[tuple[bool, float | None]] = []
-            if self.scoring is not None:
-                errors, _ = self.scoring.scorer.score(np.stack([b.window for b in out.beats]))
-                for b, err in zip(out.beats, errors.tolist(), strict=True):
-                    score = self.adapter.process(err, b.rhythm)
+            if self.scoring is not None:  # as detector.engine scores a batch
+                from detector.pipeline import windows_of
+
+                windows = windows_of(out.beats)
+                errors, _ = self.scoring.scorer.score(windows)
+                for b, err, w in zip(out.beats, errors.tolist(), windows, strict=True):
+                    score = self.adapter.process(err, b.rhythm, w)
                     flags.append((score >= self.scoring.threshold, score))
             else:
                 flags = [(False, None)] * len(out.beats)
