@@ -79,9 +79,9 @@ def test_built_images_have_a_dockerfile_without_torch_or_data() -> None:
         installs = re.findall(r"pip install ([^&\n]+)", text)
         assert installs == [". "] or installs == ["."], f"{dockerfile}: plain `pip install .`"
         assert "mitdb" not in text and "shared" not in text, f"{dockerfile} copies data"
-        copied = re.findall(r"^COPY (\S+)", text, re.M)
-        for src in copied:
-            assert (ROOT / src).exists(), f"{dockerfile}: COPY {src} does not exist"
+        for line in re.findall(r"^COPY (.+)$", text, re.M):
+            for src in line.split()[:-1]:
+                assert (ROOT / src).exists(), f"{dockerfile}: COPY {src} does not exist"
         assert re.search(rf'^CMD \["python", "-m", "{name}"\]', text, re.M), name
     runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not any("torch" in dep for dep in runtime), "`pip install .` would pull torch"
@@ -92,10 +92,20 @@ def test_built_images_have_a_dockerfile_without_torch_or_data() -> None:
 
 
 def test_detector_image_carries_the_onnx_model() -> None:
+    """The files the scorer loads (detector.scorer), copied and allowed in by .dockerignore."""
+    from detector.scorer import MANIFEST_FILE, MODEL_FILE
+
     text = (ROOT / "detector" / "Dockerfile").read_text()
-    assert "COPY models/artifacts models/artifacts" in text
+    needed = [f"models/artifacts/{MODEL_FILE}", f"models/artifacts/{MANIFEST_FILE}"]
+    assert f"COPY {' '.join(needed)} models/artifacts/" in text
     assert "DETECTOR_MODEL_DIR=/app/models/artifacts" in text
-    assert any((ROOT / "models" / "artifacts").glob("*.onnx")), "no committed ONNX model"
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for path in needed:
+        assert (ROOT / path).is_file(), f"{path} is not there (make train)"
+        assert f"!{path}" in ignore
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", *needed], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert tracked.returncode == 0, f"the model is not committed: {tracked.stderr}"
 
 
 def test_environment_variables_are_read_by_the_services() -> None:
