@@ -43,12 +43,12 @@ class QRSConfig:
     high_hz: float = 15.0
     integration_s: float = 0.15  # moving-window integration: about one QRS width
     refractory_s: float = 0.2  # no two beats closer; also the candidate look-ahead
-    threshold_fraction: float = 0.3  # threshold = noise + fraction * (signal - noise) levels
+    threshold_fraction: float = 0.25  # threshold = noise + fraction * (signal - noise) levels
     learn_fraction: float = 0.35  # while learning: threshold = fraction * largest MWI so far
     level_weight: float = 0.125  # weight of a new peak in the running signal/noise levels
     level_clip: float = 2.0  # a peak counts at most this many times the signal level (artefacts)
     search_back_rr: float = 1.3  # no beat for this many mean RR: a missed one is looked for
-    search_back_fraction: float = 0.5  # ... with this fraction of the threshold
+    search_back_fraction: float = 0.6  # ... with this fraction of the threshold
     max_delay_s: float = 0.4  # every beat is decided at most this long after its R peak
     t_wave_window_s: float = 0.36  # a candidate this soon after a beat may be its T wave
     t_wave_slope_ratio: float = 0.5  # ... and is one when its slope is below this ratio
@@ -58,6 +58,7 @@ class QRSConfig:
     valley_noise_ratio: float = 0.5  # ... and at any time once noise is this close to signal
     rr_beats: int = 8  # RR intervals averaged
     learn_s: float = 2.0  # (re-)learning time after start or after the signal comes back
+    settle_s: float = 0.12  # no beat this soon after the signal (re)starts: a partial beat
     flat_s: float = 1.0  # a lead this long without change is lost (disconnected/clipped)
     flat_tolerance_mv: float = 1e-6  # "no change" between consecutive samples, in mV
 
@@ -116,6 +117,7 @@ class QRSDetector:
         self._t_win = n_of(cfg.t_wave_window_s)
         self._valley_rr = n_of(cfg.valley_rr_s)
         self._learn_n = n_of(cfg.learn_s)
+        self._settle = round(cfg.settle_s * self.fs)
         self._flat_n = max(2, n_of(cfg.flat_s))
         self._max_delay = n_of(cfg.max_delay_s)
         self._loc = self._n_int + self._gd + n_of(0.05)  # R-peak search span before the MWI peak
@@ -330,7 +332,7 @@ class QRSDetector:
             thr = cfg.learn_fraction * float(self._mwi[lo:e + 1 - self._base].max())
         else:
             thr = self._threshold()
-        if r - self._last_r < self._w:
+        if r - self._last_r < self._w or r < self._seg_start + self._settle:
             return
         if v >= thr and not self._is_t_wave(r, v, slope):
             self._accept(r, v, slope, cfg.level_weight)
