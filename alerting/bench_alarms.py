@@ -85,12 +85,15 @@ def synth_ecg(rrs: np.ndarray, fs: float, rng: np.random.Generator, tail_s: floa
     return x, peaks
 
 
-def asystole_signal(rng: np.random.Generator, sinus_s: float = 30.0) -> tuple[np.ndarray, float]:
-    """Sinus rhythm at 60-90 bpm, then ventricular standstill (P waves and noise, no QRS) for
-    10 s. Returns the signal and the time (s) the 4 s asystole criterion is met."""
+def asystole_signal(rng: np.random.Generator, sinus_s: float = 30.0,
+                    p_waves: bool = False) -> tuple[np.ndarray, float]:
+    """Sinus rhythm at 60-90 bpm, then 10 s of asystole: baseline wander and noise (not a flat
+    lead), with P waves going on when `p_waves` (ventricular standstill). Returns the signal
+    and the time (s) the 4 s asystole criterion is met."""
     hr = rng.uniform(60, 90)
     rrs = rng.normal(60 / hr, 0.02, int(sinus_s * hr / 60)).clip(0.5, 1.2)
-    x, peaks = synth_ecg(rrs, FS, rng, tail_s=10.0, p_waves_after=peaks_end(rrs) + 0.6)
+    x, peaks = synth_ecg(rrs, FS, rng, tail_s=10.0,
+                         p_waves_after=peaks_end(rrs) + 0.6 if p_waves else None)
     return x, float(peaks[-1]) + 4.0
 
 
@@ -290,12 +293,12 @@ def _service_lag() -> float:
 
 
 def asystole_trials(trials: int, scoring: Scoring | None, lag_s: float, chunk_s: float,
-                    batch_s: float, seed: int) -> dict[str, Any]:
-    """Sinus rhythm, then no QRS (P waves go on): delay from criterion to alarm, per trial."""
+                    batch_s: float, seed: int, p_waves: bool = False) -> dict[str, Any]:
+    """Sinus rhythm, then no QRS: delay from criterion to alarm, per trial."""
     rng = np.random.default_rng(seed)
     delays, truth_delays, false_alarms, missed = [], [], 0, 0
     for trial in range(trials):
-        x, crit = asystole_signal(rng)
+        x, crit = asystole_signal(rng, p_waves=p_waves)
         t0 = T0 + trial * 1000 + rng.uniform(0, chunk_s)  # random chunk phase
         replay = Replay("bench-asys", AlarmPolicy(), scoring, lag_s, chunk_s, batch_s)
         replay.run(x, FS, t0)
@@ -824,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
     report["tachy_time_to_alarm_s"] = tachy["max"]
     report["asystole"] = asys
     report["tachycardia"] = tachy
+    # ventricular standstill: P waves go on; does the detector tell them from QRS complexes?
+    report["standstill_with_p_waves"] = asystole_trials(a.trials, scoring, lag, a.chunk_s,
+                                                        batch, a.seed + 3, p_waves=True)
     log.info("asystole delay %s, tachy time to alarm %s (%.1f s)", asys, tachy,
              time.perf_counter() - t)
     if a.live:

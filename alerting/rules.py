@@ -56,7 +56,7 @@ class PolicyConfig:
     extreme_brady_bpm: float = 40.0
     extreme_tachy_bpm: float = 150.0
     hr_average_beats: int = 4  # heart rate = 60 / mean of the last N RR intervals
-    hr_confirm_beats: int = 3  # debounce: N consecutive beats past a limit raise
+    hr_confirm_beats: int = 2  # debounce: N consecutive beats past a limit raise
     hr_clear_beats: int = 3  # N consecutive beats back inside (with hysteresis) ...
     hr_clear_s: float = 10.0  # ... for at least this long clear a heart-rate alarm
     hr_hysteresis_bpm: float = 5.0
