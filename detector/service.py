@@ -37,6 +37,55 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 BURST = 1000  # messages handled between two ticks
 
 
+class _BufferedSocket:
+    """A socket whose recv() is served from 256 KiB reads.
+
+    paho reads each MQTT packet with three or more small recv() calls, and every call releases
+    and re-takes the GIL; with the worker thread busy, the network thread then waits for the GIL
+    after each one and cannot keep up with thousands of messages a second. Reading big blocks
+    cuts that to about one system call per message. `pending()` is what paho asks of TLS sockets
+    to learn that buffered bytes are waiting without select().
+    """
+
+    BLOCK = 256 * 1024
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        if self._pos >= len(self._data):
+            data = self._sock.recv(max(bufsize, self.BLOCK))
+            if len(data) <= bufsize:
+                return data
+            self._data, self._pos = data, 0
+        out = self._data[self._pos : self._pos + bufsize]
+        self._pos += len(out)
+        return out
+
+    def pending(self) -> int:
+        return len(self._data) - self._pos
+
+    def __getattr__(self, name: str) -> Any:  # send, fileno, close, setblocking, ...
+        return getattr(self._sock, name)
+
+
+class _Client(mqtt.Client):
+    """paho's client with a buffered socket (see `_BufferedSocket`) that parses every buffered
+    packet per wake-up instead of one (one GIL hand-over per block, not per message)."""
+
+    def _create_socket(self) -> Any:
+        return _BufferedSocket(super()._create_socket())
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == mqtt.MQTT_ERR_SUCCESS and isinstance(self._sock, _BufferedSocket) \
+                and self._sock.pending() > 0:
+            rc = super().loop_read(max_packets)
+        return rc
+
+
 class DetectorService:
     """The running detector; `start()`, then `stop()` (or `run_forever(stop_event)`)."""
 
@@ -83,7 +132,7 @@ class DetectorService:
 
     # ------------------------------------------------------------------ MQTT
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id)
+        c = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id)
         c.reconnect_delay_set(max(1, round(self.config.reconnect_min_s)),
                               max(1, round(self.config.reconnect_max_s)))
         c.max_queued_messages_set(100_000)
