@@ -56,9 +56,14 @@ FS = 360.0
 # ----------------------------------------------------------------------------- test signals
 
 
-def synth_ecg(rrs: np.ndarray, fs: float, rng: np.random.Generator, tail_s: float,
-              p_waves_after: float | None = None, p_rr: float = 0.9) -> tuple[np.ndarray,
-                                                                                np.ndarray]:
+def synth_ecg(
+    rrs: np.ndarray,
+    fs: float,
+    rng: np.random.Generator,
+    tail_s: float,
+    p_waves_after: float | None = None,
+    p_rr: float = 0.9,
+) -> tuple[np.ndarray, np.ndarray]:
     """A sum-of-Gaussians PQRST ECG (mV) with beats at the cumulative RR intervals, then
     `tail_s` seconds with no QRS. After `p_waves_after` s, P waves alone go on every `p_rr` s
     (ventricular standstill). Returns the signal and the R-peak times (s)."""
@@ -71,40 +76,52 @@ def synth_ecg(rrs: np.ndarray, fs: float, rng: np.random.Generator, tail_s: floa
     for i, r in enumerate(peaks):
         rr = rrs[i] if i < len(rrs) else rrs[-1]
         sq = math.sqrt(min(max(rr, 0.3), 1.5))
-        waves = ((-0.16 * sq, 0.12, 0.022), (-0.035, -0.12, 0.010), (0.0, 1.0, 0.011),
-                 (0.035, -0.25, 0.011), (0.27 * sq, 0.28, 0.045 * sq))
+        waves = (
+            (-0.16 * sq, 0.12, 0.022),
+            (-0.035, -0.12, 0.010),
+            (0.0, 1.0, 0.011),
+            (0.035, -0.25, 0.011),
+            (0.27 * sq, 0.28, 0.045 * sq),
+        )
         lo, hi = int((r - 0.35) * fs), int((r + 0.5) * fs)
-        seg = t[max(lo, 0):min(hi, n)]
+        seg = t[max(lo, 0) : min(hi, n)]
         for mu, a, w in waves:
-            x[max(lo, 0):min(hi, n)] += amp * a * np.exp(-0.5 * ((seg - r - mu) / w) ** 2)
+            x[max(lo, 0) : min(hi, n)] += amp * a * np.exp(-0.5 * ((seg - r - mu) / w) ** 2)
     if p_waves_after is not None:
         for p in np.arange(p_waves_after, t[-1] - 0.2, p_rr):
             lo, hi = int((p - 0.1) * fs), int((p + 0.1) * fs)
-            seg = t[max(lo, 0):min(hi, n)]
-            x[max(lo, 0):min(hi, n)] += amp * 0.12 * np.exp(-0.5 * ((seg - p) / 0.022) ** 2)
+            seg = t[max(lo, 0) : min(hi, n)]
+            x[max(lo, 0) : min(hi, n)] += amp * 0.12 * np.exp(-0.5 * ((seg - p) / 0.022) ** 2)
     return x, peaks
 
 
-def asystole_signal(rng: np.random.Generator, sinus_s: float = 30.0,
-                    p_waves: bool = False) -> tuple[np.ndarray, float]:
+def asystole_signal(
+    rng: np.random.Generator, sinus_s: float = 30.0, p_waves: bool = False
+) -> tuple[np.ndarray, float]:
     """Sinus rhythm at 60-90 bpm, then 10 s of asystole: baseline wander and noise (not a flat
     lead), with P waves going on when `p_waves` (ventricular standstill). Returns the signal
     and the time (s) the 4 s asystole criterion is met."""
     hr = rng.uniform(60, 90)
     rrs = rng.normal(60 / hr, 0.02, int(sinus_s * hr / 60)).clip(0.5, 1.2)
-    x, peaks = synth_ecg(rrs, FS, rng, tail_s=10.0,
-                         p_waves_after=peaks_end(rrs) + 0.6 if p_waves else None)
+    x, peaks = synth_ecg(
+        rrs, FS, rng, tail_s=10.0, p_waves_after=peaks_end(rrs) + 0.6 if p_waves else None
+    )
     return x, float(peaks[-1]) + 4.0
 
 
-def tachy_signal(rng: np.random.Generator, bpm: float = 160.0,
-                 sinus_s: float = 30.0) -> tuple[np.ndarray, float]:
+def tachy_signal(
+    rng: np.random.Generator, bpm: float = 160.0, sinus_s: float = 30.0
+) -> tuple[np.ndarray, float]:
     """Sinus rhythm at 65-85 bpm, then a sudden tachycardia at `bpm` for 20 s. Returns the
     signal and the onset (s): the R-peak of the first early beat."""
     hr = rng.uniform(65, 85)
     n1 = int(sinus_s * hr / 60)
-    rrs = np.concatenate([rng.normal(60 / hr, 0.02, n1).clip(0.55, 1.2),
-                          rng.normal(60 / bpm, 0.005, int(20 * bpm / 60))])
+    rrs = np.concatenate(
+        [
+            rng.normal(60 / hr, 0.02, n1).clip(0.55, 1.2),
+            rng.normal(60 / bpm, 0.005, int(20 * bpm / 60)),
+        ]
+    )
     x, peaks = synth_ecg(rrs, FS, rng, tail_s=1.0)
     return x, float(peaks[n1])
 
@@ -159,8 +176,16 @@ class Raised:
 class Replay:
     """One bed: chunks through the detector pipeline, beats and events into the policy."""
 
-    def __init__(self, bed: str, policy: AlarmPolicy, scoring: Scoring | None, lag_s: float,
-                 chunk_s: float, batch_delay_s: float, ack_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        bed: str,
+        policy: AlarmPolicy,
+        scoring: Scoring | None,
+        lag_s: float,
+        chunk_s: float,
+        batch_delay_s: float,
+        ack_after_s: float | None = None,
+    ) -> None:
         from detector.pipeline import Pipeline
 
         self.bed = bed
@@ -189,9 +214,10 @@ class Replay:
 
         step = max(1, int(round(self.chunk_s * fs)))
         for k, start in enumerate(range(0, x.size, step)):
-            part = x[start:start + step]
-            chunk = SampleChunk(k, start, t0 + start / fs, fs, 1.0, "mV", ("ECG",),
-                                part.reshape(-1, 1))
+            part = x[start : start + step]
+            chunk = SampleChunk(
+                k, start, t0 + start / fs, fs, 1.0, "mV", ("ECG",), part.reshape(-1, 1)
+            )
             t_end = t0 + (start + part.size) / fs
             wall0 = time.perf_counter()
             # the alerting service sees the samples first and ticks the bed's clock (once the
@@ -224,12 +250,20 @@ class Replay:
                 if self._asystole_at is not None and b.t < self._asystole_at:
                     self.premature_asystole += 1  # the beat was still in the detector
                 self._asystole_at = None
-                inp = BeatInput(self.bed, b.t, f"{self.bed}-{b.sample}", anomalous,
-                                rr_s=b.rr_s, hr_bpm=b.hr_bpm, score=score)
+                inp = BeatInput(
+                    self.bed,
+                    b.t,
+                    f"{self.bed}-{b.sample}",
+                    anomalous,
+                    rr_s=b.rr_s,
+                    hr_bpm=b.hr_bpm,
+                    score=score,
+                )
                 self._commit(self.policy.on_beat(inp), t_end, wall0, self.batch_delay_s)
 
-    def feed_reference(self, t: np.ndarray, anomalous: np.ndarray, duration_s: float,
-                       t0: float) -> None:
+    def feed_reference(
+        self, t: np.ndarray, anomalous: np.ndarray, duration_s: float, t0: float
+    ) -> None:
         """The reference annotations as beats (a perfect detector), ticking every chunk."""
         i, n = 0, len(t)
         prev: float | None = None
@@ -248,8 +282,9 @@ class Replay:
                 prev = bt
                 i += 1
 
-    def _commit(self, changes: list[AlarmChange], t_end: float, wall0: float,
-                extra_s: float) -> None:
+    def _commit(
+        self, changes: list[AlarmChange], t_end: float, wall0: float, extra_s: float
+    ) -> None:
         if not changes:
             return
         published = t_end + (time.perf_counter() - wall0) + extra_s
@@ -258,12 +293,21 @@ class Replay:
             before = self._state.get(alarm.id)
             self._state[alarm.id] = alarm.state
             announced = kind is ChangeKind.RAISED or (
-                before is AlarmState.LATCHED and alarm.state is AlarmState.ACTIVE)
+                before is AlarmState.LATCHED and alarm.state is AlarmState.ACTIVE
+            )
             if kind is ChangeKind.RAISED and alarm.type is AlarmType.ASYSTOLE:
                 self._asystole_at = alarm.started_at
             if kind is ChangeKind.RAISED:
-                self.raised.append(Raised(kind, alarm.type, alarm.priority, alarm.started_at,
-                                          published, dict(alarm.evidence)))
+                self.raised.append(
+                    Raised(
+                        kind,
+                        alarm.type,
+                        alarm.priority,
+                        alarm.started_at,
+                        published,
+                        dict(alarm.evidence),
+                    )
+                )
             elif announced:
                 self.reactivated += 1
             if announced and self.ack_after_s is not None:
@@ -292,8 +336,15 @@ def _service_lag() -> float:
     return float(BEAT_LAG_S)
 
 
-def asystole_trials(trials: int, scoring: Scoring | None, lag_s: float, chunk_s: float,
-                    batch_s: float, seed: int, p_waves: bool = False) -> dict[str, Any]:
+def asystole_trials(
+    trials: int,
+    scoring: Scoring | None,
+    lag_s: float,
+    chunk_s: float,
+    batch_s: float,
+    seed: int,
+    p_waves: bool = False,
+) -> dict[str, Any]:
     """Sinus rhythm, then no QRS: delay from criterion to alarm, per trial."""
     rng = np.random.default_rng(seed)
     delays, truth_delays, false_alarms, missed = [], [], 0, 0
@@ -316,7 +367,9 @@ def asystole_trials(trials: int, scoring: Scoring | None, lag_s: float, chunk_s:
         truth_delays.append(first.published_at - true_crit)
     return _summary(delays) | {
         "from_true_last_beat": _summary(truth_delays),
-        "trials": trials, "missed": missed, "false_asystole_alarms": false_alarms,
+        "trials": trials,
+        "missed": missed,
+        "false_asystole_alarms": false_alarms,
     }
 
 
@@ -324,8 +377,15 @@ def peaks_end(rrs: np.ndarray) -> float:
     return float(np.sum(rrs) + 0.5)
 
 
-def tachy_trials(trials: int, scoring: Scoring | None, lag_s: float, chunk_s: float,
-                 batch_s: float, seed: int, bpm: float = 160.0) -> dict[str, Any]:
+def tachy_trials(
+    trials: int,
+    scoring: Scoring | None,
+    lag_s: float,
+    chunk_s: float,
+    batch_s: float,
+    seed: int,
+    bpm: float = 160.0,
+) -> dict[str, Any]:
     """Sinus rhythm, then a sudden tachycardia: time from its first beat to the first alarm
     about it (tachy or extreme tachy), per trial."""
     rng = np.random.default_rng(seed)
@@ -336,8 +396,11 @@ def tachy_trials(trials: int, scoring: Scoring | None, lag_s: float, chunk_s: fl
         onset = t0 + start  # the first early beat
         replay = Replay("bench-tachy", AlarmPolicy(), scoring, lag_s, chunk_s, batch_s)
         replay.run(x, FS, t0)
-        hits = [r for r in replay.raised
-                if r.type in (AlarmType.TACHY, AlarmType.EXTREME_TACHY) and r.started_at >= onset]
+        hits = [
+            r
+            for r in replay.raised
+            if r.type in (AlarmType.TACHY, AlarmType.EXTREME_TACHY) and r.started_at >= onset
+        ]
         if not hits:
             missed += 1
             continue
@@ -345,7 +408,9 @@ def tachy_trials(trials: int, scoring: Scoring | None, lag_s: float, chunk_s: fl
         for r in hits:
             by_type.setdefault(r.type.value, []).append(r.published_at - onset)
     return _summary(times) | {
-        "bpm": bpm, "trials": trials, "missed": missed,
+        "bpm": bpm,
+        "trials": trials,
+        "missed": missed,
         "by_type": {k: _summary(v) for k, v in by_type.items()},
     }
 
@@ -354,8 +419,12 @@ def _summary(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"max": None, "mean": None, "min": None, "n": 0}
     a = np.asarray(values)
-    return {"max": round(float(a.max()), 3), "mean": round(float(a.mean()), 3),
-            "min": round(float(a.min()), 3), "n": int(a.size)}
+    return {
+        "max": round(float(a.max()), 3),
+        "mean": round(float(a.mean()), 3),
+        "min": round(float(a.min()), 3),
+        "n": int(a.size),
+    }
 
 
 # ----------------------------------------------------------------------------- MIT-BIH load
@@ -363,8 +432,15 @@ def _summary(values: list[float]) -> dict[str, Any]:
 VENTRICULAR_RHYTHMS = ("(VT", "(VFL", "(IVR")
 
 
-def record_load(name: str, data_dir: Path, scoring: Scoring | None, mode: str, lag_s: float,
-                chunk_s: float, ack_after_s: float | None = 30.0) -> dict[str, Any]:
+def record_load(
+    name: str,
+    data_dir: Path,
+    scoring: Scoring | None,
+    mode: str,
+    lag_s: float,
+    chunk_s: float,
+    ack_after_s: float | None = 30.0,
+) -> dict[str, Any]:
     """Alarms raised on one record, by priority and type, with a VT sanity check."""
     import wfdb
 
@@ -404,37 +480,55 @@ def record_load(name: str, data_dir: Path, scoring: Scoring | None, mode: str, l
     # only episodes long enough for the VT criterion (>= vt_min_beats beats)
     beat_t = rec.ann_samples / rec.fs if rec.ann_samples is not None else np.zeros(0)
     need = policy.config.vt_min_beats
-    episodes = [(a, b) for a, b in episodes
-                if np.count_nonzero((beat_t >= a) & (beat_t < b)) >= need]
+    episodes = [
+        (a, b) for a, b in episodes if np.count_nonzero((beat_t >= a) & (beat_t < b)) >= need
+    ]
     vt = [r.started_at - T0 for r in replay.raised if r.type is AlarmType.VTACH]
     vt_in = sum(any(a - 2 <= s <= b + 2 for a, b in episodes) for s in vt)
     # an episode is alarmed when a VT alarm is raised, or seen again, during it
-    vt_seen = [c.alarm.updated_at - T0 for c in replay.changes
-               if c.alarm.type is AlarmType.VTACH and c.kind in (ChangeKind.RAISED,
-                                                                 ChangeKind.UPDATED)]
+    vt_seen = [
+        c.alarm.updated_at - T0
+        for c in replay.changes
+        if c.alarm.type is AlarmType.VTACH and c.kind in (ChangeKind.RAISED, ChangeKind.UPDATED)
+    ]
     ep_hit = sum(any(a - 2 <= s <= b + 5 for s in vt_seen) for a, b in episodes)
     return {
-        "record": name, "hours": duration / 3600.0, "beats": replay.n_beats,
-        "anomalous": replay.n_anomalous, "by_priority": counts, "by_type": types,
+        "record": name,
+        "hours": duration / 3600.0,
+        "beats": replay.n_beats,
+        "anomalous": replay.n_anomalous,
+        "by_priority": counts,
+        "by_type": types,
         "reannounced": replay.reactivated,
         "premature_asystole": replay.premature_asystole,
-        "vtach_alarms": len(vt), "vtach_in_annotated_ventricular_rhythm": vt_in,
-        "ventricular_episodes": len(episodes), "ventricular_episodes_alarmed": ep_hit,
+        "vtach_alarms": len(vt),
+        "vtach_in_annotated_ventricular_rhythm": vt_in,
+        "ventricular_episodes": len(episodes),
+        "ventricular_episodes_alarmed": ep_hit,
         "beat_latency_s_max": round(max(replay.beat_latency), 3) if replay.beat_latency else None,
         "technical_events": len(replay.events),
     }
 
 
-def _load_worker(args: tuple[str, str, str | None, str, float, float, float | None]
-                 ) -> dict[str, Any]:
+def _load_worker(
+    args: tuple[str, str, str | None, str, float, float, float | None],
+) -> dict[str, Any]:
     name, data_dir, model_dir, mode, lag_s, chunk_s, ack_after_s = args
     scoring = load_scoring(Path(model_dir)) if mode == "detector" and model_dir else None
     return record_load(name, Path(data_dir), scoring, mode, lag_s, chunk_s, ack_after_s)
 
 
-def mitdb_load(records: list[str], data_dir: Path, scoring: Scoring | None, mode: str,
-               lag_s: float, chunk_s: float, jobs: int, ack_after_s: float | None,
-               progress: Callable[[str], None]) -> dict[str, Any]:
+def mitdb_load(
+    records: list[str],
+    data_dir: Path,
+    scoring: Scoring | None,
+    mode: str,
+    lag_s: float,
+    chunk_s: float,
+    jobs: int,
+    ack_after_s: float | None,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
     model_dir = scoring.model_dir if scoring else None
     work = [(r, str(data_dir), model_dir, mode, lag_s, chunk_s, ack_after_s) for r in records]
     results: list[dict[str, Any]] = []
@@ -451,8 +545,9 @@ def mitdb_load(records: list[str], data_dir: Path, scoring: Scoring | None, mode
             results.append(res)
             progress(f"{res['record']}: {res['by_priority']}")
     hours = sum(r["hours"] for r in results)
-    per_hour = {p.value: round(sum(r["by_priority"][p.value] for r in results) / hours, 3)
-                for p in Priority}
+    per_hour = {
+        p.value: round(sum(r["by_priority"][p.value] for r in results) / hours, 3) for p in Priority
+    }
     by_type: dict[str, int] = {}
     for r in results:
         for k, v in r["by_type"].items():
@@ -469,19 +564,27 @@ def mitdb_load(records: list[str], data_dir: Path, scoring: Scoring | None, mode
         "alarms_by_type": dict(sorted(by_type.items())),
         "vtach_alarms_in_annotated_ventricular_rhythm": (
             round(sum(r["vtach_in_annotated_ventricular_rhythm"] for r in results) / vt, 3)
-            if vt else None),
+            if vt
+            else None
+        ),
         "annotated_ventricular_episodes": eps,
         "annotated_ventricular_episodes_alarmed": (
-            round(sum(r["ventricular_episodes_alarmed"] for r in results) / eps, 3)
-            if eps else None),
+            round(sum(r["ventricular_episodes_alarmed"] for r in results) / eps, 3) if eps else None
+        ),
         "beat_latency_s_max": round(max(lat), 3) if lat else None,
         "per_record": results,
     }
 
 
-def lag_sweep(records: list[str], data_dir: Path, trials: int, seed: int,
-              grid: list[tuple[float, float]], batch_s: float,
-              progress: Callable[[str], None]) -> list[dict[str, Any]]:
+def lag_sweep(
+    records: list[str],
+    data_dir: Path,
+    trials: int,
+    seed: int,
+    grid: list[tuple[float, float]],
+    batch_s: float,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
     """Asystole delay against the policy clock's lag and the device chunk, and what a shorter
     lag costs: asystole alarms on MIT-BIH (detector beats; scores do not matter for asystole)
     and premature ones (raised while a beat before the criterion was still in the detector)."""
@@ -493,9 +596,14 @@ def lag_sweep(records: list[str], data_dir: Path, trials: int, seed: int,
             res = record_load(name, data_dir, None, "detector", lag_s, chunk_s, 30.0)
             n += res["by_type"].get("asystole", 0)
             premature += res["premature_asystole"]
-        row = {"chunk_s": chunk_s, "lag_s": lag_s, "asystole_delay_s": asys["max"],
-               "asystole_delay_mean_s": asys["mean"], "mitdb_asystole_alarms": n,
-               "mitdb_premature_asystole": premature}
+        row = {
+            "chunk_s": chunk_s,
+            "lag_s": lag_s,
+            "asystole_delay_s": asys["max"],
+            "asystole_delay_mean_s": asys["mean"],
+            "mitdb_asystole_alarms": n,
+            "mitdb_premature_asystole": premature,
+        }
         progress(f"lag sweep {row}")
         rows.append(row)
     return rows
@@ -504,9 +612,16 @@ def lag_sweep(records: list[str], data_dir: Path, trials: int, seed: int,
 # ----------------------------------------------------------------------------- dashboard
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 _OBSERVE_JS = """(bed) => {
     window.__bench = [];
     const el = document.querySelector(`.tile[data-bed="${bed}"] .hr`);
@@ -532,8 +647,9 @@ def _start_mosquitto(folder: Path) -> tuple[Any, int]:
     port = _free_port()
     conf = folder / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -565,15 +681,23 @@ def measure_dashboard_latency(trials: int = 20, seed: int = 7) -> dict[str, Any]
     token, ward, bed = "bench-token-0123456789", "bench-ward", "7"
     with tempfile.TemporaryDirectory() as tmp:
         broker, port = _start_mosquitto(Path(tmp))
-        config = AlertingConfig(mqtt_port=port, ward=ward, http_port=0, token=token,
-                                db_path=str(Path(tmp) / "alarms.db"))
+        config = AlertingConfig(
+            mqtt_port=port,
+            ward=ward,
+            http_port=0,
+            token=token,
+            db_path=str(Path(tmp) / "alarms.db"),
+        )
         service = AlertingService(config)
         thread = threading.Thread(target=lambda: asyncio.run(service.run()), daemon=True)
         thread.start()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-detector")
         try:
-            if not service.ready.wait(15) or service.mqtt is None or \
-                    not service.mqtt.connected.wait(10):
+            if (
+                not service.ready.wait(15)
+                or service.mqtt is None
+                or not service.mqtt.connected.wait(10)
+            ):
                 raise RuntimeError("alerting service did not start")
             client.connect("127.0.0.1", port)
             client.loop_start()
@@ -585,8 +709,17 @@ def measure_dashboard_latency(trials: int = 20, seed: int = 7) -> dict[str, Any]
                 sample += 360
                 # rr_s None (as after a gap): the tile then shows this beat's own heart rate,
                 # not an average over beats, so each probe beat changes the page visibly
-                beat = protocol.BeatResult(bed, sample, time.time(), None, float(hr), 0.2,
-                                           1.0, False, f"{ward}:{bed}:{sample}")
+                beat = protocol.BeatResult(
+                    bed,
+                    sample,
+                    time.time(),
+                    None,
+                    float(hr),
+                    0.2,
+                    1.0,
+                    False,
+                    f"{ward}:{bed}:{sample}",
+                )
                 t = time.time()
                 client.publish(topic, protocol.encode_beats([beat]), qos=1).wait_for_publish(5)
                 return t
@@ -599,15 +732,17 @@ def measure_dashboard_latency(trials: int = 20, seed: int = 7) -> dict[str, Any]
                 publish(60)
                 page.wait_for_selector(f'.tile[data-bed="{bed}"] .hr', timeout=15000)
                 page.wait_for_function(
-                    f"document.querySelector('.tile[data-bed=\"{bed}\"] .hr').textContent"
-                    " === '60'", timeout=15000)
+                    f"document.querySelector('.tile[data-bed=\"{bed}\"] .hr').textContent === '60'",
+                    timeout=15000,
+                )
                 page.evaluate(_OBSERVE_JS, bed)
                 latencies = []
                 for k in range(trials):
                     hr = 61 + k % 50  # a new value each time, so each beat changes the page
                     sent = publish(hr)
                     page.wait_for_function(
-                        f"window.__bench.some(e => e[0] === '{hr}')", timeout=10000)
+                        f"window.__bench.some(e => e[0] === '{hr}')", timeout=10000
+                    )
                     seen = [e[1] for e in page.evaluate("window.__bench") if e[0] == str(hr)]
                     latencies.append(seen[0] - sent)
                     page.evaluate("window.__bench.length = 0")
@@ -619,8 +754,11 @@ def measure_dashboard_latency(trials: int = 20, seed: int = 7) -> dict[str, Any]
             thread.join(15)
             broker.terminate()
             broker.wait(timeout=5)
-    return _summary(latencies) | {"trials": trials, "batch_s": config.batch_s,
-                                  "path": "mqtt -> alerting service -> websocket -> chromium DOM"}
+    return _summary(latencies) | {
+        "trials": trials,
+        "batch_s": config.batch_s,
+        "path": "mqtt -> alerting service -> websocket -> chromium DOM",
+    }
 
 
 # ----------------------------------------------------------------------------- live path
@@ -669,16 +807,35 @@ def measure_live(trials: int, chunk_s: float, seed: int, model_dir: Path | None)
         broker, port = _start_mosquitto(Path(tmp))
         http_port = _free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        cmd = [sys.executable, "-m", "detector", "--host", "127.0.0.1", "--port", str(port),
-               "--ward", ward, "--http-host", "127.0.0.1", "--http-port", str(http_port),
-               "--client-id", "bench-detector"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "detector",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ward",
+            ward,
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            str(http_port),
+            "--client-id",
+            "bench-detector",
+        ]
         if model_dir:
             cmd += ["--model-dir", str(model_dir)]
-        detector = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-        config = AlertingConfig(mqtt_port=port, ward=ward, http_port=0,
-                                token="bench-token-0123456789",
-                                db_path=str(Path(tmp) / "alarms.db"))
+        detector = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        config = AlertingConfig(
+            mqtt_port=port,
+            ward=ward,
+            http_port=0,
+            token="bench-token-0123456789",
+            db_path=str(Path(tmp) / "alarms.db"),
+        )
         service = AlertingService(config)
         thread = threading.Thread(target=lambda: asyncio.run(service.run()), daemon=True)
         thread.start()
@@ -688,8 +845,9 @@ def measure_live(trials: int, chunk_s: float, seed: int, model_dir: Path | None)
             deadline = time.monotonic() + 60
             while True:  # the detector is up once its health check answers
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz",
-                                                timeout=1) as r:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{http_port}/healthz", timeout=1
+                    ) as r:
                         if r.status == 200:
                             break
                 except OSError:
@@ -697,8 +855,11 @@ def measure_live(trials: int, chunk_s: float, seed: int, model_dir: Path | None)
                 if detector.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the detector service did not start")
                 time.sleep(0.2)
-            if not service.ready.wait(15) or service.mqtt is None or \
-                    not service.mqtt.connected.wait(10):
+            if (
+                not service.ready.wait(15)
+                or service.mqtt is None
+                or not service.mqtt.connected.wait(10)
+            ):
                 raise RuntimeError("alerting service did not start")
             sub.on_message = on_message
             sub.connect("127.0.0.1", port)
@@ -709,8 +870,12 @@ def measure_live(trials: int, chunk_s: float, seed: int, model_dir: Path | None)
             dev.loop_start()
             for bed in beds:
                 status = protocol.Status("online", time.time(), "bench")
-                dev.publish(topics.topic(ward, bed, "status"), protocol.encode_status(status),
-                            qos=1, retain=False)
+                dev.publish(
+                    topics.topic(ward, bed, "status"),
+                    protocol.encode_status(status),
+                    qos=1,
+                    retain=False,
+                )
             time.sleep(0.5)
             step = int(round(chunk_s * FS))
             t0 = time.time() + 0.5
@@ -720,14 +885,14 @@ def measure_live(trials: int, chunk_s: float, seed: int, model_dir: Path | None)
                 if pause > 0:
                     time.sleep(pause)  # a chunk leaves the device once its last sample exists
                 for bed, b in beds.items():
-                    part = b["x"][start:start + step]
+                    part = b["x"][start : start + step]
                     if part.size == 0:
                         continue
                     raw = np.round(part * 200).astype(np.int16)[:, None]
-                    chunk = protocol.SampleChunk(k, start, t0 + start / FS, FS, 200.0, "mV",
-                                                 ("MLII",), raw)
-                    dev.publish(topics.topic(ward, bed, "samples"),
-                                protocol.encode_samples(chunk))
+                    chunk = protocol.SampleChunk(
+                        k, start, t0 + start / FS, FS, 200.0, "mV", ("MLII",), raw
+                    )
+                    dev.publish(topics.topic(ward, bed, "samples"), protocol.encode_samples(chunk))
             time.sleep(3.0)
         finally:
             for client in (sub, dev):
@@ -755,39 +920,74 @@ def measure_live(trials: int, chunk_s: float, seed: int, model_dir: Path | None)
         (asys if b["kind"] == "asystole" else tachy).append(hits[0][0] - mark)
     log.debug("live alarms: %s", [(round(r[0] - t0, 2), *r[1:]) for r in received])
     log.debug("live events: %s", [(round(e[0] - t0, 2), *e[1:]) for e in events])
-    return {"asystole_delay_s": _summary(asys), "tachy_time_to_alarm_s": _summary(tachy),
-            "trials": trials, "missed": missed, "early_asystole": early, "chunk_s": chunk_s,
-            "path": "devices -> mosquitto -> detector service -> alerting service -> alarm "
-                    "topic (wall clock)"}
+    return {
+        "asystole_delay_s": _summary(asys),
+        "tachy_time_to_alarm_s": _summary(tachy),
+        "trials": trials,
+        "missed": missed,
+        "early_asystole": early,
+        "chunk_s": chunk_s,
+        "path": "devices -> mosquitto -> detector service -> alerting service -> alarm "
+        "topic (wall clock)",
+    }
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m alerting.bench_alarms", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m alerting.bench_alarms",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data-dir", default=None, help="MIT-BIH folder (default: resolved)")
     p.add_argument("--records", nargs="*", default=None, help="records (default: all 48)")
     p.add_argument("--model-dir", default=None, help="detector model folder")
-    p.add_argument("--beats", choices=("auto", "detector", "reference"), default="auto",
-                   help="beats for the MIT-BIH load: the detector, or the reference annotations")
+    p.add_argument(
+        "--beats",
+        choices=("auto", "detector", "reference"),
+        default="auto",
+        help="beats for the MIT-BIH load: the detector, or the reference annotations",
+    )
     p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--chunk-s", type=float, default=_streamer_chunk(),
-                   help="device chunk (default: the streamer's)")
-    p.add_argument("--lag-s", type=float, default=None,
-                   help="policy clock lag behind the samples (default: the service's)")
+    p.add_argument(
+        "--chunk-s",
+        type=float,
+        default=_streamer_chunk(),
+        help="device chunk (default: the streamer's)",
+    )
+    p.add_argument(
+        "--lag-s",
+        type=float,
+        default=None,
+        help="policy clock lag behind the samples (default: the service's)",
+    )
     p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--ack-after-s", type=float, default=30.0,
-                   help="a simulated nurse acknowledges each alarm this long after it sounds")
+    p.add_argument(
+        "--ack-after-s",
+        type=float,
+        default=30.0,
+        help="a simulated nurse acknowledges each alarm this long after it sounds",
+    )
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--dashboard", action="store_true",
-                   help="also measure dashboard latency (broker, service, chromium)")
+    p.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="also measure dashboard latency (broker, service, chromium)",
+    )
     p.add_argument("--skip-load", action="store_true", help="timing only, no MIT-BIH load")
-    p.add_argument("--no-live", dest="live", action="store_false",
-                   help="skip the live run (broker, detector and alerting services, wall clock)")
-    p.add_argument("--lag-sweep", action="store_true",
-                   help="also sweep the policy lag and chunk size (asystole delay vs. MIT-BIH)")
+    p.add_argument(
+        "--no-live",
+        dest="live",
+        action="store_false",
+        help="skip the live run (broker, detector and alerting services, wall clock)",
+    )
+    p.add_argument(
+        "--lag-sweep",
+        action="store_true",
+        help="also sweep the policy lag and chunk size (asystole delay vs. MIT-BIH)",
+    )
     p.add_argument("--out", default=str(ROOT / "reports" / "alarms.json"))
     a = p.parse_args(argv)
     if a.trials < 1:
@@ -812,13 +1012,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     batch = _detector_batch_delay()
     report: dict[str, Any] = {
-        "asystole_delay_s": None, "tachy_time_to_alarm_s": None, "dashboard_latency_s": None,
+        "asystole_delay_s": None,
+        "tachy_time_to_alarm_s": None,
+        "dashboard_latency_s": None,
         "alarms_per_bed_hour": None,
-        "settings": {"chunk_s": a.chunk_s, "policy_lag_s": lag, "detector_batch_s": batch,
-                     "trials": a.trials, "seed": a.seed, "scorer": scoring.model_dir
-                     if scoring else None, "load_beats": mode,
-                     "command": "python -m alerting.bench_alarms " + " ".join(
-                         argv if argv is not None else sys.argv[1:])},
+        "settings": {
+            "chunk_s": a.chunk_s,
+            "policy_lag_s": lag,
+            "detector_batch_s": batch,
+            "trials": a.trials,
+            "seed": a.seed,
+            "scorer": scoring.model_dir if scoring else None,
+            "load_beats": mode,
+            "command": "python -m alerting.bench_alarms "
+            + " ".join(argv if argv is not None else sys.argv[1:]),
+        },
     }
     t = time.perf_counter()
     asys = asystole_trials(a.trials, scoring, lag, a.chunk_s, batch, a.seed)
@@ -828,18 +1036,23 @@ def main(argv: list[str] | None = None) -> int:
     report["asystole"] = asys
     report["tachycardia"] = tachy
     # ventricular standstill: P waves go on; does the detector tell them from QRS complexes?
-    report["standstill_with_p_waves"] = asystole_trials(a.trials, scoring, lag, a.chunk_s,
-                                                        batch, a.seed + 3, p_waves=True)
-    log.info("asystole delay %s, tachy time to alarm %s (%.1f s)", asys, tachy,
-             time.perf_counter() - t)
+    report["standstill_with_p_waves"] = asystole_trials(
+        a.trials, scoring, lag, a.chunk_s, batch, a.seed + 3, p_waves=True
+    )
+    log.info(
+        "asystole delay %s, tachy time to alarm %s (%.1f s)", asys, tachy, time.perf_counter() - t
+    )
     if a.live:
         try:
-            live = measure_live(a.trials, a.chunk_s, a.seed + 2,
-                                Path(a.model_dir) if a.model_dir else None)
+            live = measure_live(
+                a.trials, a.chunk_s, a.seed + 2, Path(a.model_dir) if a.model_dir else None
+            )
             report["live"] = live
             log.info("live path: %s", live)
-            for key, part in (("asystole_delay_s", "asystole_delay_s"),
-                              ("tachy_time_to_alarm_s", "tachy_time_to_alarm_s")):
+            for key, part in (
+                ("asystole_delay_s", "asystole_delay_s"),
+                ("tachy_time_to_alarm_s", "tachy_time_to_alarm_s"),
+            ):
                 worst = live[part]["max"]
                 if worst is not None and (report[key] is None or worst > report[key]):
                     report[key] = worst  # the headline is the worst of both runs
@@ -858,22 +1071,53 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = resolve_data_dir(a.data_dir)
         records = a.records or annotated_records(data_dir)
         t = time.perf_counter()
-        load = mitdb_load(records, data_dir, scoring if mode == "detector" else None, mode,
-                          lag, a.chunk_s, a.jobs, a.ack_after_s, log.info)
+        load = mitdb_load(
+            records,
+            data_dir,
+            scoring if mode == "detector" else None,
+            mode,
+            lag,
+            a.chunk_s,
+            a.jobs,
+            a.ack_after_s,
+            log.info,
+        )
         report["alarms_per_bed_hour"] = load.pop("alarms_per_bed_hour")
         report["load"] = load
-        log.info("alarm load %s over %s bed-hours (%.0f s)", report["alarms_per_bed_hour"],
-                 load["bed_hours"], time.perf_counter() - t)
+        log.info(
+            "alarm load %s over %s bed-hours (%.0f s)",
+            report["alarms_per_bed_hour"],
+            load["bed_hours"],
+            time.perf_counter() - t,
+        )
     if a.lag_sweep:
         data_dir = resolve_data_dir(a.data_dir)
         grid = [(c, g) for c in (0.5, 0.25) for g in sorted({lag, 1.0, 0.6, 0.45}, reverse=True)]
-        report["lag_sweep"] = lag_sweep(a.records or annotated_records(data_dir), data_dir,
-                                        a.trials, a.seed, grid, batch, log.info)
+        report["lag_sweep"] = lag_sweep(
+            a.records or annotated_records(data_dir),
+            data_dir,
+            a.trials,
+            a.seed,
+            grid,
+            batch,
+            log.info,
+        )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("asystole_delay_s", "tachy_time_to_alarm_s",
-                                             "dashboard_latency_s", "alarms_per_bed_hour")}))
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in (
+                    "asystole_delay_s",
+                    "tachy_time_to_alarm_s",
+                    "dashboard_latency_s",
+                    "alarms_per_bed_hour",
+                )
+            }
+        )
+    )
     return 0
 
 

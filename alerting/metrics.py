@@ -17,36 +17,52 @@ class AlertingMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.raised = Counter(
-            "ecg_alarms_raised_total", "Alarms raised, by type and priority.",
-            ["type", "priority"], registry=registry,
+            "ecg_alarms_raised_total",
+            "Alarms raised, by type and priority.",
+            ["type", "priority"],
+            registry=registry,
         )
         self.transitions = Counter(
-            "ecg_alarm_changes_total", "Alarm changes by kind (raised, escalated, ended, ...).",
-            ["kind", "priority"], registry=registry,
+            "ecg_alarm_changes_total",
+            "Alarm changes by kind (raised, escalated, ended, ...).",
+            ["kind", "priority"],
+            registry=registry,
         )
         self.active = Gauge(
-            "ecg_alarms_active", "Open alarms (active, acknowledged or latched), by priority.",
-            ["priority"], registry=registry,
+            "ecg_alarms_active",
+            "Open alarms (active, acknowledged or latched), by priority.",
+            ["priority"],
+            registry=registry,
         )
         self.time_to_ack = Histogram(
             "ecg_alarm_time_to_acknowledge_seconds",
             "Seconds from an alarm's start to its acknowledgement.",
-            ["priority"], buckets=ACK_BUCKETS, registry=registry,
+            ["priority"],
+            buckets=ACK_BUCKETS,
+            registry=registry,
         )
         self.bed_heart_rate = Gauge(
-            "ecg_bed_heart_rate_bpm", "Current heart rate of each bed.", ["bed"],
+            "ecg_bed_heart_rate_bpm",
+            "Current heart rate of each bed.",
+            ["bed"],
             registry=registry,
         )
         self.bed_beats = Counter(
-            "ecg_bed_beats_total", "Beats received per bed.", ["bed"], registry=registry,
+            "ecg_bed_beats_total",
+            "Beats received per bed.",
+            ["bed"],
+            registry=registry,
         )
         self.bed_anomalous = Counter(
-            "ecg_bed_anomalous_beats_total", "Anomalous beats received per bed.", ["bed"],
+            "ecg_bed_anomalous_beats_total",
+            "Anomalous beats received per bed.",
+            ["bed"],
             registry=registry,
         )
         self.dropped = Counter(
             "ecg_alerting_dropped_messages_total",
-            "Malformed or unusable input messages dropped, by reason.", ["reason"],
+            "Malformed or unusable input messages dropped, by reason.",
+            ["reason"],
             registry=registry,
         )
         self._open: dict[str, Priority] = {}

@@ -38,9 +38,14 @@ __all__ = ["AlarmPolicy", "BedLimits", "PolicyConfig"]
 
 # Conditions that are states (not one-off events): re-raised when a higher alarm that
 # suppressed them ends while they are still present.
-_STATEFUL = frozenset({
-    AlarmType.TACHY, AlarmType.BRADY, AlarmType.FREQUENT_ANOMALIES, AlarmType.ANOMALY_TREND,
-})
+_STATEFUL = frozenset(
+    {
+        AlarmType.TACHY,
+        AlarmType.BRADY,
+        AlarmType.FREQUENT_ANOMALIES,
+        AlarmType.ANOMALY_TREND,
+    }
+)
 # Restored technical alarms that a beat proves over (a beat needs a connected, live lead).
 _BEAT_CLEARS = frozenset({AlarmType.LEAD_OFF, AlarmType.SIGNAL_LOST, AlarmType.DEVICE_OFFLINE})
 _CONDITION_PRESENT = (AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED)
@@ -146,11 +151,16 @@ class AlarmPolicy:
         alarm = self._open.get(alarm_id)
         if alarm is None or alarm.state not in _UNACKNOWLEDGED:
             return []
-        ack: dict[str, Any] = {"acknowledged_at": now, "acknowledged_by": by, "updated_at": now,
-                               "silenced_until": None}
+        ack: dict[str, Any] = {
+            "acknowledged_at": now,
+            "acknowledged_by": by,
+            "updated_at": now,
+            "silenced_until": None,
+        }
         if alarm.state is AlarmState.LATCHED:
-            done = alarm.evolve(state=AlarmState.ENDED, ended_at=now,
-                                end_reason="acknowledged", **ack)
+            done = alarm.evolve(
+                state=AlarmState.ENDED, ended_at=now, end_reason="acknowledged", **ack
+            )
             self._forget(done)
             return [AlarmChange(ChangeKind.ACKNOWLEDGED, done)]
         acked = alarm.evolve(state=AlarmState.ACKNOWLEDGED, **ack)
@@ -168,8 +178,9 @@ class AlarmPolicy:
         out = []
         for alarm in self._bed_alarms(bed):
             if alarm.state in _UNACKNOWLEDGED:
-                out.append(self._update(alarm, ChangeKind.SILENCED, silenced_until=until,
-                                        updated_at=now))
+                out.append(
+                    self._update(alarm, ChangeKind.SILENCED, silenced_until=until, updated_at=now)
+                )
         return out
 
     def set_limits(self, bed: str, limits: BedLimits) -> None:
@@ -204,8 +215,10 @@ class AlarmPolicy:
     def active(self, bed: str | None = None) -> list[Alarm]:
         """Open alarms (active, acknowledged or latched), most urgent first."""
         alarms = [a for a in self._open.values() if bed is None or a.bed == bed]
-        return sorted(alarms, key=lambda a: (-a.priority.rank, a.priority is Priority.TECHNICAL,
-                                             a.started_at, a.id))
+        return sorted(
+            alarms,
+            key=lambda a: (-a.priority.rank, a.priority is Priority.TECHNICAL, a.started_at, a.id),
+        )
 
     def get(self, alarm_id: str) -> Alarm | None:
         return self._open.get(alarm_id)
@@ -242,8 +255,9 @@ class AlarmPolicy:
                 out += self._end_condition(self._open[aid], s)
         return out
 
-    def _raise(self, bed: str, type_: AlarmType, t: float, evidence: dict[str, Any],
-               now: float) -> list[AlarmChange]:
+    def _raise(
+        self, bed: str, type_: AlarmType, t: float, evidence: dict[str, Any], now: float
+    ) -> list[AlarmChange]:
         for other in self._bed_alarms(bed):
             if other.state in _CONDITION_PRESENT and _outranks(other.type, type_):
                 return []  # chained: the higher alarm already covers it
@@ -268,8 +282,16 @@ class AlarmPolicy:
         evidence["occurrences"] = int(evidence.get("occurrences", 1)) + 1
         evidence["last"] = {**s.evidence, "t": s.t}
         if alarm.state is AlarmState.LATCHED:
-            out = [self._update(alarm, ChangeKind.UPDATED, state=AlarmState.ACTIVE,
-                                cleared_at=None, evidence=evidence, updated_at=s.t)]
+            out = [
+                self._update(
+                    alarm,
+                    ChangeKind.UPDATED,
+                    state=AlarmState.ACTIVE,
+                    cleared_at=None,
+                    evidence=evidence,
+                    updated_at=s.t,
+                )
+            ]
             for other in self._bed_alarms(alarm.bed):  # its cause is back: chain again
                 if other.state in _CONDITION_PRESENT and _outranks(alarm.type, other.type):
                     out += self._suppress(other, s.t, alarm.type)
@@ -281,17 +303,36 @@ class AlarmPolicy:
         if alarm.state is AlarmState.LATCHED:
             return []
         if alarm.type.latching and alarm.state is AlarmState.ACTIVE:
-            out = [self._update(alarm, ChangeKind.LATCHED, state=AlarmState.LATCHED,
-                                cleared_at=s.t, updated_at=s.t)]
+            out = [
+                self._update(
+                    alarm,
+                    ChangeKind.LATCHED,
+                    state=AlarmState.LATCHED,
+                    cleared_at=s.t,
+                    updated_at=s.t,
+                )
+            ]
         else:
             out = self._close(alarm, s.t, "cleared", {})
         return out + self._reraise(alarm.bed, s.t)
 
-    def _close(self, alarm: Alarm, t: float, reason: str, extra: dict[str, Any],
-               kind: ChangeKind = ChangeKind.ENDED) -> list[AlarmChange]:
+    def _close(
+        self,
+        alarm: Alarm,
+        t: float,
+        reason: str,
+        extra: dict[str, Any],
+        kind: ChangeKind = ChangeKind.ENDED,
+    ) -> list[AlarmChange]:
         evidence = {**alarm.evidence, **extra} if extra else alarm.evidence
-        done = alarm.evolve(state=AlarmState.ENDED, ended_at=t, cleared_at=alarm.cleared_at or t,
-                            end_reason=reason, updated_at=t, evidence=evidence)
+        done = alarm.evolve(
+            state=AlarmState.ENDED,
+            ended_at=t,
+            cleared_at=alarm.cleared_at or t,
+            end_reason=reason,
+            updated_at=t,
+            evidence=evidence,
+        )
         self._forget(done)
         return [AlarmChange(kind, done)]
 
@@ -300,10 +341,19 @@ class AlarmPolicy:
         self._unconfirmed.pop(alarm.id, None)
         if alarm.type.latching and alarm.state is AlarmState.ACTIVE:
             ev = {**alarm.evidence, "suppressed_by": by.value}
-            return [self._update(alarm, ChangeKind.LATCHED, state=AlarmState.LATCHED,
-                                 cleared_at=t, updated_at=t, evidence=ev)]
-        return self._close(alarm, t, "suppressed", {"suppressed_by": by.value},
-                           kind=ChangeKind.SUPPRESSED)
+            return [
+                self._update(
+                    alarm,
+                    ChangeKind.LATCHED,
+                    state=AlarmState.LATCHED,
+                    cleared_at=t,
+                    updated_at=t,
+                    evidence=ev,
+                )
+            ]
+        return self._close(
+            alarm, t, "suppressed", {"suppressed_by": by.value}, kind=ChangeKind.SUPPRESSED
+        )
 
     def _reraise(self, bed: str, now: float) -> list[AlarmChange]:
         """Conditions still present that a now-gone higher alarm was suppressing are raised."""
@@ -313,8 +363,7 @@ class AlarmPolicy:
         out: list[AlarmChange] = []
         for type_ in sorted(rules.present & _STATEFUL, key=lambda x: -x.priority.rank):
             if (bed, type_) not in self._index:
-                out += self._raise(bed, type_, now, {"hr_bpm": rules.hr_bpm, "resumed": True},
-                                   now)
+                out += self._raise(bed, type_, now, {"hr_bpm": rules.hr_bpm, "resumed": True}, now)
         return out
 
     def _confirm_window(self, bed: str, now: float) -> list[AlarmChange]:
@@ -336,8 +385,15 @@ class AlarmPolicy:
             if alarm.priority is Priority.TECHNICAL:
                 self._technical.get(bed, set()).discard(alarm.type)
             if alarm.type.latching and alarm.state is AlarmState.ACTIVE:
-                out.append(self._update(alarm, ChangeKind.LATCHED, state=AlarmState.LATCHED,
-                                        cleared_at=now, updated_at=now))
+                out.append(
+                    self._update(
+                        alarm,
+                        ChangeKind.LATCHED,
+                        state=AlarmState.LATCHED,
+                        cleared_at=now,
+                        updated_at=now,
+                    )
+                )
             else:
                 out += self._close(alarm, now, "cleared", {"not_seen_after_restart": True})
         return out
@@ -352,14 +408,26 @@ class AlarmPolicy:
                 continue
             silenced = alarm.silenced_until is not None
             if silenced and now >= alarm.silenced_until:
-                change = self._update(alarm, ChangeKind.REALARMED, silenced_until=None,
-                                      updated_at=now)
+                change = self._update(
+                    alarm, ChangeKind.REALARMED, silenced_until=None, updated_at=now
+                )
                 out.append(change)
                 alarm, silenced = change.alarm, False
-            if (not silenced and not alarm.escalated and alarm.priority is not Priority.LOW
-                    and now - alarm.started_at >= self.config.escalate_after_s):
-                out.append(self._update(alarm, ChangeKind.ESCALATED, escalated=True,
-                                        escalated_at=now, updated_at=now))
+            if (
+                not silenced
+                and not alarm.escalated
+                and alarm.priority is not Priority.LOW
+                and now - alarm.started_at >= self.config.escalate_after_s
+            ):
+                out.append(
+                    self._update(
+                        alarm,
+                        ChangeKind.ESCALATED,
+                        escalated=True,
+                        escalated_at=now,
+                        updated_at=now,
+                    )
+                )
         return out
 
     def _update(self, alarm: Alarm, kind: ChangeKind, **changes: Any) -> AlarmChange:

@@ -32,9 +32,7 @@ class BedLimits:
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: must be a positive number, got {v!r}")
         if self.low_bpm >= self.high_bpm:
-            raise ValueError(
-                f"low_bpm: must be below high_bpm ({self.low_bpm} >= {self.high_bpm})"
-            )
+            raise ValueError(f"low_bpm: must be below high_bpm ({self.low_bpm} >= {self.high_bpm})")
 
     def to_dict(self) -> dict[str, float]:
         return {
@@ -74,9 +72,18 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         positive = (
-            "asystole_s", "pause_s", "vt_min_rate_bpm", "extreme_brady_bpm",
-            "extreme_tachy_bpm", "frequent_window_s", "trend_window_s", "trend_baseline_s",
-            "trend_factor", "trend_min_per_min", "escalate_after_s", "silence_s",
+            "asystole_s",
+            "pause_s",
+            "vt_min_rate_bpm",
+            "extreme_brady_bpm",
+            "extreme_tachy_bpm",
+            "frequent_window_s",
+            "trend_window_s",
+            "trend_baseline_s",
+            "trend_factor",
+            "trend_min_per_min",
+            "escalate_after_s",
+            "silence_s",
         )
         for name in positive:
             v = getattr(self, name)
@@ -87,8 +94,13 @@ class PolicyConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}: must be a number >= 0, got {v!r}")
-        counts = ("vt_min_beats", "run_min_beats", "hr_average_beats", "hr_confirm_beats",
-                  "hr_clear_beats")
+        counts = (
+            "vt_min_beats",
+            "run_min_beats",
+            "hr_average_beats",
+            "hr_confirm_beats",
+            "hr_clear_beats",
+        )
         for name in counts:
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
@@ -138,9 +150,7 @@ class BedRules:
         self._last_beat_t: float | None = None
         self._ref_t: float | None = None  # start of the current "no beat" interval
         self._rr: deque[float] = deque(maxlen=config.hr_average_beats)
-        self._recent: deque[tuple[str, float, float | None]] = deque(
-            maxlen=config.hr_confirm_beats
-        )
+        self._recent: deque[tuple[str, float, float | None]] = deque(maxlen=config.hr_confirm_beats)
         self._streak: list[tuple[str, float, float | None]] = []
         self._anomaly_times: list[float] = []
         self._anomaly_head = 0
@@ -161,17 +171,17 @@ class BedRules:
         out += self._gap_criteria(t, beat)
         self._last_beat_t = t
         self._ref_t = t
-        rr = beat.rr_s if beat.rr_s is not None else (
-            60.0 / beat.hr_bpm if beat.hr_bpm is not None else None
+        rr = (
+            beat.rr_s
+            if beat.rr_s is not None
+            else (60.0 / beat.hr_bpm if beat.hr_bpm is not None else None)
         )
         if rr is None:
             self._rr.clear()
         else:
             self._rr.append(rr)
         self.hr_bpm = (
-            60.0 / (sum(self._rr) / len(self._rr))
-            if len(self._rr) == self._rr.maxlen
-            else None
+            60.0 / (sum(self._rr) / len(self._rr)) if len(self._rr) == self._rr.maxlen else None
         )
         self._recent.append((beat.beat_id, t, beat.score))
         out += self._hr_criteria(t)
@@ -192,14 +202,29 @@ class BedRules:
         out += self._expire_holds(now)
         silent = now - self._ref_t
         c = self.config
-        if silent >= c.pause_s and AlarmType.PAUSE not in self.present and \
-                AlarmType.ASYSTOLE not in self.present:
-            out.append(self._set(AlarmType.PAUSE, True, self._ref_t + c.pause_s,
-                                 self._gap_evidence(self._ref_t + c.pause_s)))
+        if (
+            silent >= c.pause_s
+            and AlarmType.PAUSE not in self.present
+            and AlarmType.ASYSTOLE not in self.present
+        ):
+            out.append(
+                self._set(
+                    AlarmType.PAUSE,
+                    True,
+                    self._ref_t + c.pause_s,
+                    self._gap_evidence(self._ref_t + c.pause_s),
+                )
+            )
             self._hold_until[AlarmType.PAUSE] = math.inf  # held until a beat comes
         if silent >= c.asystole_s and AlarmType.ASYSTOLE not in self.present:
-            out.append(self._set(AlarmType.ASYSTOLE, True, self._ref_t + c.asystole_s,
-                                 self._gap_evidence(self._ref_t + c.asystole_s)))
+            out.append(
+                self._set(
+                    AlarmType.ASYSTOLE,
+                    True,
+                    self._ref_t + c.asystole_s,
+                    self._gap_evidence(self._ref_t + c.asystole_s),
+                )
+            )
         return out
 
     def reset(self, now: float) -> None:
@@ -219,14 +244,23 @@ class BedRules:
         gap = t - ref
         ev = {"beat_ids": [beat.beat_id], "gap_s": round(gap, 3)}
         if gap >= c.asystole_s and AlarmType.ASYSTOLE not in self.present:
-            out.append(self._set(AlarmType.ASYSTOLE, True, ref + c.asystole_s,
-                                 self._gap_evidence(ref + c.asystole_s)))
+            out.append(
+                self._set(
+                    AlarmType.ASYSTOLE,
+                    True,
+                    ref + c.asystole_s,
+                    self._gap_evidence(ref + c.asystole_s),
+                )
+            )
         if AlarmType.ASYSTOLE in self.present:
             out.append(self._set(AlarmType.ASYSTOLE, False, t, ev))
         if gap >= c.pause_s:
             if AlarmType.PAUSE not in self.present:
-                out.append(self._set(AlarmType.PAUSE, True, ref + c.pause_s,
-                                     self._gap_evidence(ref + c.pause_s)))
+                out.append(
+                    self._set(
+                        AlarmType.PAUSE, True, ref + c.pause_s, self._gap_evidence(ref + c.pause_s)
+                    )
+                )
             self._hold_until[AlarmType.PAUSE] = t + c.event_hold_s
         return out
 
@@ -258,8 +292,11 @@ class BedRules:
                 self._inside_since[type_] = t
             if type_ not in self.present and self._over[type_] >= c.hr_confirm_beats:
                 out.append(self._set(type_, True, t, self._beat_evidence(list(self._recent))))
-            elif (type_ in self.present and self._inside[type_] >= c.hr_clear_beats
-                  and t - self._inside_since[type_] >= c.hr_clear_s):
+            elif (
+                type_ in self.present
+                and self._inside[type_] >= c.hr_clear_beats
+                and t - self._inside_since[type_] >= c.hr_clear_s
+            ):
                 out.append(self._set(type_, False, t, {"hr_bpm": round(hr, 1)}))
         return out
 
@@ -287,8 +324,7 @@ class BedRules:
                 self._hold_until[AlarmType.RUN] = t + c.event_hold_s
         else:
             if len(self._streak) == 2:
-                out.append(self._set(AlarmType.COUPLET, True, t,
-                                     self._beat_evidence(self._streak)))
+                out.append(self._set(AlarmType.COUPLET, True, t, self._beat_evidence(self._streak)))
                 self._hold_until[AlarmType.COUPLET] = t + c.event_hold_s
             elif len(self._streak) >= c.run_min_beats and AlarmType.RUN in self.present:
                 self._hold_until[AlarmType.RUN] = t + c.event_hold_s
@@ -316,9 +352,12 @@ class BedRules:
         n = self._count_anomalies(t - c.frequent_window_s, t)
         ftype = AlarmType.FREQUENT_ANOMALIES
         if ftype not in self.present and n > limit:
-            ev = {"anomalies": n, "window_s": c.frequent_window_s,
-                  "per_min": round(n * 60.0 / c.frequent_window_s, 1),
-                  **self._beat_evidence(list(self._recent))}
+            ev = {
+                "anomalies": n,
+                "window_s": c.frequent_window_s,
+                "per_min": round(n * 60.0 / c.frequent_window_s, 1),
+                **self._beat_evidence(list(self._recent)),
+            }
             out.append(self._set(ftype, True, t, ev))
         elif ftype in self.present and n <= c.rate_hysteresis * limit:
             out.append(self._set(ftype, False, t, {"anomalies": n}))
@@ -327,8 +366,7 @@ class BedRules:
         since = self._monitor_since if self._monitor_since is not None else t
         if t - since >= c.trend_window_s + c.trend_baseline_s:
             recent = self._count_anomalies(t - c.trend_window_s, t) * 60.0 / c.trend_window_s
-            base = self._count_anomalies(horizon, t - c.trend_window_s) * 60.0 / \
-                c.trend_baseline_s
+            base = self._count_anomalies(horizon, t - c.trend_window_s) * 60.0 / c.trend_baseline_s
             bar = max(c.trend_min_per_min, c.trend_factor * base)
             if ttype not in self.present and recent >= bar:
                 ev = {"recent_per_min": round(recent, 2), "baseline_per_min": round(base, 2)}

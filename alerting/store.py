@@ -83,8 +83,7 @@ class AlarmStore:
             self._db.execute("PRAGMA busy_timeout=5000")
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(alarms)")}
             if columns and "version" not in columns:  # a store from before versions
-                self._db.execute(
-                    "ALTER TABLE alarms ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+                self._db.execute("ALTER TABLE alarms ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
             self._db.executescript(SCHEMA)
 
     @property
@@ -152,8 +151,12 @@ class AlarmStore:
         if not (isinstance(limit, int) and limit >= 1):
             raise ValueError(f"limit: must be a positive integer, got {limit!r}")
         where, args = [], []
-        for column, value in (("bed", bed), ("priority", priority), ("type", type),
-                              ("state", state)):
+        for column, value in (
+            ("bed", bed),
+            ("priority", priority),
+            ("type", type),
+            ("state", state),
+        ):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(str(value))

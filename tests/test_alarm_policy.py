@@ -44,23 +44,34 @@ class Ward:
         self.now[bed] = max(t, self.now.get(bed, T0))
         return out
 
-    def beat(self, bed: str, t: float, anomalous: bool = False, rr: float | None = None,
-             score: float = 0.1) -> list[AlarmChange]:
+    def beat(
+        self,
+        bed: str,
+        t: float,
+        anomalous: bool = False,
+        rr: float | None = None,
+        score: float = 0.1,
+    ) -> list[AlarmChange]:
         out = self._advance(bed, t)
         self.n += 1
-        out += self.policy.on_beat(BeatInput(bed, t, f"{bed}-{self.n}", anomalous, rr_s=rr,
-                                             score=score))
+        out += self.policy.on_beat(
+            BeatInput(bed, t, f"{bed}-{self.n}", anomalous, rr_s=rr, score=score)
+        )
         self.changes += out
         return out
 
-    def rhythm(self, bed: str, start: float, rrs: list[float],
-               anomalous: Callable[[int], bool] | list[bool] | None = None) -> float:
+    def rhythm(
+        self,
+        bed: str,
+        start: float,
+        rrs: list[float],
+        anomalous: Callable[[int], bool] | list[bool] | None = None,
+    ) -> float:
         """Beats after `start` with the given RR intervals; returns the last beat's time."""
         t = start
         for i, rr in enumerate(rrs):
             t += rr
-            flag = anomalous[i] if isinstance(anomalous, list) else bool(
-                anomalous and anomalous(i))
+            flag = anomalous[i] if isinstance(anomalous, list) else bool(anomalous and anomalous(i))
             self.beat(bed, t, flag, rr)
         return t
 
@@ -76,21 +87,26 @@ class Ward:
         return out
 
     def raised(self, type_: AlarmType | None = None) -> list[Alarm]:
-        return [c.alarm for c in self.changes if c.kind is ChangeKind.RAISED
-                and (type_ is None or c.alarm.type is type_)]
+        return [
+            c.alarm
+            for c in self.changes
+            if c.kind is ChangeKind.RAISED and (type_ is None or c.alarm.type is type_)
+        ]
 
     def kinds(self, type_: AlarmType) -> list[ChangeKind]:
         return [c.kind for c in self.changes if c.alarm.type is type_]
 
 
-def normal(ward: Ward, bed: str = "b1", seconds: float = 20.0, start: float = T0,
-           rr: float = 0.8) -> float:
+def normal(
+    ward: Ward, bed: str = "b1", seconds: float = 20.0, start: float = T0, rr: float = 0.8
+) -> float:
     return ward.rhythm(bed, start, [rr] * int(seconds / rr))
 
 
 # ---------------------------------------------------------------------------- scenarios
 # Each scenario drives a ward and names the alarm type it must raise; the shared checks
 # below run all of them.
+
 
 def sc_asystole(w: Ward) -> AlarmType:
     last = normal(w)
@@ -170,10 +186,23 @@ def sc_lead_off(w: Ward) -> AlarmType:
     return AlarmType.LEAD_OFF
 
 
-SCENARIOS = {f.__name__[3:]: f for f in (
-    sc_asystole, sc_vtach, sc_extreme_tachy, sc_extreme_brady, sc_tachy, sc_brady, sc_frequent,
-    sc_couplet, sc_run, sc_pause, sc_trend, sc_lead_off,
-)}
+SCENARIOS = {
+    f.__name__[3:]: f
+    for f in (
+        sc_asystole,
+        sc_vtach,
+        sc_extreme_tachy,
+        sc_extreme_brady,
+        sc_tachy,
+        sc_brady,
+        sc_frequent,
+        sc_couplet,
+        sc_run,
+        sc_pause,
+        sc_trend,
+        sc_lead_off,
+    )
+}
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -232,8 +261,11 @@ def test_asystole_exactly_when_four_seconds_pass() -> None:
     for t in (last + 3.0, last + 3.99, last + 3.999):
         assert AlarmType.ASYSTOLE not in {c.alarm.type for c in w.policy.tick("b1", t)}
     changes = w.policy.tick("b1", last + 4.0)
-    (alarm,) = [c.alarm for c in changes if c.kind is ChangeKind.RAISED
-                and c.alarm.type is AlarmType.ASYSTOLE]
+    (alarm,) = [
+        c.alarm
+        for c in changes
+        if c.kind is ChangeKind.RAISED and c.alarm.type is AlarmType.ASYSTOLE
+    ]
     assert alarm.started_at == last + 4.0
     assert alarm.evidence["last_beat_t"] == last
     assert alarm.evidence["criterion_met_at"] == last + 4.0
@@ -409,10 +441,15 @@ def test_trend_is_low_priority_and_needs_a_baseline() -> None:
 
 
 # ---------------------------------------------------------------------------- technical
-@pytest.mark.parametrize("event,type_", [
-    ("lead_off", AlarmType.LEAD_OFF), ("signal_lost", AlarmType.SIGNAL_LOST),
-    ("device_offline", AlarmType.DEVICE_OFFLINE), ("noisy", AlarmType.NOISY),
-])
+@pytest.mark.parametrize(
+    "event,type_",
+    [
+        ("lead_off", AlarmType.LEAD_OFF),
+        ("signal_lost", AlarmType.SIGNAL_LOST),
+        ("device_offline", AlarmType.DEVICE_OFFLINE),
+        ("noisy", AlarmType.NOISY),
+    ],
+)
 def test_technical_alarm_suppresses_physiological_ones(event: str, type_: AlarmType) -> None:
     w = Ward()
     last = normal(w)
@@ -420,7 +457,9 @@ def test_technical_alarm_suppresses_physiological_ones(event: str, type_: AlarmT
     (tachy,) = w.raised(AlarmType.TACHY)
     changes = w.event("b1", event, True, last + 0.1)
     assert [(c.kind, c.alarm.type) for c in changes] == [
-        (ChangeKind.RAISED, type_), (ChangeKind.SUPPRESSED, AlarmType.TACHY)]
+        (ChangeKind.RAISED, type_),
+        (ChangeKind.SUPPRESSED, AlarmType.TACHY),
+    ]
     assert changes[0].alarm.priority is Priority.TECHNICAL
     normal(w, start=last + 0.1, seconds=10, rr=0.46)  # beats on a noisy signal: not judged
     assert len(w.raised(AlarmType.TACHY)) == 1
@@ -512,8 +551,7 @@ def test_lesser_state_alarm_comes_back_when_the_higher_one_ends() -> None:
     (ext,) = w.raised(AlarmType.EXTREME_TACHY)
     last = normal(w, start=last, seconds=14, rr=0.46)  # 130 bpm
     assert w.policy.get(ext.id).state is AlarmState.LATCHED
-    assert [a.type for a in w.policy.active() if a.state is AlarmState.ACTIVE] == [
-        AlarmType.TACHY]
+    assert [a.type for a in w.policy.active() if a.state is AlarmState.ACTIVE] == [AlarmType.TACHY]
 
 
 def test_beds_are_independent() -> None:
@@ -580,21 +618,32 @@ def test_restored_technical_alarm_ends_on_a_beat() -> None:
 
 
 # ---------------------------------------------------------------------------- validation
-@pytest.mark.parametrize("kwargs,field_name", [
-    ({"t": math.nan}, "t"), ({"rr_s": -1.0}, "rr_s"), ({"hr_bpm": 0.0}, "hr_bpm"),
-    ({"bed": ""}, "bed"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field_name",
+    [
+        ({"t": math.nan}, "t"),
+        ({"rr_s": -1.0}, "rr_s"),
+        ({"hr_bpm": 0.0}, "hr_bpm"),
+        ({"bed": ""}, "bed"),
+    ],
+)
 def test_bad_beats_are_rejected_naming_the_field(kwargs: dict, field_name: str) -> None:
     base = {"bed": "b1", "t": T0, "beat_id": "x", "anomalous": False}
     with pytest.raises(ValueError, match=field_name):
         BeatInput(**{**base, **kwargs})
 
 
-@pytest.mark.parametrize("kwargs,field_name", [
-    ({"asystole_s": 0}, "asystole_s"), ({"pause_s": 5.0}, "pause_s"),
-    ({"vt_min_beats": 2}, "run_min_beats"), ({"hr_confirm_beats": 0}, "hr_confirm_beats"),
-    ({"rate_hysteresis": 1.5}, "rate_hysteresis"), ({"event_hold_s": -1}, "event_hold_s"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field_name",
+    [
+        ({"asystole_s": 0}, "asystole_s"),
+        ({"pause_s": 5.0}, "pause_s"),
+        ({"vt_min_beats": 2}, "run_min_beats"),
+        ({"hr_confirm_beats": 0}, "hr_confirm_beats"),
+        ({"rate_hysteresis": 1.5}, "rate_hysteresis"),
+        ({"event_hold_s": -1}, "event_hold_s"),
+    ],
+)
 def test_bad_config_is_rejected_naming_the_field(kwargs: dict, field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         PolicyConfig(**kwargs)
@@ -623,8 +672,9 @@ def _drive(segments: list[tuple[float, int, int, str | None]], chunk_s: float) -
     t = T0
     w.beat("b1", t)  # monitoring starts with a beat at a time that does not depend on ticks
     for rr, n, every, event in segments:
-        t = w.rhythm("b1", t, [rr] * n,
-                     anomalous=lambda i, every=every: every > 0 and i % every == 0)
+        t = w.rhythm(
+            "b1", t, [rr] * n, anomalous=lambda i, every=every: every > 0 and i % every == 0
+        )
         if event is not None:
             w.event("b1", event, True, t + 0.1)
             t += 3.0
@@ -650,8 +700,12 @@ def test_property_invariants_hold_for_any_rhythm(segments: list) -> None:
     active = w.policy.active()
     keys = [(a.bed, a.type) for a in active]
     assert len(keys) == len(set(keys)), "one open alarm per bed and type"
-    present = [a for a in active if a.state in (AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED)
-               and a.priority is not Priority.TECHNICAL]
+    present = [
+        a
+        for a in active
+        if a.state in (AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED)
+        and a.priority is not Priority.TECHNICAL
+    ]
     for a in present:
         for b in present:
             assert not (a.priority.rank > b.priority.rank), "chaining: no lesser alarm beside"

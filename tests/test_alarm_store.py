@@ -20,8 +20,9 @@ T0 = 1_700_000_000.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def drive(policy: AlarmPolicy, bed: str, start: float, rrs: list[float]) -> tuple[
-        list[AlarmChange], float]:
+def drive(
+    policy: AlarmPolicy, bed: str, start: float, rrs: list[float]
+) -> tuple[list[AlarmChange], float]:
     """Beats with these RR intervals, ticking the bed every beat; returns changes, last time."""
     out: list[AlarmChange] = []
     t = start
@@ -87,9 +88,13 @@ def test_query_filters(tmp_path: Path) -> None:
         assert len(newest) == 1 and newest[0].type is AlarmType.ASYSTOLE
         starts = sorted(a.started_at for a in store.query())
         assert {(a.bed, a.type) for a in store.query(since=starts[-1])} == {
-            ("b1", AlarmType.ASYSTOLE), ("b2", AlarmType.ASYSTOLE)}
+            ("b1", AlarmType.ASYSTOLE),
+            ("b2", AlarmType.ASYSTOLE),
+        }
         assert {(a.bed, a.type) for a in store.query(until=starts[0] + 1e-3)} == {
-            ("b1", AlarmType.TACHY), ("b2", AlarmType.TACHY)}
+            ("b1", AlarmType.TACHY),
+            ("b2", AlarmType.TACHY),
+        }
         with pytest.raises(ValueError, match="limit"):
             store.query(limit=0)
 
@@ -104,7 +109,8 @@ def test_acknowledgements_are_recorded_once(tmp_path: Path) -> None:
         store.apply(changes)
         store.record_ack(alarm.id, t + 3, "nurse B")
         assert store.acknowledgements(alarm.id) == [
-            {"alarm_id": alarm.id, "at": t + 3, "by": "nurse B"}]
+            {"alarm_id": alarm.id, "at": t + 3, "by": "nurse B"}
+        ]
         assert store.get(alarm.id).acknowledged_by == "nurse B"
 
 
@@ -139,8 +145,9 @@ def test_restart_neither_loses_nor_duplicates(tmp_path: Path) -> None:
     for k in range(1, 60):
         again += policy.tick("b1", t + 5 + k * 0.1)  # still no beat after the restart
     store.apply(again)
-    assert not [c for c in again if c.kind is ChangeKind.RAISED and
-                c.alarm.type is AlarmType.ASYSTOLE]
+    assert not [
+        c for c in again if c.kind is ChangeKind.RAISED and c.alarm.type is AlarmType.ASYSTOLE
+    ]
     assert [c.kind for c in again if c.alarm.id == asystole.id] == [ChangeKind.UPDATED]
     assert len(store.query(type="asystole")) == 1
     assert store.count() == 3  # tachy, pause, asystole: nothing lost, nothing doubled
@@ -170,8 +177,9 @@ CHILD = textwrap.dedent("""
 def test_committed_alarms_survive_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "alarms.sqlite"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         n = int(proc.stdout.readline())  # the child has committed
         assert n > 0
@@ -216,8 +224,9 @@ def test_newest_version_wins_whatever_the_clocks(tmp_path: Path) -> None:
     """An acknowledgement at wall time, then a change stamped with an earlier signal time (an
     accelerated replay): the store keeps the later change."""
     first = Alarm.new("b1", AlarmType.TACHY, T0 + 100, {})
-    acked = first.evolve(state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0 + 500,
-                         updated_at=T0 + 500)
+    acked = first.evolve(
+        state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0 + 500, updated_at=T0 + 500
+    )
     ended = acked.evolve(state=AlarmState.ENDED, ended_at=T0 + 200, updated_at=T0 + 200)
     with AlarmStore(tmp_path / "a.sqlite") as store:
         for alarm in (first, acked, ended, acked, first):
@@ -231,10 +240,12 @@ def test_opens_a_store_written_before_versions(tmp_path: Path) -> None:
 
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE alarms (id TEXT PRIMARY KEY, bed TEXT NOT NULL, type TEXT NOT NULL,"
-               " priority TEXT NOT NULL, state TEXT NOT NULL, started_at REAL NOT NULL,"
-               " updated_at REAL NOT NULL, ended_at REAL, acknowledged_at REAL,"
-               " acknowledged_by TEXT, escalated INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE alarms (id TEXT PRIMARY KEY, bed TEXT NOT NULL, type TEXT NOT NULL,"
+        " priority TEXT NOT NULL, state TEXT NOT NULL, started_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL, ended_at REAL, acknowledged_at REAL,"
+        " acknowledged_by TEXT, escalated INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL)"
+    )
     db.commit()
     db.close()
     with AlarmStore(path) as store:

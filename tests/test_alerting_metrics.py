@@ -16,8 +16,9 @@ def value(reg: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if v is None else v
 
 
-def beats(policy: AlarmPolicy, bed: str, start: float, rrs: list[float]) -> tuple[
-        list[AlarmChange], float]:
+def beats(
+    policy: AlarmPolicy, bed: str, start: float, rrs: list[float]
+) -> tuple[list[AlarmChange], float]:
     out: list[AlarmChange] = []
     t = start
     for i, rr in enumerate(rrs):
@@ -48,10 +49,12 @@ def test_raised_active_and_time_to_acknowledge() -> None:
     m.observe(policy.acknowledge(alarm.id, alarm.started_at + 7.0, "n"))
     assert value(reg, "ecg_alarm_time_to_acknowledge_seconds_count", priority="high") == 1
     assert value(reg, "ecg_alarm_time_to_acknowledge_seconds_sum", priority="high") == 7.0
-    assert value(reg, "ecg_alarm_time_to_acknowledge_seconds_bucket", priority="high",
-                 le="5.0") == 0
-    assert value(reg, "ecg_alarm_time_to_acknowledge_seconds_bucket", priority="high",
-                 le="10.0") == 1
+    assert (
+        value(reg, "ecg_alarm_time_to_acknowledge_seconds_bucket", priority="high", le="5.0") == 0
+    )
+    assert (
+        value(reg, "ecg_alarm_time_to_acknowledge_seconds_bucket", priority="high", le="10.0") == 1
+    )
     assert value(reg, "ecg_alarms_active", priority="high") == 1  # acknowledged, still open
 
 
@@ -86,10 +89,10 @@ def test_exposition_names_follow_prometheus_conventions() -> None:
     m.observe(changes)
     text = generate_latest(reg).decode()
     for line in (
-        '# TYPE ecg_alarms_raised_total counter',
+        "# TYPE ecg_alarms_raised_total counter",
         'ecg_alarms_raised_total{priority="high",type="asystole"} 1.0',
-        '# TYPE ecg_alarms_active gauge',
-        '# TYPE ecg_alarm_time_to_acknowledge_seconds histogram',
+        "# TYPE ecg_alarms_active gauge",
+        "# TYPE ecg_alarm_time_to_acknowledge_seconds histogram",
     ):
         assert line in text
     kinds = {c.kind for c in changes}
