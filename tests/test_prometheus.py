@@ -7,8 +7,9 @@ environment `make ward` gives them, and Debian's Prometheus scraping them every 
 config generated from deploy/prometheus/prometheus.yml (only the targets and intervals change).
 
 Some series exist only once something has happened, so the test makes it happen the way a ward
-would: a malformed sample chunk and a malformed beat message (bad-message counters, by reason),
-and a nurse acknowledging an alarm through the API (time-to-acknowledge histogram). Alert rules
+would: malformed sample chunks and beat messages (bad-message counters, by reason; sent again
+after the first scrape, so the bad-message alerts go pending), and a nurse acknowledging an alarm
+through the API (time-to-acknowledge histogram). Alert rules
 are normally silent (their condition is false), so for each alert `<expr> <op> <number>` the test
 queries `<expr>` without the threshold: the rule's input must exist, whatever its value.
 """
@@ -217,12 +218,12 @@ def query(stack: Stack, expr: str) -> list[dict]:
     return doc["data"]["result"]
 
 
-def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
+def inject_bad_messages(stack: Stack) -> None:
+    """What a faulty device and a faulty publisher send: counted by reason and dropped."""
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{stack.ward_name}-bad")
     publisher.connect(stack.broker.host, stack.broker.port)
     publisher.loop_start()
     try:
-        # What a faulty device and a faulty publisher would send: counted by reason, dropped.
         topic = f"ecg/v1/{stack.ward_name}/bad-device"
         publisher.publish(f"{topic}/samples", b"ECGS not a chunk", qos=1).wait_for_publish(5)
         publisher.publish(f"{topic}/beats", b'{"beats": "nonsense"}', qos=1).wait_for_publish(5)
@@ -230,16 +231,30 @@ def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
         publisher.loop_stop()
         publisher.disconnect()
 
+
+def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
+    # The first bad message creates its counter series; the next ones, after a scrape, make
+    # its rate() positive (a faulty device keeps sending), which the alert rules watch.
+    inject_bad_messages(stack)
+    for counter in ("ecg_detector_bad_messages_total", "ecg_alerting_dropped_messages_total"):
+        _wait(f"{counter} scraped", lambda c=counter: query(stack, c), 30, stack.logs)
+    inject_bad_messages(stack)
+
     # A nurse acknowledges the first alarm the replay raises.
     alerting = f"http://127.0.0.1:{stack.ports['alerting']}"
 
-    def open_alarm() -> str | None:
-        alarms = _get(f"{alerting}/api/alarms?state=active", TOKEN)["alarms"]
-        return alarms[0]["id"] if alarms else None
+    def acknowledge_one() -> dict | None:
+        for alarm in _get(f"{alerting}/api/alarms?state=active", TOKEN)["alarms"]:
+            try:
+                return _get(f"{alerting}/api/alarms/{alarm['id']}/ack", TOKEN,
+                            data=b'{"by": "test nurse"}')["alarm"]
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:  # 409: it ended meanwhile; try the next one
+                    raise
+        return None
 
-    alarm_id = _wait("an alarm from the replay", open_alarm, 60, stack.logs)
-    acked = _get(f"{alerting}/api/alarms/{alarm_id}/ack", TOKEN, data=b'{"by": "test nurse"}')
-    assert acked["alarm"]["acknowledged_by"] == "test nurse"
+    acked = _wait("an alarm from the replay to acknowledge", acknowledge_one, 60, stack.logs)
+    assert acked["acknowledged_by"] == "test nurse"
 
     queries = panel_queries() + rule_queries()
     assert len(queries) > 20
@@ -266,6 +281,10 @@ def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
     rules = [r for g in groups for r in g["rules"]]
     assert len(rules) == len(rule_queries())
     assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
+    # The injected bad messages trip the bad-message alerts (pending for their `for:` time).
+    for alert in ("DetectorBadMessages", "AlertingBadMessages"):
+        _wait(f"{alert} pending", lambda a=alert: query(stack, f'ALERTS{{alertname="{a}"}}'),
+              30, stack.logs)
     # The replay is real data: beds stream, hearts beat at plausible rates.
     assert float(query(stack, "ecg_detector_active_beds")[0]["value"][1]) == len(RECORDS)
     rates = [float(s["value"][1]) for s in query(stack, "ecg_bed_heart_rate_bpm")]
