@@ -122,8 +122,6 @@ class Pipeline:
         self.lead_seen_ok = False
         self.hold_until = 0  # no lead-off reports before this QRS index (after a gap)
         self.lead_name = chunk.leads[self.lead] if self.lead < len(chunk.leads) else "?"
-        if self.integrity is None or self.integrity.max_fill != int(self.max_fill_s * fs):
-            self.integrity = IntegrityTracker(max_fill=int(round(self.max_fill_s * fs)))
 
     def _time(self, sample: int) -> float:
         first, t0 = self.t_ref
@@ -137,10 +135,8 @@ class Pipeline:
         if self.lead >= chunk.n_leads:
             raise ValueError(f"chunk has {chunk.n_leads} leads, lead {self.lead} is analysed")
         out = Output()
-        if self.fs != chunk.fs or self.integrity is None:
-            self.integrity = None
-            self._reset(chunk)
-        assert self.integrity is not None
+        if self.fs != chunk.fs or self.integrity is None:  # a new stream: the verdict is RESET
+            self.integrity = IntegrityTracker(max_fill=int(round(self.max_fill_s * chunk.fs)))
         verdict = self.integrity.check(chunk.seq, chunk.first_sample, chunk.n_samples)
         t_chunk = chunk.t0
         for etype, detail in verdict.events:

@@ -157,3 +157,12 @@ def test_batcher_bounds_size_and_delay() -> None:
     assert b.poll(10.1) == [9] and b.deadline is None
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(0, 0.1)
+
+
+def test_rate_change_restarts_the_stream(mv: np.ndarray) -> None:
+    pipe = Pipeline()
+    before, _ = run(pipe, chunks(mv[: 360 * 20], 360.0, 180))
+    x250 = resample_poly(mv[360 * 20 : 360 * 60], 25, 36)
+    after, events = run(pipe, chunks(x250, 250.0, 125, t0=1020.0))
+    assert events == [] and pipe.fs == 250.0
+    assert len(after) >= 40 and after[0].t > before[-1].t
