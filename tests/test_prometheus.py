@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,9 +135,11 @@ def _get(url: str, token: str | None = None, data: bytes | None = None) -> objec
         return json.loads(resp.read())
 
 
-def _wait(what: str, ok: Callable[[], object], timeout: float, logs: Path) -> object:
+def _wait(what: str, ok: Callable[[], object], timeout: float, logs: Path,
+          procs: Sequence[subprocess.Popen[bytes]] = ()) -> object:
+    """Poll `ok` until it returns something true; fail with the logs (at once if a child died)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
         try:
             value = ok()
             if value:
@@ -147,7 +149,8 @@ def _wait(what: str, ok: Callable[[], object], timeout: float, logs: Path) -> ob
         time.sleep(0.5)
     tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
                       for p in sorted(logs.glob("*.log")))
-    pytest.fail(f"timed out waiting for {what}\n{tails}")
+    codes = [p.returncode for p in procs if p.poll() is not None]
+    pytest.fail(f"gave up waiting for {what} (exited: {codes})\n{tails}")
 
 
 def prometheus_config(ports: dict[str, int], prom_port: int) -> dict:
@@ -186,7 +189,7 @@ def stack(broker: Broker, data_dir: Path, tmp_path_factory: pytest.TempPathFacto
             start([sys.executable, "-m", spec.name], spec.name, env)
             if spec.port:
                 url = f"http://127.0.0.1:{ports[spec.name]}/healthz"
-                _wait(f"{spec.name} /healthz", lambda u=url: _get(u), 60, run)
+                _wait(f"{spec.name} /healthz", lambda u=url: _get(u), 60, run, procs)
         prom_port = free_port()
         conf = run / "prometheus.yml"
         conf.write_text(yaml.safe_dump(prometheus_config(ports, prom_port)))
@@ -198,7 +201,7 @@ def stack(broker: Broker, data_dir: Path, tmp_path_factory: pytest.TempPathFacto
                "--log.level=warn"], "prometheus", {})
         base = f"http://127.0.0.1:{prom_port}"
         _wait("prometheus ready", lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2),
-              30, run)
+              30, run, procs)
         yield Stack(name, ports, base, broker, run)
     finally:
         for proc in reversed(procs):
