@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mitdb"
@@ -230,17 +231,17 @@ def _healthy(url: str) -> bool:
 class Ward:
     """Starts the plan's children, watches them, and stops them in order."""
 
-    def __init__(self, cfg: WardConfig, out: object = sys.stdout) -> None:
+    def __init__(self, cfg: WardConfig, out: TextIO = sys.stdout) -> None:
         self.cfg = cfg
         self.out = out
         self.children: list[tuple[Launch, subprocess.Popen[bytes]]] = []
         self.stop_requested = False
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)  # type: ignore[arg-type]
+        print(text, file=self.out, flush=True)
 
     def _start(self, launch: Launch) -> subprocess.Popen[bytes]:
-        log = open(self.cfg.run_dir / f"{launch.name}.log", "ab")  # noqa: SIM115 (child owns it)
+        log = open(self.cfg.run_dir / f"{launch.name}.log", "wb")  # noqa: SIM115 (child owns it)
         env = {**os.environ, **launch.env, "PYTHONUNBUFFERED": "1"}
         # Own session: a terminal's Ctrl-C reaches only the ward, which stops children in order.
         proc = subprocess.Popen(launch.argv, cwd=ROOT, env=env, stdout=log, stderr=log,
