@@ -36,7 +36,6 @@ class DetectorConfig:
     reconnect_max_s: float = 30.0
     keepalive_s: int = 30
     client_id: str = "detector"
-    max_queue: int = 200_000  # received messages waiting; beyond this they are dropped, counted
     max_upload_s: float = 3600.0  # longest signal accepted by POST /v1/score
     cprofile_out: str = ""  # benchmarks: cProfile each thread into <this>.<thread> on exit
 
@@ -75,8 +74,6 @@ class DetectorConfig:
             )
         if not 5 <= self.keepalive_s <= 3600:
             raise ValueError(f"keepalive_s must be in 5..3600 seconds, got {self.keepalive_s}")
-        if self.max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
 
 
 _ENV = {

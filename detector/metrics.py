@@ -41,7 +41,5 @@ class DetectorMetrics:
         self.active_beds = Gauge(f"{ns}_active_beds",
                                  "Beds that sent samples within the signal timeout",
                                  registry=registry)
-        self.queue_depth = Gauge(f"{ns}_queue_depth_messages",
-                                 "Received messages waiting to be processed", registry=registry)
         self.up = Gauge(f"{ns}_mqtt_connected", "1 while connected to the broker",
                         registry=registry)

@@ -1,8 +1,9 @@
 """Detector service: MQTT in/out around `DetectorEngine`, plus /metrics, /healthz, /v1/score.
 
-Threads: paho's network thread only queues received messages (with their receipt time); one
-worker thread owns the engine (decode, pipelines, batching, scoring) and publishes; a small HTTP
-server serves Prometheus metrics, health and uploads. paho reconnects with backoff.
+Threads: one worker thread runs paho's network loop and the engine (messages are decoded, fed,
+batched and scored in paho's message callback, so no queue and no GIL hand-over per message
+stand between the socket and the pipelines), publishes, and reconnects with exponential
+backoff; a small HTTP server thread serves Prometheus metrics, health and uploads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import cProfile
 import json
 import logging
 import math
-import queue
 import signal
 import threading
 import time
@@ -32,9 +32,7 @@ from detector.scorer import ModelMismatchError, OnnxScorer
 from ecgcommon.topics import subscription
 
 log = logging.getLogger("detector")
-_STOP = object()
 MAX_BODY_BYTES = 64 * 1024 * 1024
-BURST = 1000  # messages handled between two ticks
 
 
 class _BufferedSocket:
@@ -114,15 +112,14 @@ class DetectorService:
                 max_upload_s=config.max_upload_s,
             ),
         )
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.connected = threading.Event()
+        self._stopping = threading.Event()
+        self._outbox: list[Publication] = []
         self.client = self._make_client()
         self.http = ThreadingHTTPServer((config.http_host, config.http_port), _handler(self))
         self.http.daemon_threads = True
         self._worker = threading.Thread(target=self._profiled, args=("worker", self._work),
                                         name="detector-worker", daemon=True)
-        self._net = threading.Thread(target=self._profiled, args=("mqtt", self._net_loop),
-                                     name="detector-mqtt", daemon=True)
         self._http_thread = threading.Thread(target=self.http.serve_forever, name="detector-http",
                                              daemon=True)
 
@@ -130,11 +127,9 @@ class DetectorService:
     def http_port(self) -> int:
         return int(self.http.server_address[1])
 
-    # ------------------------------------------------------------------ MQTT
+    # ------------------------------------------------------------------ MQTT callbacks
     def _make_client(self) -> mqtt.Client:
         c = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id)
-        c.reconnect_delay_set(max(1, round(self.config.reconnect_min_s)),
-                              max(1, round(self.config.reconnect_max_s)))
         c.max_queued_messages_set(100_000)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -158,17 +153,13 @@ class DetectorService:
                        _props: object = None) -> None:
         self.connected.clear()
         self.metrics.up.set(0)
-        log.warning("disconnected from the broker (%s); reconnecting with backoff", rc)
+        if not self._stopping.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting with backoff", rc)
 
     def _on_message(self, _client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
-        if self.queue.qsize() >= self.config.max_queue:
-            self.metrics.bad_messages.labels("overload").inc()
-            return
-        self.queue.put((msg.topic, msg.payload, bool(msg.retain), time.monotonic()))
-
-    def _net_loop(self) -> None:
-        """paho's network loop; reconnects with backoff (reconnect_delay_set) until stopped."""
-        self.client.loop_forever(retry_first_connection=True)
+        # same thread as the network loop: no queue, no GIL hand-over per message
+        self._outbox += self.engine.handle(msg.topic, msg.payload, time.monotonic(),
+                                           bool(msg.retain))
 
     def _profiled(self, name: str, target: Callable[[], None]) -> None:
         """Run a thread's body, under cProfile when `cprofile_out` is set (benchmarks)."""
@@ -183,61 +174,66 @@ class DetectorService:
             prof.disable()
             prof.dump_stats(f"{self.config.cprofile_out}.{name}")
 
-    # ------------------------------------------------------------------ worker
+    # ------------------------------------------------------------------ the worker
     def _publish(self, pubs: list[Publication]) -> None:
         for p in pubs:
             self.client.publish(p.topic, p.payload, p.qos, p.retain)
 
     def _work(self) -> None:
-        engine, q = self.engine, self.queue
-        running = True
-        while running:
-            deadline = engine.next_deadline()
-            wait = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
-            try:
-                item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
-            except queue.Empty:
-                item = None
-            pubs: list[Publication] = []
-            handled = 0
-            while item is not None:
-                if item is _STOP:
-                    running = False
-                    break
-                topic, payload, retained, rx = item
-                pubs += engine.handle(topic, payload, rx, retained)
-                handled += 1
-                if handled >= BURST:
-                    break
+        """One thread does it all: paho's network loop (messages are handled in its callback),
+        the batching deadlines, publication, and reconnection with exponential backoff."""
+        client, engine, cfg = self.client, self.engine, self.config
+        backoff = cfg.reconnect_min_s
+        connected_once = False
+        while not self._stopping.is_set():
+            if client.socket() is None:  # not connected: (re)connect, backing off on failure
                 try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    item = None
+                    if connected_once:
+                        client.reconnect()
+                    else:
+                        client.connect(cfg.host, cfg.port, cfg.keepalive_s)
+                        connected_once = True
+                    backoff = cfg.reconnect_min_s
+                except OSError as exc:
+                    log.warning("cannot reach the broker at %s:%s (%s); retrying in %.1f s",
+                                cfg.host, cfg.port, exc, backoff)
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, cfg.reconnect_max_s)
+                    continue
+            deadline = engine.next_deadline()
+            now = time.monotonic()
+            timeout = 0.2 if deadline is None else min(0.2, max(0.0, deadline - now))
+            rc = client.loop(timeout)
             try:
-                pubs += engine.tick(time.monotonic())
-                if not running:
-                    pubs += engine.flush(time.monotonic())
+                self._outbox += engine.tick(time.monotonic())
             except Exception:  # never let the worker die
                 self.metrics.bad_messages.labels("internal_error").inc()
                 log.exception("error in tick")
+            pubs, self._outbox = self._outbox, []
             self._publish(pubs)
-            self.metrics.queue_depth.set(q.qsize())
+            if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN) and client.socket() is None:
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, cfg.reconnect_max_s)
+        # shutdown: score what waits, publish it, leave cleanly
+        self._publish(self._outbox + engine.flush(time.monotonic()))
+        self._outbox = []
+        if client.socket() is not None:
+            for _ in range(10):  # let QoS 1 events go out
+                client.loop(0.05)
+            client.disconnect()
+            client.loop(0.1)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._http_thread.start()
         self._worker.start()
-        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
-        self._net.start()
         log.info("detector up: MQTT %s:%s, HTTP %s:%d", self.config.host, self.config.port,
                  self.config.http_host, self.http_port)
 
     def stop(self) -> None:
-        """Finish the queued work, publish it, disconnect, stop serving."""
-        self.queue.put(_STOP)
-        self._worker.join(timeout=10)
-        self.client.disconnect()
-        self._net.join(timeout=10)
+        """Finish the waiting work, publish it, disconnect, stop serving."""
+        self._stopping.set()
+        self._worker.join(timeout=15)
         self.http.shutdown()
         self.http.server_close()
 
@@ -249,7 +245,6 @@ class DetectorService:
             "worker_alive": alive,
             "mqtt_connected": connected,
             "beds": len(self.engine.beds),
-            "queue": self.queue.qsize(),
         }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -32,7 +33,7 @@ from ecgcommon.protocol import (
 from ecgcommon.records import load_record
 from ecgcommon.topics import parse_topic, samples_topic, status_topic, subscription
 from ecgcommon.windowing import WINDOW
-from tests.conftest import Broker
+from tests.conftest import Broker, free_port
 
 FS = 360.0
 CHUNK = 180
@@ -297,3 +298,55 @@ def test_score_endpoint_over_http(service: DetectorService, data_dir: Path) -> N
         code, resp = http(service, "/v1/score", bad)
         assert code == 400, bad
         assert word in json.loads(resp)["error"], (bad, resp)
+
+
+def test_reconnects_with_backoff_after_broker_restart(tmp_path: Path, unique_ward: str,
+                                                       raw: np.ndarray) -> None:
+    port = free_port()
+    conf = tmp_path / "m.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+
+    def mosquitto() -> subprocess.Popen:
+        proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(lambda: _listening(port), timeout=10)
+        return proc
+
+    mq = mosquitto()
+    broker = Broker("127.0.0.1", port)
+    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
+    svc = DetectorService(DetectorConfig(host=broker.host, port=port, ward=unique_ward,
+                                         http_host="127.0.0.1", http_port=0, model_dir=model_dir,
+                                         reconnect_min_s=0.2, reconnect_max_s=1.0),
+                          registry=CollectorRegistry())
+    svc.start()
+    try:
+        assert svc.connected.wait(10)
+        mq.terminate()
+        mq.wait(5)
+        assert wait_for(lambda: http(svc, "/healthz")[0] == 503, timeout=10)
+        assert json.loads(http(svc, "/healthz")[1])["mqtt_connected"] is False
+        time.sleep(1.5)  # a few failed attempts, backing off
+        mq = mosquitto()
+        assert wait_for(lambda: http(svc, "/healthz")[0] == 200, timeout=15)
+        time.sleep(0.3)
+        sub = Sub(broker, unique_ward)
+        dev = Device(broker, unique_ward, "07", raw)
+        try:
+            dev.send_chunks(list(range(40)))
+            assert wait_for(lambda: len(sub.beats_of("07")) >= 10)
+        finally:
+            sub.close()
+            dev.close()
+    finally:
+        svc.stop()
+        mq.terminate()
+        mq.wait(5)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
