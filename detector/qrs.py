@@ -58,6 +58,9 @@ class QRSConfig:
     valley_noise_ratio: float = 0.5  # ... and at any time once noise is this close to signal
     rr_beats: int = 8  # RR intervals averaged
     learn_s: float = 2.0  # (re-)learning time after start or after the signal comes back
+    relearn_after_s: float = 3.0  # no beat for this long, and for relearn_rr mean RR intervals:
+    relearn_rr: float = 3.0  # the signal probably got smaller, so the levels are re-learnt
+    relearn_valley_ratio: float = 0.2  # ... from clean peaks only (MWI valleys below this ratio)
     settle_s: float = 0.12  # no beat this soon after the signal (re)starts: a partial beat
     flat_s: float = 1.0  # a lead this long without change is lost (disconnected/clipped)
     flat_tolerance_mv: float = 1e-6  # "no change" between consecutive samples, in mV
@@ -70,7 +73,8 @@ class QRSConfig:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"QRSConfig.{f.name} must be finite and >= 0, got {value!r}")
         positive = ("level_clip", "low_hz", "high_hz", "integration_s", "refractory_s",
-                    "search_back_rr", "learn_s", "flat_s", "rr_beats")
+                    "search_back_rr", "learn_s", "flat_s", "rr_beats", "relearn_after_s",
+                    "relearn_rr")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"QRSConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -80,7 +84,7 @@ class QRSConfig:
             )
         for name in ("threshold_fraction", "learn_fraction", "level_weight",
                      "search_back_fraction", "t_wave_slope_ratio", "t_wave_level_ratio",
-                     "valley_ratio", "valley_noise_ratio"):
+                     "valley_ratio", "valley_noise_ratio", "relearn_valley_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"QRSConfig.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.max_delay_s < self.refractory_s + 0.1:
@@ -118,6 +122,7 @@ class QRSDetector:
         self._valley_rr = n_of(cfg.valley_rr_s)
         self._learn_n = n_of(cfg.learn_s)
         self._settle = round(cfg.settle_s * self.fs)
+        self._relearn_n = n_of(cfg.relearn_after_s)
         self._flat_n = max(2, n_of(cfg.flat_s))
         self._max_delay = n_of(cfg.max_delay_s)
         self._loc = self._n_int + self._gd + n_of(0.05)  # R-peak search span before the MWI peak
@@ -272,6 +277,8 @@ class QRSDetector:
     def _start_segment(self, start: int) -> None:
         """Forget everything learnt: the signal (re)starts at sample `start`."""
         self._seg_start = start
+        self._learn_from = start  # thresholds are being (re-)learnt from this sample on
+        self._spk_fresh = True  # the next beat sets the signal level outright
         self._seg_end: int | None = None
         self._fresh = True  # filters start on the next signal sample
         self._spk = 0.0  # running signal-peak level (MWI units)
@@ -327,9 +334,16 @@ class QRSDetector:
                                               > cfg.valley_noise_ratio * self._spk):
             self._npk += cfg.level_weight * (v - self._npk)
             return
-        if e < self._seg_start + self._learn_n:
-            lo = max(self._seg_start, self._base) - self._base
+        if self._have_beat and self._learn_from <= self._last_r:
+            quiet = max(self._relearn_n, round(cfg.relearn_rr * self._rr_mean()))
+            if e >= self._last_r + quiet:  # beats have vanished: re-learn the levels
+                self._learn_from = self._last_r + quiet
+                self._spk_fresh = True
+        if e < self._learn_from + self._learn_n:
+            lo = max(self._learn_from, self._base) - self._base
             thr = cfg.learn_fraction * float(self._mwi[lo:e + 1 - self._base].max())
+            if self._learn_from > self._seg_start and valley > cfg.relearn_valley_ratio * v:
+                thr = math.inf  # while re-learning, only clean peaks count
         else:
             thr = self._threshold()
         if r - self._last_r < self._w or r < self._seg_start + self._settle:
@@ -352,9 +366,12 @@ class QRSDetector:
     def _accept(self, r: int, v: float, slope: float, weight: float) -> None:
         if self._have_beat:
             self._rr.append(r - self._last_r)
-            self._spk += weight * (min(v, self.config.level_clip * self._spk) - self._spk)
-        else:
+        if self._spk_fresh:
             self._spk = v
+            self._npk = min(self._npk, self.config.valley_noise_ratio * v)
+            self._spk_fresh = False
+        else:
+            self._spk += weight * (min(v, self.config.level_clip * self._spk) - self._spk)
         self._have_beat = True
         self._last_r = r
         self._last_slope = slope
