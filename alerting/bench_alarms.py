@@ -430,6 +430,9 @@ def _summary(values: list[float]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- MIT-BIH load
 
 VENTRICULAR_RHYTHMS = ("(VT", "(VFL", "(IVR")
+# The targets: asystole alarm within 1 s of the criterion, tachycardia alarm within 3 s
+# of onset, a beat on the dashboard within 1 s of its result.
+BOUNDS = {"asystole_delay_s": 1.0, "tachy_time_to_alarm_s": 3.0, "dashboard_latency_s": 1.0}
 
 
 def record_load(
@@ -1102,6 +1105,10 @@ def main(argv: list[str] | None = None) -> int:
             batch,
             log.info,
         )
+    report["bounds"] = {
+        key: {"limit_s": limit, "met": None if report[key] is None else report[key] <= limit}
+        for key, limit in BOUNDS.items()
+    }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
