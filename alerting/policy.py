@@ -119,11 +119,12 @@ class AlarmPolicy:
                     out += self._suppress(alarm, t, type_)
             rules.reset(t)
         else:
+            was = type_ in present
             present.discard(type_)
             aid = self._index.get((bed, type_))
             if aid is not None:
                 out += self._close(self._open[aid], t, "cleared", {})
-            if not present:
+            if was and not present:
                 rules.reset(t)  # analysis (and the asystole timer) restarts now
         return out
 

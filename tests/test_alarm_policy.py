@@ -717,3 +717,15 @@ def test_property_tick_cadence_does_not_change_raised_alarms(segments: list) -> 
     fine = [(a.id, a.type) for a in _drive(segments, 0.05).raised()]
     coarse = [(a.id, a.type) for a in _drive(segments, 0.5).raised()]
     assert fine == coarse
+
+
+def test_a_restoring_event_without_a_condition_keeps_the_analysis() -> None:
+    """device_online / lead_restored with nothing to restore (a retained status, a restart) must
+    not reset the criteria, or the asystole clock would restart."""
+    w = Ward()
+    last = normal(w)
+    w.event("b1", "device_online", True, last + 2.0)
+    w.event("b1", "lead_restored", True, last + 3.0)
+    w.wait("b1", last + 4.2)
+    (alarm,) = w.raised(AlarmType.ASYSTOLE)
+    assert alarm.started_at == pytest.approx(last + 4.0)
