@@ -1,9 +1,9 @@
 """Container healthcheck: exit 0 when the service answers, 1 otherwise (standard library only).
 
-    python healthcheck.py http://127.0.0.1:8000/healthz     # HTTP 200 within the timeout
-    python healthcheck.py mqtt://mosquitto:1883/ecg/v1/ward-a/+/status
-        # a retained bed status with "state": "online" on that topic filter (the streamer has no
-        # HTTP port; its beds announce themselves as devices do, with an `offline` last will)
+python healthcheck.py http://127.0.0.1:8000/healthz     # HTTP 200 within the timeout
+python healthcheck.py mqtt://mosquitto:1883/ecg/v1/ward-a/+/status
+    # a retained bed status with "state": "online" on that topic filter (the streamer has no
+    # HTTP port; its beds announce themselves as devices do, with an `offline` last will)
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ def check_mqtt_status(url: str) -> bool:
     u = urlparse(url)
     topic = u.path.lstrip("/")
     try:
-        with socket.create_connection((u.hostname or "localhost", u.port or 1883),
-                                      timeout=TIMEOUT_S) as sock:
+        with socket.create_connection(
+            (u.hostname or "localhost", u.port or 1883), timeout=TIMEOUT_S
+        ) as sock:
             connect = _utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 10)
             sock.sendall(_packet(0x10, connect + _utf8("")))
             kind, body = _read_packet(sock)
@@ -78,7 +79,7 @@ def check_mqtt_status(url: str) -> bool:
                 if kind >> 4 != 3:  # not a PUBLISH (SUBACK and others): keep reading
                     continue
                 (tlen,) = struct.unpack("!H", body[:2])
-                payload = body[2 + tlen + (2 if kind & 0x06 else 0):]
+                payload = body[2 + tlen + (2 if kind & 0x06 else 0) :]
                 try:
                     if json.loads(payload).get("state") == "online":
                         return True

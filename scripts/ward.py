@@ -244,8 +244,15 @@ class Ward:
         log = open(self.cfg.run_dir / f"{launch.name}.log", "wb")  # noqa: SIM115 (child owns it)
         env = {**os.environ, **launch.env, "PYTHONUNBUFFERED": "1"}
         # Own session: a terminal's Ctrl-C reaches only the ward, which stops children in order.
-        proc = subprocess.Popen(launch.argv, cwd=ROOT, env=env, stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            launch.argv,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         self.children.append((launch, proc))
         return proc
@@ -264,12 +271,15 @@ class Ward:
             proc = self._start(launch)
             while not self.stop_requested and not self._up(launch):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{launch.name} exited with code {proc.returncode}:\n"
-                                       + self.log_tail(launch.name))
+                    raise RuntimeError(
+                        f"{launch.name} exited with code {proc.returncode}:\n"
+                        + self.log_tail(launch.name)
+                    )
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{launch.name} was not up within "
-                                       f"{self.cfg.startup_timeout_s:g} s:\n"
-                                       + self.log_tail(launch.name))
+                    raise RuntimeError(
+                        f"{launch.name} was not up within "
+                        f"{self.cfg.startup_timeout_s:g} s:\n" + self.log_tail(launch.name)
+                    )
                 time.sleep(0.2)
 
     @staticmethod
@@ -304,8 +314,10 @@ class Ward:
                 try:
                     proc.wait(timeout=self.cfg.stop_timeout_s)
                 except subprocess.TimeoutExpired:
-                    self.say(f"{launch.name} did not stop within "
-                             f"{self.cfg.stop_timeout_s:g} s; killing it")
+                    self.say(
+                        f"{launch.name} did not stop within "
+                        f"{self.cfg.stop_timeout_s:g} s; killing it"
+                    )
                     proc.kill()
                     proc.wait()
             self.say(f"stopped {launch.name} (exit code {proc.returncode})")
@@ -327,32 +339,55 @@ def banner(cfg: WardConfig, ports: Mapping[str, int], token: str, broker: str) -
 
 def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig:
     p = argparse.ArgumentParser(prog="python scripts/ward.py", description=__doc__.split("\n")[0])
-    p.add_argument("--beds", default=env.get("WARD_BEDS"),
-                   help=f"comma-separated MIT-BIH records (default {','.join(DEFAULT_BEDS)})")
+    p.add_argument(
+        "--beds",
+        default=env.get("WARD_BEDS"),
+        help=f"comma-separated MIT-BIH records (default {','.join(DEFAULT_BEDS)})",
+    )
     p.add_argument("--speed", type=float, default=float(env.get("WARD_SPEED", "1")))
     p.add_argument("--ward", default=env.get("ECG_WARD", "ward-a"))
     p.add_argument("--data-dir", default=env.get("ECG_DATA_DIR") or str(DEFAULT_DATA_DIR))
-    p.add_argument("--broker", choices=BROKER_MODES, default=env.get("WARD_BROKER", "auto"),
-                   help="auto: Mosquitto where installed, else the embedded amqtt broker")
+    p.add_argument(
+        "--broker",
+        choices=BROKER_MODES,
+        default=env.get("WARD_BROKER", "auto"),
+        help="auto: Mosquitto where installed, else the embedded amqtt broker",
+    )
     p.add_argument("--mqtt-host", default=env.get("MQTT_HOST", "127.0.0.1"))
     p.add_argument("--mqtt-port", type=int, default=int(env.get("MQTT_PORT", MQTT_PORT)))
     p.add_argument("--http-host", default=env.get("WARD_HTTP_HOST", "127.0.0.1"))
     for spec in HTTP_SERVICES:
-        p.add_argument(f"--{spec.name}-port", type=int,
-                       default=int(env[spec.port_env]) if env.get(spec.port_env) else None)
-    p.add_argument("--free-ports", action="store_true",
-                   help="pick free ports for the broker and every service")
+        p.add_argument(
+            f"--{spec.name}-port",
+            type=int,
+            default=int(env[spec.port_env]) if env.get(spec.port_env) else None,
+        )
+    p.add_argument(
+        "--free-ports", action="store_true", help="pick free ports for the broker and every service"
+    )
     p.add_argument("--token", default=env.get("ALERTING_TOKEN", ""))
     p.add_argument("--run-dir", default=env.get("WARD_RUN_DIR") or str(ROOT / "var" / "ward"))
     p.add_argument("--startup-timeout", type=float, default=60.0)
     a = p.parse_args(list(argv) if argv is not None else None)
-    ports = {s.name: getattr(a, f"{s.name}_port") for s in HTTP_SERVICES
-             if getattr(a, f"{s.name}_port") is not None}
+    ports = {
+        s.name: getattr(a, f"{s.name}_port")
+        for s in HTTP_SERVICES
+        if getattr(a, f"{s.name}_port") is not None
+    }
     beds = tuple(b.strip() for b in a.beds.split(",") if b.strip()) if a.beds else DEFAULT_BEDS
     return WardConfig(
-        beds=beds, speed=a.speed, ward=a.ward, data_dir=Path(a.data_dir).expanduser(),
-        broker=a.broker, mqtt_host=a.mqtt_host, mqtt_port=a.mqtt_port, http_host=a.http_host,
-        ports=ports, free_ports=a.free_ports, token=a.token, run_dir=Path(a.run_dir),
+        beds=beds,
+        speed=a.speed,
+        ward=a.ward,
+        data_dir=Path(a.data_dir).expanduser(),
+        broker=a.broker,
+        mqtt_host=a.mqtt_host,
+        mqtt_port=a.mqtt_port,
+        http_host=a.http_host,
+        ports=ports,
+        free_ports=a.free_ports,
+        token=a.token,
+        run_dir=Path(a.run_dir),
         startup_timeout_s=a.startup_timeout,
     )
 
@@ -408,9 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     ports = resolve_ports(cfg)
     busy = busy_ports(cfg, ports)
     if busy:
-        print(f"ward: in use already: {', '.join(busy)}. Stop what holds them, choose ports "
-              "(MQTT_PORT, DETECTOR_HTTP_PORT, ALERTING_PORT) or run with --free-ports.",
-              file=sys.stderr)
+        print(
+            f"ward: in use already: {', '.join(busy)}. Stop what holds them, choose ports "
+            "(MQTT_PORT, DETECTOR_HTTP_PORT, ALERTING_PORT) or run with --free-ports.",
+            file=sys.stderr,
+        )
         return 2
     try:
         launches = plan(cfg, ports, token)

@@ -72,8 +72,7 @@ def test_built_images_have_a_dockerfile_without_torch_or_data() -> None:
         assert build["context"] == "."
         dockerfile = ROOT / build["dockerfile"]
         assert dockerfile == ROOT / name / "Dockerfile"
-        text = "\n".join(ln for ln in dockerfile.read_text().splitlines()
-                         if not ln.startswith("#"))
+        text = "\n".join(ln for ln in dockerfile.read_text().splitlines() if not ln.startswith("#"))
         assert re.search(r"^FROM python:3\.11-slim", text, re.M), name
         assert "torch" not in text.lower(), f"{dockerfile}: run-time images carry no torch"
         installs = re.findall(r"pip install ([^&\n]+)", text)
@@ -85,8 +84,11 @@ def test_built_images_have_a_dockerfile_without_torch_or_data() -> None:
         assert re.search(rf'^CMD \["python", "-m", "{name}"\]', text, re.M), name
     runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not any("torch" in dep for dep in runtime), "`pip install .` would pull torch"
-    ignore = [ln for ln in (ROOT / ".dockerignore").read_text().splitlines()
-              if ln.strip() and not ln.startswith("#")]
+    ignore = [
+        ln
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert ignore[0] == "**", ".dockerignore starts from nothing and lists what images need"
     assert not any("data" in ln or "venv" in ln for ln in ignore if ln.startswith("!"))
 
@@ -103,8 +105,9 @@ def test_detector_image_carries_the_onnx_model() -> None:
     for path in needed:
         assert (ROOT / path).is_file(), f"{path} is not there (make train)"
         assert f"!{path}" in ignore
-    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", *needed], cwd=ROOT,
-                             capture_output=True, text=True)
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", *needed], cwd=ROOT, capture_output=True, text=True
+    )
     assert tracked.returncode == 0, f"the model is not committed: {tracked.stderr}"
 
 
@@ -118,7 +121,7 @@ def test_environment_variables_are_read_by_the_services() -> None:
 def split_volume(volume: str) -> tuple[str, str]:
     """`source:target[:mode]`, where source may be a `${VAR:-default}` interpolation."""
     cut = volume.index("}") + 1 if volume.startswith("${") else volume.index(":")
-    return volume[:cut], volume[cut + 1:].split(":")[0]
+    return volume[:cut], volume[cut + 1 :].split(":")[0]
 
 
 def test_mounted_files_and_volumes_exist() -> None:
@@ -173,8 +176,15 @@ def test_same_services_variables_and_defaults_as_make_ward(tmp_path: Path) -> No
             compose_env[key] = compose_default(value)
     assert set(ward_env) == set(compose_env)
     # Host-specific values differ by design (container paths, service names, secrets).
-    site_specific = {"MQTT_HOST", "ECG_DATA_DIR", "ALERTING_DB", "ALERTING_TOKEN",
-                     "DETECTOR_URL", "DETECTOR_HTTP_HOST", "ALERTING_HOST"}
+    site_specific = {
+        "MQTT_HOST",
+        "ECG_DATA_DIR",
+        "ALERTING_DB",
+        "ALERTING_TOKEN",
+        "DETECTOR_URL",
+        "DETECTOR_HTTP_HOST",
+        "ALERTING_HOST",
+    }
     for key in set(ward_env) - site_specific:
         assert ward_env[key] == compose_env[key], key
     names = [str(spec.name) for spec in ward.SERVICES]
@@ -211,11 +221,13 @@ def test_healthcheck_script_mqtt_status(broker: Broker, unique_ward: str) -> Non
     client.loop_start()
     try:
         status = f"ecg/v1/{unique_ward}/1/status"
-        client.publish(status, json.dumps({"state": "offline", "t": 0}), qos=1,
-                       retain=True).wait_for_publish(5)
+        client.publish(
+            status, json.dumps({"state": "offline", "t": 0}), qos=1, retain=True
+        ).wait_for_publish(5)
         assert _run_healthcheck(url) == 1  # only an offline bed: unhealthy (after the timeout)
-        client.publish(status, json.dumps({"state": "online", "t": 0}), qos=1,
-                       retain=True).wait_for_publish(5)
+        client.publish(
+            status, json.dumps({"state": "online", "t": 0}), qos=1, retain=True
+        ).wait_for_publish(5)
         assert _run_healthcheck(url) == 0
         client.publish(status, b"", qos=1, retain=True).wait_for_publish(5)  # clear it
     finally:

@@ -45,8 +45,7 @@ RECORDS = ("203", "119", "100")  # VT runs from 46 s, ventricular bigeminy, norm
 SPEED = 10
 TOKEN = "prometheus-test-token"
 # An alert expression: anything, then one comparison with a number (e.g. `up == 0`, `x > 2`).
-_ALERT = re.compile(r"^(?P<expr>.+?)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<value>[-+0-9.e]+)\s*$",
-                    re.S)
+_ALERT = re.compile(r"^(?P<expr>.+?)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<value>[-+0-9.e]+)\s*$", re.S)
 
 
 def _binary(name: str) -> str:
@@ -95,7 +94,8 @@ def test_dashboards_and_datasource_are_provisioned() -> None:
     prov = ROOT / "deploy" / "grafana" / "provisioning"
     ds = yaml.safe_load((prov / "datasources" / "prometheus.yml").read_text())["datasources"]
     assert [(d["uid"], d["type"], d["url"]) for d in ds] == [
-        ("prometheus", "prometheus", "http://prometheus:9090")]
+        ("prometheus", "prometheus", "http://prometheus:9090")
+    ]
     provider = yaml.safe_load((prov / "dashboards" / "ecg.yml").read_text())["providers"][0]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     mounts = compose["services"]["grafana"]["volumes"]
@@ -104,17 +104,29 @@ def test_dashboards_and_datasource_are_provisioned() -> None:
 
 def test_promtool_checks_config_rules_and_panel_queries(tmp_path: Path) -> None:
     promtool = _binary("promtool")
-    for args in (["check", "config", str(PROM_DIR / "prometheus.yml")],
-                 ["check", "rules", str(PROM_DIR / "rules.yml")]):
+    for args in (
+        ["check", "config", str(PROM_DIR / "prometheus.yml")],
+        ["check", "rules", str(PROM_DIR / "rules.yml")],
+    ):
         done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
     # promtool parses PromQL only inside rule files: check the panels as recording rules.
-    panels = {"groups": [{"name": "panels", "rules": [
-        {"record": f"panel:{i}", "expr": expr} for i, (_, expr) in enumerate(panel_queries())]}]}
+    panels = {
+        "groups": [
+            {
+                "name": "panels",
+                "rules": [
+                    {"record": f"panel:{i}", "expr": expr}
+                    for i, (_, expr) in enumerate(panel_queries())
+                ],
+            }
+        ]
+    }
     path = tmp_path / "panels.yml"
     path.write_text(yaml.safe_dump(panels))
-    done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -135,8 +147,13 @@ def _get(url: str, token: str | None = None, data: bytes | None = None) -> objec
         return json.loads(resp.read())
 
 
-def _wait(what: str, ok: Callable[[], object], timeout: float, logs: Path,
-          procs: Sequence[subprocess.Popen[bytes]] = ()) -> object:
+def _wait(
+    what: str,
+    ok: Callable[[], object],
+    timeout: float,
+    logs: Path,
+    procs: Sequence[subprocess.Popen[bytes]] = (),
+) -> object:
     """Poll `ok` until it returns something true; fail with the logs (at once if a child died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and all(p.poll() is None for p in procs):
@@ -147,8 +164,9 @@ def _wait(what: str, ok: Callable[[], object], timeout: float, logs: Path,
         except (OSError, ValueError):
             pass
         time.sleep(0.5)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-                      for p in sorted(logs.glob("*.log")))
+    tails = "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in sorted(logs.glob("*.log"))
+    )
     codes = [p.returncode for p in procs if p.poll() is not None]
     pytest.fail(f"gave up waiting for {what} (exited: {codes})\n{tails}")
 
@@ -167,21 +185,33 @@ def prometheus_config(ports: dict[str, int], prom_port: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stack(broker: Broker, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Stack]:
+def stack(
+    broker: Broker, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     run = tmp_path_factory.mktemp("prom-stack")
     name = f"prom-{int(time.time() * 1000) % 10**8}"
-    cfg = ward.WardConfig(beds=RECORDS, speed=SPEED, ward=name, data_dir=data_dir,
-                          broker="external", mqtt_host=broker.host, mqtt_port=broker.port,
-                          token=TOKEN, run_dir=run)
+    cfg = ward.WardConfig(
+        beds=RECORDS,
+        speed=SPEED,
+        ward=name,
+        data_dir=data_dir,
+        broker="external",
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        token=TOKEN,
+        run_dir=run,
+    )
     ports = {"mqtt": broker.port, **{s.name: free_port() for s in ward.HTTP_SERVICES}}
     env = ward.service_env(cfg, ports, TOKEN)
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(argv: list[str], log_name: str, extra_env: dict[str, str]) -> None:
         log = open(run / f"{log_name}.log", "wb")  # noqa: SIM115
-        procs.append(subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **extra_env},
-                                      stdout=log, stderr=log))
+        procs.append(
+            subprocess.Popen(
+                argv, cwd=ROOT, env={**os.environ, **extra_env}, stdout=log, stderr=log
+            )
+        )
         log.close()
 
     try:
@@ -193,15 +223,32 @@ def stack(broker: Broker, data_dir: Path, tmp_path_factory: pytest.TempPathFacto
         prom_port = free_port()
         conf = run / "prometheus.yml"
         conf.write_text(yaml.safe_dump(prometheus_config(ports, prom_port)))
-        check = subprocess.run([_binary("promtool"), "check", "config", str(conf)],
-                               capture_output=True, text=True, timeout=60)
+        check = subprocess.run(
+            [_binary("promtool"), "check", "config", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert check.returncode == 0, check.stdout + check.stderr
-        start([_binary("prometheus"), f"--config.file={conf}",
-               f"--storage.tsdb.path={run / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
-               "--log.level=warn"], "prometheus", {})
+        start(
+            [
+                _binary("prometheus"),
+                f"--config.file={conf}",
+                f"--storage.tsdb.path={run / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--log.level=warn",
+            ],
+            "prometheus",
+            {},
+        )
         base = f"http://127.0.0.1:{prom_port}"
-        _wait("prometheus ready", lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2),
-              30, run, procs)
+        _wait(
+            "prometheus ready",
+            lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2),
+            30,
+            run,
+            procs,
+        )
         yield Stack(name, ports, base, broker, run)
     finally:
         for proc in reversed(procs):
@@ -249,8 +296,9 @@ def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
     def acknowledge_one() -> dict | None:
         for alarm in _get(f"{alerting}/api/alarms?state=active", TOKEN)["alarms"]:
             try:
-                return _get(f"{alerting}/api/alarms/{alarm['id']}/ack", TOKEN,
-                            data=b'{"by": "test nurse"}')["alarm"]
+                return _get(
+                    f"{alerting}/api/alarms/{alarm['id']}/ack", TOKEN, data=b'{"by": "test nurse"}'
+                )["alarm"]
             except urllib.error.HTTPError as exc:
                 if exc.code != 409:  # 409: it ended meanwhile; try the next one
                     raise
@@ -279,15 +327,22 @@ def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
     # Every target is up and every rule evaluates without error.
     targets = _get(f"{stack.prometheus}/api/v1/targets")["data"]["activeTargets"]
     assert {t["labels"]["job"]: t["health"] for t in targets} == {
-        "detector": "up", "alerting": "up", "prometheus": "up"}
+        "detector": "up",
+        "alerting": "up",
+        "prometheus": "up",
+    }
     groups = _get(f"{stack.prometheus}/api/v1/rules")["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
     assert len(rules) == len(rule_queries())
     assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
     # The injected bad messages trip the bad-message alerts (pending for their `for:` time).
     for alert in ("DetectorBadMessages", "AlertingBadMessages"):
-        _wait(f"{alert} pending", lambda a=alert: query(stack, f'ALERTS{{alertname="{a}"}}'),
-              30, stack.logs)
+        _wait(
+            f"{alert} pending",
+            lambda a=alert: query(stack, f'ALERTS{{alertname="{a}"}}'),
+            30,
+            stack.logs,
+        )
     # The replay is real data: beds stream, hearts beat at plausible rates.
     assert float(query(stack, "ecg_detector_active_beds")[0]["value"][1]) == len(RECORDS)
     rates = [float(s["value"][1]) for s in query(stack, "ecg_bed_heart_rate_bpm")]

@@ -130,7 +130,10 @@ class RunningWard:
         self.banner = threading.Event()
         self.proc = subprocess.Popen(
             [sys.executable, str(WARD_PY), "--free-ports", "--run-dir", str(tmp_path), *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -148,8 +151,13 @@ class RunningWard:
             assert time.monotonic() < deadline, "no banner:\n" + "\n".join(self.lines)
 
     def urls(self, prefix: str) -> list[str]:
-        return [m.group(0) for ln in self.lines if ln.startswith(prefix)
-                for m in [re.search(r"http://\S+", ln)] if m]
+        return [
+            m.group(0)
+            for ln in self.lines
+            if ln.startswith(prefix)
+            for m in [re.search(r"http://\S+", ln)]
+            if m
+        ]
 
     def interrupt(self, timeout: float = 60) -> int:
         """Ctrl-C: SIGINT to the ward (its children run in their own sessions)."""
@@ -171,8 +179,11 @@ def _get(url: str) -> tuple[int, str]:
 
 def _metric(text: str, name: str) -> float:
     """Sum of a metric's samples in a Prometheus text exposition."""
-    values = [float(ln.split()[-1]) for ln in text.splitlines()
-              if ln.startswith(name) and (ln[len(name)] in " {")]
+    values = [
+        float(ln.split()[-1])
+        for ln in text.splitlines()
+        if ln.startswith(name) and (ln[len(name)] in " {")
+    ]
     return sum(values)
 
 
@@ -206,8 +217,9 @@ def _run_and_stop(ward_run: RunningWard, n_beds: int) -> None:
         while _metric(_get(detector)[1], "ecg_detector_beats_total") == 0:
             assert time.monotonic() < deadline, "no beats scored:\n" + "\n".join(ward_run.lines)
             time.sleep(0.5)
-        req = urllib.request.Request(base + "/api/beds",
-                                     headers={"Authorization": f"Bearer {token}"})
+        req = urllib.request.Request(
+            base + "/api/beds", headers={"Authorization": f"Bearer {token}"}
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             beds = json.loads(resp.read())["beds"]
         assert len(beds) == n_beds
@@ -230,16 +242,36 @@ def _line_of(ward_run: RunningWard, url: str) -> str:
 def test_ward_on_mosquitto_starts_answers_and_stops_on_ctrl_c(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    run = RunningWard(tmp_path, "--broker", "mosquitto", "--beds", "203,119", "--speed", "10",
-                      "--data-dir", str(data_dir), "--ward", "ward-test")
+    run = RunningWard(
+        tmp_path,
+        "--broker",
+        "mosquitto",
+        "--beds",
+        "203,119",
+        "--speed",
+        "10",
+        "--data-dir",
+        str(data_dir),
+        "--ward",
+        "ward-test",
+    )
     _run_and_stop(run, 2)
     assert any("broker mosquitto" in ln for ln in run.lines)
 
 
 def test_ward_on_the_embedded_broker(tmp_path: Path, data_dir: Path) -> None:
     """Where Mosquitto is not installed: the same ward on amqtt, beats flowing end to end."""
-    run = RunningWard(tmp_path, "--broker", "embedded", "--beds", "100", "--speed", "10",
-                      "--data-dir", str(data_dir))
+    run = RunningWard(
+        tmp_path,
+        "--broker",
+        "embedded",
+        "--beds",
+        "100",
+        "--speed",
+        "10",
+        "--data-dir",
+        str(data_dir),
+    )
     _run_and_stop(run, 1)
     assert any("broker amqtt" in ln for ln in run.lines)
 
@@ -247,8 +279,13 @@ def test_ward_on_the_embedded_broker(tmp_path: Path, data_dir: Path) -> None:
 def test_ward_without_data_explains_how_to_fetch_it(tmp_path: Path) -> None:
     empty = tmp_path / "no-mitdb"
     empty.mkdir()
-    done = subprocess.run([sys.executable, str(WARD_PY), "--data-dir", str(empty)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(WARD_PY), "--data-dir", str(empty)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "python -m ecgcommon.fetch --data-dir" in done.stderr
     assert str(empty) in done.stderr
@@ -258,10 +295,19 @@ def test_make_ward_in_a_terminal_exits_0_on_ctrl_c(tmp_path: Path, data_dir: Pat
     """The README's command as a user runs it: `make ward` in a terminal, then Ctrl-C typed
     there (the terminal sends SIGINT to its foreground process group). The ward takes the
     foreground, so make does not see the interrupt and exits with the ward's 0."""
-    checksum = subprocess.run("cat pyproject.toml | cksum | cut -d' ' -f1", shell=True, cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
-    ports = {"MQTT_PORT": free_port(), "DETECTOR_HTTP_PORT": free_port(),
-             "ALERTING_PORT": free_port()}
+    checksum = subprocess.run(
+        "cat pyproject.toml | cksum | cut -d' ' -f1",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ports = {
+        "MQTT_PORT": free_port(),
+        "DETECTOR_HTTP_PORT": free_port(),
+        "ALERTING_PORT": free_port(),
+    }
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "WARD_RUN_DIR": str(tmp_path)}
     master, slave = os.openpty()
 
@@ -271,9 +317,20 @@ def test_make_ward_in_a_terminal_exits_0_on_ctrl_c(tmp_path: Path, data_dir: Pat
 
     # `-o <stamp>`: use the existing .venv as it is (no reinstall inside the test).
     proc = subprocess.Popen(
-        ["make", "-o", f".venv/.installed-{checksum}", "ward", "BEDS=100", "SPEED=10",
-         f"DATA_DIR={data_dir}"],
-        cwd=ROOT, env=env, stdin=slave, stdout=slave, stderr=slave,
+        [
+            "make",
+            "-o",
+            f".venv/.installed-{checksum}",
+            "ward",
+            "BEDS=100",
+            "SPEED=10",
+            f"DATA_DIR={data_dir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
         preexec_fn=controlling_terminal,  # setsid + TIOCSCTTY: the pty is its terminal
     )
     os.close(slave)
@@ -318,9 +375,22 @@ def test_ward_refuses_ports_in_use(tmp_path: Path, data_dir: Path) -> None:
         holder.listen()
         port = holder.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, str(WARD_PY), "--free-ports", "--alerting-port", str(port),
-             "--data-dir", str(data_dir), "--run-dir", str(tmp_path)],
-            cwd=ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                str(WARD_PY),
+                "--free-ports",
+                "--alerting-port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--run-dir",
+                str(tmp_path),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 2
     assert f"alerting 127.0.0.1:{port}" in done.stderr and "--free-ports" in done.stderr
     assert not list(tmp_path.glob("*.log")), "nothing starts when a port is taken"
