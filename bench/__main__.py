@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="reports/bench.json")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--chunk-s", type=float, default=1.0)
-    p.add_argument("--warmup-s", type=float, default=8.0)
+    p.add_argument("--warmup-s", type=float, default=15.0)
     p.add_argument("--measure-s", type=float, default=20.0)
     p.add_argument("--start-beds", type=int, default=250)
     p.add_argument("--max-beds", type=int, default=16000)
