@@ -23,6 +23,7 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "artifac
 MODEL_FILE = "beat_ae.onnx"
 MANIFEST_FILE = "beat_ae.manifest.json"
 MANIFEST_FORMAT = 1
+MAX_BATCH = 4096  # windows per onnxruntime call
 
 
 class ModelMismatchError(Exception):
@@ -140,5 +141,11 @@ class OnnxScorer:
         if not np.isfinite(windows).all():
             bad = np.flatnonzero(~np.isfinite(windows).all(axis=1))
             raise ValueError(f"windows hold NaN/inf in rows {bad[:10].tolist()}")
-        err, per_t = self._session.run(None, {self._input: np.ascontiguousarray(windows)})
-        return err, per_t
+        x = np.ascontiguousarray(windows)
+        if len(x) <= MAX_BATCH:
+            err, per_t = self._session.run(None, {self._input: x})
+            return err, per_t
+        # big offline batches go in slices: the LSTM's working memory grows with the batch
+        parts = [self._session.run(None, {self._input: x[i : i + MAX_BATCH]})
+                 for i in range(0, len(x), MAX_BATCH)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

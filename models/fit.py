@@ -22,7 +22,7 @@ class FitConfig:
     patience: int = 4
     seed: int = 0
     max_train_beats: int | None = None
-    threads: int = 2
+    threads: int = 1
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "threads"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ SEED_WINDOW = WindowSpec(pre_s=90 / 360, post_s=97 / 360, fs=360.0, normalisatio
 SEED_PERCENTILE = 95.0  # the seed's global threshold: this percentile of DS1 normal errors
 BASELINE_DIR = "baselines"
 TORCH_FILE = "beat_ae.pt"
+CV_FOLDS = 2  # DS1 folds (by record) for the out-of-fold errors the anomaly rule is fitted on
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,39 @@ def _train_one(
     return result
 
 
+def _oof_errors(
+    name: str, make: Callable[[], torch.nn.Module], beats: BeatSet, cfg: TrainConfig,
+    fit: FitConfig, progress: bool,
+) -> np.ndarray:
+    """Out-of-fold errors: each DS1 record scored by a model trained without it.
+
+    An autoencoder's errors on its own training patients are lower than on new patients, so a
+    combination rule fitted on them would over-trust the raw error. Cross-fitting by record
+    gives DS1 errors that look like errors on unseen patients.
+    """
+    records = sorted(set(cfg.records))
+    out = np.full(len(beats), np.nan, dtype=np.float32)
+    for k in range(CV_FOLDS):
+        held = tuple(records[k::CV_FOLDS])
+        rest = tuple(r for r in records if r not in held)
+        val = tuple(r for r in cfg.val_records if r in rest) or rest[-1:]
+        normal = beats.labels == "N"
+        train_m = normal & np.isin(beats.records, rest) & ~np.isin(beats.records, val)
+        val_m = normal & np.isin(beats.records, val)
+        if not train_m.any():  # tiny runs: too few records to hold some out for validation
+            train_m = val_m = normal & np.isin(beats.records, rest)
+        model = make()
+        fit_autoencoder(model, beats.windows[train_m], beats.windows[val_m], fit,
+                        desc=f"{name} fold {k + 1}/{CV_FOLDS}", progress=progress)
+        held_m = np.isin(beats.records, held)
+        out[held_m], _ = errors(model, beats.windows[held_m])
+    return out
+
+
 def _calibrate(
-    scorer: OnnxScorer, beats: BeatSet
+    err: np.ndarray, beats: BeatSet
 ) -> tuple[AnomalyConfig, dict[str, Any], np.ndarray]:
-    """Fit the anomaly rule and thresholds on DS1 errors computed by onnxruntime."""
-    err, _ = scorer.score(beats.windows)
+    """Fit the anomaly rule and thresholds on (out-of-fold) DS1 errors."""
     anomaly = fit_anomaly(err, beats)
     scores = per_record_scores(err, beats, anomaly)
     th = calibrate_thresholds(scores, beats.labels)
@@ -97,7 +127,8 @@ def _calibrate(
         for name, t in th.items()
     }
     metrics = {"ds1_calibration": {**auc_report(scores, beats.labels),
-                                   "raw_error": auc_report(err, beats.labels)}}
+                                   "raw_error": auc_report(err, beats.labels),
+                                   "errors": f"{CV_FOLDS}-fold out-of-fold by record"}}
     return anomaly, {"thresholds": thresholds, "metrics": metrics}, err
 
 
@@ -143,7 +174,10 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, progress: bool = True) ->
                             "val_loss": fit.val_loss, "best_epoch": fit.best_epoch,
                             "labels_used": "N beats only (AAMI N) for the autoencoder"}
     write_json(out / MANIFEST_FILE, manifest)
-    anomaly, extra, _ = _calibrate(OnnxScorer(out), beats)
+    OnnxScorer(out)  # the manifest just written must match its model
+    oof = _oof_errors("lstm_ae", lambda: LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat"),
+                      beats, cfg, cfg.fit, progress)
+    anomaly, extra, _ = _calibrate(oof, beats)
     manifest["anomaly"] = anomaly.as_dict()
     manifest.update(extra)
     write_json(out / MANIFEST_FILE, manifest)
@@ -157,8 +191,10 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, progress: bool = True) ->
         _, man = _export(cnn, bdir, "cnn_ae", WINDOW, {"kind": "cnn_ae"}, beats.windows[:256])
         man.update(common)
         write_json(bdir / "cnn_ae.manifest.json", man)
-        scorer = OnnxScorer(bdir, model_file="cnn_ae.onnx", manifest_file="cnn_ae.manifest.json")
-        anomaly, extra, _ = _calibrate(scorer, beats)
+        OnnxScorer(bdir, model_file="cnn_ae.onnx", manifest_file="cnn_ae.manifest.json")
+        oof = _oof_errors("cnn_ae", lambda: CNNAutoencoder(WINDOW.n_points, 16, cfg.latent),
+                          beats, cfg, cfg.cnn_fit, progress)
+        anomaly, extra, _ = _calibrate(oof, beats)
         man["anomaly"] = anomaly.as_dict()
         man.update(extra)
         write_json(bdir / "cnn_ae.manifest.json", man)

@@ -21,13 +21,14 @@ def test_training_smoke(tmp_path: Path, data_dir: Path) -> None:
     from models import train
 
     out = tmp_path / "artifacts"
-    rc = train.main(["--data-dir", str(data_dir), "--out-dir", str(out), "--records", "106",
-                     "119", "--val-records", "119", "--epochs", "1", "--max-train-beats", "300",
-                     "--no-baselines", "--no-progress"])
+    rc = train.main(["--data-dir", str(data_dir), "--out-dir", str(out),
+                     "--records", "106", "119", "209", "--val-records", "119",
+                     "--epochs", "1", "--max-train-beats", "300", "--no-baselines",
+                     "--no-progress"])
     assert rc == 0
     scorer = OnnxScorer(out)  # the fresh manifest matches its model
     m = scorer.manifest
-    assert m["training_records"] == ["106", "119"] and "106.dat" in m["data_sha256"]
+    assert m["training_records"] == ["106", "119", "209"] and "106.dat" in m["data_sha256"]
     assert m["parity_max_abs_diff"] <= 1e-4
     assert m["thresholds"]["icu"]["threshold"] <= m["thresholds"]["screening"]["threshold"]
     assert m["thresholds"]["icu"]["normal_flag_rate"] <= 0.02
