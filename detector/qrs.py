@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import numbers
 from collections import deque
 from dataclasses import dataclass, fields
 
@@ -98,7 +99,7 @@ class QRSDetector:
     """Streaming R-peak detector for one ECG lead; see the module docstring."""
 
     def __init__(self, fs: float, config: QRSConfig | None = None) -> None:
-        if isinstance(fs, bool) or not isinstance(fs, int | float) or not math.isfinite(fs):
+        if isinstance(fs, bool) or not isinstance(fs, numbers.Real) or not math.isfinite(fs):
             raise TypeError(f"fs must be a finite number of Hz, got {fs!r}")
         if not MIN_FS <= fs <= MAX_FS:
             raise ValueError(f"fs must be within {MIN_FS:g}..{MAX_FS:g} Hz, got {fs}")
@@ -334,10 +335,11 @@ class QRSDetector:
                                               > cfg.valley_noise_ratio * self._spk):
             self._npk += cfg.level_weight * (v - self._npk)
             return
-        if self._have_beat and self._learn_from <= self._last_r:
+        if self._have_beat:
             quiet = max(self._relearn_n, round(cfg.relearn_rr * self._rr_mean()))
-            if e >= self._last_r + quiet:  # beats have vanished: re-learn the levels
-                self._learn_from = self._last_r + quiet
+            since = max(self._last_r, self._learn_from + self._learn_n)
+            if e >= since + quiet:  # beats have vanished: re-learn the levels (again)
+                self._learn_from = since + quiet
                 self._spk_fresh = True
         if e < self._learn_from + self._learn_n:
             lo = max(self._learn_from, self._base) - self._base

@@ -229,6 +229,17 @@ def test_baseline_wander_and_mains_do_not_matter(rec100: Record) -> None:
     assert len(peaks) <= 1.01 * len(ref)
 
 
+@pytest.mark.parametrize("noise_mv", [0.005, 0.05])
+def test_asystole_with_a_noisy_baseline_gives_no_beats(rec100: Record, noise_mv: float) -> None:
+    """Beats stop but the lead stays on: re-learning must not turn noise into beats."""
+    x = rec100.lead(0)[: int(30 * FS)]
+    t = np.arange(int(20 * FS)) / FS
+    rng = np.random.default_rng(0)
+    still = x[-1] + 0.1 * np.sin(2 * np.pi * 0.2 * t) + noise_mv * rng.standard_normal(len(t))
+    peaks = QRSDetector(FS).feed(np.concatenate([x, still]))
+    assert np.sum(peaks > len(x) + 0.2 * FS) == 0
+
+
 def test_memory_stays_bounded(data_dir: Path) -> None:
     """Half an hour more signal, in chunks of every size, leaves memory where it was."""
     import tracemalloc
