@@ -66,7 +66,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             break
         except OSError:
             if proc.poll() is not None:
-                pytest.fail(f"mosquitto exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                pytest.fail(f"mosquitto exited: {err}")
             time.sleep(0.05)
     else:
         proc.kill()
