@@ -135,6 +135,11 @@ def summarise(results: dict[str, dict], peers: bool, config: QRSConfig) -> dict:
         delay_p50_s=float(np.percentile(delays, 50)) if len(delays) else None,
         delay_p99_s=float(np.percentile(delays, 99)) if len(delays) else None,
         delay_max_s=float(delays.max()) if len(delays) else None,
+        delay_percentiles_s={f"p{q:g}": float(np.percentile(delays, q))
+                             for q in (1, 10, 25, 50, 75, 90, 99, 99.9)} if len(delays) else {},
+        delay_histogram={"edges_s": [round(0.05 * k, 2) for k in range(11)],
+                         "counts": np.histogram(delays, bins=np.linspace(0, 0.5, 11))[0].tolist(),
+                         "over_0.5_s": int(np.sum(delays > 0.5))},
         realtime_factor=seconds / cpu if cpu > 0 else None,
         chunk_s=CHUNK_S,
         signal_s=seconds,
