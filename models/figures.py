@@ -76,7 +76,8 @@ def explain_figure(extras: dict[str, Any], path: Path) -> None:
                             s=14, zorder=2)
             ax.set_title(f"{c} (record {beats.records[i]}, score {scores[i]:.2f})", fontsize=9)
         ax.set_xlabel("s from R-peak")
-    fig.colorbar(sc, ax=axes, label="squared error per point")
+    fig.subplots_adjust(left=0.05, right=0.86, bottom=0.2, top=0.88, wspace=0.08)
+    fig.colorbar(sc, ax=axes, label="squared error per point", fraction=0.03)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
