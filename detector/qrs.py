@@ -33,7 +33,6 @@ from detector.qrs_filter import BandPass
 from detector.qrs_input import as_samples, finite_runs, first_change, flat_onset
 
 MIN_FS, MAX_FS = 100.0, 2000.0
-_EMPTY = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,7 @@ class QRSDetector:
         """R-peak sample indices (int64, ascending, absolute) confirmed by this chunk."""
         x = as_samples(chunk)
         if len(x) == 0:
-            return _EMPTY
+            return np.empty(0, dtype=np.int64)
         if np.isfinite(x).all():
             self._feed_finite(x)
         else:
@@ -172,7 +171,7 @@ class QRSDetector:
                     self._prev = math.nan
                     self._flat_run = 0
         if not self._out:
-            return _EMPTY
+            return np.empty(0, dtype=np.int64)
         out = np.asarray(self._out, dtype=np.int64)
         self._out.clear()
         return out
