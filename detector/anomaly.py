@@ -9,9 +9,10 @@ The score is a logistic combination, fitted on DS1 only (`models/calibrate.py`),
 - the beat's log reconstruction error relative to the patient's own running median of it
   (morphology, adapted to the patient: a wide-QRS patient's normal beats stop looking abnormal),
 - the global log reconstruction error (morphology against the training population),
-- the log distance of the beat's window to the patient's running template (the point-wise
+- the log distances of the beat's window to the patient's running template (the point-wise
   median of the patient's last `template_history` windows: a beat unlike this patient's usual
-  beat; the median ignores ectopic beats while they are a minority),
+  beat; the median ignores ectopic beats while they are a minority), separately over the QRS
+  (within `qrs_half_s` of the R-peak) and over the rest of the window after it (ST-T),
 - the causal RR features of `ecgcommon.rhythm` (prematurity, compensatory pause). The next RR is
   never used: a beat is scored the moment its window is complete.
 The patient reference learns from every beat, without labels; the running median (not the mean)
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecgcommon.rhythm import RhythmFeatures
+from ecgcommon.windowing import WINDOW
 
 PROFILES = ("icu", "screening")
 TEMPLATE_REFRESH = 8  # beats between recomputations of the patient's median template
@@ -44,10 +46,12 @@ class AnomalyConfig:
     mean: tuple[float, ...]  # feature standardisation (fitted on DS1)
     scale: tuple[float, ...]
     prior_log_error: float  # DS1 median log error of normal beats: the reference before history
-    prior_log_template: float  # DS1 median log template distance of normal beats (first beat)
+    prior_log_template: float  # DS1 median log QRS template distance of normal beats
+    prior_log_st: float  # DS1 median log ST-T template distance of normal beats
     history: int = 128  # beats in the patient's running reference
     warmup: int = 16  # beats over which the reference moves from the prior to the patient
     template_history: int = 48  # past windows whose point-wise median is the patient's template
+    qrs_half_s: float = 0.1  # the QRS region of the template distance: R-peak +- this
     thresholds: Mapping[str, float] | None = None  # profile name -> score threshold
 
     def __post_init__(self) -> None:
@@ -60,9 +64,11 @@ class AnomalyConfig:
             raise ValueError(f"scale must be > 0, got {self.scale!r}")
         if not math.isfinite(self.bias):
             raise ValueError(f"bias must be finite, got {self.bias!r}")
-        for name in ("prior_log_error", "prior_log_template"):
+        for name in ("prior_log_error", "prior_log_template", "prior_log_st"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        if not 0 < self.qrs_half_s < min(WINDOW.pre_s, WINDOW.post_s):
+            raise ValueError(f"qrs_half_s must be in (0, {WINDOW.pre_s}) s, got {self.qrs_half_s}")
         if self.template_history < 1:
             raise ValueError(f"template_history must be >= 1 beat, got {self.template_history}")
         if self.history < 1:
@@ -86,9 +92,11 @@ class AnomalyConfig:
             scale=tuple(float(v) for v in a["scale"]),
             prior_log_error=float(a["prior_log_error"]),
             prior_log_template=float(a["prior_log_template"]),
+            prior_log_st=float(a["prior_log_st"]),
             history=int(a["history"]),
             warmup=int(a["warmup"]),
             template_history=int(a["template_history"]),
+            qrs_half_s=float(a["qrs_half_s"]),
             thresholds={k: float(v["threshold"]) for k, v in th.items()},
         )
 
@@ -102,9 +110,11 @@ class AnomalyConfig:
             "scale": list(self.scale),
             "prior_log_error": self.prior_log_error,
             "prior_log_template": self.prior_log_template,
+            "prior_log_st": self.prior_log_st,
             "history": self.history,
             "warmup": self.warmup,
             "template_history": self.template_history,
+            "qrs_half_s": self.qrs_half_s,
             "uses_next_rr": False,
         }
 
@@ -124,13 +134,15 @@ FEATURES = (
     "short_ratio",  # pre-RR / median of the last 8 RR (causal)
     "premature",  # max(0, 1 - rr_ratio): how early the beat came
     "rel_x_premature",  # interaction: an early beat that also looks unlike the patient's beats
-    "log_template_dist",  # log mean squared distance of the window to the patient's template
-    "template_x_premature",  # interaction: early and unlike the patient's template
+    "log_qrs_dist",  # log mean squared distance to the patient's template over the QRS
+    "log_st_dist",  # the same over the rest of the window after the QRS (ST segment, T wave)
+    "qrs_x_premature",  # interactions: early and unlike the patient's template
+    "st_x_premature",
 )
 
 
 def feature_vector(
-    rel: float, log_err: float, rhythm: RhythmFeatures, log_tmpl: float
+    rel: float, log_err: float, rhythm: RhythmFeatures, log_qrs: float, log_st: float
 ) -> np.ndarray:
     """The raw (unstandardised) features of one beat, in `FEATURES` order."""
     rr = min(max(rhythm.rr_ratio, 0.0), 3.0)
@@ -138,8 +150,8 @@ def feature_vector(
     short = min(max(rhythm.short_ratio, 0.0), 3.0)
     premature = max(0.0, 1.0 - rr)
     return np.array(
-        [rel, log_err, rr, prev, short, premature, rel * premature, log_tmpl,
-         log_tmpl * premature],
+        [rel, log_err, rr, prev, short, premature, rel * premature, log_qrs, log_st,
+         log_qrs * premature, log_st * premature],
         dtype=np.float64,
     )
 
@@ -202,22 +214,27 @@ class PatientAdapter:
         w = n / (n + k) if k else 1.0
         return w * self._ref.median() + (1.0 - w) * self.config.prior_log_error
 
-    def template_distance(self, window: np.ndarray) -> float:
-        """Log mean squared distance of a window to the patient's template (prior before one)."""
+    def template_distance(self, window: np.ndarray) -> tuple[float, float]:
+        """Log mean squared distances of a window to the patient's template: (QRS, ST-T).
+
+        Before the first beat has been learnt both are the DS1 prior.
+        """
         if self._ring is None:
-            return self.config.prior_log_template
+            return self.config.prior_log_template, self.config.prior_log_st
         if self._template is None:
             self._template = np.median(self._ring[: self._n_windows], axis=0)
             self._since_refresh = 0
-        d = float(np.mean((_window(window, self._template.size) - self._template) ** 2))
-        return math.log(d + 1e-3)
+        sq = (_window(window, self._template.size) - self._template) ** 2
+        half = round(self.config.qrs_half_s * WINDOW.fs)
+        lo, hi = WINDOW.pre_points - half, WINDOW.pre_points + half + 1
+        return (math.log(float(sq[lo:hi].mean()) + 1e-3),
+                math.log(float(sq[hi:].mean()) + 1e-3))
 
     def features(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> np.ndarray:
         """Raw features of a beat given what has been learnt so far."""
         log_err = _log_error(error)
-        return feature_vector(
-            log_err - self.reference(), log_err, rhythm, self.template_distance(window)
-        )
+        qrs, st = self.template_distance(window)
+        return feature_vector(log_err - self.reference(), log_err, rhythm, qrs, st)
 
     def score_one(
         self, error: float, rhythm: RhythmFeatures, window: np.ndarray

@@ -61,12 +61,16 @@ def fit_anomaly(
     labels = beats.labels
     prior = float(np.median(np.log(errors[labels == "N"] + 1e-6)))
     k = len(FEATURES)
-    base = AnomalyConfig((0.0,) * k, 0.0, (0.0,) * k, (1.0,) * k, prior, 0.0, history, warmup)
+    base = AnomalyConfig((0.0,) * k, 0.0, (0.0,) * k, (1.0,) * k, prior, 0.0, 0.0, history,
+                         warmup)
     feats = per_record_features(errors, beats, base)
-    tmpl = FEATURES.index("log_template_dist")
     first = np.concatenate([[True], beats.records[1:] != beats.records[:-1]])
-    prior_t = float(np.median(feats[(labels == "N") & ~first, tmpl]))
-    base = replace(base, prior_log_template=prior_t)
+    normal = (labels == "N") & ~first
+    base = replace(
+        base,
+        prior_log_template=float(np.median(feats[normal, FEATURES.index("log_qrs_dist")])),
+        prior_log_st=float(np.median(feats[normal, FEATURES.index("log_st_dist")])),
+    )
     feats = per_record_features(errors, beats, base)
     use = np.isin(labels, ("N", *ABNORMAL))
     x, y = feats[use], np.isin(labels[use], ABNORMAL).astype(float)

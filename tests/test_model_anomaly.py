@@ -31,7 +31,7 @@ def test_config_round_trips_and_validates(config: AnomalyConfig) -> None:
                                                         for k, v in config.thresholds.items()}})
     assert again == config
     with pytest.raises(ValueError, match="weights"):
-        AnomalyConfig((1.0,), 0.0, config.mean, config.scale, 0.0, 0.0)
+        AnomalyConfig((1.0,), 0.0, config.mean, config.scale, 0.0, 0.0, 0.0)
     with pytest.raises(KeyError, match="nope"):
         config.threshold("nope")
 
