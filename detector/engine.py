@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -127,6 +127,7 @@ class DetectorEngine:
         self.batcher: MicroBatcher[Queued] = MicroBatcher(settings.max_batch, settings.max_wait_s)
         self._bad = _LogLimiter()
         self._next_sweep = -math.inf
+        self._kind_counters: dict[str, Any] = {}  # labelled children, looked up once
 
     # ------------------------------------------------------------------ input
     def _bed(self, ward: str, bed: str) -> Bed:
@@ -151,7 +152,10 @@ class DetectorEngine:
         except TopicError as exc:
             self.bad("bad_topic", "%s", exc)
             return []
-        self.metrics.messages.labels(t.kind).inc()
+        counter = self._kind_counters.get(t.kind)
+        if counter is None:
+            counter = self._kind_counters[t.kind] = self.metrics.messages.labels(t.kind)
+        counter.inc()
         try:
             if t.kind == "samples":
                 return self._on_samples(t.ward, t.bed, payload, now)

@@ -12,6 +12,7 @@ import cProfile
 import json
 import logging
 import math
+import select
 import signal
 import threading
 import time
@@ -179,6 +180,29 @@ class DetectorService:
         for p in pubs:
             self.client.publish(p.topic, p.payload, p.qos, p.retain)
 
+    def _loop_once(self, timeout: float) -> mqtt.MQTTErrorCode:
+        """One turn of paho's external-event-loop API (socket, loop_read/write/misc): unlike
+        `Client.loop`, it needs no wake-up socket pair (a send() per publish), since the
+        publishing thread is this one."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return mqtt.MQTT_ERR_NO_CONN
+        buffered = isinstance(sock, _BufferedSocket) and sock.pending() > 0
+        try:
+            readable, writable, _ = select.select(
+                [sock], [sock] if client.want_write() else [], [], 0.0 if buffered else timeout)
+        except (OSError, ValueError):  # the socket closed under us
+            readable, writable = [], []
+        rc = mqtt.MQTT_ERR_SUCCESS
+        if readable or buffered:
+            rc = client.loop_read()
+        if rc == mqtt.MQTT_ERR_SUCCESS and writable and client.socket() is not None:
+            rc = client.loop_write()
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()
+        return rc
+
     def _work(self) -> None:
         """One thread does it all: paho's network loop (messages are handled in its callback),
         the batching deadlines, publication, and reconnection with exponential backoff."""
@@ -203,7 +227,7 @@ class DetectorService:
             deadline = engine.next_deadline()
             now = time.monotonic()
             timeout = 0.2 if deadline is None else min(0.2, max(0.0, deadline - now))
-            rc = client.loop(timeout)
+            rc = self._loop_once(timeout)
             try:
                 self._outbox += engine.tick(time.monotonic())
             except Exception:  # never let the worker die
@@ -219,9 +243,9 @@ class DetectorService:
         self._outbox = []
         if client.socket() is not None:
             for _ in range(10):  # let QoS 1 events go out
-                client.loop(0.05)
+                self._loop_once(0.05)
             client.disconnect()
-            client.loop(0.1)
+            self._loop_once(0.1)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
