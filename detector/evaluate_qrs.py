@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import wfdb.processing as wp
@@ -168,8 +169,9 @@ def summarise(results: dict[str, dict], peers: bool, config: QRSConfig) -> dict:
     return report
 
 
-def print_table(report: dict, out=sys.stdout) -> None:
-    """Per-record table and pooled totals, percentages."""
+def print_table(report: dict, out: TextIO | None = None) -> None:
+    """Per-record table and pooled totals, percentages (to stdout by default)."""
+    out = out if out is not None else sys.stdout
     peers = "peers" in report
     head = f"{'record':>8} {'beats':>6} {'TP':>6} {'FN':>4} {'FP':>4} {'Se%':>7} {'+P%':>7}"
     if peers:
