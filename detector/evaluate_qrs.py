@@ -44,8 +44,7 @@ class Job:
 
 def _score(ref: np.ndarray, test: np.ndarray, fs: float) -> dict[str, float | int]:
     """Sensitivity, positive predictivity and counts of test against reference beats."""
-    cmp = wp.compare_annotations(ref, np.asarray(test, dtype=np.int64),
-                                 round(MATCH_WINDOW_S * fs))
+    cmp = wp.compare_annotations(ref, np.asarray(test, dtype=np.int64), round(MATCH_WINDOW_S * fs))
     tp, fn, fp = int(cmp.tp), int(cmp.fn), int(cmp.fp)
     return {"se": _ratio(tp, tp + fn), "ppv": _ratio(tp, tp + fp), "tp": tp, "fn": fn, "fp": fp}
 
@@ -54,8 +53,9 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else 1.0
 
 
-def run_detector(x: np.ndarray, fs: float, config: QRSConfig) -> tuple[np.ndarray, np.ndarray,
-                                                                        float]:
+def run_detector(
+    x: np.ndarray, fs: float, config: QRSConfig
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Feed x in 100 ms chunks: (R-peaks, decision delays in s, CPU seconds in the detector)."""
     det = QRSDetector(fs, config)
     step = max(1, round(CHUNK_S * fs))
@@ -63,7 +63,7 @@ def run_detector(x: np.ndarray, fs: float, config: QRSConfig) -> tuple[np.ndarra
     delays: list[np.ndarray] = []
     cpu = 0.0
     for start in range(0, len(x), step):
-        chunk = x[start:start + step]
+        chunk = x[start : start + step]
         t0 = time.process_time()
         found = det.feed(chunk)
         cpu += time.process_time() - t0
@@ -136,11 +136,16 @@ def summarise(results: dict[str, dict], peers: bool, config: QRSConfig) -> dict:
         delay_p50_s=float(np.percentile(delays, 50)) if len(delays) else None,
         delay_p99_s=float(np.percentile(delays, 99)) if len(delays) else None,
         delay_max_s=float(delays.max()) if len(delays) else None,
-        delay_percentiles_s={f"p{q:g}": float(np.percentile(delays, q))
-                             for q in (1, 10, 25, 50, 75, 90, 99, 99.9)} if len(delays) else {},
-        delay_histogram={"edges_s": [round(0.05 * k, 2) for k in range(11)],
-                         "counts": np.histogram(delays, bins=np.linspace(0, 0.5, 11))[0].tolist(),
-                         "over_0.5_s": int(np.sum(delays > 0.5))},
+        delay_percentiles_s={
+            f"p{q:g}": float(np.percentile(delays, q)) for q in (1, 10, 25, 50, 75, 90, 99, 99.9)
+        }
+        if len(delays)
+        else {},
+        delay_histogram={
+            "edges_s": [round(0.05 * k, 2) for k in range(11)],
+            "counts": np.histogram(delays, bins=np.linspace(0, 0.5, 11))[0].tolist(),
+            "over_0.5_s": int(np.sum(delays > 0.5)),
+        },
         realtime_factor=seconds / cpu if cpu > 0 else None,
         chunk_s=CHUNK_S,
         signal_s=seconds,
@@ -153,18 +158,20 @@ def summarise(results: dict[str, dict], peers: bool, config: QRSConfig) -> dict:
     }
     if peers:
         report["peers"] = {
-            p: _pooled([r["peers"][p] for r in rows]) | {
-                "cpu_s": sum(r["peers"][p]["cpu_s"] for r in rows)}
+            p: _pooled([r["peers"][p] for r in rows])
+            | {"cpu_s": sum(r["peers"][p]["cpu_s"] for r in rows)}
             for p in PEERS
         }
     for name, r in results.items():
         d = np.asarray(r["delays"])
-        row = {k: r[k] for k in ("se", "ppv", "tp", "fn", "fp", "fs", "duration_s",
-                                 "realtime_factor")}
+        row = {
+            k: r[k] for k in ("se", "ppv", "tp", "fn", "fp", "fs", "duration_s", "realtime_factor")
+        }
         row["delay_p99_s"] = float(np.percentile(d, 99)) if len(d) else None
         if peers:
-            row["peers"] = {p: {k: r["peers"][p][k] for k in ("se", "ppv", "tp", "fn", "fp")}
-                            for p in PEERS}
+            row["peers"] = {
+                p: {k: r["peers"][p][k] for k in ("se", "ppv", "tp", "fn", "fp")} for p in PEERS
+            }
         report["records"][name] = row
     return report
 
@@ -178,23 +185,36 @@ def print_table(report: dict, out: TextIO | None = None) -> None:
         head += f" | {'gqrs Se':>7} {'+P':>7} | {'xqrs Se':>7} {'+P':>7}"
     print(head, file=out)
     for name, r in report["records"].items():
-        line = (f"{name:>8} {r['tp'] + r['fn']:>6} {r['tp']:>6} {r['fn']:>4} {r['fp']:>4} "
-                f"{100 * r['se']:>7.2f} {100 * r['ppv']:>7.2f}")
+        line = (
+            f"{name:>8} {r['tp'] + r['fn']:>6} {r['tp']:>6} {r['fn']:>4} {r['fp']:>4} "
+            f"{100 * r['se']:>7.2f} {100 * r['ppv']:>7.2f}"
+        )
         if peers:
             g, x = r["peers"]["gqrs"], r["peers"]["xqrs"]
-            line += (f" | {100 * g['se']:>7.2f} {100 * g['ppv']:>7.2f}"
-                     f" | {100 * x['se']:>7.2f} {100 * x['ppv']:>7.2f}")
+            line += (
+                f" | {100 * g['se']:>7.2f} {100 * g['ppv']:>7.2f}"
+                f" | {100 * x['se']:>7.2f} {100 * x['ppv']:>7.2f}"
+            )
         print(line, file=out)
     d = report["detector"]
-    print(f"{'pooled':>8} {d['tp'] + d['fn']:>6} {d['tp']:>6} {d['fn']:>4} {d['fp']:>4} "
-          f"{100 * d['se']:>7.2f} {100 * d['ppv']:>7.2f}", file=out)
+    print(
+        f"{'pooled':>8} {d['tp'] + d['fn']:>6} {d['tp']:>6} {d['fn']:>4} {d['fp']:>4} "
+        f"{100 * d['se']:>7.2f} {100 * d['ppv']:>7.2f}",
+        file=out,
+    )
     if peers:
         for p, v in report["peers"].items():
-            print(f"{p:>8} Se {100 * v['se']:.2f} %  +P {100 * v['ppv']:.2f} %"
-                  f"  (TP {v['tp']}, FN {v['fn']}, FP {v['fp']})", file=out)
-    print(f"decision delay p50 {d['delay_p50_s']:.3f} s, p99 {d['delay_p99_s']:.3f} s, "
-          f"max {d['delay_max_s']:.3f} s; realtime factor {d['realtime_factor']:.0f} x "
-          f"(signal s per CPU s, {1000 * d['chunk_s']:.0f} ms chunks)", file=out)
+            print(
+                f"{p:>8} Se {100 * v['se']:.2f} %  +P {100 * v['ppv']:.2f} %"
+                f"  (TP {v['tp']}, FN {v['fn']}, FP {v['fp']})",
+                file=out,
+            )
+    print(
+        f"decision delay p50 {d['delay_p50_s']:.3f} s, p99 {d['delay_p99_s']:.3f} s, "
+        f"max {d['delay_max_s']:.3f} s; realtime factor {d['realtime_factor']:.0f} x "
+        f"(signal s per CPU s, {1000 * d['chunk_s']:.0f} ms chunks)",
+        file=out,
+    )
 
 
 def _config(pairs: list[str]) -> QRSConfig:
@@ -210,20 +230,41 @@ def _config(pairs: list[str]) -> QRSConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate on the records, print the table, write the JSON report; 0 on success."""
-    ap = argparse.ArgumentParser(prog="python -m detector.evaluate_qrs", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default=None, help="WFDB folder (default: $ECG_DATA_DIR or "
-                    "../shared/data/mitdb)")
-    ap.add_argument("--records", nargs="+", default=None,
-                    help="record names (default: every annotated record)")
+    ap = argparse.ArgumentParser(
+        prog="python -m detector.evaluate_qrs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--data-dir",
+        default=None,
+        help="WFDB folder (default: $ECG_DATA_DIR or ../shared/data/mitdb)",
+    )
+    ap.add_argument(
+        "--records", nargs="+", default=None, help="record names (default: every annotated record)"
+    )
     ap.add_argument("--out", default="reports/qrs.json", help="JSON report path")
     ap.add_argument("--no-peers", action="store_true", help="skip gqrs and XQRS (faster)")
-    ap.add_argument("--resample", type=float, default=None, metavar="HZ",
-                    help="resample each record to this rate first (robustness check)")
-    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="worker processes (default: 2)")
-    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="override a QRSConfig field (experiments)")
+    ap.add_argument(
+        "--resample",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="resample each record to this rate first (robustness check)",
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="worker processes (default: 2)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a QRSConfig field (experiments)",
+    )
     args = ap.parse_args(argv)
     try:
         config = _config(args.set)

@@ -72,9 +72,19 @@ class QRSConfig:
                 raise TypeError(f"QRSConfig.{f.name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"QRSConfig.{f.name} must be finite and >= 0, got {value!r}")
-        positive = ("level_clip", "low_hz", "high_hz", "integration_s", "refractory_s",
-                    "search_back_rr", "learn_s", "flat_s", "rr_beats", "relearn_after_s",
-                    "relearn_rr")
+        positive = (
+            "level_clip",
+            "low_hz",
+            "high_hz",
+            "integration_s",
+            "refractory_s",
+            "search_back_rr",
+            "learn_s",
+            "flat_s",
+            "rr_beats",
+            "relearn_after_s",
+            "relearn_rr",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"QRSConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -82,14 +92,23 @@ class QRSConfig:
             raise ValueError(
                 f"QRSConfig.high_hz ({self.high_hz}) must be above low_hz ({self.low_hz})"
             )
-        for name in ("threshold_fraction", "learn_fraction", "level_weight",
-                     "search_back_fraction", "t_wave_slope_ratio", "t_wave_level_ratio",
-                     "valley_ratio", "valley_noise_ratio", "relearn_valley_ratio"):
+        for name in (
+            "threshold_fraction",
+            "learn_fraction",
+            "level_weight",
+            "search_back_fraction",
+            "t_wave_slope_ratio",
+            "t_wave_level_ratio",
+            "valley_ratio",
+            "valley_noise_ratio",
+            "relearn_valley_ratio",
+        ):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"QRSConfig.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.max_delay_s < self.refractory_s + 0.1:
-            raise ValueError(f"QRSConfig.max_delay_s must be >= refractory_s + 0.1 s, got "
-                             f"{self.max_delay_s}")
+            raise ValueError(
+                f"QRSConfig.max_delay_s must be >= refractory_s + 0.1 s, got {self.max_delay_s}"
+            )
         if not isinstance(self.rr_beats, int):
             raise TypeError(f"QRSConfig.rr_beats must be an int, got {self.rr_beats!r}")
 
@@ -231,7 +250,7 @@ class QRSDetector:
             self._bp_last = 0.0
             self._cs_last = 0.0
             # the running sum restarts at 0, so the MWI sees zeros before the segment
-            self._cs[max(0, self._fill - self._n_int):self._fill] = 0.0
+            self._cs[max(0, self._fill - self._n_int) : self._fill] = 0.0
         bp = self._bandpass(x)
         cs = np.empty(n + 1)  # running sum of |difference|: sequential, so chunking-exact
         cs[0] = self._cs_last
@@ -263,13 +282,16 @@ class QRSDetector:
             self._base += self._fill - keep
             self._fill = keep
         f = self._fill
-        self._bp[f:f + n] = bp
-        self._cs[f:f + n] = cs
+        self._bp[f : f + n] = bp
+        self._cs[f : f + n] = cs
         if mwi is None:
-            np.subtract(self._cs[f:f + n], self._cs[f - self._n_int:f + n - self._n_int],
-                        out=self._mwi[f:f + n])
+            np.subtract(
+                self._cs[f : f + n],
+                self._cs[f - self._n_int : f + n - self._n_int],
+                out=self._mwi[f : f + n],
+            )
         else:
-            self._mwi[f:f + n] = mwi
+            self._mwi[f : f + n] = mwi
         self._fill = f + n
         self._n += n
 
@@ -296,7 +318,7 @@ class QRSDetector:
         lo = max(self._next_m, base + 1, self._seg_start + 1)
         hi = self._n - w  # m + w <= n - 1
         if hi > lo:
-            s = mwi[lo - 1 - base:hi + 1 - base]
+            s = mwi[lo - 1 - base : hi + 1 - base]
             mid = s[1:-1]
             peaks = np.flatnonzero((mid > s[:-2]) & (mid >= s[2:]))
             self._next_m = hi
@@ -308,18 +330,20 @@ class QRSDetector:
                     break  # look-ahead runs into lost signal
                 i = m - base
                 v = mwi[i]
-                if v < mwi[i + 1:i + w + 1].max() or v <= mwi[max(0, i - w):i].max(initial=0):
+                if v < mwi[i + 1 : i + w + 1].max() or v <= mwi[max(0, i - w) : i].max(initial=0):
                     continue
-                valley = min(mwi[max(0, i - w):i].min(initial=v), mwi[i + 1:i + w + 1].min())
+                valley = min(mwi[max(0, i - w) : i].min(initial=v), mwi[i + 1 : i + w + 1].min())
                 self._candidate(m, e, float(v), float(valley))
         if self._pending and self._pending[0][0] < self._n:
             self._search_back(self._n)
 
     def _locate(self, m: int) -> tuple[int, float]:
         """R-peak index (largest band-passed deflection before the MWI peak) and max slope."""
-        lo = max(m - self._loc, m + self._w - self._max_delay, self._seg_start,
-                 self._base) - self._base
-        seg = self._bp[lo:m + 1 - self._base]
+        lo = (
+            max(m - self._loc, m + self._w - self._max_delay, self._seg_start, self._base)
+            - self._base
+        )
+        seg = self._bp[lo : m + 1 - self._base]
         k = int(np.argmax(np.abs(seg)))
         slope = float(np.abs(np.diff(seg)).max(initial=0.0))
         return max(lo + self._base + k - self._gd, self._seg_start), slope
@@ -330,8 +354,9 @@ class QRSDetector:
     def _candidate(self, m: int, e: int, v: float, valley: float) -> None:
         cfg = self.config
         r, slope = self._locate(m)
-        if valley > cfg.valley_ratio * v and (r - self._last_r < self._valley_rr or self._npk
-                                              > cfg.valley_noise_ratio * self._spk):
+        if valley > cfg.valley_ratio * v and (
+            r - self._last_r < self._valley_rr or self._npk > cfg.valley_noise_ratio * self._spk
+        ):
             self._npk += cfg.level_weight * (v - self._npk)
             return
         if self._have_beat:
@@ -342,7 +367,7 @@ class QRSDetector:
                 self._spk_fresh = True
         if e < self._learn_from + self._learn_n:
             lo = max(self._learn_from, self._base) - self._base
-            thr = cfg.learn_fraction * float(self._mwi[lo:e + 1 - self._base].max())
+            thr = cfg.learn_fraction * float(self._mwi[lo : e + 1 - self._base].max())
             if self._learn_from > self._seg_start and valley > cfg.relearn_valley_ratio * v:
                 thr = math.inf  # while re-learning, only clean peaks count
         else:
@@ -360,9 +385,12 @@ class QRSDetector:
     def _is_t_wave(self, r: int, v: float, slope: float) -> bool:
         """Soon after a beat, with a much smaller slope and MWI peak: its T wave."""
         cfg = self.config
-        return (self._have_beat and r - self._last_r < self._t_win
-                and slope < cfg.t_wave_slope_ratio * self._last_slope
-                and v < cfg.t_wave_level_ratio * self._spk)
+        return (
+            self._have_beat
+            and r - self._last_r < self._t_win
+            and slope < cfg.t_wave_slope_ratio * self._last_slope
+            and v < cfg.t_wave_level_ratio * self._spk
+        )
 
     def _accept(self, r: int, v: float, slope: float, weight: float) -> None:
         if self._have_beat:
@@ -393,9 +421,11 @@ class QRSDetector:
         cfg = self.config
         while self._pending and self._pending[0][0] < limit:
             d, v, r, slope = self._pending.pop(0)
-            if (r - self._last_r >= self._w
-                    and d - self._last_r >= cfg.search_back_rr * self._rr_mean()
-                    and v >= cfg.search_back_fraction * self._threshold()
-                    and all(v >= p[1] for p in self._pending if p[2] <= d)
-                    and not self._is_t_wave(r, v, slope)):
+            if (
+                r - self._last_r >= self._w
+                and d - self._last_r >= cfg.search_back_rr * self._rr_mean()
+                and v >= cfg.search_back_fraction * self._threshold()
+                and all(v >= p[1] for p in self._pending if p[2] <= d)
+                and not self._is_t_wave(r, v, slope)
+            ):
                 self._accept(r, v, slope, 2 * cfg.level_weight)

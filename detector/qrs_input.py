@@ -14,9 +14,7 @@ def as_samples(chunk: ArrayLike) -> np.ndarray:
     """
     arr = np.asarray(chunk)
     if arr.dtype.kind not in "fiu":
-        raise TypeError(
-            f"ECG chunk must hold real numbers (float or int), got dtype {arr.dtype}"
-        )
+        raise TypeError(f"ECG chunk must hold real numbers (float or int), got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(
             f"ECG chunk must be 1-D (one lead, samples in time order), got shape {arr.shape}"

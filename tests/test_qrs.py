@@ -46,7 +46,7 @@ def feed_in(det: QRSDetector, x: np.ndarray, sizes: list[int]) -> np.ndarray:
     out, i, k = [], 0, 0
     while i < len(x):
         n = sizes[k % len(sizes)]
-        out.append(det.feed(x[i:i + n]))
+        out.append(det.feed(x[i : i + n]))
         i += n
         k += 1
     return np.concatenate(out) if out else np.empty(0, np.int64)
@@ -65,11 +65,13 @@ def with_trouble(x: np.ndarray) -> np.ndarray:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sizes=st.lists(st.integers(min_value=0, max_value=700), min_size=1, max_size=12).filter(
-        lambda s: any(s)),
+        lambda s: any(s)
+    ),
     trouble=st.booleans(),
 )
-def test_output_is_the_same_for_any_chunking(rec208: Record, sizes: list[int],
-                                             trouble: bool) -> None:
+def test_output_is_the_same_for_any_chunking(
+    rec208: Record, sizes: list[int], trouble: bool
+) -> None:
     x = rec208.lead(0)[: int(45 * FS)]
     if trouble:
         x = with_trouble(x)
@@ -91,7 +93,7 @@ def test_beats_are_int64_ascending_and_decided_within_the_delay_budget(rec208: R
     step = int(0.1 * FS)
     found, delays = [], []
     for i in range(0, len(x), step):
-        peaks = det.feed(x[i:i + step])
+        peaks = det.feed(x[i : i + step])
         assert peaks.dtype == np.int64
         found.append(peaks)
         delays.extend((det.samples_seen - 1 - peaks) / FS)
@@ -118,8 +120,16 @@ def test_integer_samples_are_accepted(rec100: Record) -> None:
 
 
 # ------------------------------------------------------------------------ bad input
-@pytest.mark.parametrize("bad", [np.array(["1.0", "2.0"]), np.array([1 + 2j, 3j]),
-                                 np.array([True, False]), [0.1, None], [object()]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array(["1.0", "2.0"]),
+        np.array([1 + 2j, 3j]),
+        np.array([True, False]),
+        [0.1, None],
+        [object()],
+    ],
+)
 def test_non_numeric_chunks_raise_type_error(bad: object) -> None:
     det = QRSDetector(FS)
     with pytest.raises(TypeError, match="real numbers"):
@@ -140,7 +150,7 @@ def test_empty_chunks_change_nothing(rec100: Record) -> None:
     for i in range(0, len(x), 100):
         out.append(det.feed(np.empty(0)))
         out.append(det.feed([]))
-        out.append(det.feed(x[i:i + 100]))
+        out.append(det.feed(x[i : i + 100]))
     np.testing.assert_array_equal(np.concatenate(out), QRSDetector(FS).feed(x))
 
 
@@ -159,7 +169,7 @@ def test_flat_lead_is_lost_and_gives_no_beats(rec100: Record, level: float) -> N
     det = QRSDetector(FS)
     det.feed(rec100.lead(0)[: int(10 * FS)])
     flat = np.full(int(30 * FS), level)
-    beats = np.concatenate([det.feed(flat[i:i + 36]) for i in range(0, len(flat), 36)])
+    beats = np.concatenate([det.feed(flat[i : i + 36]) for i in range(0, len(flat), 36)])
     assert beats.size <= 1
     assert not det.lead_ok
 
@@ -175,13 +185,13 @@ def test_relearns_after_a_gap_even_at_another_amplitude(rec100: Record) -> None:
     x = rec100.lead(0).copy()
     gap = slice(int(40 * FS), int(50 * FS))
     x[gap] = np.nan
-    x[gap.stop:] *= 8.0  # the lead comes back with another gain
+    x[gap.stop :] *= 8.0  # the lead comes back with another gain
     det = QRSDetector(FS)
     step = int(0.1 * FS)
     ok_after: list[tuple[int, bool]] = []
     found = []
     for i in range(0, len(x), step):
-        found.append(det.feed(x[i:i + step]))
+        found.append(det.feed(x[i : i + step]))
         ok_after.append((det.samples_seen, det.lead_ok))
     peaks = np.concatenate(found)
     lost = [n for n, ok in ok_after if not ok]
@@ -198,7 +208,7 @@ def test_relearns_after_a_gap_even_at_another_amplitude(rec100: Record) -> None:
 @pytest.mark.parametrize("factor", [0.25, 0.05])
 def test_follows_a_sudden_amplitude_drop(rec100: Record, factor: float) -> None:
     x = rec100.lead(0).copy()
-    x[int(60 * FS):] *= factor  # electrode half off, no gap
+    x[int(60 * FS) :] *= factor  # electrode half off, no gap
     peaks = QRSDetector(FS).feed(x)
     ref = ref_beats(rec100, int(60 * FS))
     late = peaks[peaks >= 60 * FS]
@@ -211,7 +221,7 @@ def test_follows_a_sudden_amplitude_drop(rec100: Record, factor: float) -> None:
 
 def test_follows_a_sudden_amplitude_rise(rec100: Record) -> None:
     x = rec100.lead(0).copy()
-    x[int(60 * FS):] *= 5.0
+    x[int(60 * FS) :] *= 5.0
     peaks = QRSDetector(FS).feed(x)
     late = peaks[peaks >= 60 * FS]
     ref = ref_beats(rec100, int(60 * FS))
@@ -250,13 +260,13 @@ def test_memory_stays_bounded(data_dir: Path) -> None:
     det.feed(x[:half])  # one huge chunk: buffers grow for it, then shrink back
     tracemalloc.start()
     try:
-        det.feed(x[half:half + 36])
+        det.feed(x[half : half + 36])
         before, _ = tracemalloc.get_traced_memory()
         rng = np.random.default_rng(3)
         i = half + 36
         while i < len(x):
             n = int(rng.integers(1, 2000))
-            det.feed(x[i:i + n])
+            det.feed(x[i : i + n])
             i += n
         after, _ = tracemalloc.get_traced_memory()
     finally:
@@ -267,10 +277,16 @@ def test_memory_stays_bounded(data_dir: Path) -> None:
 # ------------------------------------------------------------------------ configuration
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"low_hz": -1.0}, "low_hz"), ({"high_hz": 4.0}, "high_hz"),
-     ({"refractory_s": 0.0}, "refractory_s"), ({"threshold_fraction": 1.5}, "threshold_fraction"),
-     ({"learn_s": float("nan")}, "learn_s"), ({"rr_beats": 2.5}, "rr_beats"),
-     ({"max_delay_s": 0.1}, "max_delay_s"), ({"flat_s": "1"}, "flat_s")],
+    [
+        ({"low_hz": -1.0}, "low_hz"),
+        ({"high_hz": 4.0}, "high_hz"),
+        ({"refractory_s": 0.0}, "refractory_s"),
+        ({"threshold_fraction": 1.5}, "threshold_fraction"),
+        ({"learn_s": float("nan")}, "learn_s"),
+        ({"rr_beats": 2.5}, "rr_beats"),
+        ({"max_delay_s": 0.1}, "max_delay_s"),
+        ({"flat_s": "1"}, "flat_s"),
+    ],
 )
 def test_bad_config_names_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises((ValueError, TypeError), match=field):

@@ -68,14 +68,18 @@ def test_hard_records_pooled(hard: dict[str, tuple[int, int, int]]) -> None:
     assert tp / (tp + fp) >= 0.982
 
 
-@pytest.mark.parametrize(("name", "hz", "se_floor", "ppv_floor"), [
-    ("100", 128, 0.998, 0.998),
-    ("100", 500, 0.998, 0.998),
-    ("208", 100, 0.992, 0.995),
-    ("208", 1000, 0.992, 0.995),
-])
-def test_resampled_records_are_still_detected(data_dir: Path, name: str, hz: int,
-                                              se_floor: float, ppv_floor: float) -> None:
+@pytest.mark.parametrize(
+    ("name", "hz", "se_floor", "ppv_floor"),
+    [
+        ("100", 128, 0.998, 0.998),
+        ("100", 500, 0.998, 0.998),
+        ("208", 100, 0.992, 0.995),
+        ("208", 1000, 0.992, 0.995),
+    ],
+)
+def test_resampled_records_are_still_detected(
+    data_dir: Path, name: str, hz: int, se_floor: float, ppv_floor: float
+) -> None:
     tp, fn, fp = score(name, data_dir, hz)
     assert tp / (tp + fn) >= se_floor
     assert tp / (tp + fp) >= ppv_floor

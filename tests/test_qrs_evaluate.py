@@ -10,11 +10,12 @@ import pytest
 from detector.evaluate_qrs import main
 
 
-def test_report_has_the_documented_fields(data_dir: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_has_the_documented_fields(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "sub" / "qrs.json"
-    assert main(["--data-dir", str(data_dir), "--records", "100", "--jobs", "1",
-                 "--out", str(out)]) == 0
+    argv = f"--data-dir {data_dir} --records 100 --jobs 1 --out {out}".split()
+    assert main(argv) == 0
     report = json.loads(out.read_text())
     det = report["detector"]
     for key in ("se", "ppv", "delay_p50_s", "delay_p99_s"):
@@ -34,8 +35,8 @@ def test_report_has_the_documented_fields(data_dir: Path, tmp_path: Path,
 
 def test_no_peers_and_config_overrides(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "qrs.json"
-    assert main(["--data-dir", str(data_dir), "--records", "100", "101", "--no-peers",
-                 "--set", "threshold_fraction=0.3", "--out", str(out)]) == 0
+    argv = f"--data-dir {data_dir} --records 100 101 --no-peers --out {out}".split()
+    assert main([*argv, "--set", "threshold_fraction=0.3"]) == 0
     report = json.loads(out.read_text())
     assert "peers" not in report
     assert set(report["records"]) == {"100", "101"}
@@ -44,12 +45,12 @@ def test_no_peers_and_config_overrides(data_dir: Path, tmp_path: Path) -> None:
     assert report["detector"]["fp"] == sum(r["fp"] for r in rows)
 
 
-def test_missing_record_or_folder_is_a_clear_error(data_dir: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--data-dir", str(data_dir), "--records", "999", "--no-peers", "--jobs", "1",
-                 "--out", str(tmp_path / "x.json")]) == 2
+def test_missing_record_or_folder_is_a_clear_error(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.json"
+    assert main(f"--data-dir {data_dir} --records 999 --no-peers --jobs 1 --out {out}".split()) == 2
     assert "999" in capsys.readouterr().err
-    assert main(["--data-dir", str(tmp_path / "nowhere"), "--no-peers",
-                 "--out", str(tmp_path / "x.json")]) == 2
+    assert main(f"--data-dir {tmp_path / 'nowhere'} --no-peers --out {out}".split()) == 2
     assert "nowhere" in capsys.readouterr().err
-    assert not (tmp_path / "x.json").exists()
+    assert not out.exists()
