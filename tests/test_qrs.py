@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy.signal import butter, sosfilt
 
 from detector.qrs import QRSConfig, QRSDetector
 from ecgcommon.aami import beat_mask
@@ -248,6 +249,24 @@ def test_asystole_with_a_noisy_baseline_gives_no_beats(rec100: Record, noise_mv:
     still = x[-1] + 0.1 * np.sin(2 * np.pi * 0.2 * t) + noise_mv * rng.standard_normal(len(t))
     peaks = QRSDetector(FS).feed(np.concatenate([x, still]))
     assert np.sum(peaks > len(x) + 0.2 * FS) == 0
+
+
+@pytest.mark.parametrize(
+    ("band_hz", "rms_mv"),
+    [((20.0, 150.0), 0.2), ((0.5, 8.0), 0.1)],  # muscle (EMG), motion artefact
+    ids=["muscle", "motion"],
+)
+def test_muscle_and_motion_noise(
+    rec100: Record, band_hz: tuple[float, float], rms_mv: float
+) -> None:
+    x = rec100.lead(0)
+    sos = butter(2, band_hz, "bandpass", fs=FS, output="sos")
+    noise = sosfilt(sos, np.random.default_rng(1).standard_normal(len(x)))
+    peaks = QRSDetector(FS).feed(x + noise * rms_mv / noise.std())
+    ref = ref_beats(rec100)
+    tp = matched(ref, peaks)
+    assert tp >= 0.99 * len(ref)
+    assert len(peaks) <= 1.01 * len(ref)
 
 
 def test_memory_stays_bounded(data_dir: Path) -> None:
