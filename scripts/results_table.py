@@ -47,7 +47,7 @@ def rows() -> list[tuple[str, str, str, str]]:
                         "reference", "make eval-qrs"))
     if m := _load("model.json"):
         by = m["auc_by_class"]
-        out.append(("beat model AUC (DS2) overall", _num(m["auc"], "{:.3f}"), "≥ 0.97",
+        out.append(("beat model AUC (DS2) overall", _num(m["auc"], "{:.4f}"), "≥ 0.97",
                     "make eval-model"))
         out.append(("beat model AUC S / V / F", " / ".join(_num(by[c], "{:.3f}") for c in "SVF"),
                     "≥ 0.96 / 0.99 / 0.90", "make eval-model"))
@@ -59,7 +59,7 @@ def rows() -> list[tuple[str, str, str, str]]:
         out.append(("ONNX inference per beat, batch 64 (1 thread)",
                     f"{_num(inf['batch64'], '{:.4f}')} ms", "≤ 0.05 ms", "make eval-model"))
         for name, b in m.get("baselines", {}).items():
-            out.append((f"baseline {name} AUC", _num(b["auc"], "{:.3f}"), "reference",
+            out.append((f"baseline {name} AUC", _num(b["auc"], "{:.4f}"), "reference",
                         "make eval-model"))
     if b := _load("bench.json"):
         out += [
