@@ -13,6 +13,9 @@ The score is a logistic combination, fitted on DS1 only (`models/calibrate.py`),
   median of the patient's last `template_history` windows: a beat unlike this patient's usual
   beat; the median ignores ectopic beats while they are a minority), separately over the QRS
   (within `qrs_half_s` of the R-peak) and over the rest of the window after it (ST-T),
+- the QRS shape against the template: the log ratio of the steepest slope over the QRS (a wide
+  ventricular or fused QRS is slower: a lower slope in the z-scored window) and the decorrelation
+  `1 - r` of the QRS with the template's (a changed shape, whatever its amplitude),
 - the causal RR features of `ecgcommon.rhythm` (prematurity, compensatory pause). The next RR is
   never used: a beat is scored the moment its window is complete.
 The patient reference learns from every beat, without labels; the running median (not the mean)
@@ -52,6 +55,7 @@ class AnomalyConfig:
     warmup: int = 16  # beats over which the reference moves from the prior to the patient
     template_history: int = 48  # past windows whose point-wise median is the patient's template
     qrs_half_s: float = 0.1  # the QRS region of the template distance: R-peak +- this
+    prior_log_decorr: float = math.log(1e-3)  # DS1 median log QRS decorrelation, normal beats
     thresholds: Mapping[str, float] | None = None  # profile name -> score threshold
 
     def __post_init__(self) -> None:
@@ -64,7 +68,7 @@ class AnomalyConfig:
             raise ValueError(f"scale must be > 0, got {self.scale!r}")
         if not math.isfinite(self.bias):
             raise ValueError(f"bias must be finite, got {self.bias!r}")
-        for name in ("prior_log_error", "prior_log_template", "prior_log_st"):
+        for name in ("prior_log_error", "prior_log_template", "prior_log_st", "prior_log_decorr"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
         if not 0 < self.qrs_half_s < min(WINDOW.pre_s, WINDOW.post_s):
@@ -97,6 +101,7 @@ class AnomalyConfig:
             warmup=int(a["warmup"]),
             template_history=int(a["template_history"]),
             qrs_half_s=float(a["qrs_half_s"]),
+            prior_log_decorr=float(a["prior_log_decorr"]),
             thresholds={k: float(v["threshold"]) for k, v in th.items()},
         )
 
@@ -115,6 +120,7 @@ class AnomalyConfig:
             "warmup": self.warmup,
             "template_history": self.template_history,
             "qrs_half_s": self.qrs_half_s,
+            "prior_log_decorr": self.prior_log_decorr,
             "uses_next_rr": False,
         }
 
@@ -138,20 +144,27 @@ FEATURES = (
     "log_st_dist",  # the same over the rest of the window after the QRS (ST segment, T wave)
     "qrs_x_premature",  # interactions: early and unlike the patient's template
     "st_x_premature",
+    "log_slope_ratio",  # log(steepest QRS slope of the beat / of the template): wide QRS < 0
+    "log_qrs_decorr",  # log(1 - correlation of the beat's QRS with the template's QRS)
 )
 
 
 def feature_vector(
-    rel: float, log_err: float, rhythm: RhythmFeatures, log_qrs: float, log_st: float
+    rel: float, log_err: float, rhythm: RhythmFeatures, shape: tuple[float, float, float, float]
 ) -> np.ndarray:
-    """The raw (unstandardised) features of one beat, in `FEATURES` order."""
+    """The raw (unstandardised) features of one beat, in `FEATURES` order.
+
+    `shape` is `PatientAdapter.template_features`: (log QRS distance, log ST-T distance,
+    log slope ratio, log QRS decorrelation).
+    """
+    log_qrs, log_st, log_slope, log_decorr = shape
     rr = min(max(rhythm.rr_ratio, 0.0), 3.0)
     prev = min(max(rhythm.prev_ratio, 0.0), 3.0)
     short = min(max(rhythm.short_ratio, 0.0), 3.0)
     premature = max(0.0, 1.0 - rr)
     return np.array(
         [rel, log_err, rr, prev, short, premature, rel * premature, log_qrs, log_st,
-         log_qrs * premature, log_st * premature],
+         log_qrs * premature, log_st * premature, log_slope, log_decorr],
         dtype=np.float64,
     )
 
@@ -196,6 +209,11 @@ class PatientAdapter:
         self._next = 0  # ring slot the next window goes to
         self._template: np.ndarray | None = None  # median of the ring, None when stale
         self._since_refresh = 0  # windows learnt since the template was last recomputed
+        self._t_qrs = np.zeros(0)  # the template's QRS (mean removed), its norm, steepest slope
+        self._t_norm = 0.0
+        self._t_slope = 0.0
+        half = round(config.qrs_half_s * WINDOW.fs)
+        self._lo, self._hi = WINDOW.pre_points - half, WINDOW.pre_points + half + 1
         self._w = np.asarray(config.weights)
         self._mean = np.asarray(config.mean)
         self._scale = np.asarray(config.scale)
@@ -214,27 +232,39 @@ class PatientAdapter:
         w = n / (n + k) if k else 1.0
         return w * self._ref.median() + (1.0 - w) * self.config.prior_log_error
 
-    def template_distance(self, window: np.ndarray) -> tuple[float, float]:
-        """Log mean squared distances of a window to the patient's template: (QRS, ST-T).
+    def template_features(self, window: np.ndarray) -> tuple[float, float, float, float]:
+        """A window against the patient's template: (log mean squared distance over the QRS,
+        the same over the ST-T part after it, log ratio of the steepest QRS slopes,
+        log(1 - correlation) over the QRS).
 
-        Before the first beat has been learnt both are the DS1 prior.
+        Before the first beat has been learnt these are the DS1 priors (slope ratio 1).
         """
         if self._ring is None:
-            return self.config.prior_log_template, self.config.prior_log_st
+            c = self.config
+            return c.prior_log_template, c.prior_log_st, 0.0, c.prior_log_decorr
         if self._template is None:
-            self._template = np.median(self._ring[: self._n_windows], axis=0)
+            t = np.median(self._ring[: self._n_windows], axis=0)
+            self._template = t
+            self._t_qrs = t[self._lo : self._hi] - t[self._lo : self._hi].mean()
+            self._t_norm = float(self._t_qrs @ self._t_qrs)
+            self._t_slope = float(np.abs(np.diff(t[self._lo : self._hi])).max())
             self._since_refresh = 0
-        sq = (_window(window, self._template.size) - self._template) ** 2
-        half = round(self.config.qrs_half_s * WINDOW.fs)
-        lo, hi = WINDOW.pre_points - half, WINDOW.pre_points + half + 1
+        w = _window(window, self._template.size)
+        sq = (w - self._template) ** 2
+        lo, hi = self._lo, self._hi
+        q = w[lo:hi] - w[lo:hi].mean()
+        r = float(q @ self._t_qrs) / math.sqrt(float(q @ q) * self._t_norm + 1e-9)
+        slope = float(np.abs(np.diff(w[lo:hi])).max())
         return (math.log(float(sq[lo:hi].mean()) + 1e-3),
-                math.log(float(sq[hi:].mean()) + 1e-3))
+                math.log(float(sq[hi:].mean()) + 1e-3),
+                math.log((slope + 1e-3) / (self._t_slope + 1e-3)),
+                math.log(1.0 - r + 1e-3))
 
     def features(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> np.ndarray:
         """Raw features of a beat given what has been learnt so far."""
         log_err = _log_error(error)
-        qrs, st = self.template_distance(window)
-        return feature_vector(log_err - self.reference(), log_err, rhythm, qrs, st)
+        return feature_vector(log_err - self.reference(), log_err, rhythm,
+                              self.template_features(window))
 
     def score_one(
         self, error: float, rhythm: RhythmFeatures, window: np.ndarray
