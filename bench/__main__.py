@@ -66,8 +66,11 @@ def proc_cpu_s(pid: int) -> float:
 
 
 def proc_rss_mb(pid: int) -> tuple[float, float]:
-    info = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                if ":" in line)
+    info = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
     return int(info["VmRSS"].split()[0]) / 1024, int(info["VmHWM"].split()[0]) / 1024
 
 
@@ -134,15 +137,37 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
     procs: list[subprocess.Popen] = []
     chunk_n = int(round(args.chunk_s * FS))
     try:
-        mq = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(work / "mosquitto.conf")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mq = subprocess.Popen(
+            ["/usr/sbin/mosquitto", "-c", str(work / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(mq)
         wait_port(mq_port, mq)
         det = subprocess.Popen(
-            [sys.executable, "-m", "detector", "--host", "127.0.0.1", "--port", str(mq_port),
-             "--ward", ward, "--http-host", "127.0.0.1", "--http-port", str(http_port),
-             "--max-batch", str(args.max_batch), "--max-wait-s", str(args.max_wait_s)],
-            cwd=ROOT, env=env, stdout=open(work / "detector.log", "w"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "detector",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mq_port),
+                "--ward",
+                ward,
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(http_port),
+                "--max-batch",
+                str(args.max_batch),
+                "--max-wait-s",
+                str(args.max_wait_s),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=open(work / "detector.log", "w"),
+            stderr=subprocess.STDOUT,
         )
         procs.append(det)
         wait_port(http_port, det, timeout=60)
@@ -150,11 +175,28 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
         start_at = time.time() + 1.0
         total_s = args.warmup_s + args.measure_s
         gen = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen", "--port", str(mq_port), "--ward", ward,
-             "--beds", str(beds), "--chunk-s", str(args.chunk_s), "--duration-s", str(total_s),
-             "--start-at", str(start_at)] + (["--data-dir", args.data_dir] if args.data_dir
-                                             else []),
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                "--port",
+                str(mq_port),
+                "--ward",
+                ward,
+                "--beds",
+                str(beds),
+                "--chunk-s",
+                str(args.chunk_s),
+                "--duration-s",
+                str(total_s),
+                "--start-at",
+                str(start_at),
+            ]
+            + (["--data-dir", args.data_dir] if args.data_dir else []),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         procs.append(gen)
         time.sleep(max(0.0, start_at + args.warmup_s - time.time()))
@@ -187,8 +229,11 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
     result = {
         "beds": beds,
         "msgs_per_s": gen_doc["published"] / total_s,  # sample chunks in (beats out: ~1.3x beds)
-        "latency_s": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                      "max": float(lat.max())},
+        "latency_s": {
+            "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)),
+            "max": float(lat.max()),
+        },
         "beats_timed": len(probe.latencies),
         "detector_cpu_cores": cores,
         "detector_rss_mb": rss,
@@ -197,13 +242,16 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
         "chunks_published": gen_doc["published"],
         "chunks_lost": lost,
         "gap_events": gaps,
-        "bad_messages": sum(v for k, v in metrics.items()
-                            if k.startswith("ecg_detector_bad_messages_total")),
+        "bad_messages": sum(
+            v for k, v in metrics.items() if k.startswith("ecg_detector_bad_messages_total")
+        ),
     }
     result["sustained"] = bool(
         result["latency_s"]["p99"] <= LATENCY_P99_MAX_S
         and gen_doc["late_p99_s"] <= LATE_P99_MAX_S
-        and lost <= 0 and gaps == 0 and len(probe.latencies) > beds
+        and lost <= 0
+        and gaps == 0
+        and len(probe.latencies) > beds
     )
     return result
 
@@ -229,11 +277,15 @@ def profile_summary(prefix: str, top: int = 15) -> dict:
         "threads": [Path(f).suffix.lstrip(".") for f in files],
         "busy_s": busy,
         "idle_s": idle,
-        "by_area": {k: round(v / busy, 4) for k, v in sorted(areas.items(),
-                                                            key=lambda kv: -kv[1])},
+        "by_area": {k: round(v / busy, 4) for k, v in sorted(areas.items(), key=lambda kv: -kv[1])},
         "top_functions": [
-            {"function": name, "tottime_s": round(t, 3), "share": round(t / busy, 4),
-             "calls": n, "cumtime_s": round(c, 3)}
+            {
+                "function": name,
+                "tottime_s": round(t, 3),
+                "share": round(t / busy, 4),
+                "calls": n,
+                "cumtime_s": round(c, 3),
+            }
             for t, n, c, name in rows[:top]
         ],
     }
@@ -248,12 +300,20 @@ def _area(file: str, func: str) -> str:
         return "onnx inference"
     if "socket" in func:
         return "sockets"
-    for key, area in (("detector/qrs", "qrs"), ("windowing", "windowing"),
-                      ("detector/pipeline", "pipeline"), ("detector/anomaly", "anomaly"),
-                      ("rhythm", "rhythm"), ("protocol", "protocol (encode/decode)"),
-                      ("detector/engine", "engine"), ("detector/integrity", "pipeline"),
-                      ("json", "json"), ("prometheus_client", "metrics"),
-                      ("scipy", "scipy"), ("numpy", "numpy")):
+    for key, area in (
+        ("detector/qrs", "qrs"),
+        ("windowing", "windowing"),
+        ("detector/pipeline", "pipeline"),
+        ("detector/anomaly", "anomaly"),
+        ("rhythm", "rhythm"),
+        ("protocol", "protocol (encode/decode)"),
+        ("detector/engine", "engine"),
+        ("detector/integrity", "pipeline"),
+        ("json", "json"),
+        ("prometheus_client", "metrics"),
+        ("scipy", "scipy"),
+        ("numpy", "numpy"),
+    ):
         if key in file:
             return area
     if func.startswith("<method") or func.startswith("<built-in"):
@@ -280,11 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     def run(n: int) -> bool:
         r = trial(n, args)
         runs.append(r)
-        print(f"{n:6d} beds: {'ok  ' if r['sustained'] else 'FAIL'} p50 {r['latency_s']['p50']:.3f}"
-              f" s  p99 {r['latency_s']['p99']:.3f} s  detector {r['detector_cpu_cores']:.2f} "
-              f"cores  {r['detector_rss_mb']:.0f} MB  {r['msgs_per_s']:.0f} msg/s  "
-              f"late p99 {r['loadgen_late_p99_s']:.3f} s  lost {r['chunks_lost']:.0f}",
-              flush=True)
+        print(
+            f"{n:6d} beds: {'ok  ' if r['sustained'] else 'FAIL'} p50 {r['latency_s']['p50']:.3f}"
+            f" s  p99 {r['latency_s']['p99']:.3f} s  detector {r['detector_cpu_cores']:.2f} "
+            f"cores  {r['detector_rss_mb']:.0f} MB  {r['msgs_per_s']:.0f} msg/s  "
+            f"late p99 {r['loadgen_late_p99_s']:.3f} s  lost {r['chunks_lost']:.0f}",
+            flush=True,
+        )
         return r["sustained"]
 
     lo, hi = 0, None
@@ -308,14 +370,20 @@ def main(argv: list[str] | None = None) -> int:
         "beds_per_detector_core": (best["beds"] / best["detector_cpu_cores"]) if best else 0.0,
         "msgs_per_s": best["msgs_per_s"] if best else 0.0,
         "latency_s": {"p50": best["latency_s"]["p50"], "p99": best["latency_s"]["p99"]}
-        if best else {"p50": None, "p99": None},
+        if best
+        else {"p50": None, "p99": None},
         "detector_rss_mb": best["detector_rss_mb"] if best else None,
         "chunk_s": args.chunk_s,
-        "machine": {"cpu_cores": os.cpu_count(), "note": "loadgen, mosquitto, detector and "
-                    "the latency probe share these cores"},
-        "criteria": {"latency_p99_max_s": LATENCY_P99_MAX_S,
-                     "loadgen_late_p99_max_s": LATE_P99_MAX_S, "chunks_lost": 0,
-                     "gap_events": 0},
+        "machine": {
+            "cpu_cores": os.cpu_count(),
+            "note": "loadgen, mosquitto, detector and the latency probe share these cores",
+        },
+        "criteria": {
+            "latency_p99_max_s": LATENCY_P99_MAX_S,
+            "loadgen_late_p99_max_s": LATE_P99_MAX_S,
+            "chunks_lost": 0,
+            "gap_events": 0,
+        },
         "command": "make bench  (python -m bench --out reports/bench.json)",
         "runs": runs,
     }
@@ -334,14 +402,18 @@ def main(argv: list[str] | None = None) -> int:
         for area, share in summary["by_area"].items():
             print(f"  {share:6.1%}  {area}")
         for row in summary["top_functions"]:
-            print(f"  {row['share']:6.1%}  {row['tottime_s']:8.3f} s  {row['calls']:9d}  "
-                  f"{row['function']}")
+            print(
+                f"  {row['share']:6.1%}  {row['tottime_s']:8.3f} s  {row['calls']:9d}  "
+                f"{row['function']}"
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nmax_beds_realtime {report['max_beds_realtime']}, beds_per_detector_core "
-          f"{report['beds_per_detector_core']:.0f}, p99 {report['latency_s']['p99']}, "
-          f"rss {report['detector_rss_mb']} MB -> {out}")
+    print(
+        f"\nmax_beds_realtime {report['max_beds_realtime']}, beds_per_detector_core "
+        f"{report['beds_per_detector_core']:.0f}, p99 {report['latency_s']['p99']}, "
+        f"rss {report['detector_rss_mb']} MB -> {out}"
+    )
     return 0
 
 

@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-at", type=float, default=0.0, help="unix time to start (sync)")
     a = p.parse_args(argv)
 
-    sources = [Source.from_record(load_record(n, a.data_dir, annotations=False, sampto=360 * 600))
-               for n in a.records]
+    sources = [
+        Source.from_record(load_record(n, a.data_dir, annotations=False, sampto=360 * 600))
+        for n in a.records
+    ]
     clients = []
     for i in range(a.connections):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"loadgen-{a.ward}-{i}")
@@ -55,8 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(max(0.0, a.start_at - time.time()))
     t_start = time.time()
     mono0 = time.monotonic()
-    streams = make_streams(sources, a.ward, a.beds, a.chunk_s, t_start=t_start, stride_s=61.0,
-                           max_samples=int(round(a.duration_s * sources[0].fs)))
+    streams = make_streams(
+        sources,
+        a.ward,
+        a.beds,
+        a.chunk_s,
+        t_start=t_start,
+        stride_s=61.0,
+        max_samples=int(round(a.duration_s * sources[0].fs)),
+    )
     late = []
     sent = failed = 0
     for msg in schedule(streams):
@@ -76,11 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         c.disconnect()
         c.loop_stop()
     lat = np.asarray(late) if late else np.zeros(1)
-    print(json.dumps({
-        "published": sent, "failed": failed, "t_start": t_start,
-        "late_p50_s": float(np.percentile(lat, 50)), "late_p99_s": float(np.percentile(lat, 99)),
-        "late_max_s": float(lat.max()), "wall_s": time.monotonic() - mono0,
-    }))
+    print(
+        json.dumps(
+            {
+                "published": sent,
+                "failed": failed,
+                "t_start": t_start,
+                "late_p50_s": float(np.percentile(lat, 50)),
+                "late_p99_s": float(np.percentile(lat, 99)),
+                "late_max_s": float(lat.max()),
+                "wall_s": time.monotonic() - mono0,
+            }
+        )
+    )
     return 0
 
 

@@ -122,8 +122,9 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str] | None = None) -> 
         description="Live ECG beat detection and scoring over MQTT (docs/protocol.md).",
     )
     for name in defaults:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                       help=f"default {values[name]!r}")
+        p.add_argument(
+            "--" + name.replace("_", "-"), dest=name, default=None, help=f"default {values[name]!r}"
+        )
     a = vars(p.parse_args(argv))
     for name, raw in a.items():
         if raw is not None:

@@ -134,8 +134,12 @@ class DetectorEngine:
         key = (ward, bed)
         state = self.beds.get(key)
         if state is None:
-            state = Bed(ward, bed, Pipeline(self.spec, max_fill_s=self.settings.max_fill_s),
-                        PatientAdapter(self.anomaly))
+            state = Bed(
+                ward,
+                bed,
+                Pipeline(self.spec, max_fill_s=self.settings.max_fill_s),
+                PatientAdapter(self.anomaly),
+            )
             self.beds[key] = state
         return state
 
@@ -144,8 +148,9 @@ class DetectorEngine:
         self.metrics.bad_messages.labels(reason).inc()
         self._bad(reason, msg, *args)
 
-    def handle(self, topic: str, payload: bytes, now: float, retained: bool = False
-               ) -> list[Publication]:
+    def handle(
+        self, topic: str, payload: bytes, now: float, retained: bool = False
+    ) -> list[Publication]:
         """One received MQTT message; `now` is the monotonic receipt time."""
         try:
             t = parse_topic(topic)
@@ -170,8 +175,9 @@ class DetectorEngine:
             log.exception("error handling a message on %s", topic)
         return []
 
-    def _on_samples(self, ward: str, bed_name: str, payload: bytes, now: float
-                    ) -> list[Publication]:
+    def _on_samples(
+        self, ward: str, bed_name: str, payload: bytes, now: float
+    ) -> list[Publication]:
         chunk = decode_samples(payload)
         bed = self._bed(ward, bed_name)
         try:
@@ -199,8 +205,9 @@ class DetectorEngine:
                 pubs.extend(self._score(batch, now))
         return pubs
 
-    def _on_status(self, ward: str, bed_name: str, payload: bytes, retained: bool
-                   ) -> list[Publication]:
+    def _on_status(
+        self, ward: str, bed_name: str, payload: bytes, retained: bool
+    ) -> list[Publication]:
         status = decode_status(payload)
         known = (ward, bed_name) in self.beds
         bed = self._bed(ward, bed_name)
@@ -215,8 +222,7 @@ class DetectorEngine:
             return [self._event(bed, "device_offline", False, t, {"device": status.device})]
         return []
 
-    def _event(self, bed: Bed, etype: str, active: bool, t: float, detail: dict
-               ) -> Publication:
+    def _event(self, bed: Bed, etype: str, active: bool, t: float, detail: dict) -> Publication:
         self.metrics.events.labels(etype).inc()
         payload = encode_event(Event(bed.bed, etype, active, t, detail))
         return Publication(events_topic(bed.ward, bed.bed), payload, self.settings.qos_events)
@@ -237,20 +243,40 @@ class DetectorEngine:
             anomalous = score >= self.threshold
             beat_id = f"{bed.ward}:{bed.bed}:{beat.sample}"
             result = BeatResult(
-                bed=bed.bed, sample=beat.sample, t=beat.t, rr_s=beat.rr_s, hr_bpm=beat.hr_bpm,
-                score=score, threshold=self.threshold, anomalous=anomalous, beat_id=beat_id,
+                bed=bed.bed,
+                sample=beat.sample,
+                t=beat.t,
+                rr_s=beat.rr_s,
+                hr_bpm=beat.hr_bpm,
+                score=score,
+                threshold=self.threshold,
+                anomalous=anomalous,
+                beat_id=beat_id,
                 errors=tuple(step.tolist()) if anomalous else None,
             )
             by_bed.setdefault((bed.ward, bed.bed), []).append(result)
             if anomalous:
                 anomalies += 1
-                pubs.append(self._event(bed, "anomaly", True, beat.t, {
-                    "beat_id": beat_id, "sample": beat.sample, "score": round(score, 6),
-                    "threshold": self.threshold,
-                }))
+                pubs.append(
+                    self._event(
+                        bed,
+                        "anomaly",
+                        True,
+                        beat.t,
+                        {
+                            "beat_id": beat_id,
+                            "sample": beat.sample,
+                            "score": round(score, 6),
+                            "threshold": self.threshold,
+                        },
+                    )
+                )
         for (ward, bed_name), results in by_bed.items():
-            pubs.append(Publication(beats_topic(ward, bed_name), encode_beats(results),
-                                    self.settings.qos_beats))
+            pubs.append(
+                Publication(
+                    beats_topic(ward, bed_name), encode_beats(results), self.settings.qos_beats
+                )
+            )
         self.metrics.beats.inc(len(batch))
         self.metrics.anomalies.inc(anomalies)
         done = now + (time.perf_counter() - t0)  # publication follows right away
@@ -275,8 +301,15 @@ class DetectorEngine:
                 if silence > timeout:
                     if not bed.silent:
                         bed.silent = True
-                        pubs.append(self._event(bed, "signal_lost", True, self.wall(),
-                                                {"silence_s": round(silence, 3)}))
+                        pubs.append(
+                            self._event(
+                                bed,
+                                "signal_lost",
+                                True,
+                                self.wall(),
+                                {"silence_s": round(silence, 3)},
+                            )
+                        )
                 else:
                     active += 1
             self.metrics.active_beds.set(active)
@@ -313,12 +346,16 @@ class DetectorEngine:
             errors, steps = self.scorer.score(windows)
             for b, err, per, window in zip(part, errors.tolist(), steps, windows, strict=True):
                 score = adapter.process(err, b.rhythm, window)
-                out.append({
-                    "sample": b.sample, "t_s": round(b.sample / fs, 4),
-                    "rr_s": None if b.rr_s is None else round(b.rr_s, 4),
-                    "hr_bpm": None if b.hr_bpm is None else round(b.hr_bpm, 2),
-                    "score": round(score, 6), "threshold": self.threshold,
-                    "anomalous": score >= self.threshold,
-                    "errors": np.round(per.astype(np.float64), 5).tolist(),
-                })
+                out.append(
+                    {
+                        "sample": b.sample,
+                        "t_s": round(b.sample / fs, 4),
+                        "rr_s": None if b.rr_s is None else round(b.rr_s, 4),
+                        "hr_bpm": None if b.hr_bpm is None else round(b.hr_bpm, 2),
+                        "score": round(score, 6),
+                        "threshold": self.threshold,
+                        "anomalous": score >= self.threshold,
+                        "errors": np.round(per.astype(np.float64), 5).tolist(),
+                    }
+                )
         return out

@@ -59,25 +59,33 @@ class IntegrityTracker:
             return Verdict(RESET)
         if seq == 0 and first_sample == 0 and self.next_sample > 0:
             self._start(seq, first_sample, n)
-            return Verdict(RESET, events=(("gap", {"restart": True, "expected_seq":
-                                                   self.next_seq, "got_seq": seq}),))
+            return Verdict(
+                RESET,
+                events=(("gap", {"restart": True, "expected_seq": self.next_seq, "got_seq": seq}),),
+            )
         end = first_sample + n
         if end <= self.next_sample:
             if seq in self._seen_set:
                 return Verdict(DROP, events=(("duplicate", {"seq": seq}),))
             self._remember(seq)
-            return Verdict(DROP, events=(("out_of_order", {"seq": seq,
-                                                          "newest_seq": self.next_seq - 1}),))
+            return Verdict(
+                DROP, events=(("out_of_order", {"seq": seq, "newest_seq": self.next_seq - 1}),)
+            )
         events: list[tuple[str, dict[str, Any]]] = []
         fill = max(0, first_sample - self.next_sample)
         skip = max(0, self.next_sample - first_sample)
         if seq > self.next_seq or fill > 0:
-            events.append(("gap", {
-                "expected_seq": self.next_seq,
-                "got_seq": seq,
-                "missing_chunks": max(0, seq - self.next_seq),
-                "missing_samples": fill,
-            }))
+            events.append(
+                (
+                    "gap",
+                    {
+                        "expected_seq": self.next_seq,
+                        "got_seq": seq,
+                        "missing_chunks": max(0, seq - self.next_seq),
+                        "missing_samples": fill,
+                    },
+                )
+            )
         if fill > self.max_fill:
             self._start(seq, first_sample, n)
             events[-1][1]["restart"] = True

@@ -13,33 +13,53 @@ class DetectorMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         ns = "ecg_detector"
-        self.messages = Counter(f"{ns}_messages", "MQTT messages received, by kind",
-                                ["kind"], registry=registry)
+        self.messages = Counter(
+            f"{ns}_messages", "MQTT messages received, by kind", ["kind"], registry=registry
+        )
         self.chunks = Counter(f"{ns}_chunks", "Sample chunks accepted", registry=registry)
-        self.samples = Counter(f"{ns}_samples", "Samples fed to the pipelines",
-                               registry=registry)
+        self.samples = Counter(f"{ns}_samples", "Samples fed to the pipelines", registry=registry)
         self.beats = Counter(f"{ns}_beats", "Beats scored and published", registry=registry)
-        self.anomalies = Counter(f"{ns}_anomalies", "Beats published as anomalous",
-                                 registry=registry)
-        self.beats_dropped = Counter(f"{ns}_beats_dropped",
-                                     "Detected beats not scored, by reason", ["reason"],
-                                     registry=registry)
-        self.bad_messages = Counter(f"{ns}_bad_messages",
-                                    "Messages dropped as malformed, by reason", ["reason"],
-                                    registry=registry)
-        self.events = Counter(f"{ns}_events", "Events published, by type", ["type"],
-                              registry=registry)
+        self.anomalies = Counter(
+            f"{ns}_anomalies", "Beats published as anomalous", registry=registry
+        )
+        self.beats_dropped = Counter(
+            f"{ns}_beats_dropped",
+            "Detected beats not scored, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.bad_messages = Counter(
+            f"{ns}_bad_messages",
+            "Messages dropped as malformed, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.events = Counter(
+            f"{ns}_events", "Events published, by type", ["type"], registry=registry
+        )
         self.lag = Histogram(
             f"{ns}_processing_lag_seconds",
             "From receipt of the chunk that completed a beat's window to the beat's publication",
-            buckets=LATENCY_BUCKETS, registry=registry,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
-        self.batch_size = Histogram(f"{ns}_batch_size_beats", "Beats per inference batch",
-                                    buckets=BATCH_BUCKETS, registry=registry)
-        self.inference = Histogram(f"{ns}_inference_seconds", "Scorer time per batch",
-                                   buckets=LATENCY_BUCKETS, registry=registry)
-        self.active_beds = Gauge(f"{ns}_active_beds",
-                                 "Beds that sent samples within the signal timeout",
-                                 registry=registry)
-        self.up = Gauge(f"{ns}_mqtt_connected", "1 while connected to the broker",
-                        registry=registry)
+        self.batch_size = Histogram(
+            f"{ns}_batch_size_beats",
+            "Beats per inference batch",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.inference = Histogram(
+            f"{ns}_inference_seconds",
+            "Scorer time per batch",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.active_beds = Gauge(
+            f"{ns}_active_beds",
+            "Beds that sent samples within the signal timeout",
+            registry=registry,
+        )
+        self.up = Gauge(
+            f"{ns}_mqtt_connected", "1 while connected to the broker", registry=registry
+        )

@@ -146,8 +146,11 @@ class Pipeline:
         if verdict.action != ACCEPT:  # RESET: a (re)started stream
             had_stream = self.qrs is not None and self.qrs.samples_seen > 0
             if had_stream and self.lead_off:
-                out.events.append(PipelineEvent("lead_off", False, t_chunk,
-                                                {"lead": self.lead_name, "restart": True}))
+                out.events.append(
+                    PipelineEvent(
+                        "lead_off", False, t_chunk, {"lead": self.lead_name, "restart": True}
+                    )
+                )
             self._reset(chunk)
         out.accepted = True
         x = chunk.samples[verdict.skip :, self.lead].astype(np.float64) / chunk.gain
@@ -156,16 +159,21 @@ class Pipeline:
             x = np.concatenate([np.full(verdict.fill, np.nan), x])
             # a transmission gap is reported as a gap, not as lead-off while QRS re-learns
             assert self.qrs is not None
-            self.hold_until = (self.qrs.samples_seen + verdict.fill
-                               + int(math.ceil(self.qrs.config.learn_s * chunk.fs)) + 1)
+            self.hold_until = (
+                self.qrs.samples_seen
+                + verdict.fill
+                + int(math.ceil(self.qrs.config.learn_s * chunk.fs))
+                + 1
+            )
         self.t_ref = (chunk.first_sample + verdict.skip, chunk.t0 + verdict.skip / chunk.fs)
         self._run(x, out)
         return out
 
     def feed_signal(self, x: np.ndarray, fs: float, t0: float = 0.0) -> Output:
         """Offline use (one whole signal in physical units): the same path as live."""
-        chunk = SampleChunk(0, 0, t0, fs, 1.0, "mV", ("ECG",),
-                            np.asarray(x, dtype=np.float64).reshape(-1, 1))
+        chunk = SampleChunk(
+            0, 0, t0, fs, 1.0, "mV", ("ECG",), np.asarray(x, dtype=np.float64).reshape(-1, 1)
+        )
         self.integrity = None
         self.fs = None
         out = self.feed(chunk)
@@ -185,7 +193,7 @@ class Pipeline:
         if self.pending:
             ready = [(p, r) for p, r in self.pending if p + self.post < end]
             if ready:
-                self.pending = self.pending[len(ready):]
+                self.pending = self.pending[len(ready) :]
                 self._window(ready, out)
         if self.buf.size > self.keep + x.size:
             cut = self.buf.size - self.keep
@@ -211,16 +219,18 @@ class Pipeline:
                 continue
             rr = rhythm.rr_s if rhythm.rr_s == rhythm.rr_s else None  # NaN -> None
             sample = self.origin + p
-            out.beats.append(DetectedBeat(
-                sample=sample,
-                t=self._time(sample),
-                rr_s=rr,
-                hr_bpm=(60.0 / rr) if rr else None,
-                rhythm=rhythm,
-                segment=seg,
-                fs=float(self.fs),
-                pre=pre,
-            ))
+            out.beats.append(
+                DetectedBeat(
+                    sample=sample,
+                    t=self._time(sample),
+                    rr_s=rr,
+                    hr_bpm=(60.0 / rr) if rr else None,
+                    rhythm=rhythm,
+                    segment=seg,
+                    fs=float(self.fs),
+                    pre=pre,
+                )
+            )
 
     def _lead_events(self, out: Output) -> None:
         assert self.qrs is not None and self.fs is not None

@@ -79,8 +79,11 @@ class _Client(mqtt.Client):
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         rc = super().loop_read(max_packets)
-        while rc == mqtt.MQTT_ERR_SUCCESS and isinstance(self._sock, _BufferedSocket) \
-                and self._sock.pending() > 0:
+        while (
+            rc == mqtt.MQTT_ERR_SUCCESS
+            and isinstance(self._sock, _BufferedSocket)
+            and self._sock.pending() > 0
+        ):
             rc = super().loop_read(max_packets)
         return rc
 
@@ -105,11 +108,17 @@ class DetectorService:
         if anomaly is None:
             raise ValueError("anomaly config is needed with a custom scorer")
         self.engine = DetectorEngine(
-            scorer, anomaly, anomaly.threshold(config.profile), self.metrics,
+            scorer,
+            anomaly,
+            anomaly.threshold(config.profile),
+            self.metrics,
             EngineSettings(
-                max_batch=config.max_batch, max_wait_s=config.max_wait_s,
-                signal_timeout_s=config.signal_timeout_s, max_fill_s=config.max_fill_s,
-                qos_beats=config.qos_beats, qos_events=config.qos_events,
+                max_batch=config.max_batch,
+                max_wait_s=config.max_wait_s,
+                signal_timeout_s=config.signal_timeout_s,
+                max_fill_s=config.max_fill_s,
+                qos_beats=config.qos_beats,
+                qos_events=config.qos_events,
                 max_upload_s=config.max_upload_s,
             ),
         )
@@ -119,10 +128,12 @@ class DetectorService:
         self.client = self._make_client()
         self.http = ThreadingHTTPServer((config.http_host, config.http_port), _handler(self))
         self.http.daemon_threads = True
-        self._worker = threading.Thread(target=self._profiled, args=("worker", self._work),
-                                        name="detector-worker", daemon=True)
-        self._http_thread = threading.Thread(target=self.http.serve_forever, name="detector-http",
-                                             daemon=True)
+        self._worker = threading.Thread(
+            target=self._profiled, args=("worker", self._work), name="detector-worker", daemon=True
+        )
+        self._http_thread = threading.Thread(
+            target=self.http.serve_forever, name="detector-http", daemon=True
+        )
 
     @property
     def http_port(self) -> int:
@@ -137,21 +148,28 @@ class DetectorService:
         c.on_message = self._on_message
         return c
 
-    def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object, rc: object,
-                    _props: object = None) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _ud: object, _flags: object, rc: object, _props: object = None
+    ) -> None:
         if getattr(rc, "is_failure", False):
             log.warning("broker refused the connection: %s", rc)
             return
         ward = self.config.ward
-        client.subscribe([(subscription("samples", ward=ward), self.config.qos_in),
-                          (subscription("status", ward=ward), 1)])
+        client.subscribe(
+            [
+                (subscription("samples", ward=ward), self.config.qos_in),
+                (subscription("status", ward=ward), 1),
+            ]
+        )
         self.connected.set()
         self.metrics.up.set(1)
-        log.info("connected to %s:%s, subscribed to ward %r", self.config.host, self.config.port,
-                 ward)
+        log.info(
+            "connected to %s:%s, subscribed to ward %r", self.config.host, self.config.port, ward
+        )
 
-    def _on_disconnect(self, _client: mqtt.Client, _ud: object, _flags: object, rc: object,
-                       _props: object = None) -> None:
+    def _on_disconnect(
+        self, _client: mqtt.Client, _ud: object, _flags: object, rc: object, _props: object = None
+    ) -> None:
         self.connected.clear()
         self.metrics.up.set(0)
         if not self._stopping.is_set():
@@ -159,8 +177,9 @@ class DetectorService:
 
     def _on_message(self, _client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
         # same thread as the network loop: no queue, no GIL hand-over per message
-        self._outbox += self.engine.handle(msg.topic, msg.payload, time.monotonic(),
-                                           bool(msg.retain))
+        self._outbox += self.engine.handle(
+            msg.topic, msg.payload, time.monotonic(), bool(msg.retain)
+        )
 
     def _profiled(self, name: str, target: Callable[[], None]) -> None:
         """Run a thread's body, under cProfile when `cprofile_out` is set (benchmarks)."""
@@ -191,7 +210,8 @@ class DetectorService:
         buffered = isinstance(sock, _BufferedSocket) and sock.pending() > 0
         try:
             readable, writable, _ = select.select(
-                [sock], [sock] if client.want_write() else [], [], 0.0 if buffered else timeout)
+                [sock], [sock] if client.want_write() else [], [], 0.0 if buffered else timeout
+            )
         except (OSError, ValueError):  # the socket closed under us
             readable, writable = [], []
         rc = mqtt.MQTT_ERR_SUCCESS
@@ -219,8 +239,13 @@ class DetectorService:
                         connected_once = True
                     backoff = cfg.reconnect_min_s
                 except OSError as exc:
-                    log.warning("cannot reach the broker at %s:%s (%s); retrying in %.1f s",
-                                cfg.host, cfg.port, exc, backoff)
+                    log.warning(
+                        "cannot reach the broker at %s:%s (%s); retrying in %.1f s",
+                        cfg.host,
+                        cfg.port,
+                        exc,
+                        backoff,
+                    )
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, cfg.reconnect_max_s)
                     continue
@@ -251,8 +276,13 @@ class DetectorService:
     def start(self) -> None:
         self._http_thread.start()
         self._worker.start()
-        log.info("detector up: MQTT %s:%s, HTTP %s:%d", self.config.host, self.config.port,
-                 self.config.http_host, self.http_port)
+        log.info(
+            "detector up: MQTT %s:%s, HTTP %s:%d",
+            self.config.host,
+            self.config.port,
+            self.config.http_host,
+            self.http_port,
+        )
 
     def stop(self) -> None:
         """Finish the waiting work, publish it, disconnect, stop serving."""
@@ -290,8 +320,13 @@ def _score_request(service: DetectorService, body: bytes) -> dict[str, Any]:
     if x.dtype.kind not in "iuf" or x.ndim != 1:
         raise ValueError("'samples' must be a flat list of numbers (mV, one lead)")
     beats = service.engine.score_signal(x.astype(np.float64), float(fs))
-    return {"fs": float(fs), "n_samples": int(x.size), "n_beats": len(beats),
-            "threshold": service.engine.threshold, "beats": beats}
+    return {
+        "fs": float(fs),
+        "n_samples": int(x.size),
+        "n_beats": len(beats),
+        "threshold": service.engine.threshold,
+        "beats": beats,
+    }
 
 
 def _handler(service: DetectorService) -> type[BaseHTTPRequestHandler]:

@@ -463,4 +463,3 @@ def decode_status(payload: bytes | str) -> Status:
         t=float(_get(doc, "t", (int, float), math.nan)),
         device=_get(doc, "device", (str,), ""),
     )
-

@@ -115,20 +115,43 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str] | None = None) -> 
     p.add_argument("--data-dir", default=from_env("data_dir"))
     p.add_argument("--records", nargs="*", default=list(from_env("records")))
     p.add_argument("--speed", type=float, default=from_env("speed"), help="1 = real time")
-    p.add_argument("--chunk-s", type=float, default=from_env("chunk_s"),
-                   help="seconds of signal per message (default 0.5)")
+    p.add_argument(
+        "--chunk-s",
+        type=float,
+        default=from_env("chunk_s"),
+        help="seconds of signal per message (default 0.5)",
+    )
     p.add_argument("--qos", type=int, default=from_env("qos"), choices=(0, 1, 2))
     p.add_argument("--stride-s", type=float, default=from_env("stride_s"))
-    p.add_argument("--duration-s", type=float, default=from_env("duration_s"),
-                   help="seconds of signal per bed, then stop (default: forever)")
-    p.add_argument("--json", dest="json_payload", action="store_true",
-                   default=from_env("json_payload"), help="send JSON chunks")
+    p.add_argument(
+        "--duration-s",
+        type=float,
+        default=from_env("duration_s"),
+        help="seconds of signal per bed, then stop (default: forever)",
+    )
+    p.add_argument(
+        "--json",
+        dest="json_payload",
+        action="store_true",
+        default=from_env("json_payload"),
+        help="send JSON chunks",
+    )
     p.add_argument("--reconnect-min-s", type=float, default=defaults["reconnect_min_s"])
     p.add_argument("--reconnect-max-s", type=float, default=defaults["reconnect_max_s"])
     a = p.parse_args(argv)
     return StreamerConfig(
-        host=a.host, port=a.port, ward=a.ward, beds=a.beds, data_dir=a.data_dir,
-        records=tuple(a.records), speed=a.speed, chunk_s=a.chunk_s, qos=a.qos,
-        stride_s=a.stride_s, duration_s=a.duration_s, json_payload=a.json_payload,
-        reconnect_min_s=a.reconnect_min_s, reconnect_max_s=a.reconnect_max_s,
+        host=a.host,
+        port=a.port,
+        ward=a.ward,
+        beds=a.beds,
+        data_dir=a.data_dir,
+        records=tuple(a.records),
+        speed=a.speed,
+        chunk_s=a.chunk_s,
+        qos=a.qos,
+        stride_s=a.stride_s,
+        duration_s=a.duration_s,
+        json_payload=a.json_payload,
+        reconnect_min_s=a.reconnect_min_s,
+        reconnect_max_s=a.reconnect_max_s,
     )

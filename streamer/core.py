@@ -180,13 +180,23 @@ def make_streams(
     streams = []
     for i, bed in enumerate(bed_names(n_beds)):
         first = i % len(sources)
-        offset = start_offset(i // len(sources), sources[first].raw.shape[0],
-                              sources[first].fs, stride_s)
+        offset = start_offset(
+            i // len(sources), sources[first].raw.shape[0], sources[first].fs, stride_s
+        )
         phase = (i / n_beds) * chunk_s / speed if n_beds > 1 else 0.0
         streams.append(
             BedStream(
-                bed, ward, sources, first, offset, chunk_s, t_start=t_start, speed=speed,
-                phase_s=phase, json_payload=json_payload, max_samples=max_samples,
+                bed,
+                ward,
+                sources,
+                first,
+                offset,
+                chunk_s,
+                t_start=t_start,
+                speed=speed,
+                phase_s=phase,
+                json_payload=json_payload,
+                max_samples=max_samples,
             )
         )
     return streams

@@ -56,16 +56,18 @@ class Device:
     def _status(self, state: str) -> bytes:
         return encode_status(Status(state, time.time(), self.client_id))
 
-    def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object, rc: object,
-                    _props: object = None) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _ud: object, _flags: object, rc: object, _props: object = None
+    ) -> None:
         if getattr(rc, "is_failure", False):
             log.warning("bed %s: connection refused: %s", self.bed, rc)
             return
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         self.connected.set()
 
-    def _on_disconnect(self, _client: mqtt.Client, _ud: object, _flags: object, rc: object,
-                       _props: object = None) -> None:
+    def _on_disconnect(
+        self, _client: mqtt.Client, _ud: object, _flags: object, rc: object, _props: object = None
+    ) -> None:
         self.connected.clear()
         log.info("bed %s: disconnected (%s); paho reconnects with backoff", self.bed, rc)
 
@@ -76,8 +78,9 @@ class Device:
     def stop(self) -> None:
         """Announce offline (a clean disconnect does not fire the will), then disconnect."""
         if self.connected.is_set():
-            info = self.client.publish(self.status_topic, self._status("offline"), qos=1,
-                                       retain=True)
+            info = self.client.publish(
+                self.status_topic, self._status("offline"), qos=1, retain=True
+            )
             try:
                 info.wait_for_publish(timeout=2.0)
             except (RuntimeError, ValueError):
@@ -102,8 +105,15 @@ class Streamer:
         if c.duration_s is not None:
             max_samples = int(round(c.duration_s * self.sources[0].fs))
         return make_streams(
-            self.sources, c.ward, c.beds, c.chunk_s, t_start=t_start, speed=c.speed,
-            stride_s=c.stride_s, json_payload=c.json_payload, max_samples=max_samples,
+            self.sources,
+            c.ward,
+            c.beds,
+            c.chunk_s,
+            t_start=t_start,
+            speed=c.speed,
+            stride_s=c.stride_s,
+            json_payload=c.json_payload,
+            max_samples=max_samples,
         )
 
     def run(self, connect_timeout_s: float = 10.0) -> int:
@@ -116,11 +126,18 @@ class Streamer:
         deadline = time.monotonic() + connect_timeout_s
         for d in devices.values():
             if not d.connected.wait(max(0.0, deadline - time.monotonic())):
-                log.warning("bed %s not connected yet to %s:%s; streaming anyway",
-                            d.bed, c.host, c.port)
+                log.warning(
+                    "bed %s not connected yet to %s:%s; streaming anyway", d.bed, c.host, c.port
+                )
                 break
-        log.info("streaming %d beds from %d records at %gx, %g s chunks, QoS %d",
-                 c.beds, len(self.sources), c.speed, c.chunk_s, c.qos)
+        log.info(
+            "streaming %d beds from %d records at %gx, %g s chunks, QoS %d",
+            c.beds,
+            len(self.sources),
+            c.speed,
+            c.chunk_s,
+            c.qos,
+        )
         t0 = time.time()
         mono0 = time.monotonic()
         for s in streams:  # timestamps start now, after the connection wait

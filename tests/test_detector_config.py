@@ -27,11 +27,22 @@ def test_bad_values_name_the_field(kwargs: dict, name: str) -> None:
 
 
 def test_cli_overrides_environment_overrides_defaults() -> None:
-    env = {"MQTT_HOST": "mq", "MQTT_PORT": "1884", "ECG_WARD": "icu",
-           "DETECTOR_MAX_WAIT_S": "0.1", "DETECTOR_HTTP_PORT": "9000"}
+    env = {
+        "MQTT_HOST": "mq",
+        "MQTT_PORT": "1884",
+        "ECG_WARD": "icu",
+        "DETECTOR_MAX_WAIT_S": "0.1",
+        "DETECTOR_HTTP_PORT": "9000",
+    }
     cfg = parse_args(["--max-batch", "64", "--http-port", "0"], env=env)
     assert (cfg.host, cfg.port, cfg.ward, cfg.max_wait_s, cfg.max_batch, cfg.http_port) == (
-        "mq", 1884, "icu", 0.1, 64, 0)
+        "mq",
+        1884,
+        "icu",
+        0.1,
+        64,
+        0,
+    )
     assert parse_args([], env={}).ward == "+"
     with pytest.raises(ValueError, match="max_batch"):
         parse_args(["--max-batch", "many"], env={})

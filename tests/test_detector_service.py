@@ -49,7 +49,8 @@ class Sub:
         ready = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         c.on_connect = lambda cl, *_: cl.subscribe(
-            [(subscription("beats", ward=ward), 1), (subscription("events", ward=ward), 1)])
+            [(subscription("beats", ward=ward), 1), (subscription("events", ward=ward), 1)]
+        )
         c.on_subscribe = lambda *_: ready.set()
         c.on_message = self._on
         c.connect(broker.host, broker.port)
@@ -102,8 +103,9 @@ class Device:
 
     def chunk(self, k: int, n: int = CHUNK, raw: np.ndarray | None = None) -> SampleChunk:
         data = self.raw[k * n : (k + 1) * n] if raw is None else raw
-        return SampleChunk(k, k * n, self.t0 + k * n / FS, FS, 200.0, "mV", ("MLII",),
-                           data.reshape(-1, 1))
+        return SampleChunk(
+            k, k * n, self.t0 + k * n / FS, FS, 200.0, "mV", ("MLII",), data.reshape(-1, 1)
+        )
 
     def send(self, payload: bytes) -> None:
         self.client.publish(self.topic, payload, qos=1).wait_for_publish(5)
@@ -126,9 +128,17 @@ def raw(data_dir: Path) -> np.ndarray:
 @pytest.fixture
 def service(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
-    cfg = DetectorConfig(host=broker.host, port=broker.port, ward=unique_ward,
-                         http_host="127.0.0.1", http_port=0, signal_timeout_s=1.5,
-                         max_wait_s=0.02, qos_beats=1, model_dir=model_dir)
+    cfg = DetectorConfig(
+        host=broker.host,
+        port=broker.port,
+        ward=unique_ward,
+        http_host="127.0.0.1",
+        http_port=0,
+        signal_timeout_s=1.5,
+        max_wait_s=0.02,
+        qos_beats=1,
+        model_dir=model_dir,
+    )
     svc = DetectorService(cfg, registry=CollectorRegistry())
     svc.start()
     assert svc.connected.wait(10)
@@ -138,8 +148,11 @@ def service(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
 
 
 def http(svc: DetectorService, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(f"http://127.0.0.1:{svc.http_port}{path}", data=body,
-                                 headers={"Content-Type": "application/json"} if body else {})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{svc.http_port}{path}",
+        data=body,
+        headers={"Content-Type": "application/json"} if body else {},
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, resp.read()
@@ -165,15 +178,20 @@ def test_malformed_messages_are_counted_by_reason_and_service_carries_on(
         dev.send(b'{"seq": 1, "first_sample": 0, "t0": 0, "samples": [1, 2]}')  # no fs
         dev.send(b"{not json")
         dev.send(encode_samples(dev.chunk(0))[:-3])
-        dev.send(encode_samples_json(SampleChunk(0, 0, 0.0, 20.0, 1.0, "mV", ("I",),
-                                                 np.zeros((20, 1)))))  # 20 Hz: unsupported
+        dev.send(
+            encode_samples_json(SampleChunk(0, 0, 0.0, 20.0, 1.0, "mV", ("I",), np.zeros((20, 1))))
+        )  # 20 Hz: unsupported
         dev.send_chunks(list(range(0, 60)))
         assert wait_for(lambda: len(sub.beats_of("01")) >= 20)
-        assert wait_for(lambda: metric(service, "ecg_detector_bad_messages_total",
-                                       'reason="unsupported_fs"') == 1)
+        assert wait_for(
+            lambda: (
+                metric(service, "ecg_detector_bad_messages_total", 'reason="unsupported_fs"') == 1
+            )
+        )
         for reason in ("bad_magic", "bad_fs", "bad_json", "truncated"):
-            assert metric(service, "ecg_detector_bad_messages_total",
-                          f'reason="{reason}"') == 1, reason
+            assert metric(service, "ecg_detector_bad_messages_total", f'reason="{reason}"') == 1, (
+                reason
+            )
         beats = sub.beats_of("01")
         b = beats[5]
         assert b.beat_id == f"{unique_ward}:01:{b.sample}" and 0 < b.rr_s < 2
@@ -201,8 +219,9 @@ def test_gap_duplicate_out_of_order_become_events(
         gap = sub.events_of("02", "gap")
         late = sub.events_of("02", "out_of_order")
         assert [e.detail["seq"] for e in dup] == [3]
-        assert [(e.detail["expected_seq"], e.detail["got_seq"], e.detail["missing_chunks"])
-                for e in gap] == [(6, 8, 2)]
+        assert [
+            (e.detail["expected_seq"], e.detail["got_seq"], e.detail["missing_chunks"]) for e in gap
+        ] == [(6, 8, 2)]
         assert gap[0].detail["missing_samples"] == 2 * CHUNK
         assert late[0].detail["seq"] == 6
         assert metric(service, "ecg_detector_events_total", 'type="gap"') == 1
@@ -219,9 +238,25 @@ def test_device_offline_via_last_will_signal_lost_and_lead_off(
     try:
         # a device whose connection dies: mosquitto publishes its retained last will
         will = subprocess.Popen(
-            ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-t", dev.status,
-             "-l", "--will-topic", dev.status, "--will-payload", '{"state":"offline"}',
-             "--will-retain", "--will-qos", "1", "-i", f"dev-{unique_ward}"],
+            [
+                "mosquitto_pub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-t",
+                dev.status,
+                "-l",
+                "--will-topic",
+                dev.status,
+                "--will-payload",
+                '{"state":"offline"}',
+                "--will-retain",
+                "--will-qos",
+                "1",
+                "-i",
+                f"dev-{unique_ward}",
+            ],
             stdin=subprocess.PIPE,
         )
         assert will.stdin is not None
@@ -230,23 +265,27 @@ def test_device_offline_via_last_will_signal_lost_and_lead_off(
         time.sleep(0.5)
         will.kill()  # no DISCONNECT: the broker fires the will
         will.wait(5)
-        assert wait_for(lambda: [e.active for e in sub.events_of("03", "device_offline")]
-                        == [True], timeout=10)
+        assert wait_for(
+            lambda: [e.active for e in sub.events_of("03", "device_offline")] == [True], timeout=10
+        )
         dev.client.publish(dev.status, b'{"state":"online","t":2}', qos=1, retain=True)
-        assert wait_for(lambda: [e.active for e in sub.events_of("03", "device_offline")]
-                        == [True, False])
+        assert wait_for(
+            lambda: [e.active for e in sub.events_of("03", "device_offline")] == [True, False]
+        )
         # 20 s of signal, the last 8 s flat (disconnected electrode), then silence
         flat = raw[: 20 * 360].copy()
         flat[12 * 360 :] = flat[12 * 360]
         for k in range(40):
             dev.send(encode_samples(dev.chunk(k, raw=flat[k * CHUNK : (k + 1) * CHUNK])))
         assert wait_for(lambda: [e.active for e in sub.events_of("03", "lead_off")] == [True])
-        assert wait_for(lambda: [e.active for e in sub.events_of("03", "signal_lost")]
-                        == [True], timeout=10)
+        assert wait_for(
+            lambda: [e.active for e in sub.events_of("03", "signal_lost")] == [True], timeout=10
+        )
         assert metric(service, "ecg_detector_active_beds") == 0
         dev.send_chunks([40])
-        assert wait_for(lambda: [e.active for e in sub.events_of("03", "signal_lost")]
-                        == [True, False])
+        assert wait_for(
+            lambda: [e.active for e in sub.events_of("03", "signal_lost")] == [True, False]
+        )
         dev.client.publish(dev.status, b"", qos=1, retain=True).wait_for_publish(5)  # clean up
     finally:
         sub.close()
@@ -261,10 +300,15 @@ def test_metrics_and_healthz_over_http(service: DetectorService) -> None:
     code, body = http(service, "/metrics")
     text = body.decode()
     assert code == 200
-    for name in ("ecg_detector_beats_total", "ecg_detector_anomalies_total",
-                 "ecg_detector_processing_lag_seconds_bucket",
-                 "ecg_detector_inference_seconds_bucket", "ecg_detector_batch_size_beats_bucket",
-                 "ecg_detector_active_beds", "ecg_detector_mqtt_connected 1.0"):
+    for name in (
+        "ecg_detector_beats_total",
+        "ecg_detector_anomalies_total",
+        "ecg_detector_processing_lag_seconds_bucket",
+        "ecg_detector_inference_seconds_bucket",
+        "ecg_detector_batch_size_beats_bucket",
+        "ecg_detector_active_beds",
+        "ecg_detector_mqtt_connected 1.0",
+    ):
         assert name in text, name
     assert http(service, "/nope")[0] == 404
 
@@ -277,8 +321,11 @@ def test_score_endpoint_over_http(service: DetectorService, data_dir: Path) -> N
     doc = json.loads(resp)
     beats = doc["beats"]
     assert doc["n_beats"] == len(beats) and doc["fs"] == FS
-    truth = [s for s, sym in zip(rec.ann_samples, rec.ann_symbols, strict=True)
-             if aami_class(sym) is not None]
+    truth = [
+        s
+        for s, sym in zip(rec.ann_samples, rec.ann_symbols, strict=True)
+        if aami_class(sym) is not None
+    ]
     # the live code path: exactly the pipeline's beats on the same samples, close to the truth
     same = Pipeline().feed_signal(np.asarray(json.loads(body)["samples"]), FS).beats
     assert [b["sample"] for b in beats] == [b.sample for b in same]
@@ -300,25 +347,38 @@ def test_score_endpoint_over_http(service: DetectorService, data_dir: Path) -> N
         assert word in json.loads(resp)["error"], (bad, resp)
 
 
-def test_reconnects_with_backoff_after_broker_restart(tmp_path: Path, unique_ward: str,
-                                                       raw: np.ndarray) -> None:
+def test_reconnects_with_backoff_after_broker_restart(
+    tmp_path: Path, unique_ward: str, raw: np.ndarray
+) -> None:
     port = free_port()
     conf = tmp_path / "m.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
 
     def mosquitto() -> subprocess.Popen:
-        proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            ["/usr/sbin/mosquitto", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         assert wait_for(lambda: _listening(port), timeout=10)
         return proc
 
     mq = mosquitto()
     broker = Broker("127.0.0.1", port)
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
-    svc = DetectorService(DetectorConfig(host=broker.host, port=port, ward=unique_ward,
-                                         http_host="127.0.0.1", http_port=0, model_dir=model_dir,
-                                         reconnect_min_s=0.2, reconnect_max_s=1.0),
-                          registry=CollectorRegistry())
+    svc = DetectorService(
+        DetectorConfig(
+            host=broker.host,
+            port=port,
+            ward=unique_ward,
+            http_host="127.0.0.1",
+            http_port=0,
+            model_dir=model_dir,
+            reconnect_min_s=0.2,
+            reconnect_max_s=1.0,
+        ),
+        registry=CollectorRegistry(),
+    )
     svc.start()
     try:
         assert svc.connected.wait(10)

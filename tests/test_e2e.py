@@ -69,10 +69,29 @@ def test_streamer_broker_detector(broker: Broker, unique_ward: str, data_dir: Pa
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     http_port = free_port()
     detector = subprocess.Popen(
-        [sys.executable, "-m", "detector", "--host", broker.host, "--port", str(broker.port),
-         "--ward", unique_ward, "--http-host", "127.0.0.1", "--http-port", str(http_port),
-         "--qos-in", "1", "--qos-beats", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "detector",
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--ward",
+            unique_ward,
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            str(http_port),
+            "--qos-in",
+            "1",
+            "--qos-beats",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60
@@ -84,18 +103,44 @@ def test_streamer_broker_detector(broker: Broker, unique_ward: str, data_dir: Pa
                 assert detector.poll() is None, detector.stdout.read().decode()
                 time.sleep(0.2)
         streamer = subprocess.run(
-            [sys.executable, "-m", "streamer", "--host", broker.host, "--port", str(broker.port),
-             "--ward", unique_ward, "--records", *RECORDS, "--beds", str(len(RECORDS)),
-             "--stride-s", "0", "--duration-s", str(DURATION_S), "--speed", str(SPEED),
-             "--qos", "1", "--data-dir", str(data_dir)],
-            cwd=ROOT, env=env, capture_output=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "streamer",
+                "--host",
+                broker.host,
+                "--port",
+                str(broker.port),
+                "--ward",
+                unique_ward,
+                "--records",
+                *RECORDS,
+                "--beds",
+                str(len(RECORDS)),
+                "--stride-s",
+                "0",
+                "--duration-s",
+                str(DURATION_S),
+                "--speed",
+                str(SPEED),
+                "--qos",
+                "1",
+                "--data-dir",
+                str(data_dir),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=120,
         )
         assert streamer.returncode == 0, streamer.stdout.decode() + streamer.stderr.decode()
 
         def settled() -> bool:
             with lock:
-                return all(b in beats and beats[b][-1].sample > (DURATION_S - 3) * FS
-                           for b in ("01", "02", "03"))
+                return all(
+                    b in beats and beats[b][-1].sample > (DURATION_S - 3) * FS
+                    for b in ("01", "02", "03")
+                )
 
         deadline = time.monotonic() + 60
         while not settled() and time.monotonic() < deadline:
@@ -122,19 +167,25 @@ def test_streamer_broker_detector(broker: Broker, unique_ward: str, data_dir: Pa
         assert len(set(live.tolist())) == len(live), "no beat published twice"
         se_off, ppv_off = _score(ref, offline[offline < end])
         se_live, ppv_live = _score(ref, live[live < end])
-        print(f"record {name}: offline Se {se_off:.4f} +P {ppv_off:.4f} | "
-              f"MQTT Se {se_live:.4f} +P {ppv_live:.4f} ({len(live)} beats)")
+        print(
+            f"record {name}: offline Se {se_off:.4f} +P {ppv_off:.4f} | "
+            f"MQTT Se {se_live:.4f} +P {ppv_live:.4f} ({len(live)} beats)"
+        )
         assert abs(se_live - se_off) <= 0.002 and abs(ppv_live - ppv_off) <= 0.002
         # V beats give anomaly events
-        flagged = np.array(sorted(e.detail["sample"] for e in events
-                                  if e.bed == bed and e.type == "anomaly"))
-        v_ref = rec.ann_samples[(np.array([aami_class(s) == "V" for s in rec.ann_symbols]))
-                                & (rec.ann_samples < end)]
+        flagged = np.array(
+            sorted(e.detail["sample"] for e in events if e.bed == bed and e.type == "anomaly")
+        )
+        v_ref = rec.ann_samples[
+            (np.array([aami_class(s) == "V" for s in rec.ann_symbols])) & (rec.ann_samples < end)
+        ]
         if len(v_ref):
             hit = sum(bool(len(flagged)) and np.abs(flagged - v).min() <= MATCH for v in v_ref)
             total_anomalies_on_v += hit
             total_v += len(v_ref)
-            print(f"record {name}: {hit}/{len(v_ref)} V beats raised an anomaly event, "
-                  f"{len(flagged)} anomaly events in all")
+            print(
+                f"record {name}: {hit}/{len(v_ref)} V beats raised an anomaly event, "
+                f"{len(flagged)} anomaly events in all"
+            )
     assert total_v > 50
     assert total_anomalies_on_v / total_v >= 0.5

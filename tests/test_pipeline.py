@@ -23,8 +23,9 @@ def mv(data_dir: Path) -> np.ndarray:
     return load_record("100", data_dir, sampto=360 * 120).lead(0)
 
 
-def chunks(x: np.ndarray, fs: float, n: int, t0: float = 1000.0, gain: float = 200.0
-           ) -> list[SampleChunk]:
+def chunks(
+    x: np.ndarray, fs: float, n: int, t0: float = 1000.0, gain: float = 200.0
+) -> list[SampleChunk]:
     raw = np.rint(x * gain).astype(np.int16)
     return [
         SampleChunk(k, i, t0 + i / fs, fs, gain, "mV", ("MLII",), raw[i : i + n, None])

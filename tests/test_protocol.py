@@ -40,14 +40,26 @@ def _chunk(n: int = 90, leads: tuple[str, ...] = ("MLII", "V5"), seed: int = 0) 
     rng = np.random.default_rng(seed)
     samples = rng.integers(-32768, 32767, size=(n, len(leads)), dtype=np.int16)
     return SampleChunk(
-        seq=7, first_sample=123_456, t0=1_700_000_000.25, fs=360.0, gain=200.0,
-        units="mV", leads=leads, samples=samples,
+        seq=7,
+        first_sample=123_456,
+        t0=1_700_000_000.25,
+        fs=360.0,
+        gain=200.0,
+        units="mV",
+        leads=leads,
+        samples=samples,
     )
 
 
 def _same(a: SampleChunk, b: SampleChunk) -> None:
     assert (a.seq, a.first_sample, a.t0, a.fs, a.gain, a.units, a.leads) == (
-        b.seq, b.first_sample, b.t0, b.fs, b.gain, b.units, b.leads,
+        b.seq,
+        b.first_sample,
+        b.t0,
+        b.fs,
+        b.gain,
+        b.units,
+        b.leads,
     )
     np.testing.assert_array_equal(a.samples, b.samples)
 
@@ -131,8 +143,19 @@ def test_encoder_refuses_what_binary_cannot_carry() -> None:
 def test_beats_round_trip() -> None:
     beats = [
         BeatResult("3", 1000, 1.7e9, None, None, 0.1, 0.5, False, "w:3:1000"),
-        BeatResult("3", 1300, 1.7e9 + 0.83, 0.8333, 72.0, 0.9, 0.5, True, "w:3:1300",
-                   label="V", errors=(0.1, 0.25, 0.5)),
+        BeatResult(
+            "3",
+            1300,
+            1.7e9 + 0.83,
+            0.8333,
+            72.0,
+            0.9,
+            0.5,
+            True,
+            "w:3:1300",
+            label="V",
+            errors=(0.1, 0.25, 0.5),
+        ),
     ]
     back = decode_beats(encode_beats(beats))
     assert back[0] == beats[0]
@@ -192,11 +215,30 @@ _json_values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(
-    st.sampled_from(["seq", "first_sample", "t0", "fs", "gain", "units", "leads", "samples",
-                     "bed", "beats", "type", "t", "state", "score", "errors"]),
-    _json_values,
-))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "seq",
+                "first_sample",
+                "t0",
+                "fs",
+                "gain",
+                "units",
+                "leads",
+                "samples",
+                "bed",
+                "beats",
+                "type",
+                "t",
+                "state",
+                "score",
+                "errors",
+            ]
+        ),
+        _json_values,
+    )
+)
 def test_fuzz_json_documents_only_raise_decode_error(doc: dict) -> None:
     payload = json.dumps(doc).encode()
     for decode in (decode_samples, decode_beats, decode_event, decode_status):

@@ -27,13 +27,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def sources(data_dir: Path) -> list[Source]:
-    return [Source.from_record(load_record(n, data_dir, sampto=36_000, annotations=False))
-            for n in ("100", "114", "201")]
+    return [
+        Source.from_record(load_record(n, data_dir, sampto=36_000, annotations=False))
+        for n in ("100", "114", "201")
+    ]
 
 
 def test_chunks_are_paced_contiguous_and_exact(sources: list[Source]) -> None:
-    streams = make_streams(sources, "w", 5, 0.5, t_start=1000.0, speed=2.0, stride_s=10.0,
-                           max_samples=3600)
+    streams = make_streams(
+        sources, "w", 5, 0.5, t_start=1000.0, speed=2.0, stride_s=10.0, max_samples=3600
+    )
     msgs = list(schedule(streams))
     dues = [m.due_s for m in msgs]
     assert dues == sorted(dues)
@@ -90,22 +93,39 @@ def test_sleep_for() -> None:
 
 def test_config_errors_name_the_field() -> None:
     for kwargs, name in [
-        ({"beds": 0}, "beds"), ({"speed": 0.0}, "speed"), ({"chunk_s": 0.0}, "chunk_s"),
-        ({"qos": 3}, "qos"), ({"ward": "a/b"}, "ward"), ({"port": 0}, "port"),
+        ({"beds": 0}, "beds"),
+        ({"speed": 0.0}, "speed"),
+        ({"chunk_s": 0.0}, "chunk_s"),
+        ({"qos": 3}, "qos"),
+        ({"ward": "a/b"}, "ward"),
+        ({"port": 0}, "port"),
         ({"duration_s": -1.0}, "duration_s"),
     ]:
         with pytest.raises(ValueError, match=name):
             StreamerConfig(**kwargs)
-    cfg = parse_args(["--beds", "3"], env={"MQTT_HOST": "mq", "STREAMER_SPEED": "4",
-                                           "STREAMER_RECORDS": "100, 101", "STREAMER_JSON": "1"})
+    cfg = parse_args(
+        ["--beds", "3"],
+        env={
+            "MQTT_HOST": "mq",
+            "STREAMER_SPEED": "4",
+            "STREAMER_RECORDS": "100, 101",
+            "STREAMER_JSON": "1",
+        },
+    )
     assert (cfg.host, cfg.beds, cfg.speed, cfg.records, cfg.json_payload) == (
-        "mq", 3, 4.0, ("100", "101"), True)
+        "mq",
+        3,
+        4.0,
+        ("100", "101"),
+        True,
+    )
     with pytest.raises(ValueError, match="speed"):
         parse_args([], env={"STREAMER_SPEED": "fast"})
 
 
-def test_missing_data_or_record_is_a_clear_error(tmp_path: Path, data_dir: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_data_or_record_is_a_clear_error(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     assert main(["--data-dir", str(tmp_path / "nope"), "--port", "1"]) == 2
     assert "does not exist" in caplog.text and "nope" in caplog.text
     caplog.clear()
@@ -152,19 +172,47 @@ class Collector:
 
 def _streamer(broker: Broker, ward: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "streamer", "--host", broker.host, "--port", str(broker.port),
-         "--ward", ward, "--records", "100", "201", *args],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamer",
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--ward",
+            ward,
+            "--records",
+            "100",
+            "201",
+            *args,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
 def test_streams_beds_with_status_over_real_broker(broker: Broker, unique_ward: str) -> None:
-    sub = Collector(broker, subscription("samples", ward=unique_ward),
-                    subscription("status", ward=unique_ward))
+    sub = Collector(
+        broker, subscription("samples", ward=unique_ward), subscription("status", ward=unique_ward)
+    )
     try:
-        proc = _streamer(broker, unique_ward, "--beds", "3", "--speed", "20", "--chunk-s", "0.5",
-                         "--duration-s", "10", "--qos", "1")
+        proc = _streamer(
+            broker,
+            unique_ward,
+            "--beds",
+            "3",
+            "--speed",
+            "20",
+            "--chunk-s",
+            "0.5",
+            "--duration-s",
+            "10",
+            "--qos",
+            "1",
+        )
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out.decode()
         assert sub.wait_for(lambda: len(sub.of_kind("samples")) >= 60)
@@ -192,8 +240,9 @@ def test_sigterm_stops_cleanly(broker: Broker, unique_ward: str) -> None:
         assert proc.returncode == 0, out.decode()
         assert b"stopping" in out
         assert sub.wait_for(
-            lambda: sum(decode_status(p).state == "offline" for _, p, _ in sub.of_kind("status"))
-            == 2
+            lambda: (
+                sum(decode_status(p).state == "offline" for _, p, _ in sub.of_kind("status")) == 2
+            )
         )
     finally:
         sub.close()
@@ -202,8 +251,11 @@ def test_sigterm_stops_cleanly(broker: Broker, unique_ward: str) -> None:
 def _mosquitto(port: int, conf_dir: Path) -> subprocess.Popen:
     conf = conf_dir / "m.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["/usr/sbin/mosquitto", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.5)
     return proc
 
@@ -212,8 +264,20 @@ def test_reconnects_after_broker_restart(tmp_path: Path, unique_ward: str) -> No
     port = free_port()
     mq = _mosquitto(port, tmp_path)
     broker = Broker("127.0.0.1", port)
-    proc = _streamer(broker, unique_ward, "--beds", "1", "--speed", "4", "--chunk-s", "0.25",
-                     "--reconnect-min-s", "0.5", "--reconnect-max-s", "2")
+    proc = _streamer(
+        broker,
+        unique_ward,
+        "--beds",
+        "1",
+        "--speed",
+        "4",
+        "--chunk-s",
+        "0.25",
+        "--reconnect-min-s",
+        "0.5",
+        "--reconnect-max-s",
+        "2",
+    )
     sub = None
     try:
         sub = Collector(broker, subscription("samples", ward=unique_ward))
