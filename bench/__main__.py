@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from detector.service import BufferedClient
 from ecgcommon.topics import subscription
 from ecgcommon.windowing import WINDOW
 
@@ -95,7 +96,8 @@ class LatencyProbe:
         self.latencies: list[float] = []
         self.beats = 0
         ready = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{ward}")
+        # the detector's buffered client: a plain paho client falls behind >1000 beats/s
+        c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{ward}")
         c.on_connect = lambda cl, *_: cl.subscribe(subscription("beats", ward=ward), qos=0)
         c.on_subscribe = lambda *_: ready.set()
         c.on_message = self._on

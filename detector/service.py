@@ -70,7 +70,7 @@ class _BufferedSocket:
         return getattr(self._sock, name)
 
 
-class _Client(mqtt.Client):
+class BufferedClient(mqtt.Client):
     """paho's client with a buffered socket (see `_BufferedSocket`) that parses every buffered
     packet per wake-up instead of one (one GIL hand-over per block, not per message)."""
 
@@ -141,7 +141,7 @@ class DetectorService:
 
     # ------------------------------------------------------------------ MQTT callbacks
     def _make_client(self) -> mqtt.Client:
-        c = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id)
+        c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id)
         c.max_queued_messages_set(100_000)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
