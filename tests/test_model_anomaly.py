@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from detector.anomaly import FEATURES, AnomalyConfig, PatientAdapter, RunningMedian, record_scores
+from detector.anomaly import (
+    FEATURES,
+    AnomalyConfig,
+    PatientAdapter,
+    RunningMedian,
+    record_scores,
+    rhythm_from_row,
+)
 from detector.scorer import OnnxScorer
 from ecgcommon.rhythm import NEUTRAL, RRTracker
 from models.dataset import load_beats
@@ -59,6 +66,23 @@ def test_ventricular_beats_score_higher(config: AnomalyConfig, record208) -> Non
     assert np.median(s[beats.labels == "V"]) > np.percentile(s[beats.labels == "N"], 90)
     adapter = PatientAdapter(config)
     assert adapter.is_anomalous(1.0, "icu") and not adapter.is_anomalous(0.0, "screening")
+
+
+def test_template_shape_features_separate_ventricular_beats(
+    config: AnomalyConfig, record208
+) -> None:
+    """On MIT-BIH 208, V beats have a slower QRS and a QRS less correlated with the template."""
+    beats, err = record208
+    adapter = PatientAdapter(config)
+    assert adapter.template_features(beats.windows[0])[2:] == (0.0, config.prior_log_decorr)
+    shape = []
+    for e, r, w in zip(err, beats.rhythm, beats.windows, strict=True):
+        shape.append(adapter.template_features(w))
+        adapter.learn_one(float(e), rhythm_from_row(r), w)
+    slope, decorr = np.array(shape)[:, 2], np.array(shape)[:, 3]
+    v, n = beats.labels == "V", beats.labels == "N"
+    assert np.median(slope[v]) < np.percentile(slope[n], 10)
+    assert np.median(decorr[v]) > np.percentile(decorr[n], 90)
 
 
 def test_patient_reference_adapts_without_labels(config: AnomalyConfig) -> None:
