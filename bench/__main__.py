@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pstats
 import signal
@@ -323,6 +324,17 @@ def _area(file: str, func: str) -> str:
     return "other python"
 
 
+def _clean(obj: object) -> object:
+    """Strict JSON: non-finite numbers (a run with no beat timed) become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="reports/bench.json")
@@ -410,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps(_clean(report), indent=2) + "\n")
     print(
         f"\nmax_beds_realtime {report['max_beds_realtime']}, beds_per_detector_core "
         f"{report['beds_per_detector_core']:.0f}, p99 {report['latency_s']['p99']}, "
