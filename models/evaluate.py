@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from detector.anomaly import AnomalyConfig
+from detector.anomaly import AnomalyConfig, PatientAdapter, rhythm_from_row
 from detector.scorer import DEFAULT_MODEL_DIR, MANIFEST_FILE, MODEL_FILE, OnnxScorer
 from ecgcommon.aami import DS2
 from ecgcommon.records import annotated_records, resolve_data_dir
@@ -52,6 +52,24 @@ def time_inference(model_path: Path, n_points: int, repeats: int = 5) -> dict[st
             best = min(best, (time.perf_counter() - t0) / (calls * batch) * 1e3)
         out[name] = best
     return out
+
+
+def time_adapter(
+    config: AnomalyConfig, errors: np.ndarray, beats: BeatSet, n: int = 2000, repeats: int = 3
+) -> float:
+    """µs per beat of `PatientAdapter.process` (pure Python, per bed) on the first `n` beats."""
+    first = beats.records == beats.records[0]
+    err = errors[first][:n]
+    rhythm = [rhythm_from_row(r) for r in beats.rhythm[first][:n]]
+    windows = beats.windows[first][:n]
+    best = float("inf")
+    for _ in range(repeats):
+        adapter = PatientAdapter(config)
+        t0 = time.perf_counter()
+        for e, r, w in zip(err, rhythm, windows, strict=True):
+            adapter.process(float(e), r, w)
+        best = min(best, (time.perf_counter() - t0) / max(1, len(err)) * 1e6)
+    return best
 
 
 def _scores(scorer: OnnxScorer, beats: BeatSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,6 +123,8 @@ def evaluate(
     if timing:
         report["inference_ms_per_beat"] = time_inference(model_dir / MODEL_FILE, WINDOW.n_points)
         report["inference_ms_per_beat"]["runtime"] = f"onnxruntime {ort.__version__}, 1 thread"
+        if len(beats):
+            report["adapter_us_per_beat"] = time_adapter(anomaly, err, beats)
     return report, extras
 
 
@@ -120,7 +140,8 @@ def record_evaluation(metrics_path: Path, model_dir: Path, report: dict[str, Any
     write_json(metrics_path, metrics)
     manifest_path = model_dir / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
-    keep = ("auc", "auc_by_class", "operating_points", "records", "inference_ms_per_beat")
+    keep = ("auc", "auc_by_class", "operating_points", "records", "inference_ms_per_beat",
+            "adapter_us_per_beat")
     manifest.setdefault("metrics", {})["evaluation"] = {k: report[k] for k in keep if k in report}
     write_json(manifest_path, manifest)
 

@@ -60,6 +60,7 @@ def test_eval_model_on_two_records(tmp_path: Path, data_dir: Path) -> None:
         assert 0.0 <= b["auc"] <= 1.0 and set(b["auc_by_class"]) == {"S", "V", "F"}
     ms = report["inference_ms_per_beat"]
     assert ms["batch1"] > 0 and ms["batch64"] > 0
+    assert report["adapter_us_per_beat"] > 0
 
 
 def _write_resampled(name: str, data_dir: Path, folder: Path, fs_new: int, seconds: int) -> None:
