@@ -163,8 +163,21 @@ def feature_vector(
     short = min(max(rhythm.short_ratio, 0.0), 3.0)
     premature = max(0.0, 1.0 - rr)
     return np.array(
-        [rel, log_err, rr, prev, short, premature, rel * premature, log_qrs, log_st,
-         log_qrs * premature, log_st * premature, log_slope, log_decorr],
+        [
+            rel,
+            log_err,
+            rr,
+            prev,
+            short,
+            premature,
+            rel * premature,
+            log_qrs,
+            log_st,
+            log_qrs * premature,
+            log_st * premature,
+            log_slope,
+            log_decorr,
+        ],
         dtype=np.float64,
     )
 
@@ -255,27 +268,26 @@ class PatientAdapter:
         q = w[lo:hi] - w[lo:hi].mean()
         r = float(q @ self._t_qrs) / math.sqrt(float(q @ q) * self._t_norm + 1e-9)
         slope = float(np.abs(np.diff(w[lo:hi])).max())
-        return (math.log(float(sq[lo:hi].mean()) + 1e-3),
-                math.log(float(sq[hi:].mean()) + 1e-3),
-                math.log((slope + 1e-3) / (self._t_slope + 1e-3)),
-                math.log(1.0 - r + 1e-3))
+        return (
+            math.log(float(sq[lo:hi].mean()) + 1e-3),
+            math.log(float(sq[hi:].mean()) + 1e-3),
+            math.log((slope + 1e-3) / (self._t_slope + 1e-3)),
+            math.log(1.0 - r + 1e-3),
+        )
 
     def features(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> np.ndarray:
         """Raw features of a beat given what has been learnt so far."""
         log_err = _log_error(error)
-        return feature_vector(log_err - self.reference(), log_err, rhythm,
-                              self.template_features(window))
+        return feature_vector(
+            log_err - self.reference(), log_err, rhythm, self.template_features(window)
+        )
 
-    def score_one(
-        self, error: float, rhythm: RhythmFeatures, window: np.ndarray
-    ) -> float:
+    def score_one(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> float:
         """Anomaly score in (0, 1) of a beat, from past beats only (does not learn it)."""
         z = (self.features(error, rhythm, window) - self._mean) / self._scale
         return _sigmoid(float(z @ self._w) + self.config.bias)
 
-    def learn_one(
-        self, error: float, rhythm: RhythmFeatures, window: np.ndarray
-    ) -> None:
+    def learn_one(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> None:
         """Add a beat to the patient's references (no labels; rhythm is tracked by RRTracker)."""
         del rhythm
         self._ref.add(_log_error(error))

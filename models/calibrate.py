@@ -38,9 +38,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> tuple[np.nda
     return res.x[:-1], float(res.x[-1])
 
 
-def per_record_features(
-    errors: np.ndarray, beats: BeatSet, config: AnomalyConfig
-) -> np.ndarray:
+def per_record_features(errors: np.ndarray, beats: BeatSet, config: AnomalyConfig) -> np.ndarray:
     """Raw anomaly features of every beat, each record run causally through its own adapter."""
     out = np.empty((len(errors), len(FEATURES)))
     for name in dict.fromkeys(beats.records.tolist()):
@@ -65,8 +63,7 @@ def fit_anomaly(
     labels = beats.labels
     prior = float(np.median(np.log(errors[labels == "N"] + 1e-6)))
     k = len(FEATURES)
-    base = AnomalyConfig((0.0,) * k, 0.0, (0.0,) * k, (1.0,) * k, prior, 0.0, 0.0, history,
-                         warmup)
+    base = AnomalyConfig((0.0,) * k, 0.0, (0.0,) * k, (1.0,) * k, prior, 0.0, 0.0, history, warmup)
     feats = per_record_features(errors, beats, base)
     first = np.concatenate([[True], beats.records[1:] != beats.records[:-1]])
     normal = (labels == "N") & ~first
@@ -81,8 +78,13 @@ def fit_anomaly(
     x, y = feats[use], np.isin(labels[use], ABNORMAL).astype(float)
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
     w, b = fit_logistic((x - mean) / scale, y, l2=ANOMALY_L2)
-    return replace(base, weights=tuple(float(v) for v in w), bias=b,
-                   mean=tuple(float(v) for v in mean), scale=tuple(float(v) for v in scale))
+    return replace(
+        base,
+        weights=tuple(float(v) for v in w),
+        bias=b,
+        mean=tuple(float(v) for v in mean),
+        scale=tuple(float(v) for v in scale),
+    )
 
 
 def calibrate_thresholds(

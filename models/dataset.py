@@ -39,8 +39,13 @@ class BeatSet:
 
     def select(self, mask: np.ndarray) -> BeatSet:
         """A subset (order kept)."""
-        return BeatSet(self.windows[mask], self.labels[mask], self.rhythm[mask],
-                       self.records[mask], self.peaks[mask])
+        return BeatSet(
+            self.windows[mask],
+            self.labels[mask],
+            self.rhythm[mask],
+            self.records[mask],
+            self.peaks[mask],
+        )
 
 
 def primary_lead(record: Record) -> int:
@@ -101,8 +106,9 @@ def load_beats(
     sets = []
     for name in names:
         key = hashlib.sha256(
-            json.dumps([data_file_hashes([name], folder), spec.as_dict(), 2],
-                       sort_keys=True).encode()
+            json.dumps(
+                [data_file_hashes([name], folder), spec.as_dict(), 2], sort_keys=True
+            ).encode()
         ).hexdigest()[:16]
         path = CACHE_DIR / f"beats-{name}-{key}.npz"
         if cache and path.is_file():
@@ -113,8 +119,14 @@ def load_beats(
         if cache:
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, windows=beats.windows, labels=beats.labels, rhythm=beats.rhythm,
-                     records=beats.records, peaks=beats.peaks)
+            np.savez(
+                tmp,
+                windows=beats.windows,
+                labels=beats.labels,
+                rhythm=beats.rhythm,
+                records=beats.records,
+                peaks=beats.peaks,
+            )
             tmp.replace(path)
         sets.append(beats)
     return concat(sets)

@@ -28,8 +28,10 @@ from models.dataset import BeatSet, load_beats
 from models.export import write_json
 from models.metrics import auc_report, operating_point
 
-BASELINES = {"seed_lstm_ae": "raw reconstruction error (the seed's configuration)",
-             "cnn_ae": "1-D CNN autoencoder, same windows, training and anomaly rule"}
+BASELINES = {
+    "seed_lstm_ae": "raw reconstruction error (the seed's configuration)",
+    "cnn_ae": "1-D CNN autoencoder, same windows, training and anomaly rule",
+}
 
 
 def time_inference(model_path: Path, n_points: int, repeats: int = 5) -> dict[str, float]:
@@ -79,7 +81,10 @@ def _scores(scorer: OnnxScorer, beats: BeatSet) -> tuple[np.ndarray, np.ndarray,
 
 
 def evaluate(
-    records: list[str], data_dir: Path, model_dir: Path, timing: bool = True,
+    records: list[str],
+    data_dir: Path,
+    model_dir: Path,
+    timing: bool = True,
     baselines: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(report, extras): the JSON report and arrays the figures need."""
@@ -100,14 +105,23 @@ def evaluate(
         "model_sha256": scorer.manifest["model_sha256"],
         "git_commit_of_model": scorer.manifest.get("git_commit"),
     }
-    extras: dict[str, Any] = {"beats": beats, "scores": scores, "errors": err, "per_t": per_t,
-                              "baselines": {}}
+    extras: dict[str, Any] = {
+        "beats": beats,
+        "scores": scores,
+        "errors": err,
+        "per_t": per_t,
+        "baselines": {},
+    }
     if baselines:
         report["baselines"] = {}
         bdir = model_dir / "baselines"
         for name, what in BASELINES.items():
-            b = OnnxScorer(bdir, model_file=f"{name}.onnx", manifest_file=f"{name}.manifest.json",
-                           spec=WindowSpec(**_spec_args(bdir, name)))
+            b = OnnxScorer(
+                bdir,
+                model_file=f"{name}.onnx",
+                manifest_file=f"{name}.manifest.json",
+                spec=WindowSpec(**_spec_args(bdir, name)),
+            )
             bb = load_beats(records, data_dir, spec=b.spec)
             if "anomaly" in b.manifest:
                 s, e, _ = _scores(b, bb)
@@ -140,8 +154,14 @@ def record_evaluation(metrics_path: Path, model_dir: Path, report: dict[str, Any
     write_json(metrics_path, metrics)
     manifest_path = model_dir / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
-    keep = ("auc", "auc_by_class", "operating_points", "records", "inference_ms_per_beat",
-            "adapter_us_per_beat")
+    keep = (
+        "auc",
+        "auc_by_class",
+        "operating_points",
+        "records",
+        "inference_ms_per_beat",
+        "adapter_us_per_beat",
+    )
     manifest.setdefault("metrics", {})["evaluation"] = {k: report[k] for k in keep if k in report}
     write_json(manifest_path, manifest)
 
@@ -160,23 +180,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="reports/model.json")
     p.add_argument("--figures", default=None, help="folder for the PNG figures (optional)")
     p.add_argument("--benchmark-out", default=None, help="also write the timing JSON here")
-    p.add_argument("--metrics-out", default=None,
-                   help="merge this report into metrics.json and the manifest's metrics")
+    p.add_argument(
+        "--metrics-out",
+        default=None,
+        help="merge this report into metrics.json and the manifest's metrics",
+    )
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--no-timing", action="store_true")
     args = p.parse_args(argv)
     data_dir = resolve_data_dir(args.data_dir)
     records = args.records or default_records(data_dir)
     t0 = time.perf_counter()
-    report, extras = evaluate(records, data_dir, Path(args.model_dir),
-                              timing=not args.no_timing, baselines=not args.no_baselines)
+    report, extras = evaluate(
+        records,
+        data_dir,
+        Path(args.model_dir),
+        timing=not args.no_timing,
+        baselines=not args.no_baselines,
+    )
     write_json(Path(args.out), report)
     if args.benchmark_out and "inference_ms_per_beat" in report:
-        write_json(Path(args.benchmark_out), {
-            "inference_ms_per_beat": report["inference_ms_per_beat"],
-            "command": "make eval-model (models.evaluate --benchmark-out)",
-            "n_points": WINDOW.n_points,
-        })
+        write_json(
+            Path(args.benchmark_out),
+            {
+                "inference_ms_per_beat": report["inference_ms_per_beat"],
+                "command": "make eval-model (models.evaluate --benchmark-out)",
+                "n_points": WINDOW.n_points,
+            },
+        )
     if args.metrics_out:
         record_evaluation(Path(args.metrics_out), Path(args.model_dir), report)
     if args.figures:
@@ -184,12 +215,18 @@ def main(argv: list[str] | None = None) -> int:
 
         write_figures(extras, Path(args.figures))
     ops = report["operating_points"]
-    print(f"AUC {report['auc']:.4f} by class "
-          + " ".join(f"{k} {v:.4f}" for k, v in report["auc_by_class"].items())
-          + "; " + "; ".join(f"{n}: recall {o['recall']:.3f} precision {o['precision']:.3f} "
-                             f"V {o['v_recall']:.3f} S {o['s_recall']:.3f} normal flagged "
-                             f"{o['normal_flag_rate']:.4f}" for n, o in ops.items())
-          + f" ({time.perf_counter() - t0:.0f} s) -> {args.out}")
+    print(
+        f"AUC {report['auc']:.4f} by class "
+        + " ".join(f"{k} {v:.4f}" for k, v in report["auc_by_class"].items())
+        + "; "
+        + "; ".join(
+            f"{n}: recall {o['recall']:.3f} precision {o['precision']:.3f} "
+            f"V {o['v_recall']:.3f} S {o['s_recall']:.3f} normal flagged "
+            f"{o['normal_flag_rate']:.4f}"
+            for n, o in ops.items()
+        )
+        + f" ({time.perf_counter() - t0:.0f} s) -> {args.out}"
+    )
     return 0
 
 

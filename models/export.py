@@ -52,12 +52,26 @@ def parity(model: torch.nn.Module, path: Path, windows: np.ndarray) -> float:
 def git_commit(root: Path) -> str:
     """HEAD commit of the checkout ("+dirty" when tracked files differ), or "unknown"."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                "models", "ecgcommon", "detector/scorer.py",
-                                "detector/anomaly.py"],
-                               cwd=root, capture_output=True, text=True, check=True).stdout
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "models",
+                "ecgcommon",
+                "detector/scorer.py",
+                "detector/anomaly.py",
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return head + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

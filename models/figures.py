@@ -23,9 +23,10 @@ DPI = 80
 def roc_figure(extras: dict[str, Any], path: Path) -> None:
     """ROC of N against S/V/F: the beat model and each baseline."""
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    curves = {"beat model (LSTM AE + rhythm + patient)": (extras["scores"],
-                                                           extras["beats"].labels),
-              **extras["baselines"]}
+    curves = {
+        "beat model (LSTM AE + rhythm + patient)": (extras["scores"], extras["beats"].labels),
+        **extras["baselines"],
+    }
     for name, (s, labels) in curves.items():
         neg, pos = s[labels == "N"], s[np.isin(labels, ABNORMAL)]
         fpr, tpr = roc_curve(neg, pos)
@@ -44,15 +45,22 @@ def histogram_figure(extras: dict[str, Any], path: Path) -> None:
     """Per-class distributions of the raw log error and of the final anomaly score."""
     labels = extras["beats"].labels
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, values, title in ((axes[0], np.log10(extras["errors"] + 1e-6),
-                               "log10 reconstruction error"),
-                              (axes[1], extras["scores"], "anomaly score")):
+    for ax, values, title in (
+        (axes[0], np.log10(extras["errors"] + 1e-6), "log10 reconstruction error"),
+        (axes[1], extras["scores"], "anomaly score"),
+    ):
         bins = np.linspace(np.percentile(values, 0.1), np.percentile(values, 99.9), 60)
         for c, colour in CLASS_COLOURS.items():
             v = values[labels == c]
             if v.size:
-                ax.hist(v, bins=bins, density=True, histtype="step", color=colour,
-                        label=f"{c} ({v.size})")
+                ax.hist(
+                    v,
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    color=colour,
+                    label=f"{c} ({v.size})",
+                )
         ax.set_title(title)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
@@ -72,8 +80,9 @@ def explain_figure(extras: dict[str, Any], path: Path) -> None:
         if idx.size:
             i = idx[np.argsort(scores[idx])[idx.size // 2]]  # the class's median-score beat
             ax.plot(t, beats.windows[i], color="#cfd8dc", lw=1, zorder=1)
-            sc = ax.scatter(t, beats.windows[i], c=per_t[i], cmap=ERROR_CMAP, vmin=0, vmax=vmax,
-                            s=14, zorder=2)
+            sc = ax.scatter(
+                t, beats.windows[i], c=per_t[i], cmap=ERROR_CMAP, vmin=0, vmax=vmax, s=14, zorder=2
+            )
             ax.set_title(f"{c} (record {beats.records[i]}, score {scores[i]:.2f})", fontsize=9)
         ax.set_xlabel("s from R-peak")
     fig.subplots_adjust(left=0.05, right=0.86, bottom=0.2, top=0.88, wspace=0.08)
@@ -85,8 +94,7 @@ def explain_figure(extras: dict[str, Any], path: Path) -> None:
 def write_figures(extras: dict[str, Any], out: Path) -> list[Path]:
     """All figures under `out` (small PNGs)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "model_roc.png", out / "model_error_histograms.png",
-             out / "model_explain.png"]
+    paths = [out / "model_roc.png", out / "model_error_histograms.png", out / "model_explain.png"]
     roc_figure(extras, paths[0])
     histogram_figure(extras, paths[1])
     explain_figure(extras, paths[2])

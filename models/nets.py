@@ -74,13 +74,16 @@ class CNNAutoencoder(_ErrorHead):
         self.n_points = n_points
         c = channels
         self.enc = nn.Sequential(
-            nn.Conv1d(1, c, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv1d(c, c, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv1d(1, c, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(c, c, 5, stride=2, padding=2),
+            nn.ReLU(),
         )
         self.to_latent = nn.Linear(c * n_points // 4, latent)
         self.from_latent = nn.Linear(latent, c * n_points // 4)
         self.dec = nn.Sequential(
-            nn.ConvTranspose1d(c, c, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose1d(c, c, 4, stride=2, padding=1),
+            nn.ReLU(),
             nn.ConvTranspose1d(c, 1, 4, stride=2, padding=1),
         )
         self.c = c

@@ -52,13 +52,16 @@ def cross_validate(
     for k in range(CV_FOLDS):
         tr, te = (fold != k) & use, fold == k
         mean, scale = x[tr].mean(axis=0), x[tr].std(axis=0) + 1e-9
-        w, b = fit_logistic((x[tr] - mean) / scale, np.isin(labels[tr], ABNORMAL).astype(float),
-                            l2=l2)
+        w, b = fit_logistic(
+            (x[tr] - mean) / scale, np.isin(labels[tr], ABNORMAL).astype(float), l2=l2
+        )
         scores[te] = (x[te] - mean) / scale @ w + b
     normal = np.sort(scores[labels == "N"])
     t = normal[int(np.ceil(0.98 * normal.size)) - 1]
-    return {**auc_report(scores, labels),
-            "v_recall_at_2pct_normal": float((scores[labels == "V"] > t).mean())}
+    return {
+        **auc_report(scores, labels),
+        "v_recall_at_2pct_normal": float((scores[labels == "V"] > t).mean()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,17 +72,29 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig()
     t0 = time.perf_counter()
     beats = load_beats(cfg.records, resolve_data_dir(args.data_dir))
-    err = _oof_errors("lstm_ae", lambda: LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat"),
-                      beats, cfg, cfg.fit, progress=False)
+    err = _oof_errors(
+        "lstm_ae",
+        lambda: LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat"),
+        beats,
+        cfg,
+        cfg.fit,
+        progress=False,
+    )
     feats = per_record_features(err, beats, fit_anomaly(err, beats))
-    report: dict[str, Any] = {"records": list(cfg.records), "folds": CV_FOLDS,
-                              "chosen_l2": ANOMALY_L2, "variants": {}}
+    report: dict[str, Any] = {
+        "records": list(cfg.records),
+        "folds": CV_FOLDS,
+        "chosen_l2": ANOMALY_L2,
+        "variants": {},
+    }
     for name, columns, l2 in VARIANTS:
         r = cross_validate(feats, beats, columns, l2)
         report["variants"][name] = {"features": list(columns), "l2": l2, **r}
         c = r["auc_by_class"]
-        print(f"{name:32s} AUC {r['auc']:.4f} S {c['S']:.4f} V {c['V']:.4f} F {c['F']:.4f} "
-              f"V recall at 2 % {r['v_recall_at_2pct_normal']:.3f}")
+        print(
+            f"{name:32s} AUC {r['auc']:.4f} S {c['S']:.4f} V {c['V']:.4f} F {c['F']:.4f} "
+            f"V recall at 2 % {r['v_recall_at_2pct_normal']:.3f}"
+        )
     write_json(Path(args.out), report)
     print(f"({time.perf_counter() - t0:.0f} s) -> {args.out}", file=sys.stderr)
     return 0

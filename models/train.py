@@ -71,22 +71,32 @@ def _split(beats: BeatSet, val_records: tuple[str, ...]) -> tuple[np.ndarray, np
 
 
 def _train_one(
-    name: str, model: torch.nn.Module, beats: BeatSet, cfg: TrainConfig, fit: FitConfig,
+    name: str,
+    model: torch.nn.Module,
+    beats: BeatSet,
+    cfg: TrainConfig,
+    fit: FitConfig,
     progress: bool,
 ) -> FitResult:
     train, val = _split(beats, cfg.val_records)
     t0 = time.perf_counter()
     result = fit_autoencoder(model, train, val, fit, desc=name, progress=progress)
-    print(f"{name}: {len(train)} train / {len(val)} val normal beats, best epoch "
-          f"{result.best_epoch + 1}/{len(result.val_loss)}, val loss "
-          f"{result.val_loss[result.best_epoch]:.4f}, {time.perf_counter() - t0:.0f} s",
-          file=sys.stderr)
+    print(
+        f"{name}: {len(train)} train / {len(val)} val normal beats, best epoch "
+        f"{result.best_epoch + 1}/{len(result.val_loss)}, val loss "
+        f"{result.val_loss[result.best_epoch]:.4f}, {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+    )
     return result
 
 
 def _oof_errors(
-    name: str, make: Callable[[], torch.nn.Module], beats: BeatSet, cfg: TrainConfig,
-    fit: FitConfig, progress: bool,
+    name: str,
+    make: Callable[[], torch.nn.Module],
+    beats: BeatSet,
+    cfg: TrainConfig,
+    fit: FitConfig,
+    progress: bool,
 ) -> np.ndarray:
     """Out-of-fold errors: each DS1 record scored by a model trained without it.
 
@@ -106,34 +116,48 @@ def _oof_errors(
         if not train_m.any():  # tiny runs: too few records to hold some out for validation
             train_m = val_m = normal & np.isin(beats.records, rest)
         model = make()
-        fit_autoencoder(model, beats.windows[train_m], beats.windows[val_m], fit,
-                        desc=f"{name} fold {k + 1}/{CV_FOLDS}", progress=progress)
+        fit_autoencoder(
+            model,
+            beats.windows[train_m],
+            beats.windows[val_m],
+            fit,
+            desc=f"{name} fold {k + 1}/{CV_FOLDS}",
+            progress=progress,
+        )
         held_m = np.isin(beats.records, held)
         out[held_m], _ = errors(model, beats.windows[held_m])
     return out
 
 
-def _calibrate(
-    err: np.ndarray, beats: BeatSet
-) -> tuple[AnomalyConfig, dict[str, Any], np.ndarray]:
+def _calibrate(err: np.ndarray, beats: BeatSet) -> tuple[AnomalyConfig, dict[str, Any], np.ndarray]:
     """Fit the anomaly rule and thresholds on (out-of-fold) DS1 errors."""
     anomaly = fit_anomaly(err, beats)
     scores = per_record_scores(err, beats, anomaly)
     th = calibrate_thresholds(scores, beats.labels)
     anomaly = replace(anomaly, thresholds=th)
     thresholds = {
-        name: {**operating_point(scores, beats.labels, t),
-               "normal_flag_budget": NORMAL_FLAG_BUDGET[name]}
+        name: {
+            **operating_point(scores, beats.labels, t),
+            "normal_flag_budget": NORMAL_FLAG_BUDGET[name],
+        }
         for name, t in th.items()
     }
-    metrics = {"ds1_calibration": {**auc_report(scores, beats.labels),
-                                   "raw_error": auc_report(err, beats.labels),
-                                   "errors": f"{CV_FOLDS}-fold out-of-fold by record"}}
+    metrics = {
+        "ds1_calibration": {
+            **auc_report(scores, beats.labels),
+            "raw_error": auc_report(err, beats.labels),
+            "errors": f"{CV_FOLDS}-fold out-of-fold by record",
+        }
+    }
     return anomaly, {"thresholds": thresholds, "metrics": metrics}, err
 
 
 def _export(
-    model: torch.nn.Module, out: Path, stem: str, spec: WindowSpec, arch: dict[str, Any],
+    model: torch.nn.Module,
+    out: Path,
+    stem: str,
+    spec: WindowSpec,
+    arch: dict[str, Any],
     probe: np.ndarray,
 ) -> tuple[Path, dict[str, Any]]:
     path = out / f"{stem}.onnx"
@@ -162,21 +186,35 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, progress: bool = True) ->
     # The beat model.
     model = LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat")
     fit = _train_one("lstm_ae", model, beats, cfg, cfg.fit, progress)
-    arch = {"kind": "lstm_ae", "hidden": cfg.hidden, "latent": cfg.latent,
-            "decoder": "latent repeated as input and as initial state",
-            "parameters": sum(p.numel() for p in model.parameters())}
+    arch = {
+        "kind": "lstm_ae",
+        "hidden": cfg.hidden,
+        "latent": cfg.latent,
+        "decoder": "latent repeated as input and as initial state",
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     _, manifest = _export(model, out, Path(MODEL_FILE).stem, WINDOW, arch, beats.windows[:256])
     torch.save(model.state_dict(), out / TORCH_FILE)  # for the ONNX/PyTorch parity test
     manifest["torch_state_file"] = TORCH_FILE
     manifest["torch_state_sha256"] = sha256_file(out / TORCH_FILE)
     manifest.update(common)
-    manifest["training"] = {"fit": asdict(cfg.fit), "train_loss": fit.train_loss,
-                            "val_loss": fit.val_loss, "best_epoch": fit.best_epoch,
-                            "labels_used": "N beats only (AAMI N) for the autoencoder"}
+    manifest["training"] = {
+        "fit": asdict(cfg.fit),
+        "train_loss": fit.train_loss,
+        "val_loss": fit.val_loss,
+        "best_epoch": fit.best_epoch,
+        "labels_used": "N beats only (AAMI N) for the autoencoder",
+    }
     write_json(out / MANIFEST_FILE, manifest)
     OnnxScorer(out)  # the manifest just written must match its model
-    oof = _oof_errors("lstm_ae", lambda: LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat"),
-                      beats, cfg, cfg.fit, progress)
+    oof = _oof_errors(
+        "lstm_ae",
+        lambda: LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat"),
+        beats,
+        cfg,
+        cfg.fit,
+        progress,
+    )
     anomaly, extra, _ = _calibrate(oof, beats)
     manifest["anomaly"] = anomaly.as_dict()
     manifest.update(extra)
@@ -192,8 +230,14 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, progress: bool = True) ->
         man.update(common)
         write_json(bdir / "cnn_ae.manifest.json", man)
         OnnxScorer(bdir, model_file="cnn_ae.onnx", manifest_file="cnn_ae.manifest.json")
-        oof = _oof_errors("cnn_ae", lambda: CNNAutoencoder(WINDOW.n_points, 16, cfg.latent),
-                          beats, cfg, cfg.cnn_fit, progress)
+        oof = _oof_errors(
+            "cnn_ae",
+            lambda: CNNAutoencoder(WINDOW.n_points, 16, cfg.latent),
+            beats,
+            cfg,
+            cfg.cnn_fit,
+            progress,
+        )
         anomaly, extra, _ = _calibrate(oof, beats)
         man["anomaly"] = anomaly.as_dict()
         man.update(extra)
@@ -204,13 +248,23 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, progress: bool = True) ->
         seed_beats = load_beats(cfg.records, data_dir, spec=SEED_WINDOW)
         seed = SeedLSTMAutoencoder(64)
         fit = _train_one("seed_lstm_ae", seed, seed_beats, cfg, cfg.seed_fit, progress)
-        _, man = _export(seed, bdir, "seed_lstm_ae", SEED_WINDOW, {"kind": "seed_lstm_ae",
-                         "hidden": 64}, seed_beats.windows[:256])
+        _, man = _export(
+            seed,
+            bdir,
+            "seed_lstm_ae",
+            SEED_WINDOW,
+            {"kind": "seed_lstm_ae", "hidden": 64},
+            seed_beats.windows[:256],
+        )
         man.update(common)
         err, _ = errors(seed, seed_beats.windows)
         thr = float(np.percentile(err[seed_beats.labels == "N"], SEED_PERCENTILE))
-        man["thresholds"] = {"global": {**operating_point(err, seed_beats.labels, thr),
-                                        "percentile": SEED_PERCENTILE}}
+        man["thresholds"] = {
+            "global": {
+                **operating_point(err, seed_beats.labels, thr),
+                "percentile": SEED_PERCENTILE,
+            }
+        }
         man["metrics"] = {"ds1_calibration": auc_report(err, seed_beats.labels)}
         write_json(bdir / "seed_lstm_ae.manifest.json", man)
         metrics["seed_lstm_ae"] = {"val_loss": fit.val_loss, **man["metrics"]}
@@ -236,15 +290,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = TrainConfig()
     if args.records:
-        cfg = replace(cfg, records=tuple(args.records),
-                      val_records=tuple(args.val_records or args.records[-1:]))
+        cfg = replace(
+            cfg,
+            records=tuple(args.records),
+            val_records=tuple(args.val_records or args.records[-1:]),
+        )
     elif args.val_records:
         cfg = replace(cfg, val_records=tuple(args.val_records))
-    over = {k: v for k, v in (("epochs", args.epochs), ("max_train_beats", args.max_train_beats))
-            if v is not None}
+    over = {
+        k: v
+        for k, v in (("epochs", args.epochs), ("max_train_beats", args.max_train_beats))
+        if v is not None
+    }
     if over:
-        cfg = replace(cfg, fit=replace(cfg.fit, **over), cnn_fit=replace(cfg.cnn_fit, **over),
-                      seed_fit=replace(cfg.seed_fit, **over))
+        cfg = replace(
+            cfg,
+            fit=replace(cfg.fit, **over),
+            cnn_fit=replace(cfg.cnn_fit, **over),
+            seed_fit=replace(cfg.seed_fit, **over),
+        )
     if args.no_baselines:
         cfg = replace(cfg, baselines=False)
     t0 = time.perf_counter()

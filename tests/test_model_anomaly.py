@@ -33,9 +33,12 @@ def record208(data_dir):
 
 
 def test_config_round_trips_and_validates(config: AnomalyConfig) -> None:
-    again = AnomalyConfig.from_manifest({"anomaly": config.as_dict(),
-                                         "thresholds": {k: {"threshold": v}
-                                                        for k, v in config.thresholds.items()}})
+    again = AnomalyConfig.from_manifest(
+        {
+            "anomaly": config.as_dict(),
+            "thresholds": {k: {"threshold": v} for k, v in config.thresholds.items()},
+        }
+    )
     assert again == config
     with pytest.raises(ValueError, match="weights"):
         AnomalyConfig((1.0,), 0.0, config.mean, config.scale, 0.0, 0.0, 0.0)
@@ -54,8 +57,10 @@ def test_live_path_equals_offline_path(config: AnomalyConfig, record208, data_di
     """RRTracker + PatientAdapter.process beat by beat == the evaluation's offline scores."""
     beats, err = record208
     tracker, adapter = RRTracker(), PatientAdapter(config)
-    live = [adapter.process(float(e), tracker.update(int(p), 360.0), w)
-            for e, p, w in zip(err, beats.peaks, beats.windows, strict=True)]
+    live = [
+        adapter.process(float(e), tracker.update(int(p), 360.0), w)
+        for e, p, w in zip(err, beats.peaks, beats.windows, strict=True)
+    ]
     offline = record_scores(err, beats.rhythm, beats.windows, config)
     np.testing.assert_allclose(live, offline, rtol=0, atol=1e-12)
 

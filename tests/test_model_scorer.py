@@ -96,10 +96,12 @@ def test_copy_loads(model_copy: Path) -> None:
 
 @pytest.mark.parametrize(
     ("change", "reason"),
-    [({"model_sha256": "0" * 64}, "model_sha256"),
-     ({"sampling_rate_hz": 360.0}, "sampling_rate_hz"),
-     ({"window_n_points": 187}, "n_points"),
-     ({"format": 99}, "format")],
+    [
+        ({"model_sha256": "0" * 64}, "model_sha256"),
+        ({"sampling_rate_hz": 360.0}, "sampling_rate_hz"),
+        ({"window_n_points": 187}, "n_points"),
+        ({"format": 99}, "format"),
+    ],
 )
 def test_refuses_a_mismatched_manifest(model_copy: Path, change, reason) -> None:
     _edit(model_copy, **change)

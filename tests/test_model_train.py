@@ -21,10 +21,26 @@ def test_training_smoke(tmp_path: Path, data_dir: Path) -> None:
     from models import train
 
     out = tmp_path / "artifacts"
-    rc = train.main(["--data-dir", str(data_dir), "--out-dir", str(out),
-                     "--records", "106", "119", "209", "--val-records", "119",
-                     "--epochs", "1", "--max-train-beats", "300", "--no-baselines",
-                     "--no-progress"])
+    rc = train.main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "--out-dir",
+            str(out),
+            "--records",
+            "106",
+            "119",
+            "209",
+            "--val-records",
+            "119",
+            "--epochs",
+            "1",
+            "--max-train-beats",
+            "300",
+            "--no-baselines",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     scorer = OnnxScorer(out)  # the fresh manifest matches its model
     m = scorer.manifest
@@ -41,8 +57,15 @@ def _check_report(report: dict) -> None:
     assert set(report["auc_by_class"]) == {"S", "V", "F"}
     for name in ("icu", "screening"):
         op = report["operating_points"][name]
-        for key in ("threshold", "precision", "recall", "f1", "normal_flag_rate", "v_recall",
-                    "s_recall"):
+        for key in (
+            "threshold",
+            "precision",
+            "recall",
+            "f1",
+            "normal_flag_rate",
+            "v_recall",
+            "s_recall",
+        ):
             assert key in op
         for key in ("precision", "recall", "f1", "normal_flag_rate"):
             assert 0.0 <= op[key] <= 1.0
@@ -50,8 +73,10 @@ def _check_report(report: dict) -> None:
 
 def test_eval_model_on_two_records(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "model.json"
-    assert evaluate.main(["--data-dir", str(data_dir), "--records", "119", "208",
-                          "--out", str(out)]) == 0
+    assert (
+        evaluate.main(["--data-dir", str(data_dir), "--records", "119", "208", "--out", str(out)])
+        == 0
+    )
     report = json.loads(out.read_text())
     _check_report(report)
     assert report["auc_by_class"]["V"] > 0.95  # 119 and 208 are V-rich; training never saw 208
@@ -68,8 +93,15 @@ def _write_resampled(name: str, data_dir: Path, folder: Path, fs_new: int, secon
     sig = resample_poly(rec.signal, fs_new, 360, axis=0)
     keep = rec.ann_samples < rec.n_samples
     samples = np.round(rec.ann_samples[keep] * fs_new / 360).astype(np.int64)
-    wfdb.wrsamp(name, fs=fs_new, units=list(rec.units), sig_name=list(rec.lead_names),
-                p_signal=sig, fmt=["16"] * sig.shape[1], write_dir=str(folder))
+    wfdb.wrsamp(
+        name,
+        fs=fs_new,
+        units=list(rec.units),
+        sig_name=list(rec.lead_names),
+        p_signal=sig,
+        fmt=["16"] * sig.shape[1],
+        write_dir=str(folder),
+    )
     wfdb.wrann(name, "atr", samples, symbol=list(rec.ann_symbols[keep]), write_dir=str(folder))
 
 
@@ -81,8 +113,12 @@ def test_eval_model_on_another_sampling_rate(tmp_path: Path, data_dir: Path) -> 
         folder.mkdir()
         _write_resampled("208", data_dir, folder, fs, 600)
         out = tmp_path / f"m{fs}.json"
-        assert evaluate.main(["--data-dir", str(folder), "--out", str(out), "--no-baselines",
-                              "--no-timing"]) == 0
+        assert (
+            evaluate.main(
+                ["--data-dir", str(folder), "--out", str(out), "--no-baselines", "--no-timing"]
+            )
+            == 0
+        )
         reports[fs] = json.loads(out.read_text())
         assert reports[fs]["records"] == ["208"]  # not MIT-BIH's DS2: every annotated record
     assert reports[250]["auc_by_class"]["V"] > 0.95
