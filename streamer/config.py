@@ -31,6 +31,8 @@ class StreamerConfig:
     reconnect_max_s: float = 30.0
     keepalive_s: int = 30
     client_prefix: str = "streamer"
+    http_host: str = "0.0.0.0"
+    http_port: int = 9101  # /metrics, /healthz; 0 = any free port (the log says which)
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -62,6 +64,10 @@ class StreamerConfig:
             )
         if not 5 <= self.keepalive_s <= 3600:
             raise ValueError(f"keepalive_s must be in 5..3600 seconds, got {self.keepalive_s}")
+        if not self.http_host:
+            raise ValueError("http_host must not be empty")
+        if not 0 <= self.http_port < 65536:
+            raise ValueError(f"http_port must be in 0..65535, got {self.http_port}")
 
 
 _ENV = {
@@ -77,6 +83,8 @@ _ENV = {
     "stride_s": "STREAMER_STRIDE_S",
     "duration_s": "STREAMER_DURATION_S",
     "json_payload": "STREAMER_JSON",
+    "http_host": "STREAMER_HTTP_HOST",
+    "http_port": "STREAMER_HTTP_PORT",
 }
 
 
@@ -136,6 +144,13 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str] | None = None) -> 
         default=from_env("json_payload"),
         help="send JSON chunks",
     )
+    p.add_argument("--http-host", default=from_env("http_host"), help="/metrics, /healthz")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=from_env("http_port"),
+        help="/metrics, /healthz (default 9101; 0 = any free port)",
+    )
     p.add_argument("--reconnect-min-s", type=float, default=defaults["reconnect_min_s"])
     p.add_argument("--reconnect-max-s", type=float, default=defaults["reconnect_max_s"])
     a = p.parse_args(argv)
@@ -154,4 +169,6 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str] | None = None) -> 
         json_payload=a.json_payload,
         reconnect_min_s=a.reconnect_min_s,
         reconnect_max_s=a.reconnect_max_s,
+        http_host=a.http_host,
+        http_port=a.http_port,
     )

@@ -2,7 +2,8 @@
 
 Each bed is its own MQTT client, like a real bedside device: its last will is a retained
 `offline` status, it announces `online` (retained) on every (re)connection, and paho reconnects
-it with exponential backoff between `reconnect_min_s` and `reconnect_max_s`.
+it with exponential backoff between `reconnect_min_s` and `reconnect_max_s`. A small HTTP
+server (streamer/http_server.py) serves `/metrics` and `/healthz` beside the publishing loop.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from prometheus_client import CollectorRegistry
 
 from ecgcommon.protocol import Status, encode_status
 from ecgcommon.records import RecordError, annotated_records, load_record
 from ecgcommon.topics import status_topic
 from streamer.config import StreamerConfig, parse_args
 from streamer.core import BedStream, Source, make_streams, schedule, sleep_for
+from streamer.http_server import StatusServer
+from streamer.metrics import StreamerMetrics
 
 log = logging.getLogger("streamer")
 
@@ -36,9 +41,13 @@ def load_sources(data_dir: str | None, records: Sequence[str]) -> list[Source]:
 class Device:
     """One bed's MQTT connection with its retained status and last will."""
 
-    def __init__(self, config: StreamerConfig, bed: str) -> None:
+    def __init__(
+        self, config: StreamerConfig, bed: str, metrics: StreamerMetrics | None = None
+    ) -> None:
         self.config = config
         self.bed = bed
+        self.metrics = metrics
+        self.connections = 0  # successful connections so far; more than one = reconnected
         self.status_topic = status_topic(config.ward, bed)
         self.client_id = f"{config.client_prefix}-{config.ward}-{bed}"
         self.connected = threading.Event()
@@ -63,6 +72,9 @@ class Device:
             log.warning("bed %s: connection refused: %s", self.bed, rc)
             return
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        if self.connections and self.metrics is not None:
+            self.metrics.reconnects.inc()
+        self.connections += 1
         self.connected.set()
 
     def _on_disconnect(
@@ -92,12 +104,41 @@ class Device:
 class Streamer:
     """Publishes every bed's chunks at their due times until done or stopped."""
 
-    def __init__(self, config: StreamerConfig, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        config: StreamerConfig,
+        stop: threading.Event | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.config = config
         self.stop_event = stop or threading.Event()
         self.sources = load_sources(config.data_dir, config.records)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = StreamerMetrics(self.registry)
+        self.metrics.beds.set(config.beds)
+        self.metrics.connected_beds.set_function(self.connected_beds)
+        self.devices: dict[str, Device] = {}
+        self.streaming = threading.Event()  # set while the publishing loop runs
         self.published = 0
         self.dropped = 0
+
+    def connected_beds(self) -> int:
+        """How many beds' devices are connected to the broker now."""
+        return sum(d.connected.is_set() for d in list(self.devices.values()))
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while streaming with every bed connected (what /healthz reports)."""
+        streaming = self.streaming.is_set()
+        connected = self.connected_beds()
+        ok = streaming and connected == self.config.beds
+        return ok, {
+            "status": "ok" if ok else "unavailable",
+            "streaming": streaming,
+            "beds": self.config.beds,
+            "beds_connected": connected,
+            "chunks_published": self.published,
+            "chunks_dropped": self.dropped,
+        }
 
     def streams(self, t_start: float) -> list[BedStream]:
         c = self.config
@@ -120,7 +161,8 @@ class Streamer:
         """Stream until every bed is done or stop is set; returns the messages published."""
         c = self.config
         streams = self.streams(time.time())
-        devices = {s.bed: Device(c, s.bed) for s in streams}
+        devices = {s.bed: Device(c, s.bed, self.metrics) for s in streams}
+        self.devices = devices
         for d in devices.values():
             d.start()
         deadline = time.monotonic() + connect_timeout_s
@@ -142,6 +184,8 @@ class Streamer:
         mono0 = time.monotonic()
         for s in streams:  # timestamps start now, after the connection wait
             s.t_start = t0
+        m = self.metrics
+        self.streaming.set()
         try:
             for msg in schedule(streams):
                 wait = sleep_for(msg.due_s, time.monotonic() - mono0)
@@ -150,15 +194,29 @@ class Streamer:
                 if self.stop_event.is_set():
                     break
                 info = devices[msg.bed].client.publish(msg.topic, msg.payload, qos=c.qos)
+                m.lag.observe(max(0.0, time.monotonic() - mono0 - msg.due_s))
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
                     self.published += 1
+                    m.chunks.inc()
+                    m.samples.inc(msg.n_samples)
                 else:
                     self.dropped += 1
+                    m.dropped.labels(_drop_reason(info.rc)).inc()
         finally:
+            self.streaming.clear()
             for d in devices.values():
                 d.stop()
         log.info("published %d chunks, %d not sent (disconnected)", self.published, self.dropped)
         return self.published
+
+
+def _drop_reason(rc: int) -> str:
+    """The metric label for a publish paho refused."""
+    if rc == mqtt.MQTT_ERR_NO_CONN:
+        return "disconnected"
+    if rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+        return "queue_full"
+    return "error"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,5 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     except RecordError as exc:
         log.error("%s", exc)
         return 2
-    streamer.run()
+    try:
+        server = StatusServer(
+            config.http_host, config.http_port, streamer.registry, streamer.healthy
+        )
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.http_host, config.http_port, exc)
+        return 2
+    server.start()
+    log.info("HTTP /metrics and /healthz on %s:%d", config.http_host, server.port)
+    try:
+        streamer.run()
+    finally:
+        server.stop()
     return 0

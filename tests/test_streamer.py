@@ -185,6 +185,8 @@ def _streamer(broker: Broker, ward: str, *args: str) -> subprocess.Popen:
             "--records",
             "100",
             "201",
+            "--http-port",
+            "0",  # any free port: tests run side by side
             *args,
         ],
         cwd=ROOT,
