@@ -220,46 +220,51 @@ class Replay:
             )
             t_end = t0 + (start + part.size) / fs
             wall0 = time.perf_counter()
-            # the alerting service sees the samples first and ticks the bed's clock (once the
-            # detector analyses the bed, i.e. after its first beat, as alerting.service does)
-            if self.n_beats:
-                self._commit(self.policy.tick(self.bed, t_end - self.lag_s), t_end, wall0, 0.0)
             self._nurse(t_end - self.lag_s, t_end, wall0)
             out = self.pipe.feed(chunk)
             for ev in out.events:
                 self.events.append((ev.type, ev.active, ev.t))
                 inp = TechnicalInput(self.bed, ev.type, ev.active, ev.t)
                 self._commit(self.policy.on_technical(inp), t_end, wall0, self.batch_delay_s)
-            if not out.beats:
-                continue
-            flags: list[tuple[bool, float | None]] = []
-            if self.scoring is not None:  # as detector.engine scores a batch
-                from detector.pipeline import windows_of
+            self._beats(out, t_end, wall0)
+            # as alerting.service does: the policy's clock follows the detector's watermark,
+            # once the detector analyses the bed (after its first beat)
+            if out.analysed_until is not None and self.n_beats:
+                tick = self.policy.tick(self.bed, out.analysed_until)
+                self._commit(tick, t_end, wall0, self.batch_delay_s)
 
-                windows = windows_of(out.beats)
-                errors, _ = self.scoring.scorer.score(windows)
-                for b, err, w in zip(out.beats, errors.tolist(), windows, strict=True):
-                    score = self.adapter.process(err, b.rhythm, w)
-                    flags.append((score >= self.scoring.threshold, score))
-            else:
-                flags = [(False, None)] * len(out.beats)
-            for b, (anomalous, score) in zip(out.beats, flags, strict=True):
-                self.n_beats += 1
-                self.n_anomalous += int(anomalous)
-                self.beat_latency.append(t_end - b.t)
-                if self._asystole_at is not None and b.t < self._asystole_at:
-                    self.premature_asystole += 1  # the beat was still in the detector
-                self._asystole_at = None
-                inp = BeatInput(
-                    self.bed,
-                    b.t,
-                    f"{self.bed}-{b.sample}",
-                    anomalous,
-                    rr_s=b.rr_s,
-                    hr_bpm=b.hr_bpm,
-                    score=score,
-                )
-                self._commit(self.policy.on_beat(inp), t_end, wall0, self.batch_delay_s)
+    def _beats(self, out: Any, t_end: float, wall0: float) -> None:
+        """Score the chunk's beats as detector.engine does and feed them to the policy."""
+        if not out.beats:
+            return
+        flags: list[tuple[bool, float | None]] = []
+        if self.scoring is not None:  # as detector.engine scores a batch
+            from detector.pipeline import windows_of
+
+            windows = windows_of(out.beats)
+            errors, _ = self.scoring.scorer.score(windows)
+            for b, err, w in zip(out.beats, errors.tolist(), windows, strict=True):
+                score = self.adapter.process(err, b.rhythm, w)
+                flags.append((score >= self.scoring.threshold, score))
+        else:
+            flags = [(False, None)] * len(out.beats)
+        for b, (anomalous, score) in zip(out.beats, flags, strict=True):
+            self.n_beats += 1
+            self.n_anomalous += int(anomalous)
+            self.beat_latency.append(t_end - b.t)
+            if self._asystole_at is not None and b.t < self._asystole_at:
+                self.premature_asystole += 1  # the beat was still in the detector
+            self._asystole_at = None
+            inp = BeatInput(
+                self.bed,
+                b.t,
+                f"{self.bed}-{b.sample}",
+                anomalous,
+                rr_s=b.rr_s,
+                hr_bpm=b.hr_bpm,
+                score=score,
+            )
+            self._commit(self.policy.on_beat(inp), t_end, wall0, self.batch_delay_s)
 
     def feed_reference(
         self, t: np.ndarray, anomalous: np.ndarray, duration_s: float, t0: float
@@ -327,13 +332,14 @@ class Replay:
 # ----------------------------------------------------------------------------- timing trials
 
 
+# Reference beats (a perfect detector) are known this long after their R-peak: the detector's
+# longest QRS decision delay (0.4 s) plus its window; the nurse acts on the same clock.
+REFERENCE_LAG_S = 0.5
+
+
 def _service_lag() -> float:
-    """The lag the alerting service keeps between the samples and the policy's clock."""
-    try:
-        from alerting.service import BEAT_LAG_S
-    except ImportError:
-        return 1.5
-    return float(BEAT_LAG_S)
+    """How far the policy's clock runs behind the samples for reference beats."""
+    return REFERENCE_LAG_S
 
 
 def asystole_trials(

@@ -41,10 +41,11 @@ from ecgcommon import protocol, topics
 log = logging.getLogger("alerting")
 
 KINDS = ("samples", "beats", "events", "status")
-# The detector confirms a beat only after the window after its R-peak has arrived, then batches
-# its scoring: the policy's asystole/pause clock runs this far behind the samples, so a detector
-# that is a little late never looks like a missing beat.
-BEAT_LAG_S = 1.5
+# The policy's asystole/pause clock follows the detector's analysis watermark (every beat
+# before it has been published), never the raw samples, so a slow detector is not an asystole.
+# Samples this far ahead of the watermark while the lead is on mean the detector has stopped
+# analysing the bed: a technical alarm, since asystole could no longer be detected.
+STALL_S = 8.0
 _UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
 
 
@@ -89,6 +90,9 @@ class AlertingCore:
         for kind in KINDS:
             self.messages.labels(kind)
         self._last_beat_t: dict[str, float] = {}
+        self._analysed: dict[str, float] = {}  # detector's watermark (signal time) per bed
+        self._lead_off: set[str] = set()
+        self._stalled: set[str] = set()  # beds the detector stopped analysing
         self._beds: set[str] = set()
 
     # -- start-up ------------------------------------------------------------------------
@@ -127,7 +131,7 @@ class AlertingCore:
             if t.kind == "samples":
                 self._samples(t.bed, protocol.decode_samples(payload))
             elif t.kind == "beats":
-                self._beats(t.bed, protocol.decode_beats(payload), topic)
+                self._beats(t.bed, protocol.decode_beats_message(payload), topic)
             elif t.kind == "events":
                 self._event(t.bed, protocol.decode_event(payload), topic)
             elif t.kind == "status":
@@ -145,13 +149,31 @@ class AlertingCore:
             return
         x = chunk.samples[:, 0].astype(np.float64) * (scale / chunk.gain)
         self.hub.on_samples(bed, chunk.fs, chunk.first_sample, x, chunk.t0)
-        if bed in self._last_beat_t:
-            # Only once the detector analyses this bed (its first beat came): before that, e.g.
-            # while the detector loads its model, no beats is not asystole.
-            t_end = chunk.t0 + chunk.n_samples / chunk.fs
-            self.commit(self.policy.tick(bed, t_end - BEAT_LAG_S))
+        analysed = self._analysed.get(bed)
+        if analysed is None or bed in self._lead_off or bed in self._stalled:
+            return  # not analysed yet (e.g. the detector is starting), or already reported
+        t_end = chunk.t0 + chunk.n_samples / chunk.fs
+        if t_end - analysed > STALL_S:
+            self._stalled.add(bed)
+            detail = f"no analysis from the detector for {t_end - analysed:.1f} s"
+            self.commit(self.policy.on_technical(TechnicalInput(bed, "signal_lost", True, t_end,
+                                                                detail=detail)))
 
-    def _beats(self, bed: str, beats: list[protocol.BeatResult], topic: str) -> None:
+    def _beats(self, bed: str, msg: protocol.BeatsMessage, topic: str) -> None:
+        self._beat_list(bed, msg.beats, topic)
+        marks = [b.t for b in msg.beats if b.bed == bed]
+        if msg.analysed_until is not None:
+            marks.append(msg.analysed_until)
+        if not marks:
+            return
+        until = max(max(marks), self._analysed.get(bed, -math.inf))
+        self._analysed[bed] = until
+        if bed in self._stalled:
+            self._stalled.discard(bed)
+            self.commit(self.policy.on_technical(TechnicalInput(bed, "signal_lost", False, until)))
+        self.commit(self.policy.tick(bed, until))
+
+    def _beat_list(self, bed: str, beats: list[protocol.BeatResult], topic: str) -> None:
         for beat in beats:
             if beat.bed != bed:
                 self.drop("bed_mismatch", topic, f"beat of bed {beat.bed!r}")
@@ -180,6 +202,7 @@ class AlertingCore:
             return
         if event.type == "lead_off":
             self.hub.on_status(bed, lead_ok=not event.active)
+            (self._lead_off.add if event.active else self._lead_off.discard)(bed)
         elif event.type == "lead_restored":
             self.hub.on_status(bed, lead_ok=True)
         elif event.type in ("signal_lost", "noisy", "device_offline"):

@@ -66,6 +66,13 @@ class Bed:
     silent: bool = False  # signal_lost active
     offline: bool = False  # device_offline active
     has_samples: bool = False
+    queued: int = 0  # beats waiting in the batcher
+    last_beat_t: float = -math.inf  # signal time of the newest published beat
+    mark_t: float = -math.inf  # newest analysis watermark published
+
+
+# During a pause longer than this, the detector says how far it has analysed (see _watermark).
+WATERMARK_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -200,10 +207,21 @@ class DetectorEngine:
             self.metrics.chunks.inc()
             self.metrics.samples.inc(chunk.n_samples)
         if out.beats:
+            bed.queued += len(out.beats)
             queued = [Queued(bed, b, now) for b in out.beats]
             for batch in self.batcher.add(queued, now):
                 pubs.extend(self._score(batch, now))
+        if out.analysed_until is not None:
+            pubs.extend(self._watermark(bed, out.analysed_until))
         return pubs
+
+    def _watermark(self, bed: Bed, until: float) -> list[Publication]:
+        """In a pause, tell subscribers that no beat before `until` is coming (asystole)."""
+        if bed.queued or until - bed.last_beat_t < WATERMARK_AFTER_S or until <= bed.mark_t:
+            return []
+        bed.mark_t = until
+        payload = encode_beats((), analysed_until=until)
+        return [Publication(beats_topic(bed.ward, bed.bed), payload, self.settings.qos_beats)]
 
     def _on_status(
         self, ward: str, bed_name: str, payload: bytes, retained: bool
@@ -255,6 +273,8 @@ class DetectorEngine:
                 errors=tuple(step.tolist()) if anomalous else None,
             )
             by_bed.setdefault((bed.ward, bed.bed), []).append(result)
+            bed.queued -= 1
+            bed.last_beat_t = max(bed.last_beat_t, beat.t)
             if anomalous:
                 anomalies += 1
                 pubs.append(

@@ -82,6 +82,9 @@ class Output:
     events: list[PipelineEvent] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # beats not windowed, by reason
     accepted: bool = False  # the chunk's samples were fed (False: dropped as duplicate/late)
+    # Every beat with its R-peak before this time (unix s) is in this or an earlier Output;
+    # None while the lead is not analysable (lost, re-learning), when no promise can be made.
+    analysed_until: float | None = None
 
 
 class Pipeline:
@@ -109,6 +112,7 @@ class Pipeline:
         fs = float(chunk.fs)
         self.fs = fs
         self.qrs = QRSDetector(fs, self.qrs_config)
+        self._max_delay = int(math.ceil(self.qrs.config.max_delay_s * fs)) + 1
         self.rr = RRTracker()
         self.origin = chunk.first_sample  # device index of QRS index 0
         self.pre = self.spec.pre_samples(fs)
@@ -195,6 +199,13 @@ class Pipeline:
             if ready:
                 self.pending = self.pending[len(ready) :]
                 self._window(ready, out)
+        if self.qrs.lead_ok:
+            # the QRS decides every peak within max_delay; peaks still waiting for their window
+            # hold the watermark back
+            horizon = end - self._max_delay
+            if self.pending:
+                horizon = min(horizon, self.pending[0][0])
+            out.analysed_until = self._time(self.origin + horizon)
         if self.buf.size > self.keep + x.size:
             cut = self.buf.size - self.keep
             if self.pending:

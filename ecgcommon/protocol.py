@@ -356,9 +356,17 @@ def beat_to_dict(beat: BeatResult) -> dict[str, Any]:
     return doc
 
 
-def encode_beats(beats: Sequence[BeatResult]) -> bytes:
-    """One beats message: `{"beats": [...]}`; the detector sends one per bed per batch."""
-    return json.dumps({"beats": [beat_to_dict(b) for b in beats]}, separators=(",", ":")).encode()
+def encode_beats(beats: Sequence[BeatResult], analysed_until: float | None = None) -> bytes:
+    """One beats message: `{"beats": [...]}`; the detector sends one per bed per batch.
+
+    `analysed_until` (unix s), when given, promises that every beat of the bed whose R-peak is
+    before that time has been published: during a pause the detector sends it with no beats, so
+    an asystole can be told from a detector that is merely slow.
+    """
+    doc: dict[str, Any] = {"beats": [beat_to_dict(b) for b in beats]}
+    if analysed_until is not None:
+        doc["analysed_until"] = round(float(analysed_until), 4)
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _opt_float(doc: Mapping[str, Any], name: str) -> float | None:
@@ -390,15 +398,31 @@ def beat_from_dict(doc: Any) -> BeatResult:
     )
 
 
-def decode_beats(payload: bytes | str) -> list[BeatResult]:
-    """Beats of one message (`{"beats": [...]}`; a single beat object is accepted too)."""
+@dataclass(frozen=True)
+class BeatsMessage:
+    """A decoded beats message: its beats and the detector's analysis watermark, if any."""
+
+    beats: list[BeatResult]
+    analysed_until: float | None = None
+
+
+def decode_beats_message(payload: bytes | str) -> BeatsMessage:
+    """A beats message (`{"beats": [...], "analysed_until": t}`; a bare beat object too)."""
     doc = _loads(payload)
     if isinstance(doc, dict) and "beats" in doc:
         items = doc["beats"]
         if not isinstance(items, list):
             raise BadField("beats", "must be a list")
-        return [beat_from_dict(d) for d in items]
-    return [beat_from_dict(doc)]
+        until = _opt_float(doc, "analysed_until")
+        if until is not None and not math.isfinite(until):
+            raise BadField("analysed_until", "must be a finite unix time")
+        return BeatsMessage([beat_from_dict(d) for d in items], until)
+    return BeatsMessage([beat_from_dict(doc)])
+
+
+def decode_beats(payload: bytes | str) -> list[BeatResult]:
+    """Beats of one message (`{"beats": [...]}`; a single beat object is accepted too)."""
+    return decode_beats_message(payload).beats
 
 
 # ---------------------------------------------------------------------------- events, status

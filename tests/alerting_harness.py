@@ -86,23 +86,27 @@ class Publisher:
         chunk = protocol.SampleChunk(seq, first, t0, fs, 200.0, "mV", ("MLII",), raw)
         self.raw(bed, "samples", protocol.encode_samples(chunk))
 
-    def beats(self, bed: str, beats: list[protocol.BeatResult]) -> None:
-        self.raw(bed, "beats", protocol.encode_beats(beats))
+    def beats(self, bed: str, beats: list[protocol.BeatResult],
+              analysed_until: float | None = None) -> None:
+        self.raw(bed, "beats", protocol.encode_beats(beats, analysed_until))
 
     def event(self, bed: str, type_: str, active: bool, t: float) -> None:
         self.raw(bed, "events", protocol.encode_event(protocol.Event(bed, type_, active, t)))
 
     def stream(self, bed: str, t0: float, y_mv: np.ndarray, beats: list[protocol.BeatResult],
-               fs: float = 360.0, chunk: int = 36) -> None:
+               fs: float = 360.0, chunk: int = 36, watermark: bool = False) -> None:
         """Sample chunks interleaved with the beats, each beat once 0.4 s after its R-peak has
-        been sent, as the detector would report it."""
+        been sent, as the detector would report it; with `watermark`, also the detector's
+        analysis watermark (every beat before it has been sent) after each chunk."""
         pending = sorted(beats, key=lambda b: b.sample)
+        delay = round(0.4 * fs)
         for k in range(0, len(y_mv), chunk):
             self.samples(bed, k, t0 + k / fs, y_mv[k : k + chunk], fs)
-            ready = [b for b in pending if b.sample + round(0.4 * fs) <= k + chunk]
-            if ready:
-                self.beats(bed, ready)
-                pending = pending[len(ready):]
+            ready = [b for b in pending if b.sample + delay <= k + chunk]
+            pending = pending[len(ready):]
+            until = t0 + (k + chunk - delay) / fs if watermark else None
+            if ready or until is not None:
+                self.beats(bed, ready, until)
         if pending:
             self.beats(bed, pending)
 

@@ -231,10 +231,36 @@ def test_asystole_only_once_the_detector_analyses_the_bed(
             y[int(3 * FS):] = 0.02
             beats = [beat(unique_ward, "5", round((0.2 + i * 0.8) * FS), FS, t1,
                           None if i == 0 else 0.8) for i in range(4)]
-            pub.stream("5", t1, y, beats)
+            pub.stream("5", t1, y, beats, watermark=True)
             alarms = wait_for(lambda: [a for a in get_json(
                 svc.port, "/api/alarms?bed=5&priority=high")["alarms"]
                 if a["type"] == "asystole"])
             assert alarms[0]["started_at"] == pytest.approx(beats[-1].t + 4.0, abs=0.01)
+        finally:
+            pub.close()
+
+
+def test_a_detector_that_stops_analysing_is_a_technical_alarm_not_asystole(
+    broker, unique_ward, tmp_path: Path
+) -> None:
+    """Beats and watermarks stop while samples go on: the detector is gone, so asystole can no
+    longer be detected; the ward is told so (signal lost), and no asystole is claimed."""
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    with running_alerting(cfg) as svc:
+        pub = Publisher(broker, unique_ward)
+        try:
+            t0 = time.time() - 30.0
+            y = ecg_like(int(4 * FS), FS, 0.8)
+            beats = [beat(unique_ward, "6", round((0.2 + i * 0.8) * FS), FS, t0,
+                          None if i == 0 else 0.8) for i in range(4)]
+            pub.stream("6", t0, y, beats, watermark=True)
+            # the samples go on for 12 s, nothing comes back from the detector
+            for k in range(int(4 * FS), int(16 * FS), 360):
+                pub.samples("6", k, t0 + k / FS, ecg_like(360, FS, 0.8, start=k))
+            lost = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=6")["alarms"]
+                                     if a["type"] == "signal_lost"])
+            assert "detector" in json.dumps(lost[0]["evidence"])
+            high = get_json(svc.port, "/api/alarms?bed=6&priority=high")["alarms"]
+            assert not [a for a in high if a["type"] == "asystole"]
         finally:
             pub.close()

@@ -167,3 +167,25 @@ def test_rate_change_restarts_the_stream(mv: np.ndarray) -> None:
     after, events = run(pipe, chunks(x250, 250.0, 125, t0=1020.0))
     assert events == [] and pipe.fs == 250.0
     assert len(after) >= 40 and after[0].t > before[-1].t
+
+
+@pytest.mark.parametrize("n", [1, 36, 180])
+def test_no_beat_comes_after_the_watermark_has_passed_it(mv: np.ndarray, n: int) -> None:
+    """`analysed_until` is a promise (asystole is judged on it): no later beat lies before it;
+    it rises steadily while the lead is good and is withheld while the lead is flat."""
+    x = mv[: 360 * 40].copy()
+    x[360 * 20 : 360 * 26] = 0.0  # a flat lead for 6 s
+    pipe, mark, marks = Pipeline(), -np.inf, []
+    for c in chunks(x, 360.0, n):
+        out = pipe.feed(c)
+        for b in out.beats:
+            assert b.t >= mark, f"beat at {b.t} after watermark {mark}"
+        if out.analysed_until is not None:
+            assert out.analysed_until >= mark
+            mark = out.analysed_until
+            marks.append((c.t0, mark))
+    # while the lead is flat (after the detector's 1 s flat-lead test) no promise is made
+    assert not [m for t, m in marks if 1000.0 + 22 <= t <= 1000.0 + 26]
+    # with a good lead the watermark trails the samples by about the QRS decision delay
+    t_last, m_last = marks[-1]
+    assert 0.0 < t_last + n / 360.0 - m_last <= 0.5

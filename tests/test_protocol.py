@@ -25,6 +25,7 @@ from ecgcommon.protocol import (
     Truncated,
     UnsupportedVersion,
     decode_beats,
+    decode_beats_message,
     decode_event,
     decode_samples,
     decode_status,
@@ -246,3 +247,11 @@ def test_fuzz_json_documents_only_raise_decode_error(doc: dict) -> None:
             decode(payload)
         except DecodeError as exc:
             assert exc.reason
+
+
+def test_beats_message_carries_the_analysis_watermark() -> None:
+    msg = decode_beats_message(encode_beats([], analysed_until=1700000000.25))
+    assert msg.beats == [] and msg.analysed_until == pytest.approx(1700000000.25)
+    assert decode_beats_message(encode_beats([])).analysed_until is None
+    with pytest.raises(DecodeError):
+        decode_beats_message(b'{"beats": [], "analysed_until": "soon"}')
