@@ -2,8 +2,8 @@
 
 python healthcheck.py http://127.0.0.1:8000/healthz     # HTTP 200 within the timeout
 python healthcheck.py mqtt://mosquitto:1883/ecg/v1/ward-a/+/status
-    # a retained bed status with "state": "online" on that topic filter (the streamer has no
-    # HTTP port; its beds announce themselves as devices do, with an `offline` last will)
+    # a retained bed status with "state": "online" on that topic filter: for devices without
+    # an HTTP port, which announce themselves with an `offline` last will
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Process supervision only. The launcher picks ports and a token, starts an MQTT broker
 (Mosquitto where installed, else the pure-Python amqtt broker), then the three services as
 `python -m <service>` children configured through the same environment variables docker compose
-sets (tests/test_compose.py keeps the two in step), waits until each is up (/healthz; for the
-streamer a bed online on the broker), prints the dashboard and /metrics URLs, and on Ctrl-C
+sets (tests/test_compose.py keeps the two in step), waits until each is up (/healthz), prints
+the dashboard and every service's /metrics URL, and on Ctrl-C
 (SIGINT) or SIGTERM stops the children in order (producer first, broker last) and exits 0.
 Child logs go to files under the run folder.
 """
@@ -30,7 +30,6 @@ from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mitdb"
-HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"  # the containers' healthcheck, reused
 # 100: normal sinus rhythm; 119: ventricular bigeminy; the other six hold annotated
 # ventricular tachycardia runs ('(VT' rhythm notes in their .atr files).
 DEFAULT_BEDS: tuple[str, ...] = ("100", "119", "200", "203", "207", "210", "213", "233")
@@ -51,7 +50,7 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("detector", "DETECTOR_HTTP_PORT", 8000, "DETECTOR_HTTP_HOST"),
     ServiceSpec("alerting", "ALERTING_PORT", 8080, "ALERTING_HOST"),
-    ServiceSpec("streamer"),  # publishes only: no HTTP port
+    ServiceSpec("streamer", "STREAMER_HTTP_PORT", 9101, "STREAMER_HTTP_HOST"),
 )
 HTTP_SERVICES = tuple(s for s in SERVICES if s.port is not None)
 MQTT_PORT = 1883
@@ -104,7 +103,6 @@ class Launch:
     env: dict[str, str]
     health_url: str | None = None  # up when this answers 200
     listens: tuple[str, int] | None = None  # up when this accepts TCP (the broker)
-    health_cmd: list[str] | None = None  # up when this command exits 0
     stop_signal: int = signal.SIGTERM  # what makes it shut down cleanly
 
 
@@ -180,13 +178,8 @@ def plan(cfg: WardConfig, ports: Mapping[str, int], token: str) -> list[Launch]:
     env = service_env(cfg, ports, token)
     for spec in SERVICES:
         argv = [sys.executable, "-m", spec.name]
-        if spec.port:
-            url = f"http://{cfg.http_host}:{ports[spec.name]}/healthz"
-            launches.append(Launch(spec.name, argv, env, health_url=url))
-        else:  # the streamer: up when a bed holds a retained `online` status (as in compose)
-            status = f"mqtt://{cfg.mqtt_host}:{ports['mqtt']}/ecg/v1/{cfg.ward}/+/status"
-            check = [sys.executable, str(HEALTHCHECK), status]
-            launches.append(Launch(spec.name, argv, env, health_cmd=check))
+        url = f"http://{cfg.http_host}:{ports[spec.name]}/healthz" if spec.port else None
+        launches.append(Launch(spec.name, argv, env, health_url=url))
     return launches
 
 
@@ -292,9 +285,6 @@ class Ward:
                 return False
         if launch.health_url is not None:
             return _healthy(launch.health_url)
-        if launch.health_cmd is not None:
-            done = subprocess.run(launch.health_cmd, capture_output=True, timeout=30)
-            return done.returncode == 0
         return True
 
     def watch(self) -> str | None:
@@ -445,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     if busy:
         print(
             f"ward: in use already: {', '.join(busy)}. Stop what holds them, choose ports "
-            "(MQTT_PORT, DETECTOR_HTTP_PORT, ALERTING_PORT) or run with --free-ports.",
+            "(MQTT_PORT, DETECTOR_HTTP_PORT, ALERTING_PORT, STREAMER_HTTP_PORT) or run with "
+            "--free-ports.",
             file=sys.stderr,
         )
         return 2

@@ -184,6 +184,7 @@ def test_same_services_variables_and_defaults_as_make_ward(tmp_path: Path) -> No
         "DETECTOR_URL",
         "DETECTOR_HTTP_HOST",
         "ALERTING_HOST",
+        "STREAMER_HTTP_HOST",
     }
     for key in set(ward_env) - site_specific:
         assert ward_env[key] == compose_env[key], key

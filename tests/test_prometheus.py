@@ -1,8 +1,8 @@
 """Prometheus against the running services: every Grafana panel query and every rule has data.
 
 promtool checks the shipped config and rules (and parses every panel expression). Then the real
-thing on loopback: the session's Mosquitto, the streamer (3 beds of MIT-BIH at 10x), the
-detector and the alerting service as `python -m` subprocesses on free ports with the same
+thing on loopback: the session's Mosquitto, the detector, the alerting service and the streamer
+(3 beds of MIT-BIH at 10x) as `python -m` subprocesses on free ports with the same
 environment `make ward` gives them, and Debian's Prometheus scraping them every second with a
 config generated from deploy/prometheus/prometheus.yml (only the targets and intervals change).
 
@@ -329,6 +329,7 @@ def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
     assert {t["labels"]["job"]: t["health"] for t in targets} == {
         "detector": "up",
         "alerting": "up",
+        "streamer": "up",
         "prometheus": "up",
     }
     groups = _get(f"{stack.prometheus}/api/v1/rules")["data"]["groups"]
@@ -347,3 +348,8 @@ def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
     assert float(query(stack, "ecg_detector_active_beds")[0]["value"][1]) == len(RECORDS)
     rates = [float(s["value"][1]) for s in query(stack, "ecg_bed_heart_rate_bpm")]
     assert len(rates) == len(RECORDS) and all(20 < r < 300 for r in rates)
+    # The streamer's own view agrees: every bed connected, chunks going out (2 per signal
+    # second per bed at 10x: about 60 a second for 3 beds).
+    assert float(query(stack, "ecg_streamer_connected_beds")[0]["value"][1]) == len(RECORDS)
+    published = query(stack, "sum(rate(ecg_streamer_chunks_published_total[1m]))")
+    assert float(published[0]["value"][1]) > 0

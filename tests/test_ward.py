@@ -217,6 +217,9 @@ def _run_and_stop(ward_run: RunningWard, n_beds: int) -> None:
         while _metric(_get(detector)[1], "ecg_detector_beats_total") == 0:
             assert time.monotonic() < deadline, "no beats scored:\n" + "\n".join(ward_run.lines)
             time.sleep(0.5)
+        streamer = next(u for u in metrics if "(streamer)" in _line_of(ward_run, u))
+        assert _metric(_get(streamer)[1], "ecg_streamer_chunks_published_total") > 0
+        assert _metric(_get(streamer)[1], "ecg_streamer_connected_beds") == n_beds
         req = urllib.request.Request(
             base + "/api/beds", headers={"Authorization": f"Bearer {token}"}
         )
@@ -307,6 +310,7 @@ def test_make_ward_in_a_terminal_exits_0_on_ctrl_c(tmp_path: Path, data_dir: Pat
         "MQTT_PORT": free_port(),
         "DETECTOR_HTTP_PORT": free_port(),
         "ALERTING_PORT": free_port(),
+        "STREAMER_HTTP_PORT": free_port(),
     }
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "WARD_RUN_DIR": str(tmp_path)}
     master, slave = os.openpty()
