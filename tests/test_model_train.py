@@ -80,7 +80,7 @@ def test_eval_model_on_two_records(tmp_path: Path, data_dir: Path) -> None:
     report = json.loads(out.read_text())
     _check_report(report)
     assert report["auc_by_class"]["V"] > 0.95  # 119 and 208 are V-rich; training never saw 208
-    assert set(report["baselines"]) == {"seed_lstm_ae", "cnn_ae"}
+    assert set(report["baselines"]) == {"seed_style_lstm_ae", "cnn_ae"}
     for b in report["baselines"].values():
         assert 0.0 <= b["auc"] <= 1.0 and set(b["auc_by_class"]) == {"S", "V", "F"}
     ms = report["inference_ms_per_beat"]
