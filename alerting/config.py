@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from urllib.parse import urlparse
 
+from ecgcommon.topics import DEFAULT_WARD
+
 _FORBIDDEN_LEVEL = frozenset("/+#\x00")
 
 
@@ -18,7 +20,7 @@ class AlertingConfig:
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
-    ward: str = "ward-a"
+    ward: str = DEFAULT_WARD
     http_host: str = "127.0.0.1"
     http_port: int = 8080  # 0 = any free port
     token: str = ""  # required: bearer token for the API, dashboard and websocket

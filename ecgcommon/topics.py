@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 PREFIX = "ecg"
 VERSION = "v1"
+DEFAULT_WARD = "ward-a"  # the ward every service uses unless told otherwise (ECG_WARD)
 KINDS: tuple[str, ...] = ("samples", "beats", "events", "status")
 _FORBIDDEN = frozenset("/+#\x00")
 

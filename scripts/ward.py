@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from ecgcommon.topics import DEFAULT_WARD
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mitdb"
 # 100: normal sinus rhythm; 119: ventricular bigeminy; the other six hold annotated
@@ -62,7 +64,7 @@ class WardConfig:
 
     beds: tuple[str, ...] = DEFAULT_BEDS
     speed: float = 1.0  # replay speed, 1.0 = real time
-    ward: str = "ward-a"
+    ward: str = DEFAULT_WARD
     data_dir: Path = DEFAULT_DATA_DIR
     broker: str = "auto"
     mqtt_host: str = "127.0.0.1"
@@ -335,7 +337,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig
         help=f"comma-separated MIT-BIH records (default {','.join(DEFAULT_BEDS)})",
     )
     p.add_argument("--speed", type=float, default=float(env.get("WARD_SPEED", "1")))
-    p.add_argument("--ward", default=env.get("ECG_WARD", "ward-a"))
+    p.add_argument("--ward", default=env.get("ECG_WARD", DEFAULT_WARD))
     p.add_argument("--data-dir", default=env.get("ECG_DATA_DIR") or str(DEFAULT_DATA_DIR))
     p.add_argument(
         "--broker",

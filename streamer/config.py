@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from ecgcommon.topics import TopicError, status_topic
+from ecgcommon.topics import DEFAULT_WARD, TopicError, status_topic
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class StreamerConfig:
 
     host: str = "localhost"
     port: int = 1883
-    ward: str = "icu"
+    ward: str = DEFAULT_WARD
     beds: int = 4
     data_dir: str | None = None  # None: $ECG_DATA_DIR, else ../shared/data/mitdb
     records: tuple[str, ...] = ()  # empty: every annotated record of the folder

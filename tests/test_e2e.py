@@ -127,6 +127,8 @@ def test_streamer_broker_detector(broker: Broker, unique_ward: str, data_dir: Pa
                 "1",
                 "--data-dir",
                 str(data_dir),
+                "--http-port",
+                "0",
             ],
             cwd=ROOT,
             env=env,
