@@ -63,14 +63,15 @@ def rows() -> list[tuple[str, str, str, str]]:
                         "make eval-model"))
     if b := _load("bench.json"):
         out += [
-            ("detector beds in real time", _num(b["max_beds_realtime"], "{:.0f}"), "≥ 1000 (chain)",
-             "make bench"),
+            ("beds sustained in real time, whole chain on 2 cores",
+             _num(b["max_beds_realtime"], "{:.0f}"), "≥ 1000", "make bench"),
             ("beds per detector core", _num(b["beds_per_detector_core"], "{:.0f}"), "≥ 2000",
              "make bench"),
             ("beat latency p50 / p99", f"{_num(b['latency_s']['p50'])} s / "
              f"{_num(b['latency_s']['p99'])} s", "p99 ≤ 1 s", "make bench"),
-            ("detector RSS", f"{_num(b['detector_rss_mb'], '{:.0f}')} MB", "≤ 300 MB at 1000 beds",
-             "make bench"),
+            ("detector RSS at 1000 beds / at the most beds",
+             f"{_num(b.get('detector_rss_mb_at_1000_beds'), '{:.0f}')} MB / "
+             f"{_num(b['detector_rss_mb'], '{:.0f}')} MB", "≤ 300 MB at 1000 beds", "make bench"),
         ]
     if a := _load("alarms.json"):
         load = a.get("alarms_per_bed_hour", {})
