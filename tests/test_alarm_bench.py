@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from alerting.alarms import AlarmType
-from alerting.bench_alarms import FS, T0, Replay, asystole_trials, synth_ecg, tachy_trials
 from alerting.policy import AlarmPolicy
+from bench.alarms import FS, T0, Replay, asystole_trials, synth_ecg, tachy_trials
 
 
 def test_synthetic_ecg_beats_are_found_by_the_detector() -> None:

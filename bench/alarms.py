@@ -48,7 +48,7 @@ from alerting.alarms import (
 )
 from alerting.policy import AlarmPolicy, PolicyConfig
 
-log = logging.getLogger("bench_alarms")
+log = logging.getLogger("bench.alarms")
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0
 FS = 360.0
@@ -946,7 +946,7 @@ def measure_live(trials: int, chunk_s: float, seed: int, model_dir: Path | None)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m alerting.bench_alarms",
+        prog="python -m bench.alarms",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -1033,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": a.seed,
             "scorer": scoring.model_dir if scoring else None,
             "load_beats": mode,
-            "command": "python -m alerting.bench_alarms "
+            "command": "python -m bench.alarms "
             + " ".join(argv if argv is not None else sys.argv[1:]),
         },
     }
