@@ -48,7 +48,7 @@ bench: venv system-deps
 # MIT-BIH records, dashboard latency (real broker, service, headless chromium): reports/alarms.json.
 .PHONY: bench-alarms
 bench-alarms: venv
-	$(PY) -m bench.alarms --data-dir $(DATA_DIR) --dashboard --lag-sweep --out $(or $(OUT),reports/alarms.json)
+	$(PY) -m bench.alarms --data-dir $(DATA_DIR) --dashboard --chunk-sweep --out $(or $(OUT),reports/alarms.json)
 
 # A simulated ward on this machine: an MQTT broker (Mosquitto where installed, else embedded),
 # the streamer (8 MIT-BIH beds; BEDS=100,203 SPEED=10 to change), the detector and the alerting
