@@ -24,16 +24,30 @@ MAX_SEQ = 2**32 - 1
 MAX_LEADS = 16
 MAX_NAME_BYTES = 255
 
+# Rhythm episodes found by the detector, sent as conditions on the events topic: `active` True
+# at onset (`t` = onset, signal clock), False at the end (`t` = end). `detail` carries the
+# evidence (`hr_bpm`, `beats`, `onset_t`, ...). The alerting service turns them into alarms.
+EPISODE_TYPES: tuple[str, ...] = (
+    "vt",  # ventricular tachycardia: >= 5 consecutive V beats at >= 100 bpm
+    "vf",  # ventricular fibrillation or flutter, found from the waveform
+    "afib",  # atrial fibrillation or flutter (irregularly irregular RR)
+    "svt",  # supraventricular tachycardia: a run of narrow S beats
+)
 EVENT_TYPES: tuple[str, ...] = (
-    "anomaly",  # an anomalous beat (point event)
+    "anomaly",  # an anomalous (unusual) beat (point event)
     "lead_off",  # flat or disconnected lead (condition: active True, then False when restored)
     "signal_lost",  # no samples for longer than the detector's timeout (condition)
-    "noisy",  # signal too noisy to detect beats (condition; reserved, not emitted yet)
+    "noisy",  # artifact: arrhythmia analysis suspended (condition)
     "device_offline",  # status went offline (condition: active False when back online)
     "gap",  # missing sequence numbers (point event)
     "duplicate",  # a chunk already seen (point event)
     "out_of_order",  # a chunk older than the newest one (point event)
+    "clock_skew",  # the device clock is off the receiver's by more than allowed (condition)
+    *EPISODE_TYPES,
 )
+# AAMI beat classes carried by each beat (`cls`): normal, supraventricular ectopic, ventricular
+# ectopic, fusion, unclassifiable (artifact or paced).
+BEAT_CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
 STATUS_STATES: tuple[str, ...] = ("online", "offline")
 
 
@@ -124,6 +138,7 @@ class BeatResult:
     beat_id: str
     label: str | None = None
     errors: tuple[float, ...] | None = None
+    cls: str | None = None  # AAMI class (BEAT_CLASSES) from the detector's beat classifier
 
 
 @dataclass(frozen=True)
@@ -351,6 +366,8 @@ def beat_to_dict(beat: BeatResult) -> dict[str, Any]:
     }
     if beat.label is not None:
         doc["label"] = beat.label
+    if beat.cls is not None:
+        doc["cls"] = beat.cls
     if beat.errors is not None:
         doc["errors"] = np.round(np.asarray(beat.errors, dtype=np.float64), 5).tolist()
     return doc
@@ -383,6 +400,9 @@ def beat_from_dict(doc: Any) -> BeatResult:
         if not all(isinstance(e, int | float) and not isinstance(e, bool) for e in errors):
             raise BadField("errors", "must be a list of numbers")
         errors = tuple(float(e) for e in errors)
+    cls = _get(doc, "cls", (str, type(None)), None)
+    if cls is not None and cls not in BEAT_CLASSES:
+        raise BadField("cls", f"must be one of {BEAT_CLASSES}, got {cls!r:.20}")
     return BeatResult(
         bed=_get(doc, "bed", (str,)),
         sample=_get(doc, "sample", (int,)),
@@ -395,6 +415,7 @@ def beat_from_dict(doc: Any) -> BeatResult:
         beat_id=_get(doc, "beat_id", (str,)),
         label=_get(doc, "label", (str, type(None)), None),
         errors=errors,
+        cls=cls,
     )
 
 
