@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,6 +21,7 @@ from detector.anomaly import AnomalyConfig, PatientAdapter
 from detector.batcher import MicroBatcher
 from detector.metrics import DetectorMetrics
 from detector.pipeline import DetectedBeat, Pipeline, windows_of
+from ecgcommon.limits import BED_IDLE_S, MAX_BEDS, LogLimiter, fs_ok, fs_range_text
 from ecgcommon.protocol import (
     BeatResult,
     DecodeError,
@@ -66,6 +67,9 @@ class Bed:
     silent: bool = False  # signal_lost active
     offline: bool = False  # device_offline active
     has_samples: bool = False
+    offline_rx: float = -math.inf  # receipt time of the offline status now in force
+    last_msg: float = -math.inf  # receipt time of the newest message of any kind (eviction)
+    last_signal_t: float = -math.inf  # device time just after the newest accepted sample
     queued: int = 0  # beats waiting in the batcher
     last_beat_t: float = -math.inf  # signal time of the newest published beat
     mark_t: float = -math.inf  # newest analysis watermark published
@@ -95,19 +99,13 @@ class EngineSettings:
     qos_beats: int = 0
     qos_events: int = 1
     max_upload_s: float = 3600.0
+    max_beds: int = MAX_BEDS  # beds tracked at once; the longest-idle one makes room
+    bed_idle_s: float = BED_IDLE_S  # a bed silent this long is forgotten
 
 
-@dataclass
-class _LogLimiter:
-    """Logs the first few bad messages of each reason, then every 1000th."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def __call__(self, reason: str, msg: str, *args: object) -> None:
-        n = self.counts.get(reason, 0) + 1
-        self.counts[reason] = n
-        if n <= 5 or n % 1000 == 0:
-            log.warning("dropped message (%s, #%d): " + msg, reason, n, *args)
+# Samples still flowing this long after an `offline` status prove the device online: a stale or
+# forged retained `offline` must not hold `device_offline` up while real data flows.
+OFFLINE_CONTRADICTED_S = 2.0
 
 
 class DetectorEngine:
@@ -132,15 +130,19 @@ class DetectorEngine:
         self.wall = wall_clock
         self.beds: dict[tuple[str, str], Bed] = {}
         self.batcher: MicroBatcher[Queued] = MicroBatcher(settings.max_batch, settings.max_wait_s)
-        self._bad = _LogLimiter()
+        self._bad = LogLimiter(log)
         self._next_sweep = -math.inf
         self._kind_counters: dict[str, Any] = {}  # labelled children, looked up once
 
     # ------------------------------------------------------------------ input
-    def _bed(self, ward: str, bed: str) -> Bed:
+    def _bed(self, ward: str, bed: str, now: float) -> Bed | None:
+        """The bed's state, created on first use; None when the table is full of live beds."""
         key = (ward, bed)
         state = self.beds.get(key)
         if state is None:
+            if len(self.beds) >= self.settings.max_beds and not self._make_room(now):
+                self.bad("too_many_beds", "%s/%s: %d beds tracked", ward, bed, len(self.beds))
+                return None
             state = Bed(
                 ward,
                 bed,
@@ -148,7 +150,22 @@ class DetectorEngine:
                 PatientAdapter(self.anomaly),
             )
             self.beds[key] = state
+        state.last_msg = now
         return state
+
+    def _make_room(self, now: float) -> bool:
+        """Evict the bed idle longest (one that never streamed first) if it has been idle for
+        longer than the signal timeout: live beds are never evicted for a new name."""
+        def idle_key(item: tuple[tuple[str, str], Bed]) -> tuple[bool, float]:
+            b = item[1]
+            return (b.has_samples, b.last_msg)
+
+        key, victim = min(self.beds.items(), key=idle_key)
+        if victim.queued or now - victim.last_msg <= self.settings.signal_timeout_s:
+            return False
+        del self.beds[key]
+        self.metrics.bad_messages.labels("bed_evicted").inc()
+        return True
 
     def bad(self, reason: str, msg: str, *args: object) -> None:
         """Count and log a dropped message."""
@@ -174,7 +191,7 @@ class DetectorEngine:
             if t.kind == "status":
                 if not payload:  # a cleared retained status (MQTT convention), not news
                     return []
-                return self._on_status(t.ward, t.bed, payload, retained)
+                return self._on_status(t.ward, t.bed, payload, retained, now)
         except DecodeError as exc:
             self.bad(exc.reason, "%s/%s: %s", t.ward, t.bed, exc)
         except Exception:  # one bad message never stops the service
@@ -186,7 +203,11 @@ class DetectorEngine:
         self, ward: str, bed_name: str, payload: bytes, now: float
     ) -> list[Publication]:
         chunk = decode_samples(payload)
-        bed = self._bed(ward, bed_name)
+        bed = self._bed(ward, bed_name, now)
+        if bed is None:
+            return []
+        if bed.last_rx == -math.inf:
+            bed.last_rx = now  # the silence clock starts at the first chunk, analysable or not
         try:
             out = bed.pipeline.feed(chunk)
         except ValueError as exc:  # rate out of range, missing lead
@@ -194,8 +215,17 @@ class DetectorEngine:
             self.bad(reason, "%s/%s: %s", ward, bed_name, exc)
             return []
         pubs: list[Publication] = []
-        bed.last_rx = now
         bed.has_samples = True
+        if not out.accepted:  # a duplicate or late chunk is no signal: signal_lost may fire
+            for e in out.events:
+                pubs.append(self._event(bed, e.type, e.active, e.t, e.detail))
+            return pubs
+        bed.last_rx = now
+        bed.last_signal_t = chunk.t0 + chunk.duration_s
+        if bed.offline and now - bed.offline_rx > OFFLINE_CONTRADICTED_S:
+            bed.offline = False
+            detail = {"contradicted_by": "samples"}
+            pubs.append(self._event(bed, "device_offline", False, self.wall(), detail))
         if bed.silent:
             bed.silent = False
             pubs.append(self._event(bed, "signal_lost", False, self.wall(), {}))
@@ -224,14 +254,22 @@ class DetectorEngine:
         return [Publication(beats_topic(bed.ward, bed.bed), payload, self.settings.qos_beats)]
 
     def _on_status(
-        self, ward: str, bed_name: str, payload: bytes, retained: bool
+        self, ward: str, bed_name: str, payload: bytes, retained: bool, now: float
     ) -> list[Publication]:
         status = decode_status(payload)
         known = (ward, bed_name) in self.beds
-        bed = self._bed(ward, bed_name)
+        bed = self._bed(ward, bed_name, now)
+        if bed is None:
+            return []
         t = status.t if math.isfinite(status.t) else self.wall()
+        streaming = bed.has_samples and now - bed.last_rx <= self.settings.signal_timeout_s
+        if status.state == "offline" and retained and streaming and t < bed.last_signal_t:
+            self.bad("stale_status", "%s/%s: retained offline older than the samples", ward,
+                     bed_name)
+            return []
         if status.state == "offline" and not bed.offline:
             bed.offline = True
+            bed.offline_rx = now
             if retained and not known:
                 return []  # an old retained status, not news
             return [self._event(bed, "device_offline", True, t, {"device": status.device})]
@@ -314,8 +352,15 @@ class DetectorEngine:
             self._next_sweep = now + 0.5
             timeout = self.settings.signal_timeout_s
             active = 0
+            idle = [
+                key
+                for key, b in self.beds.items()
+                if not b.queued and now - b.last_msg > self.settings.bed_idle_s
+            ]
+            for key in idle:
+                del self.beds[key]
             for bed in self.beds.values():
-                if not bed.has_samples or bed.offline:
+                if bed.last_rx == -math.inf or bed.offline:
                     continue
                 silence = now - bed.last_rx
                 if silence > timeout:
@@ -347,8 +392,8 @@ class DetectorEngine:
     # ------------------------------------------------------------------ uploads
     def score_signal(self, x: np.ndarray, fs: float) -> list[dict[str, object]]:
         """Beats of one whole signal (mV), the live code path, per-timestep errors for all."""
-        if not (math.isfinite(fs) and 100 <= fs <= 1000):
-            raise ValueError(f"fs must be within 100..1000 Hz, got {fs}")
+        if not fs_ok(fs):
+            raise ValueError(f"fs must be within {fs_range_text()}, got {fs}")
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 1 or x.size < 2:
             raise ValueError("samples must be a list of at least 2 numbers (one lead)")

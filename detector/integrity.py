@@ -5,6 +5,11 @@ Pure code. Alignment follows `first_sample` (the device's sample count), classif
 samples, so sample indices stay aligned with the device; a chunk that lies wholly in the past is
 dropped (a duplicate if its seq was seen recently, else an out-of-order late arrival whose place
 was already NaN-filled); a partly overlapping chunk is trimmed to its new samples.
+
+A jump of more than `max_fill` samples either way is a new stream (RESET), never a reason to drop
+what follows: one chunk dated 2^40 samples ahead (a forged or corrupt `first_sample`) must not
+make every later real chunk look "out of order", and a device that restarted its sample count
+without restarting `seq` is followed.
 """
 
 from __future__ import annotations
@@ -64,6 +69,15 @@ class IntegrityTracker:
                 events=(("gap", {"restart": True, "expected_seq": self.next_seq, "got_seq": seq}),),
             )
         end = first_sample + n
+        if self.next_sample - end > self.max_fill:  # far in the past: a new stream
+            detail = {
+                "restart": True,
+                "jump_back_samples": self.next_sample - end,
+                "expected_seq": self.next_seq,
+                "got_seq": seq,
+            }
+            self._start(seq, first_sample, n)
+            return Verdict(RESET, events=(("gap", detail),))
         if end <= self.next_sample:
             if seq in self._seen_set:
                 return Verdict(DROP, events=(("duplicate", {"seq": seq}),))

@@ -20,11 +20,11 @@ import numpy as np
 
 from detector.integrity import ACCEPT, DROP, IntegrityTracker
 from detector.qrs import QRSConfig, QRSDetector
+from ecgcommon.limits import MAX_FS_HZ as MAX_FS
+from ecgcommon.limits import MIN_FS_HZ as MIN_FS
 from ecgcommon.protocol import SampleChunk
 from ecgcommon.rhythm import RhythmFeatures, RRTracker
 from ecgcommon.windowing import WINDOW, WindowSpec, beat_windows
-
-MIN_FS, MAX_FS = 100.0, 1000.0
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ecgcommon.limits import MAX_CHUNK_SAMPLES, MAX_INT_DIGITS, fs_ok, fs_range_text
+
 MAGIC = b"ECGS"
 VERSION = 1
 # magic, version, n_leads, flags (0), seq u32, first_sample i64, t0 f64, fs f64, gain f64, n u32
@@ -74,6 +76,13 @@ class Truncated(DecodeError):
 
 class BadJSON(DecodeError):
     reason = "bad_json"
+
+
+class BadNumber(DecodeError):
+    """A JSON number too large for the wire (an integer of more than MAX_INT_DIGITS digits, or a
+    float that overflows to infinity): refused while parsing, before any field is read."""
+
+    reason = "bad_number"
 
 
 class BadField(DecodeError):
@@ -222,8 +231,8 @@ def encode_samples_json(chunk: SampleChunk) -> bytes:
 
 
 def _check_rate_gain(fs: float, gain: float, t0: float) -> None:
-    if not (math.isfinite(fs) and 0 < fs <= 100_000):
-        raise BadField("fs", f"must be a finite rate in (0, 100000] Hz, got {fs!r}")
+    if not fs_ok(fs):
+        raise BadField("fs", f"must be a rate within {fs_range_text()}, got {fs!r}")
     if not (math.isfinite(gain) and gain != 0):
         raise BadField("gain", f"must be finite and non-zero, got {gain!r}")
     if not math.isfinite(t0):
@@ -260,6 +269,8 @@ def decode_samples_binary(payload: bytes) -> SampleChunk:
         raise BadField("first_sample", f"must be >= 0, got {first}")
     if n == 0:
         raise BadField("samples", "chunk holds no samples")
+    if n > MAX_CHUNK_SAMPLES:
+        raise BadField("samples", f"{n} samples in one chunk, at most {MAX_CHUNK_SAMPLES}")
     _check_rate_gain(fs, gain, t0)
     units, offset = _read_name(payload, HEADER.size, "units")
     leads = []
@@ -276,9 +287,33 @@ def decode_samples_binary(payload: bytes) -> SampleChunk:
     return SampleChunk(seq, first, t0, fs, gain, units, tuple(leads), data.reshape(n, n_leads))
 
 
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BadNumber(f"integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadNumber(f"number {text[:40]!r} overflows a float")
+    return value
+
+
+def _parse_constant(text: str) -> float:
+    raise BadNumber(f"{text} is not a number this wire accepts")
+
+
 def _loads(payload: bytes | str) -> Any:
     try:
-        return json.loads(payload)
+        return json.loads(
+            payload,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+        )
+    except DecodeError:
+        raise
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
         raise BadJSON(f"not valid JSON: {exc}") from exc
 
@@ -316,6 +351,8 @@ def decode_samples_json(payload: bytes | str) -> SampleChunk:
     if not 1 <= len(leads_raw) <= MAX_LEADS or not all(isinstance(x, str) for x in leads_raw):
         raise BadField("leads", f"must be a list of 1..{MAX_LEADS} names")
     raw = _get(doc, "samples", (list,))
+    if len(raw) > MAX_CHUNK_SAMPLES:
+        raise BadField("samples", f"{len(raw)} samples in one chunk, at most {MAX_CHUNK_SAMPLES}")
     try:
         values = np.asarray(raw)
     except (ValueError, TypeError, OverflowError) as exc:  # ragged lists

@@ -1,12 +1,15 @@
 """MQTT topic names: `ecg/v1/{ward}/{bed}/{kind}`, built and parsed in one place.
 
 The version segment lets a later wire format live next to this one on the same broker.
-Ward and bed are single topic levels, so they may not contain `/`, `+`, `#` or NUL.
+Ward and bed are single topic levels of at most `limits.MAX_NAME_CHARS` letters, digits, `.`,
+`_` or `-` (so never `/`, `+`, `#`, NUL or `:`); a topic with any other name is refused on parse.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ecgcommon.limits import MAX_NAME_CHARS, valid_name
 
 PREFIX = "ecg"
 VERSION = "v1"
@@ -36,7 +39,12 @@ def _check_level(name: str, value: str) -> None:
         raise TopicError(f"{name} must be a non-empty string")
     bad = _FORBIDDEN.intersection(value)
     if bad:
-        raise TopicError(f"{name} {value!r} contains forbidden characters {sorted(bad)!r}")
+        raise TopicError(f"{name} {value!r:.80} contains forbidden characters {sorted(bad)!r}")
+    if not valid_name(value):
+        raise TopicError(
+            f"{name} {value!r:.80} must be 1..{MAX_NAME_CHARS} letters, digits, '.', '_' or '-'"
+            " starting with a letter or digit"
+        )
 
 
 def topic(ward: str, bed: str, kind: str) -> str:

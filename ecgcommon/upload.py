@@ -17,8 +17,8 @@ from pathlib import Path, PurePath
 import numpy as np
 import wfdb
 
-MIN_FS_HZ = 50.0
-MAX_FS_HZ = 10_000.0
+from ecgcommon.limits import MAX_FS_HZ, MIN_FS_HZ
+
 MIN_DURATION_S = 3.0
 MAX_DURATION_S = 60 * 60.0  # the detector scores at most an hour per request
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024

@@ -65,7 +65,7 @@ def test_wfdb_record_uploaded_with_its_dat(data_dir: Path) -> None:
         ({"a.csv": b""}, "360", "the file is empty"),
         ({"a.csv": b"0.1\n0.2\n"}, None, "sampling rate is missing"),
         ({"a.csv": b"0.1\n0.2\n"}, "abc", "is not a number"),
-        ({"a.csv": b"0.1\n0.2\n"}, "5", "outside 50-10000 Hz"),
+        ({"a.csv": b"0.1\n0.2\n"}, "5", "outside 100-1000 Hz"),
         ({"a.csv": b"mv\n0.1\n0.2\nfoo\n"}, "360", "line 4: 'foo' in column 'mv' is not a number"),
         ({"a.csv": b"0.1,0.2\n0.1\n"}, "360", "line 2: 1 columns where the file has 2"),
         ({"a.csv": b"\n".join([b"0.5"] * 300)}, "360", "at least 3 s"),
