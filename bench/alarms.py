@@ -39,7 +39,6 @@ import numpy as np
 
 from alerting.alarms import (
     AlarmChange,
-    AlarmState,
     AlarmType,
     BeatInput,
     ChangeKind,
@@ -47,6 +46,7 @@ from alerting.alarms import (
     TechnicalInput,
 )
 from alerting.policy import AlarmPolicy, PolicyConfig
+from bench.nurse import Nurse
 
 log = logging.getLogger("bench.alarms")
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,8 +190,7 @@ class Replay:
 
         self.bed = bed
         self.ack_after_s = ack_after_s  # a simulated nurse acknowledges alarms after this
-        self._ack_due: dict[str, float] = {}
-        self._state: dict[str, AlarmState] = {}
+        self.nurse = Nurse(ack_after_s)
         self.reactivated = 0
         self.premature_asystole = 0  # asystole raised, then a beat from before it arrived
         self._asystole_at: float | None = None
@@ -295,11 +294,7 @@ class Replay:
         published = t_end + (time.perf_counter() - wall0) + extra_s
         self.changes += changes
         for kind, alarm in changes:
-            before = self._state.get(alarm.id)
-            self._state[alarm.id] = alarm.state
-            announced = kind is ChangeKind.RAISED or (
-                before is AlarmState.LATCHED and alarm.state is AlarmState.ACTIVE
-            )
+            announced = self.nurse.observe(kind, alarm)
             if kind is ChangeKind.RAISED and alarm.type is AlarmType.ASYSTOLE:
                 self._asystole_at = alarm.started_at
             if kind is ChangeKind.RAISED:
@@ -315,18 +310,11 @@ class Replay:
                 )
             elif announced:
                 self.reactivated += 1
-            if announced and self.ack_after_s is not None:
-                self._ack_due[alarm.id] = alarm.updated_at + self.ack_after_s
-            if not alarm.open:
-                self._ack_due.pop(alarm.id, None)
-                self._state.pop(alarm.id, None)
 
     def _nurse(self, now: float, t_end: float, wall0: float) -> None:
         """Acknowledge every announced alarm `ack_after_s` after its announcement."""
-        for aid, due in list(self._ack_due.items()):
-            if now >= due:
-                del self._ack_due[aid]
-                self._commit(self.policy.acknowledge(aid, now, "bench-nurse"), t_end, wall0, 0)
+        for aid in self.nurse.due(now):
+            self._commit(self.policy.acknowledge(aid, now, "bench-nurse"), t_end, wall0, 0)
 
 
 # ----------------------------------------------------------------------------- timing trials
