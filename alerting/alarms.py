@@ -50,6 +50,7 @@ class AlarmType(StrEnum):
     SIGNAL_LOST = "signal_lost"
     DEVICE_OFFLINE = "device_offline"
     NOISY = "noisy"
+    CLOCK_SKEW = "clock_skew"
 
     @property
     def priority(self) -> Priority:
@@ -77,6 +78,7 @@ ALARM_PRIORITY: dict[AlarmType, Priority] = {
     AlarmType.SIGNAL_LOST: Priority.TECHNICAL,
     AlarmType.DEVICE_OFFLINE: Priority.TECHNICAL,
     AlarmType.NOISY: Priority.TECHNICAL,
+    AlarmType.CLOCK_SKEW: Priority.TECHNICAL,
 }
 
 # Within one priority, an arrhythmia chain like a bedside monitor's: a run supersedes a couplet.
@@ -250,6 +252,7 @@ TECHNICAL_EVENTS: dict[str, AlarmType] = {
     "signal_lost": AlarmType.SIGNAL_LOST,
     "device_offline": AlarmType.DEVICE_OFFLINE,
     "noisy": AlarmType.NOISY,
+    "clock_skew": AlarmType.CLOCK_SKEW,
 }
 # Events that end a technical condition whatever their `active` flag says.
 RESTORING_EVENTS: dict[str, AlarmType] = {

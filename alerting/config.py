@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from urllib.parse import urlparse
 
+from ecgcommon.mqtt_auth import check_settings
 from ecgcommon.topics import DEFAULT_WARD
 
 _FORBIDDEN_LEVEL = frozenset("/+#\x00")
@@ -37,7 +38,10 @@ class AlertingConfig:
     tick_s: float = 1.0  # wall-clock tick of the alarm policy when no data arrives
     score_timeout_s: float = 30.0  # time limit of a detector scoring call for an upload
     publish_alarms: bool = True  # also publish alarm changes to ecg/v1/{ward}/{bed}/alarms
-    mqtt_client_id: str = ""
+    mqtt_client_id: str = ""  # the broker of `make ward` replaces it with the username
+    mqtt_username: str = ""  # empty: connect anonymously (docs/security.md)
+    mqtt_password_file: str = ""  # the password alone in a file, never on the command line
+    mqtt_ca_file: str = ""  # set: TLS, the broker's certificate checked against this CA
 
     def __post_init__(self) -> None:
         for name in ("mqtt_host", "http_host", "db_path"):
@@ -65,6 +69,7 @@ class AlertingConfig:
         for name in ("client_queue", "recent_beats", "detail_beats", "max_beds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_settings(self.mqtt_username, self.mqtt_password_file, self.mqtt_ca_file)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> AlertingConfig:
@@ -93,6 +98,9 @@ ENV_VARS: dict[str, str] = {
     "ALERTING_WAVE_HZ": "wave_hz",
     "ALERTING_BATCH_S": "batch_s",
     "ALERTING_PUBLISH_ALARMS": "publish_alarms",
+    "MQTT_USERNAME": "mqtt_username",
+    "MQTT_PASSWORD_FILE": "mqtt_password_file",
+    "MQTT_CA_FILE": "mqtt_ca_file",
 }
 
 
@@ -129,5 +137,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument("--batch-s", type=float)
     p.add_argument("--no-publish-alarms", dest="publish_alarms", action="store_false",
                    default=None)
+    p.add_argument("--mqtt-username")
+    p.add_argument("--mqtt-password-file", help="a file holding the password alone")
+    p.add_argument("--mqtt-ca-file", help="TLS to the broker, verified against this CA")
     args = vars(p.parse_args(list(argv) if argv is not None else None))
     return AlertingConfig.from_env(env, **args)

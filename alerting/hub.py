@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgcommon.limits import fs_ok, fs_range_text
 from ecgcommon.windowing import WINDOW
 
 # Seconds of signal shown around a beat in the detail view, beyond the model window.
@@ -294,6 +295,8 @@ class WardHub:
         st.dirty = True
 
     def _restart_wave(self, st: BedState, fs: float, start: int) -> None:
+        if not fs_ok(fs):  # buffers are sized by fs: never by a rate beyond the limits
+            raise ValueError(f"fs {fs!r} outside {fs_range_text()}")
         st.fs = float(fs)
         st.decimator = Decimator(fs, self.wave_hz)
         st.raw = SampleRing(max(1, round(self.raw_window_s * fs)))
@@ -439,6 +442,10 @@ class WardHub:
 
     def bed_names(self) -> list[str]:
         return sorted(self._beds)
+
+    def forget(self, bed: str) -> None:
+        """Drop a bed's state (the service evicts idle or junk beds to bound the table)."""
+        self._beds.pop(bed, None)
 
     def bed_summary(self, bed: str) -> dict[str, Any] | None:
         """A bed's vitals, active alarms and recent beats (for the API), or None if unknown."""

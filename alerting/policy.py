@@ -129,22 +129,33 @@ class AlarmPolicy:
         return out
 
     def tick(self, bed: str | None, now: float) -> list[AlarmChange]:
-        """Time passes. tick(bed, t): samples of `bed` arrived up to signal time t, so its
-        time-driven criteria (asystole, pause) run; tick(None, t): only escalation, re-alarm
-        and expiry of restored alarms, for every bed."""
+        """Time passes, one clock per purpose (docs/alarms.md "Clocks"). tick(bed, t): the
+        bed's signal clock reached t, so its time-driven criteria (asystole, pause) and the
+        re-confirmation of restored alarms run; tick(None, t): the receiver's wall clock reached
+        t, so escalation and re-alarm after silence run (and restored alarms expire), for every
+        bed. Escalation never runs on a device's clock."""
         out: list[AlarmChange] = []
         if bed is not None:
             rules = self._bed(bed)
             out += self._confirm_window(bed, now)
             if not self._technical.get(bed):
                 out += self._apply(bed, rules.on_time(now), now)
-            beds: Iterable[str] = (bed,)
-        else:
-            beds = {a.bed for a in self._open.values()}
-        for b in sorted(beds):
+            out += self._expire_unconfirmed(bed, now)
+            return out
+        for b in sorted({a.bed for a in self._open.values()}):
             out += self._expire_unconfirmed(b, now)
             out += self._escalate_and_realarm(b, now)
         return out
+
+    def forget(self, bed: str) -> bool:
+        """Drop an idle bed's analysis state (the service bounds its bed table); refused (False)
+        while the bed has open alarms. Staff-set limits are kept."""
+        if any(a.bed == bed for a in self._open.values()):
+            return False
+        self._rules.pop(bed, None)
+        self._technical.pop(bed, None)
+        self._silenced_until.pop(bed, None)
+        return True
 
     def acknowledge(self, alarm_id: str, now: float, by: str = "") -> list[AlarmChange]:
         """Staff acknowledge an alarm: an active one stays until its cause ends; a latched one

@@ -37,6 +37,7 @@ from alerting.policy import AlarmPolicy
 from alerting.server import ServerMetrics, create_app
 from alerting.store import AlarmStore
 from ecgcommon import protocol, topics
+from ecgcommon.limits import MAX_LATENESS_S, LogLimiter
 
 log = logging.getLogger("alerting")
 
@@ -47,6 +48,19 @@ KINDS = ("samples", "beats", "events", "status")
 # analysing the bed: a technical alarm, since asystole could no longer be detected.
 STALL_S = 8.0
 _UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
+# A bed whose timestamps have all been off the receiver's clock this long has a wrong device
+# clock (clock_skew technical alarm); a single forged or corrupt timestamp is only dropped.
+SKEW_CONFIRM_S = 3.0
+# When the bed table is full, a bed that never had a beat may make room after this much
+# silence, a bed with beats only after NEW_BED_IDLE_S (and never one with open alarms).
+JUNK_BED_IDLE_S = 1.0
+NEW_BED_IDLE_S = 30.0
+_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "samples": protocol.decode_samples,
+    "beats": protocol.decode_beats_message,
+    "events": protocol.decode_event,
+    "status": protocol.decode_status,
+}
 
 
 def alarms_topic(ward: str, bed: str) -> str:
@@ -93,7 +107,11 @@ class AlertingCore:
         self._analysed: dict[str, float] = {}  # detector's watermark (signal time) per bed
         self._lead_off: set[str] = set()
         self._stalled: set[str] = set()  # beds the detector stopped analysing
-        self._beds: set[str] = set()
+        self._beds: dict[str, float] = {}  # bed -> wall time of its newest message
+        self._has_beats: set[str] = set()
+        self._skew_since: dict[str, float] = {}  # wall time of the first skewed message in a row
+        self._skewed: set[str] = set()  # beds with clock_skew active
+        self._log_drop = LogLimiter(log)
 
     # -- start-up ------------------------------------------------------------------------
     def restore(self) -> int:
@@ -107,9 +125,9 @@ class AlertingCore:
 
     # -- messages ------------------------------------------------------------------------
     def drop(self, reason: str, topic: str, detail: object) -> None:
-        """Log and count a message that cannot be used; the service carries on."""
-        log.warning("dropped message on %s (%s): %s", topic, reason, detail)
+        """Count a message that cannot be used, log it rate-limited; the service carries on."""
         self.metrics.drop(reason)
+        self._log_drop(reason, "%s: %s", topic, detail)
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """One MQTT message (any kind of the ward). Never raises."""
@@ -121,26 +139,107 @@ class AlertingCore:
         if t.ward != self.config.ward:
             self.drop("wrong_ward", topic, t.ward)
             return
-        if t.bed not in self._beds:
-            if len(self._beds) >= self.config.max_beds:
-                self.drop("too_many_beds", topic, f"already {len(self._beds)} beds")
-                return
-            self._beds.add(t.bed)
         self.messages.labels(t.kind).inc()
         try:
+            msg = _DECODERS[t.kind](payload)
+            now = self.clock()
+            if not self._admit(t.bed, now):
+                self.drop("too_many_beds", topic, f"already {len(self._beds)} beds, none idle")
+                return
+            if t.kind != "status" and not self._clock_ok(t.bed, _times(msg), topic, now):
+                return
             if t.kind == "samples":
-                self._samples(t.bed, protocol.decode_samples(payload))
+                self._samples(t.bed, msg)
             elif t.kind == "beats":
-                self._beats(t.bed, protocol.decode_beats_message(payload), topic)
+                self._has_beats.add(t.bed)
+                self._beats(t.bed, msg, topic)
             elif t.kind == "events":
-                self._event(t.bed, protocol.decode_event(payload), topic)
+                self._event(t.bed, msg, topic)
             elif t.kind == "status":
-                self._status(t.bed, protocol.decode_status(payload))
+                self._status(t.bed, msg)
         except protocol.DecodeError as exc:
             self.drop(exc.reason, topic, exc)
         except Exception as exc:  # a bug must not kill the service: count it and go on
             log.exception("error handling a message on %s", topic)
             self.drop("internal_error", topic, exc)
+
+    # -- limits --------------------------------------------------------------------------
+    def _admit(self, bed: str, now: float) -> bool:
+        """Track the bed; when the table is full, an idle bed without open alarms makes room
+        (junk names first), so a new real bed is never refused for stray topics."""
+        if bed not in self._beds and len(self._beds) >= self.config.max_beds:
+            if not self._evict(now):
+                return False
+        self._beds[bed] = now
+        return True
+
+    def _evict(self, now: float) -> bool:
+        order = sorted(self._beds.items(), key=lambda kv: (kv[0] in self._has_beats, kv[1]))
+        for name, seen in order:
+            idle = NEW_BED_IDLE_S if name in self._has_beats else JUNK_BED_IDLE_S
+            if now - seen < idle:
+                if name in self._has_beats:
+                    return False  # sorted by age: every later bed is younger still
+                continue
+            if self.forget(name):
+                self.metrics.drop("bed_evicted")
+                return True
+        return False
+
+    def forget(self, bed: str) -> bool:
+        """Drop an idle bed from the policy, the hub and the per-bed metrics; False (kept) while
+        it has open alarms."""
+        if not self.policy.forget(bed):
+            return False
+        self.hub.forget(bed)
+        self._beds.pop(bed, None)
+        for table in (self._last_beat_t, self._analysed, self._skew_since):
+            table.pop(bed, None)
+        for group in (self._lead_off, self._stalled, self._skewed, self._has_beats):
+            group.discard(bed)
+        m = self.metrics
+        classes = (*protocol.BEAT_CLASSES, "unknown")
+        for metric, labels in ((m.bed_heart_rate, [(bed,)]), (m.bed_beats, [(bed,)]),
+                               (m.bed_anomalous, [(bed,)]),
+                               (m.bed_classes, [(bed, c) for c in classes])):
+            for values in labels:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*values)
+        return True
+
+    def _clock_ok(self, bed: str, times: list[float], topic: str, now: float) -> bool:
+        """Device timestamps within the allowed skew of the receiver's clock (late ones by
+        MAX_LATENESS_S more); others are dropped, and a bed whose timestamps stay off for
+        SKEW_CONFIRM_S gets a clock_skew technical alarm until they are right again."""
+        skew = self.config.max_clock_skew_s
+        if skew <= 0 or not times:
+            return True
+        lo, hi = now - skew - MAX_LATENESS_S, now + skew
+        bad = [x for x in times if not lo <= x <= hi]
+        if not bad:
+            self._skew_since.pop(bed, None)
+            if bed in self._skewed:
+                self._skewed.discard(bed)
+                self.hub.on_status(bed, clock_skew=False)
+                self.commit(self.policy.on_technical(
+                    TechnicalInput(bed, "clock_skew", False, now)))
+            return True
+        worst = max(bad, key=lambda x: abs(x - now))
+        self.drop("clock_skew", topic, f"timestamp {worst:.3f} is {worst - now:+.1f} s off")
+        since = self._skew_since.setdefault(bed, now)
+        if bed not in self._skewed and now - since >= SKEW_CONFIRM_S:
+            self._skewed.add(bed)
+            self.hub.on_status(bed, clock_skew=True)
+            detail = json.dumps({"offset_s": round(worst - now, 1), "allowed_s": skew})
+            self.commit(self.policy.on_technical(
+                TechnicalInput(bed, "clock_skew", True, now, detail=detail)))
+        return False
+
+    def sweep(self, now: float) -> None:
+        """Forget beds silent for `bed_idle_s` (wall clock) that have no open alarms."""
+        for name, seen in list(self._beds.items()):
+            if now - seen > self.config.bed_idle_s:
+                self.forget(name)
 
     def _samples(self, bed: str, chunk: protocol.SampleChunk) -> None:
         scale = _UNITS_TO_MV.get(chunk.units.strip().lower())
@@ -246,8 +345,11 @@ class AlertingCore:
                     log.exception("could not publish alarm %s", alarm.id)
 
     def tick(self, now: float | None = None) -> None:
-        """Wall-clock tick: escalation, re-alarm after silence, expiry of restored alarms."""
-        self.commit(self.policy.tick(None, self.clock() if now is None else now))
+        """Wall-clock tick: escalation, re-alarm after silence, expiry of restored alarms, idle
+        beds forgotten. The signal clock ticks the policy per bed from its beats (`_beats`)."""
+        wall = self.clock() if now is None else now
+        self.commit(self.policy.tick(None, wall))
+        self.sweep(wall)
 
     def list_alarms(self, *, bed: str | None, priority: str | None, state: str | None,
                     since: float | None, limit: int) -> list[dict[str, Any]]:
@@ -276,6 +378,20 @@ class AlertingCore:
         if stored is not None and stored.state is AlarmState.ENDED:
             return "closed", stored.to_dict()
         return "unknown", None
+
+
+def _times(msg: Any) -> list[float]:
+    """The device timestamps a decoded message carries (unix s)."""
+    if isinstance(msg, protocol.SampleChunk):
+        return [msg.t0, msg.t0 + msg.duration_s]
+    if isinstance(msg, protocol.BeatsMessage):
+        out = [b.t for b in msg.beats]
+        if msg.analysed_until is not None:
+            out.append(msg.analysed_until)
+        return out
+    if isinstance(msg, protocol.Event):
+        return [msg.t]
+    return []
 
 
 class MqttLink:

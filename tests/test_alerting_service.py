@@ -128,7 +128,7 @@ def test_malformed_messages_are_counted_and_the_service_carries_on(
             pub.raw("1", "events", b'{"bed": "1", "type": "lead_off"}')  # no t
             pub.raw("1", "status", b'{"state": "sleeping"}')
             pub.raw("1", "beats", json.dumps({"beats": [{"bed": "9", "beat_id": "x",
-                    "sample": 1, "t": 1.0, "rr_s": None, "hr_bpm": None, "score": 0.1,
+                    "sample": 1, "t": time.time(), "rr_s": None, "hr_bpm": None, "score": 0.1,
                     "threshold": 1.0, "anomalous": False}]}).encode())
             # ... and a good message after them still raises its alarm
             pub.event("2", "lead_off", True, time.time())
