@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from urllib.parse import urlparse
 
+from ecgcommon.limits import BED_IDLE_S, MAX_CLOCK_SKEW_S
 from ecgcommon.mqtt_auth import check_settings
 from ecgcommon.topics import DEFAULT_WARD
 
@@ -38,6 +39,12 @@ class AlertingConfig:
     tick_s: float = 1.0  # wall-clock tick of the alarm policy when no data arrives
     score_timeout_s: float = 30.0  # time limit of a detector scoring call for an upload
     publish_alarms: bool = True  # also publish alarm changes to ecg/v1/{ward}/{bed}/alarms
+    bed_idle_s: float = BED_IDLE_S  # a bed with no message this long (and no open alarm) is dropped
+    # Device timestamps this far off the receiver's clock are refused (clock_skew alarm); 0 turns
+    # the check off, for accelerated replay only (make ward SPEED > 1).
+    max_clock_skew_s: float = MAX_CLOCK_SKEW_S
+    metrics_token: str = ""  # a second token accepted on /metrics only (for Prometheus)
+    detector_token: str = ""  # bearer token of the detector's POST /v1/score
     mqtt_client_id: str = ""  # the broker of `make ward` replaces it with the username
     mqtt_username: str = ""  # empty: connect anonymously (docs/security.md)
     mqtt_password_file: str = ""  # the password alone in a file, never on the command line
@@ -66,6 +73,12 @@ class AlertingConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.wave_hz > 1000:
             raise ValueError(f"wave_hz must be at most 1000 Hz, got {self.wave_hz}")
+        for name in ("bed_idle_s", "max_clock_skew_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+        if self.metrics_token and len(self.metrics_token) < 8:
+            raise ValueError("metrics_token must be at least 8 characters when set")
         for name in ("client_queue", "recent_beats", "detail_beats", "max_beds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -98,6 +111,10 @@ ENV_VARS: dict[str, str] = {
     "ALERTING_WAVE_HZ": "wave_hz",
     "ALERTING_BATCH_S": "batch_s",
     "ALERTING_PUBLISH_ALARMS": "publish_alarms",
+    "ALERTING_MAX_CLOCK_SKEW_S": "max_clock_skew_s",
+    "ALERTING_BED_IDLE_S": "bed_idle_s",
+    "ALERTING_METRICS_TOKEN": "metrics_token",
+    "ECG_DETECTOR_TOKEN": "detector_token",
     "MQTT_USERNAME": "mqtt_username",
     "MQTT_PASSWORD_FILE": "mqtt_password_file",
     "MQTT_CA_FILE": "mqtt_ca_file",
