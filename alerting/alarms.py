@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
+
+from ecgcommon.protocol import BEAT_CLASSES
 
 
 class Priority(StrEnum):
@@ -33,17 +36,21 @@ class AlarmType(StrEnum):
 
     # high
     ASYSTOLE = "asystole"
-    VTACH = "vtach"
+    VFIB = "vfib"  # ventricular fibrillation or flutter (the detector's `vf` episode)
+    VTACH = "vtach"  # ventricular tachycardia (the detector's `vt` episode, or a run of V beats)
     EXTREME_TACHY = "extreme_tachy"
     EXTREME_BRADY = "extreme_brady"
     # medium
+    AFIB = "afib"  # new-onset atrial fibrillation or flutter (the detector's `afib` episode)
+    SVT = "svt"  # supraventricular tachycardia (the detector's `svt` episode)
     TACHY = "tachy"
     BRADY = "brady"
-    FREQUENT_ANOMALIES = "frequent_anomalies"
-    RUN = "run"
-    COUPLET = "couplet"
+    FREQUENT_PVCS = "frequent_pvcs"
+    PVC_RUN = "pvc_run"
+    PVC_COUPLET = "pvc_couplet"
     PAUSE = "pause"
-    # low / advisory
+    # low / advisory (the anomaly score: a beat unlike the patient's own, not a diagnosis)
+    UNUSUAL_BEATS = "unusual_beats"
     ANOMALY_TREND = "anomaly_trend"
     # technical
     LEAD_OFF = "lead_off"
@@ -61,18 +68,27 @@ class AlarmType(StrEnum):
         """High-priority alarms latch: they stay until acknowledged even if the cause ends."""
         return self.priority is Priority.HIGH
 
+    @property
+    def label(self) -> str:
+        """What the bedside shows: the arrhythmia's usual monitor name."""
+        return ALARM_LABELS[self]
+
 
 ALARM_PRIORITY: dict[AlarmType, Priority] = {
     AlarmType.ASYSTOLE: Priority.HIGH,
+    AlarmType.VFIB: Priority.HIGH,
     AlarmType.VTACH: Priority.HIGH,
     AlarmType.EXTREME_TACHY: Priority.HIGH,
     AlarmType.EXTREME_BRADY: Priority.HIGH,
+    AlarmType.AFIB: Priority.MEDIUM,
+    AlarmType.SVT: Priority.MEDIUM,
     AlarmType.TACHY: Priority.MEDIUM,
     AlarmType.BRADY: Priority.MEDIUM,
-    AlarmType.FREQUENT_ANOMALIES: Priority.MEDIUM,
-    AlarmType.RUN: Priority.MEDIUM,
-    AlarmType.COUPLET: Priority.MEDIUM,
+    AlarmType.FREQUENT_PVCS: Priority.MEDIUM,
+    AlarmType.PVC_RUN: Priority.MEDIUM,
+    AlarmType.PVC_COUPLET: Priority.MEDIUM,
     AlarmType.PAUSE: Priority.MEDIUM,
+    AlarmType.UNUSUAL_BEATS: Priority.LOW,
     AlarmType.ANOMALY_TREND: Priority.LOW,
     AlarmType.LEAD_OFF: Priority.TECHNICAL,
     AlarmType.SIGNAL_LOST: Priority.TECHNICAL,
@@ -81,8 +97,42 @@ ALARM_PRIORITY: dict[AlarmType, Priority] = {
     AlarmType.CLOCK_SKEW: Priority.TECHNICAL,
 }
 
-# Within one priority, an arrhythmia chain like a bedside monitor's: a run supersedes a couplet.
-CHAIN_RANK: dict[AlarmType, int] = {AlarmType.RUN: 1, AlarmType.COUPLET: 0}
+ALARM_LABELS: dict[AlarmType, str] = {
+    AlarmType.ASYSTOLE: "ASYSTOLE",
+    AlarmType.VFIB: "VFIB",
+    AlarmType.VTACH: "VTACH",
+    AlarmType.EXTREME_TACHY: "EXTREME TACHY",
+    AlarmType.EXTREME_BRADY: "EXTREME BRADY",
+    AlarmType.AFIB: "AFIB",
+    AlarmType.SVT: "SVT",
+    AlarmType.TACHY: "TACHY",
+    AlarmType.BRADY: "BRADY",
+    AlarmType.FREQUENT_PVCS: "PVCs/min HIGH",
+    AlarmType.PVC_RUN: "PVC run",
+    AlarmType.PVC_COUPLET: "PVC couplet",
+    AlarmType.PAUSE: "PAUSE",
+    AlarmType.UNUSUAL_BEATS: "Unusual beats",
+    AlarmType.ANOMALY_TREND: "Unusual beats rising",
+    AlarmType.LEAD_OFF: "LEAD OFF",
+    AlarmType.SIGNAL_LOST: "SIGNAL LOST",
+    AlarmType.DEVICE_OFFLINE: "DEVICE OFFLINE",
+    AlarmType.NOISY: "ARTIFACT: arrhythmia analysis suspended",
+    AlarmType.CLOCK_SKEW: "CLOCK SKEW: device clock wrong, its data is refused",
+}
+
+# Chaining within one priority, as a bedside monitor's arrhythmia chain: the key supersedes
+# (replaces) every type in its set on the same bed. Across priorities the higher one wins.
+# VF is the lethal rhythm QRS detection cannot follow: it replaces the asystole or extreme
+# brady that the missing beats look like, and the VT it may start as.
+SUPERSEDES: dict[AlarmType, frozenset[AlarmType]] = {
+    AlarmType.VFIB: frozenset(
+        {AlarmType.ASYSTOLE, AlarmType.EXTREME_BRADY, AlarmType.EXTREME_TACHY, AlarmType.VTACH}
+    ),
+    AlarmType.VTACH: frozenset({AlarmType.EXTREME_TACHY}),
+    AlarmType.SVT: frozenset({AlarmType.TACHY}),
+    AlarmType.PVC_RUN: frozenset({AlarmType.PVC_COUPLET}),
+    AlarmType.UNUSUAL_BEATS: frozenset({AlarmType.ANOMALY_TREND}),
+}
 
 
 class AlarmState(StrEnum):
@@ -167,6 +217,7 @@ class Alarm:
             "id": self.id,
             "bed": self.bed,
             "type": self.type.value,
+            "label": self.type.label,
             "priority": self.priority.value,
             "state": self.state.value,
             "started_at": self.started_at,
@@ -221,10 +272,13 @@ class AlarmChange(NamedTuple):
 
 @dataclass(frozen=True)
 class BeatInput:
-    """A scored beat, as the policy needs it (the adapter converts the wire BeatResult).
+    """A scored, classified beat, as the policy needs it (the adapter converts the wire
+    BeatResult).
 
     t: the beat's time (unix s, signal clock); rr_s: interval from the previous beat, None after
-    a gap or for the first beat; hr_bpm: the detector's heart rate (used when rr_s is None).
+    a gap or for the first beat; hr_bpm: the detector's heart rate (used when rr_s is None);
+    anomalous: the anomaly score says the beat is unusual (low-priority advisory only);
+    cls: its AAMI class (N, S, V, F, Q); None (an older detector) counts for heart rate only.
     """
 
     bed: str
@@ -234,6 +288,7 @@ class BeatInput:
     rr_s: float | None = None
     hr_bpm: float | None = None
     score: float | None = None
+    cls: str | None = None
 
     def __post_init__(self) -> None:
         if not self.bed:
@@ -244,6 +299,40 @@ class BeatInput:
             raise ValueError(f"rr_s: must be a positive finite number or None, got {self.rr_s!r}")
         if self.hr_bpm is not None and not (math.isfinite(self.hr_bpm) and self.hr_bpm > 0):
             raise ValueError(f"hr_bpm: must be positive finite or None, got {self.hr_bpm!r}")
+        if self.cls is not None and self.cls not in BEAT_CLASSES:
+            raise ValueError(f"cls: must be one of {BEAT_CLASSES} or None, got {self.cls!r}")
+
+
+# The detector's rhythm episodes (wire event types) and the alarm each one drives.
+EPISODE_ALARMS: dict[str, AlarmType] = {
+    "vt": AlarmType.VTACH,
+    "vf": AlarmType.VFIB,
+    "afib": AlarmType.AFIB,
+    "svt": AlarmType.SVT,
+}
+
+
+@dataclass(frozen=True)
+class EpisodeInput:
+    """A rhythm episode of a bed from the detector: `type` (vt, vf, afib, svt) starts
+    (`active` True, `t` = onset) or ends (`active` False, `t` = end), on the signal clock.
+    `detail` is the detector's evidence (hr_bpm, beats, onset_t, lead, ...)."""
+
+    bed: str
+    type: str
+    active: bool
+    t: float
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.bed:
+            raise ValueError("bed: must be a non-empty string")
+        if self.type not in EPISODE_ALARMS:
+            raise ValueError(f"type: must be one of {tuple(EPISODE_ALARMS)}, got {self.type!r}")
+        if not math.isfinite(self.t):
+            raise ValueError(f"t: must be finite, got {self.t!r}")
+        if not isinstance(self.detail, Mapping):
+            raise ValueError(f"detail: must be a mapping, got {type(self.detail).__name__}")
 
 
 # Technical event types the policy acts on; others (gap, duplicate, ...) are ignored by it.

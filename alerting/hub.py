@@ -30,6 +30,10 @@ HARD_QUEUE_FACTOR = 16
 # shown as unknown once no beat has come for this long (asystole must not show an old rate).
 HR_BEATS = 4
 HR_STALE_S = 6.0
+# How the beat list names the AAMI classes (BeatResult.cls); None: an older detector.
+CLASS_NAMES = {"N": "normal", "S": "PAC", "V": "PVC", "F": "fusion", "Q": "unclassified"}
+# Rhythm labels of the bed tile, most important first when several apply.
+EPISODE_LABELS = {"vf": "VF", "vt": "VT", "svt": "SVT", "afib": "AFIB"}
 
 
 class SampleRing:
@@ -108,6 +112,7 @@ class BeatInfo:
     threshold: float
     anomalous: bool
     errors: tuple[float, ...] = ()
+    cls: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -119,6 +124,8 @@ class BeatInfo:
             "score": _num(self.score, 5),
             "threshold": _num(self.threshold, 5),
             "anomalous": self.anomalous,
+            "cls": self.cls,
+            "class_name": CLASS_NAMES.get(self.cls or "", "unknown"),
         }
 
 
@@ -142,6 +149,7 @@ class BedState:
     beats: deque[BeatInfo] = field(default_factory=deque)
     details: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    episodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # the detector's, by type
     dirty: bool = False
 
     def current_hr(self) -> float | None:
@@ -152,11 +160,42 @@ class BedState:
             return None
         return self.hr_bpm
 
+    def rhythm(self) -> str | None:
+        """The tile's rhythm label ("SR 72", "AFIB 118", "VT", "VF", "SVT 160", "ARTIFACT",
+        "ASYS"), from the detector's episodes, the technical conditions and the heart rate;
+        None when the ECG cannot be analysed (lead off, no signal, offline) or nothing is known.
+        """
+        st = self.status
+        if self.lead_ok is False or st.get("signal_lost") is True:
+            return None
+        if st.get("state") == "offline" or st.get("device_offline") is True:
+            return None
+        hr = self.current_hr()
+        rate = "" if hr is None else f" {round(hr)}"
+        if "vf" in self.episodes:
+            return "VF"  # found from the waveform: shown through artifact too
+        if st.get("noisy") is True:
+            return "ARTIFACT"
+        if "vt" in self.episodes:
+            return "VT"
+        if any(
+            a.get("type") == "asystole" and a.get("state") in ("active", "acknowledged")
+            for a in self.alarms.values()
+        ):
+            return "ASYS"
+        for ep in ("svt", "afib"):
+            if ep in self.episodes:
+                return EPISODE_LABELS[ep] + rate
+        if hr is None:
+            return None
+        return ("SB" if hr < 60 else "ST" if hr > 100 else "SR") + rate
+
     def vitals(self) -> dict[str, Any]:
         top = _top_alarm(self.alarms.values())
         return {
             "bed": self.bed,
             "hr_bpm": _num(self.current_hr(), 1),
+            "rhythm": self.rhythm(),
             "lead_ok": self.lead_ok,
             "t": _num(self.signal_t, 3),
             "status": self.status,
@@ -319,13 +358,16 @@ class WardHub:
         rr_s: float | None = None,
         hr_bpm: float | None = None,
         errors: Iterable[float] | None = None,
+        cls: str | None = None,
     ) -> BeatInfo:
-        """A scored beat; keeps per-timestep errors, and the waveform of anomalous beats."""
+        """A scored, classified beat; keeps per-timestep errors, and the waveform of anomalous
+        and ectopic beats."""
         st = self._bed(bed)
         info = BeatInfo(
             beat_id=str(beat_id), sample=int(sample), t=float(t), rr_s=rr_s, hr_bpm=hr_bpm,
             score=float(score), threshold=float(threshold), anomalous=bool(anomalous),
             errors=tuple(float(e) for e in errors or ()),
+            cls=cls if cls in CLASS_NAMES else None,
         )
         st.beats.append(info)
         st.last_beat_t = info.t
@@ -340,7 +382,7 @@ class WardHub:
             st.hr_bpm = 60.0 / (sum(rrs) / len(rrs))
         elif hr_bpm is not None and math.isfinite(hr_bpm):
             st.hr_bpm = float(hr_bpm)
-        if info.anomalous:
+        if info.anomalous or info.cls in ("S", "V", "F"):
             detail = self._cut_detail(st, info)
             if detail is not None:
                 st.details[info.beat_id] = detail
@@ -357,6 +399,21 @@ class WardHub:
         if lead_ok is not None:
             st.lead_ok = bool(lead_ok)
         st.status.update({k: v for k, v in fields.items() if _jsonable(v)})
+        st.dirty = True
+
+    def on_episode(
+        self, bed: str, type_: str, active: bool, t: float, detail: Mapping[str, Any]
+    ) -> None:
+        """A rhythm episode of the detector (vt, vf, afib, svt) starts or ends: the tile's
+        rhythm label follows it."""
+        st = self._bed(bed)
+        if type_ not in EPISODE_LABELS:
+            return
+        if active:
+            st.episodes[type_] = {"t": float(t), **{k: v for k, v in detail.items()
+                                                    if _jsonable(v)}}
+        else:
+            st.episodes.pop(type_, None)
         st.dirty = True
 
     def on_alarm(self, alarm: Mapping[str, Any]) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from alerting.alarms import Alarm, AlarmChange, ChangeKind, Priority
+from ecgcommon.protocol import BEAT_CLASSES
 
 # Time to acknowledge: from seconds (at the bedside) to tens of minutes.
 ACK_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0)
@@ -59,6 +60,13 @@ class AlertingMetrics:
             ["bed"],
             registry=registry,
         )
+        self.bed_classes = Counter(
+            "ecg_bed_beats_by_class_total",
+            "Beats received per bed and AAMI class (N, S, V, F, Q; unknown from an older "
+            "detector).",
+            ["bed", "cls"],
+            registry=registry,
+        )
         self.dropped = Counter(
             "ecg_alerting_dropped_messages_total",
             "Malformed or unusable input messages dropped, by reason.",
@@ -90,9 +98,12 @@ class AlertingMetrics:
             self._track(alarm)
         self._publish()
 
-    def observe_beat(self, bed: str, anomalous: bool, hr_bpm: float | None) -> None:
+    def observe_beat(
+        self, bed: str, anomalous: bool, hr_bpm: float | None, cls: str | None = None
+    ) -> None:
         """Per-bed figures for the Grafana ward board."""
         self.bed_beats.labels(bed=bed).inc()
+        self.bed_classes.labels(bed=bed, cls=cls if cls in BEAT_CLASSES else "unknown").inc()
         if anomalous:
             self.bed_anomalous.labels(bed=bed).inc()
         if hr_bpm is not None:

@@ -15,13 +15,15 @@ bed's signal time for beats and ticks, so accelerated replay works) and publishe
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from typing import Any
 
 from alerting.alarms import (
-    CHAIN_RANK,
+    EPISODE_ALARMS,
     RESTORING_EVENTS,
+    SUPERSEDES,
     TECHNICAL_EVENTS,
     Alarm,
     AlarmChange,
@@ -29,6 +31,7 @@ from alerting.alarms import (
     AlarmType,
     BeatInput,
     ChangeKind,
+    EpisodeInput,
     Priority,
     TechnicalInput,
 )
@@ -42,10 +45,16 @@ _STATEFUL = frozenset(
     {
         AlarmType.TACHY,
         AlarmType.BRADY,
-        AlarmType.FREQUENT_ANOMALIES,
+        AlarmType.FREQUENT_PVCS,
+        AlarmType.UNUSUAL_BEATS,
         AlarmType.ANOMALY_TREND,
+        AlarmType.AFIB,
+        AlarmType.SVT,
     }
 )
+# Alarms that a `noisy` signal does not suspend: true VF must alarm at any noise level (the
+# detector finds it from the waveform, not from beats).
+_THROUGH_NOISE = frozenset({AlarmType.VFIB})
 # Restored technical alarms that a beat proves over (a beat needs a connected, live lead).
 _BEAT_CLEARS = frozenset({AlarmType.LEAD_OFF, AlarmType.SIGNAL_LOST, AlarmType.DEVICE_OFFLINE})
 _CONDITION_PRESENT = (AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED)
@@ -59,7 +68,7 @@ def _outranks(a: AlarmType, b: AlarmType) -> bool:
         return False
     if pa.rank != pb.rank:
         return pa.rank > pb.rank
-    return a in CHAIN_RANK and b in CHAIN_RANK and CHAIN_RANK[a] > CHAIN_RANK[b]
+    return b in SUPERSEDES.get(a, ())
 
 
 class AlarmPolicy:
@@ -95,7 +104,12 @@ class AlarmPolicy:
         return out
 
     def on_technical(self, event: TechnicalInput) -> list[AlarmChange]:
-        """An equipment event; types the policy does not act on return no change."""
+        """An equipment event; types the policy does not act on return no change. A rhythm
+        episode (vt, vf, afib, svt) that comes this way goes to `on_episode`."""
+        if event.type in EPISODE_ALARMS:
+            return self.on_episode(
+                EpisodeInput(event.bed, event.type, event.active, event.t, _detail(event.detail))
+            )
         if event.type in RESTORING_EVENTS:
             type_, active = RESTORING_EVENTS[event.type], False
         elif event.type in TECHNICAL_EVENTS:
@@ -115,7 +129,11 @@ class AlarmPolicy:
             else:
                 self._unconfirmed.pop(aid, None)
             for alarm in self._bed_alarms(bed):
-                if alarm.priority is not Priority.TECHNICAL and alarm.state in _CONDITION_PRESENT:
+                if (
+                    alarm.priority is not Priority.TECHNICAL
+                    and alarm.state in _CONDITION_PRESENT
+                    and self._suspended(bed, alarm.type)
+                ):
                     out += self._suppress(alarm, t, type_)
             rules.reset(t)
         else:
@@ -126,6 +144,19 @@ class AlarmPolicy:
                 out += self._close(self._open[aid], t, "cleared", {})
             if was and not present:
                 rules.reset(t)  # analysis (and the asystole timer) restarts now
+                out += self._apply(bed, rules.resume(t), t)
+        return out
+
+    def on_episode(self, episode: EpisodeInput) -> list[AlarmChange]:
+        """A rhythm episode from the detector starts or ends: VT and VF (high, latching), AF
+        and SVT (medium). One that starts while the bed's analysis is suspended (lead off,
+        artifact, ...) raises nothing, then or later; VF alarms through artifact."""
+        bed = episode.bed
+        rules = self._bed(bed)
+        out = self._confirm_window(bed, episode.t)
+        type_ = EPISODE_ALARMS[episode.type]
+        signals = rules.on_episode(episode, suspended=self._suspended(bed, type_))
+        out += self._apply(bed, signals, episode.t)
         return out
 
     def tick(self, bed: str | None, now: float) -> list[AlarmChange]:
@@ -273,7 +304,7 @@ class AlarmPolicy:
         for other in self._bed_alarms(bed):
             if other.state in _CONDITION_PRESENT and _outranks(other.type, type_):
                 return []  # chained: the higher alarm already covers it
-        if type_.priority is not Priority.TECHNICAL and self._technical.get(bed):
+        if type_.priority is not Priority.TECHNICAL and self._suspended(bed, type_):
             return []
         alarm = Alarm.new(bed, type_, t, evidence)
         until = self._silenced_until.get(bed)
@@ -348,10 +379,20 @@ class AlarmPolicy:
         self._forget(done)
         return [AlarmChange(kind, done)]
 
+    def _suspended(self, bed: str, type_: AlarmType) -> bool:
+        """True when a technical condition on the bed stops `type_` from being judged."""
+        present = self._technical.get(bed)
+        if not present:
+            return False
+        return not (type_ in _THROUGH_NOISE and present <= {AlarmType.NOISY})
+
     def _suppress(self, alarm: Alarm, t: float, by: AlarmType) -> list[AlarmChange]:
-        """A higher or technical alarm takes over: latch a high one, end anything else."""
+        """A higher or technical alarm takes over: latch a high one, end anything else. A high
+        alarm superseded by another high one (asystole by VF: the same event, named better)
+        ends, since the one that replaces it latches."""
         self._unconfirmed.pop(alarm.id, None)
-        if alarm.type.latching and alarm.state is AlarmState.ACTIVE:
+        replaced = by.priority is alarm.priority and _outranks(by, alarm.type)
+        if alarm.type.latching and alarm.state is AlarmState.ACTIVE and not replaced:
             ev = {**alarm.evidence, "suppressed_by": by.value}
             return [
                 self._update(
@@ -375,7 +416,8 @@ class AlarmPolicy:
         out: list[AlarmChange] = []
         for type_ in sorted(rules.present & _STATEFUL, key=lambda x: -x.priority.rank):
             if (bed, type_) not in self._index:
-                out += self._raise(bed, type_, now, {"hr_bpm": rules.hr_bpm, "resumed": True}, now)
+                ev = {**rules.episodes.get(type_, {}), "hr_bpm": rules.hr_bpm, "resumed": True}
+                out += self._raise(bed, type_, now, ev, now)
         return out
 
     def _confirm_window(self, bed: str, now: float) -> list[AlarmChange]:
@@ -452,3 +494,14 @@ class AlarmPolicy:
         self._unconfirmed.pop(alarm.id, None)
         if self._index.get((alarm.bed, alarm.type)) == alarm.id:
             del self._index[(alarm.bed, alarm.type)]
+
+
+def _detail(text: str) -> dict[str, Any]:
+    """A TechnicalInput's detail (JSON text) as a dict; anything else gives {}."""
+    if not text:
+        return {}
+    try:
+        d = json.loads(text)
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) else {}

@@ -13,21 +13,23 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from alerting.alarms import AlarmType, BeatInput
+from alerting.alarms import EPISODE_ALARMS, AlarmType, BeatInput, EpisodeInput
 
 MAX_EVIDENCE_BEATS = 20
 
 
 @dataclass(frozen=True)
 class BedLimits:
-    """Per-bed, nurse-adjustable limits (medium-priority heart-rate and ectopy limits)."""
+    """Per-bed, nurse-adjustable limits: heart rate (medium), PVCs per minute (medium) and
+    unusual (anomalous) beats per minute (the low-priority advisory)."""
 
     low_bpm: float = 50.0
     high_bpm: float = 120.0
+    pvcs_per_min: float = 10.0
     anomalies_per_min: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("low_bpm", "high_bpm", "anomalies_per_min"):
+        for name in ("low_bpm", "high_bpm", "pvcs_per_min", "anomalies_per_min"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: must be a positive number, got {v!r}")
@@ -38,6 +40,7 @@ class BedLimits:
         return {
             "low_bpm": self.low_bpm,
             "high_bpm": self.high_bpm,
+            "pvcs_per_min": self.pvcs_per_min,
             "anomalies_per_min": self.anomalies_per_min,
         }
 
@@ -50,6 +53,7 @@ class PolicyConfig:
     pause_s: float = 2.5
     vt_min_beats: int = 5
     vt_min_rate_bpm: float = 100.0
+    vt_from_beats: bool = True  # also VT from >= vt_min_beats V beats (a fallback to the episode)
     run_min_beats: int = 3
     extreme_brady_bpm: float = 40.0
     extreme_tachy_bpm: float = 150.0
@@ -59,12 +63,15 @@ class PolicyConfig:
     hr_clear_s: float = 10.0  # ... for at least this long clear a heart-rate alarm
     hr_hysteresis_bpm: float = 5.0
     frequent_window_s: float = 60.0
-    rate_hysteresis: float = 0.8  # a rate alarm clears below this fraction of its limit
+    rate_hysteresis: float = 0.8  # a rate alarm clears below this fraction of its limit ...
+    rate_clear_s: float = 60.0  # ... held for this long
     trend_window_s: float = 300.0  # recent window of the anomaly-rate trend
     trend_baseline_s: float = 600.0  # the window before it, as baseline
     trend_factor: float = 2.0  # recent rate must be this many times the baseline
     trend_min_per_min: float = 2.0  # ... and at least this many anomalies per minute
-    event_hold_s: float = 60.0  # couplet / run / pause alarms stay this long after the event
+    event_hold_s: float = 60.0  # a pause alarm stays this long after the next beat
+    ectopy_hold_s: float = 300.0  # PVC couplet / run alarms stay this long after the last one
+    episode_hold_s: float = 120.0  # AF / SVT alarms stay this long after the episode ends
     escalate_after_s: float = 60.0  # unacknowledged high/medium/technical alarms escalate
     silence_s: float = 120.0  # default audio-pause length
     restore_grace_s: float = 15.0  # restored non-latching alarms must be re-confirmed within
@@ -89,7 +96,15 @@ class PolicyConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: must be a positive number, got {v!r}")
-        non_negative = ("hr_hysteresis_bpm", "hr_clear_s", "event_hold_s", "restore_grace_s")
+        non_negative = (
+            "hr_hysteresis_bpm",
+            "hr_clear_s",
+            "rate_clear_s",
+            "event_hold_s",
+            "ectopy_hold_s",
+            "episode_hold_s",
+            "restore_grace_s",
+        )
         for name in non_negative:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
@@ -105,6 +120,8 @@ class PolicyConfig:
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
                 raise ValueError(f"{name}: must be an integer >= 1, got {v!r}")
+        if not isinstance(self.vt_from_beats, bool):
+            raise ValueError(f"vt_from_beats: must be a bool, got {self.vt_from_beats!r}")
         if not 0 < self.rate_hysteresis <= 1:
             raise ValueError(f"rate_hysteresis: must be in (0, 1], got {self.rate_hysteresis!r}")
         if self.pause_s >= self.asystole_s:
@@ -130,8 +147,46 @@ class Signal(NamedTuple):
     evidence: dict[str, Any]
 
 
-# Conditions that are events rather than states: they stay present for event_hold_s.
-_HELD = (AlarmType.COUPLET, AlarmType.RUN, AlarmType.PAUSE)
+# Conditions that are events rather than states: they stay present for a hold time after the
+# last occurrence (hold_until), so a burst of them is one alarm with `occurrences` counted.
+_HELD = (
+    AlarmType.PVC_COUPLET,
+    AlarmType.PVC_RUN,
+    AlarmType.PAUSE,
+    AlarmType.AFIB,
+    AlarmType.SVT,
+)
+# Episode alarms that end with the detector's episode plus `episode_hold_s` (VT and VF latch).
+_EPISODE_HELD = (AlarmType.AFIB, AlarmType.SVT)
+MAX_DETAIL_KEYS = 16
+
+
+class Beat(NamedTuple):
+    beat_id: str
+    t: float
+    score: float | None
+    cls: str | None
+
+
+class RateCounter:
+    """Sorted event times with counts over windows ending now, pruned past a horizon."""
+
+    def __init__(self) -> None:
+        self._times: list[float] = []
+        self._head = 0
+
+    def add(self, t: float) -> None:
+        self._times.insert(bisect_right(self._times, t), t)
+
+    def count(self, start: float, end: float) -> int:
+        """Events with start < time <= end."""
+        return bisect_right(self._times, end) - bisect_right(self._times, start)
+
+    def prune(self, horizon: float) -> None:
+        self._head = bisect_left(self._times, horizon, lo=self._head)
+        if self._head > 4096:
+            del self._times[: self._head]
+            self._head = 0
 
 
 class BedRules:
@@ -141,6 +196,10 @@ class BedRules:
         self.bed = bed
         self.config = config
         self.limits = limits
+        # the detector's active episodes: alarm type -> evidence; `ignored` ones started while
+        # analysis was suspended (they raise nothing until they end and start again)
+        self.episodes: dict[AlarmType, dict[str, Any]] = {}
+        self.ignored: set[AlarmType] = set()
         self._clear()
 
     def _clear(self) -> None:
@@ -150,13 +209,15 @@ class BedRules:
         self._last_beat_t: float | None = None
         self._ref_t: float | None = None  # start of the current "no beat" interval
         self._rr: deque[float] = deque(maxlen=config.hr_average_beats)
-        self._recent: deque[tuple[str, float, float | None]] = deque(maxlen=config.hr_confirm_beats)
-        self._streak: list[tuple[str, float, float | None]] = []
-        self._anomaly_times: list[float] = []
-        self._anomaly_head = 0
+        self._recent: deque[Beat] = deque(maxlen=config.hr_confirm_beats)
+        self._vrun: list[Beat] = []  # the current run of consecutive V beats
+        self._vt_beats = False  # VT present from the V-beat criterion
+        self._pvcs = RateCounter()
+        self._anomalies = RateCounter()
         self._over: dict[AlarmType, int] = {}
         self._inside: dict[AlarmType, int] = {}
         self._inside_since: dict[AlarmType, float] = {}
+        self._below_since: dict[AlarmType, float] = {}
         self._hold_until: dict[AlarmType, float] = {}
         self._monitor_since: float | None = None
 
@@ -183,17 +244,20 @@ class BedRules:
         self.hr_bpm = (
             60.0 / (sum(self._rr) / len(self._rr)) if len(self._rr) == self._rr.maxlen else None
         )
-        self._recent.append((beat.beat_id, t, beat.score))
+        b = Beat(beat.beat_id, t, beat.score, beat.cls)
+        self._recent.append(b)
         out += self._hr_criteria(t)
-        out += self._ectopy_criteria(beat)
+        out += self._ventricular_criteria(b)
+        if beat.anomalous:
+            self._anomalies.add(t)
         out += self._rate_criteria(t)
         return out
 
     def on_time(self, now: float) -> list[Signal]:
-        """Time-driven criteria at signal time `now`: asystole, pause, end of event holds.
+        """Time-driven criteria at signal time `now`: asystole, pause, end of holds.
 
-        Rate criteria (frequent, trend) run on beats only, so their edges do not depend on
-        the tick cadence."""
+        Rate criteria (frequent, unusual, trend) run on beats only, so their edges do not
+        depend on the tick cadence."""
         out: list[Signal] = []
         if self._monitor_since is None:
             self._monitor_since = now
@@ -227,8 +291,52 @@ class BedRules:
             )
         return out
 
+    def on_episode(self, ep: EpisodeInput, suspended: bool) -> list[Signal]:
+        """A rhythm episode starts or ends (the detector's event). While `suspended` (a
+        technical condition) a starting episode is noted but raises nothing, then or later."""
+        type_ = EPISODE_ALARMS[ep.type]
+        if ep.active:
+            if suspended:
+                self.episodes.pop(type_, None)
+                self.ignored.add(type_)
+                return []
+            self.ignored.discard(type_)
+            ev = _episode_evidence(ep)
+            self.episodes[type_] = ev
+            self._hold_until.pop(type_, None)
+            return [self._set(type_, True, ep.t, ev)]
+        self.ignored.discard(type_)
+        had = self.episodes.pop(type_, None)
+        out: list[Signal] = []
+        if type_ is AlarmType.VFIB:
+            # QRS detection resumes at the end of VF: the asystole clock restarts there, so a
+            # VF that ends in asystole is an asystole 4 s later, not a missed one
+            self.present -= {AlarmType.ASYSTOLE, AlarmType.PAUSE}
+            self._hold_until.pop(AlarmType.PAUSE, None)
+            self._ref_t = ep.t if self._ref_t is None else max(self._ref_t, ep.t)
+        if had is None or type_ not in self.present:
+            return out
+        ev = {**_episode_evidence(ep), "onset_t": had.get("onset_t")}
+        if type_ in _EPISODE_HELD and self.config.episode_hold_s > 0:
+            self._hold_until[type_] = ep.t + self.config.episode_hold_s
+            return out
+        if type_ is AlarmType.VTACH and self._vt_beats:
+            return out  # the V-beat criterion still holds it
+        out.append(self._set(type_, False, ep.t, ev))
+        return out
+
+    def resume(self, now: float) -> list[Signal]:
+        """Analysis resumes (the last technical condition ended): episodes that were already
+        present before it and are still going on are present again."""
+        out = []
+        for type_, ev in self.episodes.items():
+            if type_ not in self.present:
+                out.append(self._set(type_, True, now, {**ev, "resumed": True}))
+        return out
+
     def reset(self, now: float) -> None:
-        """Forget all analysis state (a technical condition makes the signal unjudgeable)."""
+        """Forget all analysis state (a technical condition makes the signal unjudgeable);
+        the detector's episode table is kept (it ends them itself)."""
         self._clear()
         self._ref_t = now
         self._monitor_since = now
@@ -265,7 +373,7 @@ class BedRules:
         return out
 
     def _gap_evidence(self, t: float) -> dict[str, Any]:
-        last = self._recent[-1][0] if self._recent else None
+        last = self._recent[-1].beat_id if self._recent else None
         return {
             "last_beat_id": last,
             "last_beat_t": self._last_beat_t,
@@ -300,73 +408,84 @@ class BedRules:
                 out.append(self._set(type_, False, t, {"hr_bpm": round(hr, 1)}))
         return out
 
-    def _ectopy_criteria(self, beat: BeatInput) -> list[Signal]:
+    def _ventricular_criteria(self, beat: Beat) -> list[Signal]:
+        """PVC couplets and runs, VT from V beats (fallback), on the beat class only: an
+        anomalous beat is unusual, not ventricular."""
         c = self.config
         out: list[Signal] = []
         t = beat.t
-        if beat.anomalous:
-            self._streak.append((beat.beat_id, t, beat.score))
-            i = bisect_right(self._anomaly_times, t)
-            self._anomaly_times.insert(i, t)
-            n = len(self._streak)
-            span = t - self._streak[0][1]
+        if beat.cls == "V":
+            self._vrun.append(beat)
+            self._pvcs.add(t)
+            n = len(self._vrun)
+            span = t - self._vrun[0].t
             rate = 60.0 * (n - 1) / span if span > 0 else math.inf
-            if n >= c.vt_min_beats and rate >= c.vt_min_rate_bpm:
-                if AlarmType.VTACH not in self.present:
-                    ev = self._beat_evidence(self._streak)
-                    ev["run_rate_bpm"] = round(rate, 1)
-                    ev["run_beats"] = n
+            if c.vt_from_beats and n >= c.vt_min_beats and rate >= c.vt_min_rate_bpm:
+                if not self._vt_beats:
+                    self._vt_beats = True
+                    ev = self._beat_evidence(self._vrun)
+                    ev.update(source="beats", run_rate_bpm=round(rate, 1), run_beats=n)
                     out.append(self._set(AlarmType.VTACH, True, t, ev))
-            elif n == c.run_min_beats and AlarmType.VTACH not in self.present:
-                ev = self._beat_evidence(self._streak)
+            elif n == c.run_min_beats:
+                ev = self._beat_evidence(self._vrun)
                 ev["run_rate_bpm"] = round(rate, 1) if math.isfinite(rate) else None
-                out.append(self._set(AlarmType.RUN, True, t, ev))
-                self._hold_until[AlarmType.RUN] = t + c.event_hold_s
-        else:
-            if len(self._streak) == 2:
-                out.append(self._set(AlarmType.COUPLET, True, t, self._beat_evidence(self._streak)))
-                self._hold_until[AlarmType.COUPLET] = t + c.event_hold_s
-            elif len(self._streak) >= c.run_min_beats and AlarmType.RUN in self.present:
-                self._hold_until[AlarmType.RUN] = t + c.event_hold_s
-            if AlarmType.VTACH in self.present:
-                ev = {"beat_ids": [beat.beat_id], "run_beats": len(self._streak)}
+                out.append(self._set(AlarmType.PVC_RUN, True, t, ev))
+                self._hold_until[AlarmType.PVC_RUN] = t + c.ectopy_hold_s
+            return out
+        n = len(self._vrun)
+        if n == 2:
+            ev = self._beat_evidence(self._vrun)
+            out.append(self._set(AlarmType.PVC_COUPLET, True, t, ev))
+            self._hold_until[AlarmType.PVC_COUPLET] = t + c.ectopy_hold_s
+        elif n >= c.run_min_beats and AlarmType.PVC_RUN in self.present:
+            self._hold_until[AlarmType.PVC_RUN] = t + c.ectopy_hold_s
+        if self._vt_beats:
+            self._vt_beats = False
+            if AlarmType.VTACH not in self.episodes:
+                ev = {"beat_ids": [beat.beat_id], "run_beats": n, "source": "beats"}
                 out.append(self._set(AlarmType.VTACH, False, t, ev))
-            self._streak.clear()
+        self._vrun.clear()
         return out
 
-    def _count_anomalies(self, start: float, end: float) -> int:
-        """Anomalous beats with start < time <= end."""
-        times = self._anomaly_times
-        return bisect_right(times, end) - bisect_right(times, start)
-
     def _rate_criteria(self, t: float) -> list[Signal]:
-        """Frequent anomalous beats (per minute) and the low-priority rising trend."""
+        """Frequent PVCs (medium) and unusual beats (low) per minute, and the low-priority
+        rising trend of unusual beats."""
         c, out = self.config, []
         horizon = t - c.trend_window_s - c.trend_baseline_s
-        self._anomaly_head = bisect_left(self._anomaly_times, horizon, lo=self._anomaly_head)
-        if self._anomaly_head > 4096:
-            del self._anomaly_times[: self._anomaly_head]
-            self._anomaly_head = 0
-        # frequent
-        limit = self.limits.anomalies_per_min * c.frequent_window_s / 60.0
-        n = self._count_anomalies(t - c.frequent_window_s, t)
-        ftype = AlarmType.FREQUENT_ANOMALIES
-        if ftype not in self.present and n > limit:
-            ev = {
-                "anomalies": n,
-                "window_s": c.frequent_window_s,
-                "per_min": round(n * 60.0 / c.frequent_window_s, 1),
-                **self._beat_evidence(list(self._recent)),
-            }
-            out.append(self._set(ftype, True, t, ev))
-        elif ftype in self.present and n <= c.rate_hysteresis * limit:
-            out.append(self._set(ftype, False, t, {"anomalies": n}))
+        self._pvcs.prune(horizon)
+        self._anomalies.prune(horizon)
+        w = c.frequent_window_s
+        for type_, counter, per_min, what in (
+            (AlarmType.FREQUENT_PVCS, self._pvcs, self.limits.pvcs_per_min, "pvcs"),
+            (AlarmType.UNUSUAL_BEATS, self._anomalies, self.limits.anomalies_per_min, "unusual"),
+        ):
+            limit = per_min * w / 60.0
+            n = counter.count(t - w, t)
+            if type_ not in self.present and n > limit:
+                ev = {
+                    what: n,
+                    "window_s": w,
+                    "per_min": round(n * 60.0 / w, 1),
+                    "limit_per_min": per_min,
+                    **self._beat_evidence(list(self._recent)),
+                }
+                self._below_since.pop(type_, None)
+                out.append(self._set(type_, True, t, ev))
+            elif type_ in self.present:
+                if n > c.rate_hysteresis * limit:
+                    self._below_since.pop(type_, None)
+                else:
+                    since = self._below_since.setdefault(type_, t)
+                    if t - since >= c.rate_clear_s:
+                        del self._below_since[type_]
+                        out.append(self._set(type_, False, t, {what: n}))
         # trend: needs a full baseline of monitoring
         ttype = AlarmType.ANOMALY_TREND
         since = self._monitor_since if self._monitor_since is not None else t
         if t - since >= c.trend_window_s + c.trend_baseline_s:
-            recent = self._count_anomalies(t - c.trend_window_s, t) * 60.0 / c.trend_window_s
-            base = self._count_anomalies(horizon, t - c.trend_window_s) * 60.0 / c.trend_baseline_s
+            count = self._anomalies.count
+            recent = count(t - c.trend_window_s, t) * 60.0 / c.trend_window_s
+            base = count(horizon, t - c.trend_window_s) * 60.0 / c.trend_baseline_s
             bar = max(c.trend_min_per_min, c.trend_factor * base)
             if ttype not in self.present and recent >= bar:
                 ev = {"recent_per_min": round(recent, 2), "baseline_per_min": round(base, 2)}
@@ -380,9 +499,10 @@ class BedRules:
         out = []
         for type_ in _HELD:
             until = self._hold_until.get(type_)
-            if until is not None and type_ in self.present and now >= until:
-                out.append(self._set(type_, False, until, {}))
+            if until is not None and now >= until:
                 del self._hold_until[type_]
+                if type_ in self.present and type_ not in self.episodes:
+                    out.append(self._set(type_, False, until, {}))
         return out
 
     # ---------------------------------------------------------------- helpers
@@ -393,10 +513,30 @@ class BedRules:
             self.present.discard(type_)
         return Signal(type_, present, t, ev)
 
-    def _beat_evidence(self, beats: list[tuple[str, float, float | None]]) -> dict[str, Any]:
+    def _beat_evidence(self, beats: list[Beat]) -> dict[str, Any]:
         beats = beats[-MAX_EVIDENCE_BEATS:]
         return {
-            "beat_ids": [b[0] for b in beats],
-            "scores": [None if b[2] is None else round(float(b[2]), 4) for b in beats],
+            "beat_ids": [b.beat_id for b in beats],
+            "scores": [None if b.score is None else round(float(b.score), 4) for b in beats],
+            "classes": [b.cls for b in beats],
             "hr_bpm": None if self.hr_bpm is None else round(self.hr_bpm, 1),
         }
+
+
+def _episode_evidence(ep: EpisodeInput) -> dict[str, Any]:
+    """The detector's episode detail as JSON-safe evidence (scalars only, bounded)."""
+    ev: dict[str, Any] = {"source": "episode", "episode": ep.type}
+    for k, v in list(ep.detail.items())[:MAX_DETAIL_KEYS]:
+        key = str(k)[:64]
+        if isinstance(v, bool) or v is None:
+            ev[key] = v
+        elif isinstance(v, int):
+            ev[key] = v
+        elif isinstance(v, float):
+            ev[key] = v if math.isfinite(v) else None
+        elif isinstance(v, str):
+            ev[key] = v[:200]
+    ev.setdefault("onset_t", ep.t if ep.active else None)
+    hr = ev.get("hr_bpm")
+    ev["hr_bpm"] = round(hr, 1) if isinstance(hr, float) else hr
+    return ev

@@ -29,7 +29,14 @@ import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry, Counter
 
-from alerting.alarms import AlarmChange, AlarmState, BeatInput, TechnicalInput
+from alerting.alarms import (
+    EPISODE_ALARMS,
+    AlarmChange,
+    AlarmState,
+    BeatInput,
+    EpisodeInput,
+    TechnicalInput,
+)
 from alerting.config import AlertingConfig, parse_args
 from alerting.hub import WardHub
 from alerting.metrics import AlertingMetrics
@@ -283,7 +290,7 @@ class AlertingCore:
                 continue
             try:
                 inp = BeatInput(bed, beat.t, beat.beat_id, beat.anomalous, rr_s=beat.rr_s,
-                                hr_bpm=beat.hr_bpm, score=beat.score)
+                                hr_bpm=beat.hr_bpm, score=beat.score, cls=beat.cls)
             except ValueError as exc:
                 self.drop("invalid_beat", topic, exc)
                 continue
@@ -291,8 +298,8 @@ class AlertingCore:
             self.hub.on_beat(bed, beat_id=beat.beat_id, sample=beat.sample, t=beat.t,
                              score=beat.score, threshold=beat.threshold,
                              anomalous=beat.anomalous, rr_s=beat.rr_s, hr_bpm=beat.hr_bpm,
-                             errors=beat.errors)
-            self.metrics.observe_beat(bed, beat.anomalous, beat.hr_bpm)
+                             errors=beat.errors, cls=beat.cls)
+            self.metrics.observe_beat(bed, beat.anomalous, beat.hr_bpm, cls=beat.cls)
             self.commit(self.policy.on_beat(inp))
 
     def _event(self, bed: str, event: protocol.Event, topic: str) -> None:
@@ -306,6 +313,15 @@ class AlertingCore:
             self.hub.on_status(bed, lead_ok=True)
         elif event.type in ("signal_lost", "noisy", "device_offline"):
             self.hub.on_status(bed, **{event.type: event.active})
+        elif event.type in EPISODE_ALARMS:  # a rhythm episode: its own input, detail as is
+            try:
+                episode = EpisodeInput(bed, event.type, event.active, event.t, dict(event.detail))
+            except ValueError as exc:
+                self.drop("invalid_event", topic, exc)
+                return
+            self.hub.on_episode(bed, event.type, event.active, event.t, episode.detail)
+            self.commit(self.policy.on_episode(episode))
+            return
         try:
             inp = TechnicalInput(bed, event.type, event.active, event.t,
                                  detail=json.dumps(dict(event.detail), default=str)

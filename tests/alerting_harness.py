@@ -90,8 +90,10 @@ class Publisher:
               analysed_until: float | None = None) -> None:
         self.raw(bed, "beats", protocol.encode_beats(beats, analysed_until))
 
-    def event(self, bed: str, type_: str, active: bool, t: float) -> None:
-        self.raw(bed, "events", protocol.encode_event(protocol.Event(bed, type_, active, t)))
+    def event(self, bed: str, type_: str, active: bool, t: float,
+              detail: dict[str, Any] | None = None) -> None:
+        event = protocol.Event(bed, type_, active, t, detail or {})
+        self.raw(bed, "events", protocol.encode_event(event))
 
     def stream(self, bed: str, t0: float, y_mv: np.ndarray, beats: list[protocol.BeatResult],
                fs: float = 360.0, chunk: int = 36, watermark: bool = False) -> None:
@@ -116,14 +118,14 @@ class Publisher:
 
 
 def beat(ward: str, bed: str, sample: int, fs: float, t0: float, rr_s: float | None,
-         score: float = 0.3, threshold: float = 1.0, errors: list[float] | None = None
-         ) -> protocol.BeatResult:
+         score: float = 0.3, threshold: float = 1.0, errors: list[float] | None = None,
+         cls: str | None = None) -> protocol.BeatResult:
     """A beat result as the detector publishes it."""
     return protocol.BeatResult(
         bed=bed, sample=sample, t=t0 + sample / fs, rr_s=rr_s,
         hr_bpm=None if rr_s is None else 60.0 / rr_s, score=score, threshold=threshold,
         anomalous=score > threshold, beat_id=f"{ward}:{bed}:{sample}",
-        errors=tuple(errors) if errors is not None else None,
+        errors=tuple(errors) if errors is not None else None, cls=cls,
     )
 
 
@@ -185,7 +187,8 @@ def metric_value(port: int, name: str, **labels: str) -> float:
 class WardFeeder:
     """Streams live beds in real time: 0.1 s sample chunks and the beats a detector would report
     (beats published once 0.4 s of signal after the R-peak has arrived). Per bed: heart rate and
-    which beats are anomalous (every `anomaly_every`-th), anomalous beats with per-timestep errors.
+    which beats are anomalous (every `anomaly_every`-th), anomalous beats with per-timestep errors
+    and class V (PVCs), the others class N.
     """
 
     def __init__(self, broker: Any, ward: str, beds: dict[str, tuple[float, int]],
@@ -236,7 +239,7 @@ class WardFeeder:
                         errors = list(0.05 + 0.9 * np.exp(-((k - 34) / 6.0) ** 2))
                     beats.append(beat(self.ward, bed, sample, self.fs, self.t0,
                                       None if i == 0 else rr, score=1.8 if anomalous else 0.3,
-                                      errors=errors))
+                                      errors=errors, cls="V" if anomalous else "N"))
                     next_beat[bed] = i + 1
                 if beats:
                     self.pub.beats(bed, beats)

@@ -1,4 +1,8 @@
-"""The alarm policy rule by rule, plus checks every scenario must pass (ids, cadence, evidence)."""
+"""The alarm policy rule by rule, plus checks every scenario must pass (ids, cadence, evidence).
+
+Ventricular criteria use the beat class (`cls == "V"`), never the anomaly score: an anomalous
+beat is unusual, not ventricular, and only feeds the low-priority "unusual beats" advisory.
+VT, VF, AF and SVT come from the detector's rhythm episodes."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from alerting.alarms import (
     AlarmType,
     BeatInput,
     ChangeKind,
+    EpisodeInput,
     Priority,
     TechnicalInput,
 )
@@ -51,11 +56,12 @@ class Ward:
         anomalous: bool = False,
         rr: float | None = None,
         score: float = 0.1,
+        cls: str | None = "N",
     ) -> list[AlarmChange]:
         out = self._advance(bed, t)
         self.n += 1
         out += self.policy.on_beat(
-            BeatInput(bed, t, f"{bed}-{self.n}", anomalous, rr_s=rr, score=score)
+            BeatInput(bed, t, f"{bed}-{self.n}", anomalous, rr_s=rr, score=score, cls=cls)
         )
         self.changes += out
         return out
@@ -66,13 +72,17 @@ class Ward:
         start: float,
         rrs: list[float],
         anomalous: Callable[[int], bool] | list[bool] | None = None,
+        pvc: Callable[[int], bool] | list[bool] | None = None,
     ) -> float:
-        """Beats after `start` with the given RR intervals; returns the last beat's time."""
+        """Beats after `start` with the given RR intervals; returns the last beat's time.
+        `anomalous` marks beats the anomaly score flags; `pvc` beats of class V (anomalous
+        too, as a PVC usually is)."""
         t = start
         for i, rr in enumerate(rrs):
             t += rr
             flag = anomalous[i] if isinstance(anomalous, list) else bool(anomalous and anomalous(i))
-            self.beat(bed, t, flag, rr)
+            v = pvc[i] if isinstance(pvc, list) else bool(pvc and pvc(i))
+            self.beat(bed, t, flag or v, rr, cls="V" if v else "N")
         return t
 
     def wait(self, bed: str, until: float) -> list[AlarmChange]:
@@ -83,6 +93,15 @@ class Ward:
     def event(self, bed: str, type_: str, active: bool, t: float) -> list[AlarmChange]:
         out = self._advance(bed, t)
         out += self.policy.on_technical(TechnicalInput(bed, type_, active, t))
+        self.changes += out
+        return out
+
+    def episode(
+        self, bed: str, type_: str, active: bool, t: float, **detail: object
+    ) -> list[AlarmChange]:
+        """The detector's rhythm episode (vt, vf, afib, svt) starts or ends at `t`."""
+        out = self._advance(bed, t)
+        out += self.policy.on_episode(EpisodeInput(bed, type_, active, t, detail))
         self.changes += out
         return out
 
@@ -115,10 +134,49 @@ def sc_asystole(w: Ward) -> AlarmType:
 
 
 def sc_vtach(w: Ward) -> AlarmType:
+    """VT from the detector's episode (the beats during it are V beats at 133 bpm)."""
     last = normal(w)
-    last = w.rhythm("b1", last, [0.45] * 6, anomalous=lambda i: True)
+    w.episode("b1", "vt", True, last + 0.45 * 5, hr_bpm=133.3, beats=5, onset_t=last + 0.45)
+    last = w.rhythm("b1", last, [0.45] * 6, pvc=lambda i: True)
+    w.episode("b1", "vt", False, last, hr_bpm=133.3, beats=6)
     normal(w, start=last, seconds=5)
     return AlarmType.VTACH
+
+
+def sc_vtach_beats(w: Ward) -> AlarmType:
+    """VT from 6 V beats at 133 bpm alone (an older detector without rhythm episodes)."""
+    last = normal(w)
+    last = w.rhythm("b1", last, [0.45] * 6, pvc=lambda i: True)
+    normal(w, start=last, seconds=5)
+    return AlarmType.VTACH
+
+
+def sc_vfib(w: Ward) -> AlarmType:
+    """VF: QRS detection stops; the detector finds VF from the waveform 3 s in."""
+    last = normal(w)
+    w.episode("b1", "vf", True, last + 3.0, hr_bpm=None, beats=None, onset_t=last + 0.5)
+    w.wait("b1", last + 20)
+    w.episode("b1", "vf", False, last + 20)
+    normal(w, start=last + 20, seconds=5)
+    return AlarmType.VFIB
+
+
+def sc_afib(w: Ward) -> AlarmType:
+    last = normal(w)
+    w.episode("b1", "afib", True, last + 1, hr_bpm=96.0, beats=12)
+    last = w.rhythm("b1", last, [0.5, 0.7, 0.55, 0.8, 0.45, 0.75, 0.6, 0.5] * 5)
+    w.episode("b1", "afib", False, last, hr_bpm=98.0, beats=52)
+    normal(w, start=last, seconds=10)
+    return AlarmType.AFIB
+
+
+def sc_svt(w: Ward) -> AlarmType:
+    last = normal(w)
+    w.episode("b1", "svt", True, last + 2.0, hr_bpm=150.0, beats=5)
+    last = normal(w, start=last, seconds=6, rr=0.4)
+    w.episode("b1", "svt", False, last)
+    normal(w, start=last, seconds=10)
+    return AlarmType.SVT
 
 
 def sc_extreme_tachy(w: Ward) -> AlarmType:
@@ -147,22 +205,29 @@ def sc_brady(w: Ward) -> AlarmType:
 
 def sc_frequent(w: Ward) -> AlarmType:
     last = normal(w)
-    w.rhythm("b1", last, [0.8] * 40, anomalous=lambda i: i % 2 == 1)  # bigeminy, 37/min
-    return AlarmType.FREQUENT_ANOMALIES
+    w.rhythm("b1", last, [0.8] * 40, pvc=lambda i: i % 2 == 1)  # ventricular bigeminy, 37/min
+    return AlarmType.FREQUENT_PVCS
+
+
+def sc_unusual(w: Ward) -> AlarmType:
+    """Anomalous (unusual) beats of class N, 37 a minute: a low-priority advisory only."""
+    last = normal(w)
+    w.rhythm("b1", last, [0.8] * 40, anomalous=lambda i: i % 2 == 1)
+    return AlarmType.UNUSUAL_BEATS
 
 
 def sc_couplet(w: Ward) -> AlarmType:
     last = normal(w)
-    last = w.rhythm("b1", last, [0.8, 0.6, 0.6, 1.0], [False, True, True, False])
+    last = w.rhythm("b1", last, [0.8, 0.6, 0.6, 1.0], pvc=[False, True, True, False])
     normal(w, start=last, seconds=15)
-    return AlarmType.COUPLET
+    return AlarmType.PVC_COUPLET
 
 
 def sc_run(w: Ward) -> AlarmType:
     last = normal(w)
-    last = w.rhythm("b1", last, [0.6, 0.6, 0.6, 1.0], [True, True, True, False])
+    last = w.rhythm("b1", last, [0.6, 0.6, 0.6, 1.0], pvc=[True, True, True, False])
     normal(w, start=last, seconds=15)
-    return AlarmType.RUN
+    return AlarmType.PVC_RUN
 
 
 def sc_pause(w: Ward) -> AlarmType:
@@ -191,11 +256,16 @@ SCENARIOS = {
     for f in (
         sc_asystole,
         sc_vtach,
+        sc_vtach_beats,
+        sc_vfib,
+        sc_afib,
+        sc_svt,
         sc_extreme_tachy,
         sc_extreme_brady,
         sc_tachy,
         sc_brady,
         sc_frequent,
+        sc_unusual,
         sc_couplet,
         sc_run,
         sc_pause,
@@ -216,6 +286,7 @@ def test_check_scenario_raises_its_alarm_with_evidence(name: str) -> None:
     assert alarm.state is AlarmState.ACTIVE and alarm.bed == "b1"
     if expected.priority is not Priority.TECHNICAL:
         assert alarm.evidence, "a physiological alarm carries its evidence"
+    assert alarm.to_dict()["label"] == expected.label and expected.label
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -310,26 +381,195 @@ def test_asystole_caught_from_a_late_beat_without_ticks() -> None:
 
 
 # ---------------------------------------------------------------------------- arrhythmias
-def test_vt_needs_five_beats_at_100_bpm() -> None:
+def test_vt_from_beats_needs_five_v_beats_at_100_bpm() -> None:
     w = Ward()
     last = normal(w)
-    w.rhythm("b1", last, [0.45] * 4, anomalous=lambda i: True)
+    w.rhythm("b1", last, [0.45] * 4, pvc=lambda i: True)
     assert not w.raised(AlarmType.VTACH)
-    assert len(w.raised(AlarmType.RUN)) == 1
-    w.beat("b1", last + 5 * 0.45, True, 0.45)
+    assert len(w.raised(AlarmType.PVC_RUN)) == 1
+    w.beat("b1", last + 5 * 0.45, True, 0.45, cls="V")
     (vt,) = w.raised(AlarmType.VTACH)
     assert vt.evidence["run_beats"] == 5 and vt.evidence["run_rate_bpm"] >= 100
     assert len(vt.evidence["beat_ids"]) == 5 and len(vt.evidence["scores"]) == 5
+    assert vt.evidence["classes"] == ["V"] * 5 and vt.evidence["source"] == "beats"
     # the run alarm gave way to the VT alarm (chaining)
-    assert ChangeKind.SUPPRESSED in w.kinds(AlarmType.RUN)
+    assert ChangeKind.SUPPRESSED in w.kinds(AlarmType.PVC_RUN)
 
 
 def test_slow_ventricular_run_is_a_run_not_vt() -> None:
     w = Ward()
     last = normal(w)
-    w.rhythm("b1", last, [0.8] * 8, anomalous=lambda i: True)  # 75 bpm
+    w.rhythm("b1", last, [0.8] * 8, pvc=lambda i: True)  # 75 bpm
     assert not w.raised(AlarmType.VTACH)
-    assert len(w.raised(AlarmType.RUN)) == 1
+    assert len(w.raised(AlarmType.PVC_RUN)) == 1
+
+
+def test_anomalous_beats_alone_never_raise_vt_or_ectopy_alarms() -> None:
+    """Changed rule: a run of anomalous beats is no longer VT (the score says unusual, not
+    ventricular). Ten anomalous normal-class beats at 133 bpm give the rate alarm only."""
+    for cls in ("N", "S", "Q", None):
+        w = Ward()
+        last = normal(w)
+        for i in range(10):
+            w.beat("b1", last + 0.45 * (i + 1), True, 0.45, cls=cls)
+        types = {a.type for a in w.raised()}
+        assert types <= {AlarmType.TACHY, AlarmType.UNUSUAL_BEATS}, (cls, types)
+        assert AlarmType.TACHY in types
+
+
+def test_vt_episode_alarm_names_it_and_keeps_the_detector_evidence() -> None:
+    w = Ward()
+    last = normal(w)
+    w.episode("b1", "vt", True, last + 2.0, hr_bpm=160.0, beats=5, onset_t=last, lead="MLII")
+    (vt,) = w.raised(AlarmType.VTACH)
+    assert vt.priority is Priority.HIGH and vt.started_at == last + 2.0
+    assert vt.type.label == "VTACH" and vt.to_dict()["label"] == "VTACH"
+    ev = vt.evidence
+    assert ev["source"] == "episode" and ev["episode"] == "vt"
+    assert (ev["hr_bpm"], ev["beats"], ev["onset_t"], ev["lead"]) == (160.0, 5, last, "MLII")
+    w.episode("b1", "vt", False, last + 9.0, hr_bpm=158.0, beats=20)
+    assert w.policy.get(vt.id).state is AlarmState.LATCHED  # until acknowledged
+    (ack,) = w.policy.acknowledge(vt.id, last + 30, by="nurse")
+    assert ack.alarm.state is AlarmState.ENDED
+
+
+def test_vt_episode_supersedes_extreme_tachy() -> None:
+    w = Ward()
+    last = normal(w)
+    last = normal(w, start=last, seconds=3, rr=0.375)  # 160 bpm
+    (ext,) = w.raised(AlarmType.EXTREME_TACHY)
+    w.episode("b1", "vt", True, last, hr_bpm=160.0, beats=8)
+    assert w.raised(AlarmType.VTACH)
+    assert w.kinds(AlarmType.EXTREME_TACHY)[-1] is ChangeKind.SUPPRESSED
+    assert w.policy.get(ext.id) is None, "one high alarm for one event, named VT"
+
+
+def test_vf_replaces_the_asystole_its_missing_beats_look_like() -> None:
+    w = Ward()
+    last = normal(w)
+    w.wait("b1", last + 4.5)  # QRS detection stopped: asystole after 4 s ...
+    (asys,) = w.raised(AlarmType.ASYSTOLE)
+    w.episode("b1", "vf", True, last + 5.0, onset_t=last + 0.5)  # ... then the VF detector
+    (vf,) = w.raised(AlarmType.VFIB)
+    assert vf.priority is Priority.HIGH and vf.type.label == "VFIB"
+    assert w.kinds(AlarmType.ASYSTOLE)[-1] is ChangeKind.SUPPRESSED
+    assert w.policy.get(asys.id) is None and w.policy.get(vf.id).state is AlarmState.ACTIVE
+    w.wait("b1", last + 30)
+    assert len(w.raised(AlarmType.ASYSTOLE)) == 1, "no asystole while VF goes on"
+    assert not w.raised(AlarmType.EXTREME_BRADY) and len(w.raised(AlarmType.PAUSE)) == 1
+    assert [a.type for a in w.policy.active()] == [AlarmType.VFIB]
+
+
+def test_vf_first_then_no_asystole_and_asystole_after_vf_ends() -> None:
+    w = Ward()
+    last = normal(w)
+    w.episode("b1", "vf", True, last + 3.0)
+    w.wait("b1", last + 20)
+    assert [a.type for a in w.raised()] == [AlarmType.PAUSE, AlarmType.VFIB]
+    assert [a.type for a in w.policy.active()] == [AlarmType.VFIB]
+    w.episode("b1", "vf", False, last + 20)  # VF ends in asystole: 4 s after VF
+    w.wait("b1", last + 23.9)
+    assert not w.raised(AlarmType.ASYSTOLE)
+    w.wait("b1", last + 24.1)
+    (asys,) = w.raised(AlarmType.ASYSTOLE)
+    assert asys.started_at == pytest.approx(last + 24.0)
+
+
+def test_vf_alarms_through_artifact_other_episodes_do_not() -> None:
+    w = Ward()
+    last = normal(w)
+    w.event("b1", "noisy", True, last + 0.5)
+    (noisy,) = w.raised(AlarmType.NOISY)
+    assert noisy.type.label.startswith("ARTIFACT")
+    w.episode("b1", "vt", True, last + 1.0, hr_bpm=180.0, beats=6)
+    w.episode("b1", "afib", True, last + 1.5)
+    w.episode("b1", "svt", True, last + 1.6)
+    w.wait("b1", last + 12)
+    assert not w.raised(AlarmType.ASYSTOLE) and not w.raised(AlarmType.PAUSE)
+    assert [a.type for a in w.raised()] == [AlarmType.NOISY], "VT/AF/SVT in artifact: ignored"
+    w.episode("b1", "vf", True, last + 12.0)
+    (vf,) = w.raised(AlarmType.VFIB)
+    assert w.policy.get(vf.id).state is AlarmState.ACTIVE
+    w.event("b1", "noisy", False, last + 14)
+    # ignored, not queued: the episodes seen during the artifact raise nothing afterwards
+    normal(w, start=last + 14, seconds=20)
+    assert {a.type for a in w.raised()} == {AlarmType.NOISY, AlarmType.VFIB}
+    assert w.policy.get(vf.id) is not None
+
+
+def test_ectopy_and_rate_during_artifact_are_ignored_not_queued() -> None:
+    w = Ward()
+    last = normal(w)
+    w.event("b1", "noisy", True, last + 0.1)
+    last = w.rhythm("b1", last, [0.6] * 4 + [0.46] * 20, pvc=[False, True, True] + [False] * 21)
+    w.event("b1", "noisy", False, last + 0.1)
+    last = normal(w, start=last + 0.1, seconds=8)
+    assert [a.type for a in w.raised()] == [AlarmType.NOISY]
+
+
+def test_episode_present_before_artifact_comes_back_after_it() -> None:
+    w = Ward()
+    last = normal(w)
+    w.episode("b1", "afib", True, last, hr_bpm=110.0)
+    (af,) = w.raised(AlarmType.AFIB)
+    w.event("b1", "noisy", True, last + 5)
+    assert w.kinds(AlarmType.AFIB)[-1] is ChangeKind.SUPPRESSED
+    w.event("b1", "noisy", False, last + 9)
+    again = w.raised(AlarmType.AFIB)
+    assert len(again) == 2 and again[1].evidence["resumed"] is True
+    assert again[1].started_at == last + 9
+
+
+def test_af_alarm_held_through_short_breaks_then_ends() -> None:
+    w = Ward()
+    last = normal(w)
+    w.episode("b1", "afib", True, last, hr_bpm=104.0, beats=10)
+    (af,) = w.raised(AlarmType.AFIB)
+    assert af.priority is Priority.MEDIUM and af.type.label == "AFIB"
+    last = w.rhythm("b1", last, [0.5, 0.7, 0.55, 0.8, 0.45, 0.75] * 8)
+    w.episode("b1", "afib", False, last)
+    last2 = normal(w, start=last, seconds=60)
+    w.episode("b1", "afib", True, last2)  # back within episode_hold_s: the same alarm
+    assert len(w.raised(AlarmType.AFIB)) == 1
+    assert w.policy.get(af.id).evidence["occurrences"] == 2
+    w.episode("b1", "afib", False, last2)
+    hold = PolicyConfig().episode_hold_s
+    last = normal(w, start=last2, seconds=hold - 5)
+    assert w.policy.get(af.id) is not None
+    normal(w, start=last, seconds=10)
+    assert w.policy.get(af.id) is None and w.kinds(AlarmType.AFIB)[-1] is ChangeKind.ENDED
+
+
+def test_svt_supersedes_the_tachy_it_explains() -> None:
+    w = Ward()
+    last = normal(w)
+    last = normal(w, start=last, seconds=4, rr=0.46)  # 130 bpm
+    (tachy,) = w.raised(AlarmType.TACHY)
+    w.episode("b1", "svt", True, last, hr_bpm=130.0, beats=9)
+    assert w.raised(AlarmType.SVT)
+    assert w.policy.get(tachy.id) is None
+    normal(w, start=last, seconds=5, rr=0.46)
+    assert len(w.raised(AlarmType.TACHY)) == 1, "no tachy beside the SVT that explains it"
+
+
+def test_episodes_also_come_through_on_technical() -> None:
+    policy = AlarmPolicy()
+    detail = '{"hr_bpm": 170.0, "beats": 7}'
+    out = policy.on_technical(TechnicalInput("b1", "vt", True, T0, detail=detail))
+    ((kind, alarm),) = out
+    assert kind is ChangeKind.RAISED and alarm.type is AlarmType.VTACH
+    assert alarm.evidence["hr_bpm"] == 170.0 and alarm.evidence["beats"] == 7
+    out = policy.on_technical(TechnicalInput("b1", "vt", False, T0 + 5, detail="not json"))
+    assert [c.kind for c in out] == [ChangeKind.LATCHED]
+
+
+def test_beats_without_class_count_for_heart_rate_only() -> None:
+    w = Ward()
+    t = T0
+    for i in range(60):
+        t += 0.45 if i >= 20 else 0.8
+        w.beat("b1", t, anomalous=False, rr=0.45 if i >= 20 else 0.8, cls=None)
+    assert {a.type for a in w.raised()} == {AlarmType.TACHY}
 
 
 def test_extreme_tachy_within_three_seconds_and_suppresses_tachy() -> None:
@@ -391,24 +631,55 @@ def test_limits_are_per_bed() -> None:
     assert w.policy.limits("b1") == PolicyConfig().default_limits
 
 
-def test_frequent_anomalies_above_the_bed_limit() -> None:
+def test_frequent_pvcs_above_the_bed_limit() -> None:
+    w = Ward()
+    w.policy.set_limits("b2", BedLimits(pvcs_per_min=40))
+    for bed in ("b1", "b2"):
+        w.rhythm(bed, T0, [0.8] * 80, pvc=lambda i: i % 2 == 1)  # 37.5 per minute
+    (alarm,) = w.raised(AlarmType.FREQUENT_PVCS)
+    assert alarm.bed == "b1" and alarm.evidence["pvcs"] == 11
+    assert alarm.priority is Priority.MEDIUM
+
+
+def test_unusual_beats_are_a_low_advisory_above_the_bed_limit() -> None:
+    """Changed rule: frequent anomalous beats were a medium alarm; now a low advisory."""
     w = Ward()
     w.policy.set_limits("b2", BedLimits(anomalies_per_min=40))
     for bed in ("b1", "b2"):
         w.rhythm(bed, T0, [0.8] * 80, anomalous=lambda i: i % 2 == 1)  # 37.5 per minute
-    (alarm,) = w.raised(AlarmType.FREQUENT_ANOMALIES)
-    assert alarm.bed == "b1" and alarm.evidence["anomalies"] == 11
+    (alarm,) = w.raised(AlarmType.UNUSUAL_BEATS)
+    assert alarm.bed == "b1" and alarm.evidence["unusual"] == 11
+    assert alarm.priority is Priority.LOW
+    assert {a.type for a in w.raised()} == {AlarmType.UNUSUAL_BEATS}
+
+
+def test_frequent_pvcs_is_one_alarm_while_they_hover_at_the_limit() -> None:
+    w = Ward()
+    last = normal(w)
+    # ~12 PVCs a minute, then ~7 (below 80 % of the limit) for 40 s, then ~12 again
+    last = w.rhythm("b1", last, [0.8] * 150, pvc=lambda i: i % 6 == 3)
+    last = w.rhythm("b1", last, [0.8] * 50, pvc=lambda i: i % 10 == 3)
+    last = w.rhythm("b1", last, [0.8] * 150, pvc=lambda i: i % 6 == 3)
+    assert len(w.raised(AlarmType.FREQUENT_PVCS)) == 1
+    normal(w, start=last, seconds=150)
+    assert w.kinds(AlarmType.FREQUENT_PVCS)[-1] is ChangeKind.ENDED
 
 
 def test_couplets_in_a_burst_are_one_alarm_then_it_ends() -> None:
     w = Ward()
     last = normal(w)
     for _ in range(3):
-        last = w.rhythm("b1", last, [0.8, 0.6, 0.6, 1.0], [False, True, True, False])
-    (alarm,) = w.raised(AlarmType.COUPLET)
+        last = w.rhythm("b1", last, [0.8, 0.6, 0.6, 1.0], pvc=[False, True, True, False])
+    (alarm,) = w.raised(AlarmType.PVC_COUPLET)
+    assert alarm.evidence["classes"][-2:] == ["V", "V"]
     assert w.policy.get(alarm.id).evidence["occurrences"] == 3
-    normal(w, start=last, seconds=62)
-    assert w.kinds(AlarmType.COUPLET)[-1] is ChangeKind.ENDED
+    # couplets every 2 minutes stay one held alarm (the bedside "one condition")
+    for _ in range(4):
+        last = normal(w, start=last, seconds=120)
+        last = w.rhythm("b1", last, [0.8, 0.6, 0.6, 1.0], pvc=[False, True, True, False])
+    assert len(w.raised(AlarmType.PVC_COUPLET)) == 1
+    normal(w, start=last, seconds=PolicyConfig().ectopy_hold_s + 2)
+    assert w.kinds(AlarmType.PVC_COUPLET)[-1] is ChangeKind.ENDED
 
 
 def test_pause_then_asystole_chain() -> None:
@@ -625,12 +896,34 @@ def test_restored_technical_alarm_ends_on_a_beat() -> None:
         ({"rr_s": -1.0}, "rr_s"),
         ({"hr_bpm": 0.0}, "hr_bpm"),
         ({"bed": ""}, "bed"),
+        ({"cls": "X"}, "cls"),
+        ({"cls": "v"}, "cls"),
     ],
 )
 def test_bad_beats_are_rejected_naming_the_field(kwargs: dict, field_name: str) -> None:
     base = {"bed": "b1", "t": T0, "beat_id": "x", "anomalous": False}
     with pytest.raises(ValueError, match=field_name):
         BeatInput(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs,field_name",
+    [
+        ({"type": "noisy"}, "type"),
+        ({"t": math.inf}, "t"),
+        ({"bed": ""}, "bed"),
+        ({"detail": ["hr_bpm"]}, "detail"),
+    ],
+)
+def test_bad_episodes_are_rejected_naming_the_field(kwargs: dict, field_name: str) -> None:
+    base = {"bed": "b1", "type": "vt", "active": True, "t": T0}
+    with pytest.raises(ValueError, match=field_name):
+        EpisodeInput(**{**base, **kwargs})
+
+
+def test_every_alarm_type_has_a_priority_and_a_label() -> None:
+    for type_ in AlarmType:
+        assert type_.priority in Priority and type_.label
 
 
 @pytest.mark.parametrize(
@@ -654,6 +947,8 @@ def test_bad_limits_are_rejected() -> None:
         BedLimits(low_bpm=130, high_bpm=120)
     with pytest.raises(ValueError, match="anomalies_per_min"):
         BedLimits(anomalies_per_min=0)
+    with pytest.raises(ValueError, match="pvcs_per_min"):
+        BedLimits(pvcs_per_min=math.nan)
     with pytest.raises(TypeError, match="limits"):
         AlarmPolicy().set_limits("b1", {"low_bpm": 40})  # type: ignore[arg-type]
 
@@ -663,19 +958,23 @@ _segment = st.tuples(
     st.sampled_from([0.3, 0.375, 0.46, 0.6, 0.8, 1.0, 1.4, 1.7, 2.7, 4.5]),  # RR (s)
     st.integers(min_value=1, max_value=12),  # beats
     st.sampled_from([0, 1, 2, 3]),  # every n-th beat anomalous (0: none)
-    st.sampled_from([None, "lead_off", "noisy", "signal_lost"]),  # an event after it
+    st.sampled_from([None, "lead_off", "noisy", "signal_lost", "vt", "vf", "afib", "svt"]),
+    st.booleans(),  # the marked beats are PVCs (class V), not only anomalous
 )
 
 
-def _drive(segments: list[tuple[float, int, int, str | None]], chunk_s: float) -> Ward:
+def _drive(segments: list[tuple[float, int, int, str | None, bool]], chunk_s: float) -> Ward:
     w = Ward(chunk_s=chunk_s)
     t = T0
     w.beat("b1", t)  # monitoring starts with a beat at a time that does not depend on ticks
-    for rr, n, every, event in segments:
-        t = w.rhythm(
-            "b1", t, [rr] * n, anomalous=lambda i, every=every: every > 0 and i % every == 0
-        )
-        if event is not None:
+    for rr, n, every, event, pvc in segments:
+        marked = (lambda i, every=every: every > 0 and i % every == 0)  # noqa: E731
+        t = w.rhythm("b1", t, [rr] * n, pvc=marked if pvc else None, anomalous=marked)
+        if event in ("vt", "vf", "afib", "svt"):
+            w.episode("b1", event, True, t + 0.1, hr_bpm=60 / rr)
+            t += 3.0
+            w.episode("b1", event, False, t)
+        elif event is not None:
             w.event("b1", event, True, t + 0.1)
             t += 3.0
             w.event("b1", event, False, t)

@@ -140,3 +140,70 @@ def test_heart_rate_is_a_short_average_and_goes_blank_in_asystole() -> None:
     assert hub.beds()[0]["hr_bpm"] == 120.0
     hub.on_samples("1", FS, start + int(5 * FS), np.zeros(int(2 * FS)), t0=t + 5.01)
     assert hub.beds()[0]["hr_bpm"] is None
+
+
+def _beats(hub: WardHub, n: int, rr: float, t: float, cls: str | None = "N") -> float:
+    for _ in range(n):
+        t += rr
+        hub.on_beat("1", beat_id=f"b{t:.3f}", sample=round(t * FS), t=t, score=0.1,
+                    threshold=1.0, anomalous=False, rr_s=rr, hr_bpm=60 / rr, cls=cls)
+    hub.on_samples("1", FS, round(t * FS), np.zeros(1), t0=t)
+    return t
+
+
+def test_rhythm_label_follows_episodes_technical_conditions_and_rate() -> None:
+    hub = WardHub("w")
+    sub = hub.subscribe()
+    assert hub.beds() == [] and _frames(sub)[0]["type"] == "hello"
+    t = _beats(hub, 6, 0.8, 100.0)
+    assert hub.beds()[0]["rhythm"] == "SR 75"
+    t = _beats(hub, 6, 1.2, t)
+    assert hub.beds()[0]["rhythm"] == "SB 50"
+    hub.on_episode("1", "afib", True, t, {"hr_bpm": 118.0, "beats": 12})
+    t = _beats(hub, 6, 60 / 118, t)
+    assert hub.beds()[0]["rhythm"] == "AFIB 118"
+    hub.on_episode("1", "vt", True, t, {"hr_bpm": 180.0})
+    assert hub.beds()[0]["rhythm"] == "VT"
+    hub.on_status("1", noisy=True)
+    assert hub.beds()[0]["rhythm"] == "ARTIFACT"  # analysis suspended: no rhythm call
+    hub.on_episode("1", "vf", True, t, {})
+    assert hub.beds()[0]["rhythm"] == "VF"  # VF is called through artifact
+    hub.on_episode("1", "vf", False, t + 5, {})
+    hub.on_episode("1", "vt", False, t + 5, {})
+    hub.on_status("1", noisy=False)
+    assert hub.beds()[0]["rhythm"] == "AFIB 118"
+    hub.on_episode("1", "afib", False, t + 5, {})
+    hub.on_episode("1", "svt", True, t + 5, {})
+    t = _beats(hub, 6, 0.375, t + 5)
+    assert hub.beds()[0]["rhythm"] == "SVT 160"
+    hub.on_episode("1", "svt", False, t, {})
+    hub.on_alarm({"id": "as", "bed": "1", "priority": "high", "state": "active",
+                  "type": "asystole", "started_at": t + 4})
+    assert hub.beds()[0]["rhythm"] == "ASYS"
+    hub.on_alarm({"id": "as", "bed": "1", "priority": "high", "state": "latched",
+                  "type": "asystole", "started_at": t + 4})
+    assert hub.beds()[0]["rhythm"] == "ST 160"
+    hub.on_status("1", lead_ok=False)
+    assert hub.beds()[0]["rhythm"] is None  # nothing to analyse
+    hub.on_episode("1", "bogus", True, t, {})  # unknown types are ignored
+    # the label goes out with the ward state over the websocket
+    hub.flush(t)
+    frames = _frames(sub)
+    batch = [f for f in frames if f["type"] == "batch"][-1]
+    assert "rhythm" in batch["vitals"]["1"]
+    assert hub.snapshot()["beds"][0]["rhythm"] is None
+
+
+def test_beats_carry_their_class_into_the_list_and_the_detail() -> None:
+    hub = WardHub("w")
+    hub.on_samples("1", FS, 0, np.zeros(int(10 * FS)), t0=100.0)
+    for i, cls in enumerate(["N", "V", "S", "F", "Q", None, "bogus"]):
+        hub.on_beat("1", beat_id=f"b{i}", sample=int((i + 1) * FS), t=101.0 + i, score=0.2,
+                    threshold=1.0, anomalous=False, rr_s=1.0, hr_bpm=60.0, cls=cls)
+    beats = hub.bed_summary("1")["beats"]
+    assert [(b["cls"], b["class_name"]) for b in beats] == [
+        ("N", "normal"), ("V", "PVC"), ("S", "PAC"), ("F", "fusion"), ("Q", "unclassified"),
+        (None, "unknown"), (None, "unknown")]
+    detail = hub.beat_detail("1", "b1")
+    assert detail["cls"] == "V" and detail["class_name"] == "PVC" and "signal" in detail
+    assert list(hub._beds["1"].details) == ["b1", "b2", "b3"]  # ectopic beats are kept

@@ -10,12 +10,14 @@ const Y_MIN = -1.2, Y_MAX = 2.0;  // initial mV range of a tile trace (then auto
 const GAIN_EVERY_S = 2;           // how often a bed's vertical range is re-fitted
 const MAX_ALARMS_SHOWN = 100;
 const PRIORITY_RANK = { high: 3, medium: 2, low: 1, technical: 0 };
+// Fallback names; the server sends each alarm's own `label` (alerting.alarms.ALARM_LABELS).
 const ALARM_LABELS = {
-  asystole: "ASYSTOLE", vtach: "V-TACH", extreme_tachy: "EXTREME TACHY",
-  extreme_brady: "EXTREME BRADY", tachy: "TACHY", brady: "BRADY",
-  frequent_anomalies: "FREQUENT ANOMALIES", run: "ANOMALOUS RUN", couplet: "COUPLET",
-  pause: "PAUSE", anomaly_trend: "ANOMALY TREND", lead_off: "LEAD OFF",
-  signal_lost: "SIGNAL LOST", device_offline: "DEVICE OFFLINE", noisy: "NOISY SIGNAL",
+  asystole: "ASYSTOLE", vfib: "VFIB", vtach: "VTACH", extreme_tachy: "EXTREME TACHY",
+  extreme_brady: "EXTREME BRADY", afib: "AFIB", svt: "SVT", tachy: "TACHY", brady: "BRADY",
+  frequent_pvcs: "PVCs/min HIGH", pvc_run: "PVC run", pvc_couplet: "PVC couplet",
+  pause: "PAUSE", unusual_beats: "Unusual beats", anomaly_trend: "Unusual beats rising",
+  lead_off: "LEAD OFF", signal_lost: "SIGNAL LOST", device_offline: "DEVICE OFFLINE",
+  noisy: "ARTIFACT: arrhythmia analysis suspended",
 };
 const DEFAULT_WINDOW = { pre_s: 0.24, post_s: 0.40, fs: 100, n_points: 64 };
 
@@ -50,7 +52,8 @@ async function api(path, options = {}) {
 }
 
 const $ = (id) => document.getElementById(id);
-const alarmLabel = (a) => ALARM_LABELS[a.type] || String(a.type || "ALARM").toUpperCase().replace(/_/g, " ");
+const alarmLabel = (a) => a.label || ALARM_LABELS[a.type]
+  || String(a.type || "ALARM").toUpperCase().replace(/_/g, " ");
 const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleTimeString([], { hour12: false }) : "");
 const isAcked = (a) => a.state === "acknowledged" || a.acknowledged_at != null;
 
