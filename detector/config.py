@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ecgcommon.mqtt_auth import check_settings
 from ecgcommon.topics import TopicError, status_topic
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "artifacts"
@@ -35,7 +36,10 @@ class DetectorConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     keepalive_s: int = 30
-    client_id: str = "detector"
+    client_id: str = "detector"  # the broker of `make ward` replaces it with the username
+    mqtt_username: str = ""  # empty: connect anonymously (docs/security.md)
+    mqtt_password_file: str = ""  # the password alone in a file, never on the command line
+    mqtt_ca_file: str = ""  # set: TLS, the broker's certificate checked against this CA
     max_upload_s: float = 3600.0  # longest signal accepted by POST /v1/score
     cprofile_out: str = ""  # benchmarks: cProfile each thread into <this>.<thread> on exit
 
@@ -74,6 +78,7 @@ class DetectorConfig:
             )
         if not 5 <= self.keepalive_s <= 3600:
             raise ValueError(f"keepalive_s must be in 5..3600 seconds, got {self.keepalive_s}")
+        check_settings(self.mqtt_username, self.mqtt_password_file, self.mqtt_ca_file)
 
 
 _ENV = {
@@ -91,6 +96,9 @@ _ENV = {
     "http_host": "DETECTOR_HTTP_HOST",
     "http_port": "DETECTOR_HTTP_PORT",
     "client_id": "DETECTOR_CLIENT_ID",
+    "mqtt_username": "MQTT_USERNAME",
+    "mqtt_password_file": "MQTT_PASSWORD_FILE",
+    "mqtt_ca_file": "MQTT_CA_FILE",
     "cprofile_out": "DETECTOR_CPROFILE_OUT",
 }
 

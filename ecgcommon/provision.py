@@ -6,7 +6,8 @@ private folder (docs/security.md):
 - `ca.crt`, `ca.key`: a self-signed CA; `server.crt`, `server.key`: the broker's TLS certificate
   (names in `--hostname`, default localhost, mosquitto and 127.0.0.1), made with the openssl CLI;
 - one account per device (username `dev-{ward}-{bed}`, random password) and per service
-  instance (`detector`, `alerting`, `healthcheck`, more with `--service NAME=ROLE`);
+  instance (`detector`, `alerting`, `healthcheck`; more with `--service NAME=ROLE`, e.g. a
+  second detector or an `observer` that reads results and alarms but no raw ECG);
 - `passwords/{username}`: each account's password alone on one line (a service's
   MQTT_PASSWORD_FILE); `streamer-devices.json`: the simulated devices' credentials;
 - `mosquitto.passwd` (PBKDF2-SHA512 `$7$` hashes, as `mosquitto_passwd` writes them) and
@@ -38,9 +39,11 @@ from pathlib import Path
 from ecgcommon.topics import DEFAULT_WARD, PREFIX, VERSION
 
 DEFAULT_OUT = Path(".secrets") / "ward"
-ROLES = ("device", "detector", "alerting", "healthcheck")
+ROLES = ("device", "detector", "alerting", "observer", "healthcheck")
 SERVICE_ROLES = ROLES[1:]
-DEFAULT_SERVICES: tuple[tuple[str, str], ...] = tuple((r, r) for r in SERVICE_ROLES)
+DEFAULT_SERVICES: tuple[tuple[str, str], ...] = tuple(
+    (r, r) for r in ("detector", "alerting", "healthcheck")
+)
 DEFAULT_HOSTNAMES: tuple[str, ...] = ("localhost", "mosquitto", "127.0.0.1")
 # Ward, bed and account names: letters, digits, '.', '_', '-' (the same rule as
 # ecgcommon.limits.NAME_PATTERN): safe as one topic level, an ACL line and a file name.
@@ -123,6 +126,13 @@ def acl_rules(account: Account) -> list[tuple[str, str]]:
             ("read", _t("+", "+", "events")),
             ("read", _t("+", "+", "status")),
             ("write", _t("+", "+", "alarms")),
+        ]
+    if account.role == "observer":  # e.g. a nurse-call gateway: results only, no raw ECG
+        return [
+            ("read", _t("+", "+", "beats")),
+            ("read", _t("+", "+", "events")),
+            ("read", _t("+", "+", "status")),
+            ("read", _t("+", "+", "alarms")),
         ]
     return [("read", "$SYS/broker/uptime")]  # healthcheck: is the broker up, nothing else
 

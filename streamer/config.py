@@ -7,7 +7,9 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
+from ecgcommon.mqtt_auth import check_settings
 from ecgcommon.topics import DEFAULT_WARD, TopicError, status_topic
 
 
@@ -30,7 +32,9 @@ class StreamerConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     keepalive_s: int = 30
-    client_prefix: str = "streamer"
+    client_prefix: str = "streamer"  # client ids; with credentials, each device's username
+    device_credentials: str = ""  # streamer-devices.json (ecgcommon.provision); empty: anonymous
+    mqtt_ca_file: str = ""  # set: TLS, the broker's certificate checked against this CA
     http_host: str = "0.0.0.0"
     http_port: int = 9101  # /metrics, /healthz; 0 = any free port (the log says which)
 
@@ -68,6 +72,9 @@ class StreamerConfig:
             raise ValueError("http_host must not be empty")
         if not 0 <= self.http_port < 65536:
             raise ValueError(f"http_port must be in 0..65535, got {self.http_port}")
+        if self.device_credentials and not Path(self.device_credentials).is_file():
+            raise ValueError(f"device_credentials {self.device_credentials!r} is not a file")
+        check_settings("", "", self.mqtt_ca_file)
 
 
 _ENV = {
@@ -85,6 +92,8 @@ _ENV = {
     "json_payload": "STREAMER_JSON",
     "http_host": "STREAMER_HTTP_HOST",
     "http_port": "STREAMER_HTTP_PORT",
+    "device_credentials": "STREAMER_DEVICE_CREDENTIALS",
+    "mqtt_ca_file": "MQTT_CA_FILE",
 }
 
 
@@ -151,6 +160,12 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str] | None = None) -> 
         default=from_env("http_port"),
         help="/metrics, /healthz (default 9101; 0 = any free port)",
     )
+    p.add_argument(
+        "--device-credentials",
+        default=from_env("device_credentials"),
+        help="each bed's MQTT username and password (ecgcommon.provision: streamer-devices.json)",
+    )
+    p.add_argument("--mqtt-ca-file", default=from_env("mqtt_ca_file"), help="TLS to the broker")
     p.add_argument("--reconnect-min-s", type=float, default=defaults["reconnect_min_s"])
     p.add_argument("--reconnect-max-s", type=float, default=defaults["reconnect_max_s"])
     a = p.parse_args(argv)
@@ -171,4 +186,6 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str] | None = None) -> 
         reconnect_max_s=a.reconnect_max_s,
         http_host=a.http_host,
         http_port=a.http_port,
+        device_credentials=a.device_credentials,
+        mqtt_ca_file=a.mqtt_ca_file,
     )

@@ -19,11 +19,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry
 
+from ecgcommon import mqtt_auth
 from ecgcommon.protocol import Status, encode_status
 from ecgcommon.records import RecordError, annotated_records, load_record
 from ecgcommon.topics import status_topic
 from streamer.config import StreamerConfig, parse_args
-from streamer.core import BedStream, Source, make_streams, schedule, sleep_for
+from streamer.core import BedStream, Source, bed_names, make_streams, schedule, sleep_for
 from streamer.http_server import StatusServer
 from streamer.metrics import StreamerMetrics
 
@@ -42,7 +43,11 @@ class Device:
     """One bed's MQTT connection with its retained status and last will."""
 
     def __init__(
-        self, config: StreamerConfig, bed: str, metrics: StreamerMetrics | None = None
+        self,
+        config: StreamerConfig,
+        bed: str,
+        metrics: StreamerMetrics | None = None,
+        credential: tuple[str, str] | None = None,  # (username, password) of this device
     ) -> None:
         self.config = config
         self.bed = bed
@@ -50,8 +55,12 @@ class Device:
         self.connections = 0  # successful connections so far; more than one = reconnected
         self.status_topic = status_topic(config.ward, bed)
         self.client_id = f"{config.client_prefix}-{config.ward}-{bed}"
+        if credential is not None:  # the broker uses the username as the client id
+            self.client_id = credential[0]
         self.connected = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        username, password = credential or ("", "")
+        mqtt_auth.apply(c, username, password, config.mqtt_ca_file)
         c.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
         c.reconnect_delay_set(
             min_delay=max(1, round(config.reconnect_min_s)),
@@ -118,6 +127,17 @@ class Streamer:
         self.metrics.beds.set(config.beds)
         self.metrics.connected_beds.set_function(self.connected_beds)
         self.devices: dict[str, Device] = {}
+        self.credentials: dict[tuple[str, str], tuple[str, str]] = {}
+        if config.device_credentials:
+            self.credentials = mqtt_auth.load_device_credentials(config.device_credentials)
+            missing = [
+                b for b in bed_names(config.beds) if (config.ward, b) not in self.credentials
+            ]
+            if missing:
+                raise mqtt_auth.CredentialError(
+                    f"{config.device_credentials} has no credential for ward {config.ward} "
+                    f"beds {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+                )
         self.streaming = threading.Event()  # set while the publishing loop runs
         self.published = 0
         self.dropped = 0
@@ -161,7 +181,10 @@ class Streamer:
         """Stream until every bed is done or stop is set; returns the messages published."""
         c = self.config
         streams = self.streams(time.time())
-        devices = {s.bed: Device(c, s.bed, self.metrics) for s in streams}
+        devices = {
+            s.bed: Device(c, s.bed, self.metrics, self.credentials.get((c.ward, s.bed)))
+            for s in streams
+        }
         self.devices = devices
         for d in devices.values():
             d.start()
@@ -237,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         streamer = Streamer(config, stop)
-    except RecordError as exc:
+    except (RecordError, mqtt_auth.CredentialError) as exc:
         log.error("%s", exc)
         return 2
     try:

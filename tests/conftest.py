@@ -1,7 +1,9 @@
-"""Shared fixtures: the local MIT-BIH copy and a real Mosquitto broker on a free loopback port."""
+"""Shared fixtures: the local MIT-BIH copy and real Mosquitto brokers on free loopback ports
+(anonymous `broker`; `secure_broker` with the provisioned password, ACL and TLS files)."""
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -13,6 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from ecgcommon.provision import (
+    DEFAULT_SERVICES,
+    ProvisionConfig,
+    Provisioned,
+    mosquitto_conf,
+    provision,
+)
 from ecgcommon.records import resolve_data_dir
 
 
@@ -45,6 +54,32 @@ def _mosquitto_binary() -> str:
     return found
 
 
+def start_mosquitto(conf: Path, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Mosquitto with `conf`, returned once it accepts connections on `port`."""
+    out = open(log, "wb") if log is not None else subprocess.PIPE  # noqa: SIM115
+    proc = subprocess.Popen(
+        [_mosquitto_binary(), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=out,
+    )
+    if log is not None:
+        out.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                if log is not None:
+                    err = log.read_text(errors="replace")
+                pytest.fail(f"mosquitto exited: {err}")
+            time.sleep(0.05)
+    proc.kill()
+    pytest.fail("mosquitto did not start listening")
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A real Mosquitto on 127.0.0.1:<free port> for the whole session."""
@@ -54,25 +89,48 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         "max_queued_messages 100000\n"
     )
-    proc = subprocess.Popen(
-        [_mosquitto_binary(), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                pytest.fail(f"mosquitto exited: {err}")
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("mosquitto did not start listening")
+    proc = start_mosquitto(conf, port)
     yield Broker("127.0.0.1", port)
+    proc.terminate()
+    proc.wait(timeout=5)
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    """A Mosquitto running the real provisioned password, ACL and TLS files."""
+
+    host: str
+    port: int  # plain listener: username/password and the ACL
+    tls_port: int  # the same, over TLS with the provisioned CA's server certificate
+    ward: str
+    creds: Provisioned  # where the files are; creds.password(username)
+    log: Path  # the broker's log (connections, refusals, take-overs)
+
+
+SECURE_WARD = "ward-sec"
+SECURE_BEDS = ("01", "02", "03")
+
+
+@pytest.fixture(scope="session")
+def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    """`python -m ecgcommon.provision`'s files for SECURE_WARD (beds 01-03 and the services,
+    plus an `observer` account) served by a real Mosquitto, as `make ward` runs it."""
+    folder = tmp_path_factory.mktemp("secure-broker")
+    creds = provision(
+        ProvisionConfig(
+            out=folder / "secrets",
+            ward=SECURE_WARD,
+            beds=SECURE_BEDS,
+            services=(*DEFAULT_SERVICES, ("observer", "observer")),
+        )
+    )
+    port, tls_port = free_port(), free_port()
+    conf = folder / "mosquitto.conf"
+    text = mosquitto_conf(creds.folder, "127.0.0.1", port, "127.0.0.1", tls_port, getpass.getuser())
+    conf.write_text(text + "log_dest stderr\nlog_type all\n")
+    log = folder / "mosquitto.log"
+    proc = start_mosquitto(conf, port, log)
+    yield SecureBroker("127.0.0.1", port, tls_port, SECURE_WARD, creds, log)
     proc.terminate()
     proc.wait(timeout=5)
 
