@@ -43,7 +43,7 @@ from alerting.metrics import AlertingMetrics
 from alerting.policy import AlarmPolicy
 from alerting.server import ServerMetrics, create_app
 from alerting.store import AlarmStore
-from ecgcommon import protocol, topics
+from ecgcommon import mqtt_auth, protocol, topics
 from ecgcommon.limits import MAX_LATENESS_S, LogLimiter
 
 log = logging.getLogger("alerting")
@@ -420,6 +420,8 @@ class MqttLink:
         self.connected = threading.Event()
         client_id = config.mqtt_client_id or f"alerting-{config.ward}-{uuid.uuid4().hex[:8]}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        mqtt_auth.apply_files(self.client, config.mqtt_username, config.mqtt_password_file,
+                              config.mqtt_ca_file)
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -578,5 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop.add_signal_handler(sig, service.stop)
         await service.run()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except mqtt_auth.CredentialError as exc:
+        log.error("%s", exc)
+        return 2
     return 0

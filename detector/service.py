@@ -30,6 +30,7 @@ from detector.config import DetectorConfig, parse_args
 from detector.engine import DetectorEngine, EngineSettings, Publication, Scorer
 from detector.metrics import DetectorMetrics
 from detector.scorer import ModelMismatchError, OnnxScorer
+from ecgcommon import mqtt_auth
 from ecgcommon.topics import subscription
 
 log = logging.getLogger("detector")
@@ -64,7 +65,8 @@ class _BufferedSocket:
         return out
 
     def pending(self) -> int:
-        return len(self._data) - self._pos
+        inner = getattr(self._sock, "pending", None)  # bytes TLS decrypted but not yet read
+        return len(self._data) - self._pos + (inner() if callable(inner) else 0)
 
     def __getattr__(self, name: str) -> Any:  # send, fileno, close, setblocking, ...
         return getattr(self._sock, name)
@@ -141,7 +143,9 @@ class DetectorService:
 
     # ------------------------------------------------------------------ MQTT callbacks
     def _make_client(self) -> mqtt.Client:
-        c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id)
+        cfg = self.config
+        c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id)
+        mqtt_auth.apply_files(c, cfg.mqtt_username, cfg.mqtt_password_file, cfg.mqtt_ca_file)
         c.max_queued_messages_set(100_000)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -391,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         service = DetectorService(config)
+    except mqtt_auth.CredentialError as exc:
+        log.error("%s", exc)
+        return 2
     except (ModelMismatchError, KeyError, ValueError) as exc:
         log.error("cannot load the model from %s: %s", config.model_dir, exc)
         return 2
