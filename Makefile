@@ -39,6 +39,19 @@ train: venv
 eval-model: venv
 	$(PY) -m models.evaluate --data-dir $(DATA_DIR) $(if $(RECORDS),--records $(RECORDS)) --out $(or $(OUT),reports/model.json)
 
+# Arrhythmia analysis, measured (not a test): the live chain offline (streamer chunks -> detector
+# engine -> alerting core, a nurse acknowledging after 30 s) on every annotated record of DATA_DIR,
+# scored against the reference (EC57 beats, VT/VF/AF/SVT episodes, alarms): reports/arrhythmia.json.
+# cudb: make eval-arrhythmia DATA_DIR=../shared/data/cudb OUT=reports/arrhythmia-cudb.json
+# Noise stress (nstdb recipe, em and ma noise at 12, 6 and 0 dB on MIT-BIH 100, 103, 118, 119
+# unless RECORDS says otherwise): make eval-noise -> reports/arrhythmia-noise.json
+.PHONY: eval-arrhythmia eval-noise
+eval-arrhythmia: venv
+	$(PY) -m bench.arrhythmia --data-dir $(DATA_DIR) $(if $(RECORDS),--records $(RECORDS)) --out $(or $(OUT),reports/arrhythmia.json)
+
+eval-noise: venv
+	$(PY) -m bench.arrhythmia --data-dir $(DATA_DIR) $(if $(RECORDS),--records $(RECORDS)) --noise em,ma --snr-db 12,6,0 --out $(or $(OUT),reports/arrhythmia-noise.json)
+
 # Benchmark, not a test: mosquitto + detector + a real-time load generator on this machine;
 # finds the most beds sustained in real time and writes reports/bench.json (see bench/).
 bench: venv system-deps

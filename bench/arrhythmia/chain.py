@@ -1,0 +1,328 @@
+"""The live chain, offline: one record through the real cores, on a fake clock.
+
+Device: the streamer's own `BedStream` encodes the record's samples (every lead) into 0.5 s
+binary chunks, each due when its last sample "happens". Detector: a `DetectorEngine` built as
+`detector.service.DetectorService` builds it (ONNX scorer, the manifest's anomaly config and
+threshold, the service's default settings), fed each chunk with `handle(topic, payload, now)`
+and ticked at every batching deadline, as the service's worker does. Alerting: an
+`AlertingCore` (the service's glue: policy, in-memory store, metrics, hub) gets the device's
+chunks and every detector publication through `on_message`, and a wall-clock `tick` each
+second; a simulated nurse acknowledges every alarm 30 s after it sounds. The clock is the
+signal clock: T0 + the due time of the chunk, so the replay runs as fast as the CPU allows.
+
+`run_reference` feeds the same alerting core with the reference instead of the detector: the
+annotated beats with their AAMI classes (known 0.5 s after their R peak, as bench-alarms does)
+and the reference episodes as episode events: the alarm floor of a record set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from alerting.alarms import Alarm, ChangeKind
+from alerting.config import AlertingConfig
+from alerting.hub import WardHub
+from alerting.metrics import AlertingMetrics
+from alerting.policy import AlarmPolicy
+from alerting.service import AlertingCore
+from alerting.store import AlarmStore
+from bench.alarms import REFERENCE_LAG_S, T0
+from bench.arrhythmia.reference import Annotations, Reference
+from bench.nurse import Nurse
+from ecgcommon import protocol, topics
+from ecgcommon.records import Record
+
+log = logging.getLogger("bench.arrhythmia")
+WARD = "eval"
+BED = "bed1"
+CHUNK_S = 0.5
+ACK_AFTER_S = 30.0
+EPISODE_EVENTS = {"vt": "vt", "vf": "vf", "af": "afib", "svt": "svt"}  # reference kind -> event
+
+
+@dataclass
+class AlarmLog:
+    """What the ward heard: every alarm with the times it sounded and its changes."""
+
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def observe(self, kind: ChangeKind, alarm: Alarm, now: float, announced: bool) -> None:
+        a = self.alarms.get(alarm.id)
+        if a is None:
+            a = self.alarms[alarm.id] = {
+                "id": alarm.id,
+                "type": alarm.type.value,
+                "priority": alarm.priority.value,
+                "started_at": alarm.started_at - T0,
+                "evidence": _small(alarm.evidence),
+                "sounded": [],  # (published at, cause time), s from the record's start
+                "ended_at": None,
+            }
+        if announced:
+            cause = alarm.started_at if kind is ChangeKind.RAISED else alarm.updated_at
+            a["sounded"].append((round(now - T0, 3), round(cause - T0, 3)))
+        if not alarm.open:
+            a["ended_at"] = (alarm.ended_at if alarm.ended_at is not None else now) - T0
+
+    def listing(self, end_s: float) -> list[dict[str, Any]]:
+        """Alarms in order of start; an alarm still open ends with the record."""
+        out = []
+        for a in sorted(self.alarms.values(), key=lambda a: a["started_at"]):
+            a = dict(a)
+            if a["ended_at"] is None:
+                a["ended_at"] = end_s
+            out.append(a)
+        return out
+
+
+def _small(evidence: dict[str, Any]) -> dict[str, Any]:
+    """The alarm's evidence without the long beat lists (the report stays small)."""
+    return {k: v for k, v in evidence.items() if k not in ("beat_ids", "scores", "last")}
+
+
+class Ward:
+    """One bed's alerting side: the real `AlertingCore`, an alarm log and the nurse."""
+
+    def __init__(self, ack_after_s: float = ACK_AFTER_S) -> None:
+        self.now = T0
+        registry = CollectorRegistry()
+        config = AlertingConfig(ward=WARD, token="eval-arrhythmia-token", db_path=":memory:")
+        hub = WardHub(
+            config.ward,
+            wave_hz=config.wave_hz,
+            wave_window_s=config.wave_window_s,
+            raw_window_s=config.raw_window_s,
+            client_queue=config.client_queue,
+            recent_beats=config.recent_beats,
+            detail_beats=config.detail_beats,
+        )
+        self.core = AlertingCore(
+            config,
+            hub=hub,
+            policy=AlarmPolicy(),
+            store=AlarmStore(":memory:"),
+            metrics=AlertingMetrics(registry),
+            registry=registry,
+            publish=self._published,
+            clock=lambda: self.now,
+        )
+        self.nurse = Nurse(ack_after_s)
+        self.log = AlarmLog()
+        self._next_tick = -np.inf
+
+    def _published(self, topic: str, payload: bytes) -> None:
+        doc = json.loads(payload)
+        kind, alarm = ChangeKind(doc["kind"]), Alarm.from_dict(doc["alarm"])
+        announced = self.nurse.observe(kind, alarm)
+        self.log.observe(kind, alarm, self.now, announced)
+
+    def at(self, now: float) -> None:
+        """Time passes to `now`: the nurse acts, the core's wall-clock tick runs (1 s)."""
+        self.now = now
+        for aid in self.nurse.due(now):
+            self.core.acknowledge(aid, "eval-nurse")
+        if now >= self._next_tick:
+            self._next_tick = now + self.core.config.tick_s
+            self.core.tick(now)
+
+    def deliver(self, topic: str, payload: bytes) -> None:
+        self.core.on_message(topic, payload)
+
+
+@dataclass
+class ChainResult:
+    """What came out of the chain for one record (times in s from the record's start)."""
+
+    duration_s: float
+    beat_t: np.ndarray
+    beat_cls: list[str | None]
+    beat_anomalous: np.ndarray
+    events: list[dict[str, Any]]  # detector events: type, active, t, published, detail
+    alarms: list[dict[str, Any]]
+    wall_s: float
+    bad_messages: dict[str, float] = field(default_factory=dict)
+
+
+def build_engine(model_dir: str | None, wall_clock: Callable[[], float]) -> Any:
+    """A DetectorEngine made as `DetectorService.__init__` makes it (default config), with the
+    replay's clock as its wall clock."""
+    from detector.anomaly import AnomalyConfig
+    from detector.config import DetectorConfig
+    from detector.engine import DetectorEngine, EngineSettings
+    from detector.metrics import DetectorMetrics
+    from detector.scorer import OnnxScorer
+
+    config = DetectorConfig() if model_dir is None else DetectorConfig(model_dir=model_dir)
+    onnx = OnnxScorer(config.model_dir)
+    anomaly = AnomalyConfig.from_manifest(onnx.manifest)
+    metrics = DetectorMetrics(CollectorRegistry())
+    settings = EngineSettings(
+        max_batch=config.max_batch,
+        max_wait_s=config.max_wait_s,
+        signal_timeout_s=config.signal_timeout_s,
+        max_fill_s=config.max_fill_s,
+        qos_beats=config.qos_beats,
+        qos_events=config.qos_events,
+        max_upload_s=config.max_upload_s,
+    )
+    return DetectorEngine(
+        onnx, anomaly, anomaly.threshold(config.profile), metrics, settings, wall_clock=wall_clock
+    )
+
+
+class _FakeClock:
+    """The detector's wall clock in the replay: the signal clock of the chunk in hand."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _bad_counts(engine: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric in engine.metrics.bad_messages.collect():
+        for s in metric.samples:
+            if s.name.endswith("_total") and s.value:
+                out[s.labels.get("reason", "?")] = s.value
+    return out
+
+
+def run_chain(
+    record: Record, model_dir: str | None = None, chunk_s: float = CHUNK_S
+) -> ChainResult:
+    """One record through streamer chunks -> DetectorEngine -> AlertingCore (module doc)."""
+    from streamer.core import BedStream, Source
+
+    wall0 = time.perf_counter()
+    clock = _FakeClock()
+    engine = build_engine(model_dir, clock)
+    ward = Ward()
+    source = Source.from_record(record)
+    stream = BedStream(
+        BED, WARD, [source], 0, 0, chunk_s, t_start=T0, max_samples=source.raw.shape[0]
+    )
+    beat_t: list[float] = []
+    beat_cls: list[str | None] = []
+    beat_anom: list[bool] = []
+    events: list[dict[str, Any]] = []
+
+    def deliver(pubs: list[Any], now: float) -> None:
+        for p in pubs:
+            kind = topics.parse_topic(p.topic).kind
+            if kind == "beats":
+                for b in protocol.decode_beats_message(p.payload).beats:
+                    beat_t.append(b.t - T0)
+                    beat_cls.append(b.cls)
+                    beat_anom.append(b.anomalous)
+            elif kind == "events":
+                ev = protocol.decode_event(p.payload)
+                if ev.type != "anomaly":
+                    events.append(
+                        {
+                            "type": ev.type,
+                            "active": ev.active,
+                            "t": ev.t - T0,
+                            "published": now - T0,
+                            "detail": dict(ev.detail),
+                        }
+                    )
+            ward.deliver(p.topic, p.payload)
+
+    status = protocol.encode_status(protocol.Status("online", T0, "eval-arrhythmia"))
+    status_topic = topics.status_topic(WARD, BED)
+    ward.deliver(status_topic, status)
+    deliver(engine.handle(status_topic, status, T0), T0)
+    now = T0
+    while not stream.done:
+        msg = stream.next_message()
+        now = T0 + msg.due_s
+        clock.now = now
+        ward.at(now)
+        ward.deliver(msg.topic, msg.payload)  # the alerting service sees the device's chunks
+        deliver(engine.handle(msg.topic, msg.payload, now), now)
+        deliver(engine.tick(now), now)
+        horizon = now + chunk_s  # the service ticks at each batch deadline before the next chunk
+        while (d := engine.next_deadline()) is not None and d < horizon:
+            clock.now = d
+            ward.at(d)
+            deliver(engine.tick(d), d)
+    deliver(engine.flush(now), now)
+    duration = source.raw.shape[0] / record.fs
+    return ChainResult(
+        duration_s=duration,
+        beat_t=np.asarray(beat_t, dtype=np.float64),
+        beat_cls=beat_cls,
+        beat_anomalous=np.asarray(beat_anom, dtype=bool),
+        events=events,
+        alarms=ward.log.listing(duration),
+        wall_s=time.perf_counter() - wall0,
+        bad_messages=_bad_counts(engine),
+    )
+
+
+def reference_messages(
+    ann: Annotations, ref: Reference, chunk_s: float = CHUNK_S, lag_s: float = REFERENCE_LAG_S
+) -> list[tuple[float, str, bytes]]:
+    """(time, topic, payload) of a perfect detector: reference beats with their classes (known
+    `lag_s` after the R peak, with the analysis watermark) and reference episodes as events."""
+    t, cls, samples = ann.beat_t, ann.beat_cls, ann.beat_samples
+    beats_topic, events_topic = topics.beats_topic(WARD, BED), topics.events_topic(WARD, BED)
+    edges: list[tuple[float, str, bool, float]] = []  # (t, event type, active, onset)
+    for kind, etype in EPISODE_EVENTS.items():
+        for e in ref.of(kind):
+            edges += [(e.onset, etype, True, e.onset), (e.end, etype, False, e.onset)]
+    edges.sort()
+    out: list[tuple[float, str, bytes]] = []
+    i = j = 0
+    n_chunks = int(np.ceil(ann.duration_s / chunk_s))
+    for k in range(n_chunks):
+        t_end = min((k + 1) * chunk_s, ann.duration_s)
+        known = t_end - lag_s
+        while j < len(edges) and edges[j][0] <= known:
+            te, etype, active, onset = edges[j]
+            detail = {"hr_bpm": None, "beats": None, "onset_t": T0 + onset, "source": "reference"}
+            ev = protocol.Event(BED, etype, active, T0 + te, detail)
+            out.append((T0 + t_end, events_topic, protocol.encode_event(ev)))
+            j += 1
+        batch = []
+        while i < len(t) and t[i] <= known:
+            rr = float(t[i] - t[i - 1]) if i > 0 and t[i] > t[i - 1] else None
+            abnormal = str(cls[i]) != "N"
+            batch.append(
+                protocol.BeatResult(
+                    bed=BED,
+                    sample=int(samples[i]),
+                    t=T0 + float(t[i]),
+                    rr_s=rr,
+                    hr_bpm=None if rr is None else 60.0 / rr,
+                    score=1.0 if abnormal else 0.0,
+                    threshold=0.5,
+                    anomalous=abnormal,
+                    beat_id=f"{WARD}:{BED}:{int(samples[i])}",
+                    cls=str(cls[i]),
+                )
+            )
+            i += 1
+        if known > 0:
+            payload = protocol.encode_beats(batch, analysed_until=T0 + known)
+            out.append((T0 + t_end, beats_topic, payload))
+    return out
+
+
+def run_reference(ann: Annotations, ref: Reference) -> list[dict[str, Any]]:
+    """The alerting core fed with the reference (a perfect detector): its alarms."""
+    ward = Ward()
+    for now, topic, payload in reference_messages(ann, ref):
+        ward.at(now)
+        ward.deliver(topic, payload)
+    return ward.log.listing(ann.duration_s)

@@ -1,0 +1,132 @@
+"""One record's evaluation (a worker's job): load, optionally noise-stress, run the chain and the
+reference floor, score. Returns a JSON-ready dict of counts that `summary.py` adds up."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from bench.arrhythmia import score
+from bench.arrhythmia.chain import run_chain, run_reference
+from bench.arrhythmia.noise import NoiseProtocol, load_noise, measured_snr_db, stress
+from bench.arrhythmia.reference import read_annotations, reference_episodes
+from ecgcommon.records import load_record
+
+log = logging.getLogger("bench.arrhythmia")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one worker evaluates."""
+
+    name: str
+    data_dir: str
+    model_dir: str | None = None
+    sampto: int | None = None  # first samples only (tests)
+    beats: bool = True  # count this record's beats (DS2 on mitdb, not paced)
+    beats_from_s: float = 0.0  # beat figures from this time on (EC57: 300 s)
+    noise: str | None = None  # nstdb noise record (em, ma, bw) for the stress mode
+    snr_db: float | None = None
+    noise_dir: str | None = None
+    reference_floor: bool = True  # also feed the alerting core with the reference
+
+    @property
+    def key(self) -> str:
+        if self.noise is None:
+            return self.name
+        return f"{self.name}_{self.noise}{self.snr_db:g}"
+
+
+def evaluate(task: Task) -> dict[str, Any]:
+    """Run and score one record (never raises: an error is reported in the result)."""
+    try:
+        return _evaluate(task)
+    except Exception as exc:  # one bad record must not lose the others
+        log.exception("record %s failed", task.key)
+        return {"key": task.key, "name": task.name, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _evaluate(task: Task) -> dict[str, Any]:
+    record = load_record(task.name, task.data_dir, sampto=task.sampto)
+    ann = read_annotations(task.name, task.data_dir, record.duration_s, sampto=task.sampto)
+    ref = reference_episodes(ann)
+    out: dict[str, Any] = {"key": task.key, "name": task.name, "fs": record.fs}
+    segments: list[tuple[float, float]] = []
+    if task.noise is not None:
+        noise = load_noise(task.noise, record.fs, record.n_samples, task.noise_dir)
+        normal = ann.beat_cls == "N"
+        stressed = stress(
+            record.signal,
+            record.fs,
+            ann.beat_samples,
+            normal,
+            noise,
+            float(task.snr_db),
+            NoiseProtocol(),
+            task.noise,
+        )
+        segments = stressed.segments
+        out["noise"] = {
+            "kind": task.noise,
+            "snr_db": task.snr_db,
+            "measured_snr_db": [
+                round(x, 2)
+                for x in measured_snr_db(
+                    record.signal, stressed, record.fs, ann.beat_samples, normal
+                )
+            ],
+            "gains": [round(g, 4) for g in stressed.gains],
+        }
+        record = replace(record, signal=stressed.signal)
+    chain = run_chain(record, task.model_dir)
+    hours = chain.duration_s / 3600.0
+    alarms = chain.alarms
+    out.update(
+        hours=hours,
+        leads=int(record.signal.shape[1]),
+        wall_s=round(chain.wall_s, 2),
+        n_beats=int(chain.beat_t.size),
+        classes=_class_counts(chain.beat_cls),
+        bad_messages=chain.bad_messages,
+        reference=ref.counts(),
+        episodes=score.episode_counts(ref, score.detector_episodes(chain.events, chain.duration_s)),
+        lethal=score.lethal_counts(ref, alarms),
+        vt=score.vt_alarm_counts(ref, alarms),
+        high=score.high_alarm_truth(ann, ref, alarms),
+        alarms=score.alarm_counts(alarms),
+        alarms_by_type=score.by_type(alarms),
+        detector_events=_event_counts(chain.events),
+    )
+    out["paced"] = ann.paced
+    if task.beats and not ann.paced:
+        out["beats"] = score.beat_counts(ann, chain.beat_t, chain.beat_cls, task.beats_from_s)
+    if segments:
+        out["artifact"] = score.artifact_coverage(alarms, segments)
+    if task.reference_floor:
+        floor = run_reference(ann, ref)
+        out["reference_alarms"] = score.alarm_counts(floor)
+        out["reference_alarms_by_type"] = score.by_type(floor)
+    return out
+
+
+def _class_counts(cls: list[str | None]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in cls:
+        k = c if c is not None else "none"
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _event_counts(events: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in events:
+        if e["active"]:
+            out[e["type"]] = out.get(e["type"], 0) + 1
+    return dict(sorted(out.items()))
+
+
+def finite(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
