@@ -1,6 +1,7 @@
 """Fill the README's results table from the JSON reports under reports/.
 
-Run after `make eval-qrs`, `make eval-model`, `make bench`, `make bench-alarms`:
+Run after `make eval-qrs`, `make eval-model`, `make bench`, `make bench-alarms`,
+`make eval-arrhythmia` (mitdb, and cudb to reports/arrhythmia-cudb.json), `make eval-noise`:
     python scripts/results_table.py          # rewrites the table between the README markers
 """
 
@@ -86,6 +87,58 @@ def rows() -> list[tuple[str, str, str, str]]:
              " / ".join(_num(load.get(k), "{:.2f}") for k in PRIORITIES),
              "report", "make bench-alarms"),
         ]
+    out += _arrhythmia_rows()
+    return out
+
+
+def _arrhythmia_rows() -> list[tuple[str, str, str, str]]:
+    """Rows of `make eval-arrhythmia` (mitdb, cudb) and `make eval-noise`."""
+    out: list[tuple[str, str, str, str]] = []
+    cmd = "make eval-arrhythmia"
+    if r := _load("arrhythmia.json"):
+        b, e, le, al = r["beats"], r["episodes"], r["lethal"], r["alarms"]
+        n = len(b.get("records", []))
+        out += [
+            (f"VEB Se / +P (mitdb DS2, {n} records)",
+             f"{_pct(b['veb']['se'])} / {_pct(b['veb']['ppv'])}", "≥ 95 % / ≥ 95 %", cmd),
+            (f"SVEB Se / +P (mitdb DS2, {n} records)",
+             f"{_pct(b['sveb']['se'])} / {_pct(b['sveb']['ppv'])}", "≥ 85 % / ≥ 75 %", cmd),
+            (f"mitdb VT/VF episodes labelled within 10 s ({le['n']})",
+             _pct(le["labelled_within_10s"]), "≥ 98 %", cmd),
+            ("mitdb time to VT/VF alarm p50 / max",
+             f"{_num(le['time_to_alarm_s']['p50'])} s / {_num(le['time_to_alarm_s']['max'])} s",
+             "p50 ≤ 5 s", cmd),
+            ("mitdb vt_ppv / SVT episodes called VT",
+             f"{_pct(al['vt_ppv'])} / {e['svt']['called_vt']} of {e['svt']['n']}",
+             "≥ 90 % / 0", cmd),
+            ("mitdb AF episode Se / +P", f"{_pct(e['af']['se'])} / {_pct(e['af']['ppv'])}",
+             "≥ 95 % / ≥ 95 %", cmd),
+            ("mitdb AF duration Se / +P",
+             f"{_pct(e['af']['duration_se'])} / {_pct(e['af']['duration_ppv'])}",
+             "≥ 95 % / ≥ 95 %", cmd),
+            ("mitdb false high alarms per bed-hour", _num(al["false_high_per_bed_hour"], "{:.2f}"),
+             "≤ 0.5", cmd),
+            ("mitdb high + medium alarms per bed-hour (reference floor)",
+             f"{_num(al['per_bed_hour']['high_medium'], '{:.1f}')} "
+             f"({_num((al.get('reference_per_bed_hour') or {}).get('high_medium'), '{:.1f}')})",
+             "≤ 15", cmd),
+        ]
+    if r := _load("arrhythmia-cudb.json"):
+        le, vf = r["lethal"], r["episodes"]["vf"]
+        out += [
+            (f"cudb VT/VF episodes labelled within 10 s ({le['n']})",
+             _pct(le["labelled_within_10s"]), "≥ 98 %", f"{cmd} DATA_DIR=…/cudb"),
+            ("cudb time to VT/VF alarm p50 / VF episode Se",
+             f"{_num(le['time_to_alarm_s']['p50'])} s / {_pct(vf['se'])}", "p50 ≤ 5 s",
+             f"{cmd} DATA_DIR=…/cudb"),
+        ]
+    if r := _load("arrhythmia-noise.json"):
+        for snr, part in r.get("noise", {}).items():
+            target = "0" if float(snr) >= 6 else "report"
+            out.append((f"noise stress {snr} dB: false high alarms / artifact coverage",
+                        f"{part['alarms']['false_high']} / {_pct(part.get('artifact_coverage'))}",
+                        f"{target} / " + ("≥ 90 %" if float(snr) <= 0 else "report"),
+                        "make eval-noise"))
     return out
 
 

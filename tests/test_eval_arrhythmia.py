@@ -134,9 +134,10 @@ def test_vt_ppv_called_vt_and_false_high_alarms() -> None:
         _alarm("extreme_tachy", "high", 20.0),  # 60 bpm: false
         _alarm("vtach", "high", 20.0),  # no VT/VF in this reference: false
         _alarm("noisy", "technical", 20.0),  # not a high alarm
+        _alarm("extreme_tachy", "high", 96.0),  # in VF (no beats there): warranted
     ]
-    truth = score.high_alarm_truth(ann, _ref(), high)
-    assert truth["high"] == 5
+    truth = score.high_alarm_truth(ann, _ref(vf=[(95.0, 100.0)]), high)
+    assert truth["high"] == 6
     assert [(f["type"], f["t"]) for f in truth["false"]] == [
         ("asystole", 80.0),
         ("extreme_tachy", 20.0),

@@ -234,8 +234,10 @@ def high_alarm_truth(
     alarms: list[dict[str, Any]],
     config: PolicyConfig | None = None,
 ) -> dict[str, Any]:
-    """Each high alarm is false when the reference does not meet its criterion within +-2 s:
-    VT/VF: a VT or VF episode; asystole: no reference beat for `asystole_s`; extreme brady /
+    """Each high alarm is false when the reference does not meet its criterion within +-2 s.
+    Within +-2 s of a VT or VF episode every high alarm is true (the rhythm is lethal; QRS
+    detection cannot follow VF, so its rate or its silence may raise tachy, brady or asystole).
+    Elsewhere: VT/VF alarms are false; asystole: no reference beat for `asystole_s`; extreme brady /
     tachy: the reference heart rate (the policy's averaging) past the limit, or a gap as long
     as the brady limit's RR. Other high types are counted as unverified."""
     c = config or PolicyConfig()
@@ -262,8 +264,10 @@ def high_alarm_truth(
             continue
         n += 1
         x, typ = a["started_at"], a["type"]
+        if _near(x, lethal):  # any high alarm in VT/VF is warranted (a lethal rhythm)
+            continue
         if typ in LETHAL_ALARMS:
-            ok = _near(x, lethal)
+            ok = False
         elif typ == "asystole":
             ok = gap_met(x, c.asystole_s)
         elif typ == "extreme_brady":
