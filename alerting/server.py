@@ -2,14 +2,19 @@
 
 Thin adapter: ward state comes from the sans-I/O `WardHub`, alarms from an `AlarmDesk` (the
 service's policy + store + broadcast), uploads are parsed by `ecgcommon.upload` and scored by the
-detector's `POST /v1/score`. Every route except /healthz, /metrics and the static assets needs the
-token: `Authorization: Bearer <token>`, or `?token=` for the page and the websocket.
+detector's `POST /v1/score`. Every route except /healthz and the static assets needs the token
+(one check, `_Guard`, in front of every route): `Authorization: Bearer <token>`, or the dashboard's
+session cookie. The page swaps a `?token=` for that cookie (HttpOnly, SameSite=Strict) with a
+redirect, so the token leaves the address bar and the history; /metrics also takes the metrics
+token. Bodies are read with a size limit while they stream in; malformed ones get a 4xx; every
+response carries the security headers (CSP self only, no framing, nosniff, no referrer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
@@ -30,10 +35,12 @@ from prometheus_client import (
 )
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from alerting.hub import Decimator, WardHub
@@ -47,6 +54,25 @@ STATES = ("active", "acknowledged", "latched", "ended", "open")
 MAX_LIMIT = 1000
 # Uploaded signals are sent back for display at about this rate (the beats keep full precision).
 UPLOAD_DISPLAY_HZ = 180.0
+# A JSON body (acknowledgement) larger than this is refused while it streams in.
+MAX_JSON_BODY = 64 * 1024
+# An upload (multipart: the file plus a few fields) larger than this is refused while streaming.
+MAX_UPLOAD_BODY = MAX_UPLOAD_BYTES + 65536
+SESSION_COOKIE = "ecg_session"
+PUBLIC_PATHS = ("/healthz",)
+PUBLIC_PREFIXES = ("/static/",)
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        b"frame-ancestors 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
 
 
 class AlarmDesk(Protocol):
@@ -105,21 +131,116 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
 
 
 class _Auth:
-    """Constant-time bearer-token check."""
+    """Constant-time token checks: a bearer token, the dashboard's session cookie (derived from
+    the token, so the token itself is never stored in the browser) or, where allowed, `?token=`."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, metrics_token: str = "") -> None:
         if not token:
             raise ValueError("token must be non-empty")
         self._token = token.encode()
+        self._metrics = metrics_token.encode() if metrics_token else None
+        self.session = hmac.new(self._token, b"ecg-dashboard-session", hashlib.sha256).hexdigest()
 
-    def ok(self, conn: HTTPConnection, allow_query: bool) -> bool:
-        given = ""
+    def _bearer(self, conn: HTTPConnection) -> str:
         header = conn.headers.get("authorization", "")
-        if header[:7].lower() == "bearer ":
-            given = header[7:].strip()
-        elif allow_query:
-            given = conn.query_params.get("token", "")
-        return hmac.compare_digest(given.encode(), self._token)
+        return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+    def token_ok(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode("utf-8", "replace"), self._token)
+
+    def ok(self, conn: HTTPConnection, allow_query: bool, metrics: bool = False) -> bool:
+        bearer = self._bearer(conn)
+        if bearer:
+            if metrics and self._metrics is not None and hmac.compare_digest(
+                bearer.encode("utf-8", "replace"), self._metrics
+            ):
+                return True
+            return self.token_ok(bearer)
+        cookie = conn.cookies.get(SESSION_COOKIE, "")
+        if cookie and hmac.compare_digest(cookie.encode("utf-8", "replace"),
+                                          self.session.encode()):
+            return True
+        query = conn.query_params.get("token", "") if allow_query else ""
+        return bool(query) and self.token_ok(query)
+
+
+class _TooLarge(Exception):
+    """A request body over its limit (answered 413)."""
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, read as it streams in and refused (`_TooLarge`) as soon as it passes `limit`
+    bytes, whatever Content-Length says (a chunked upload has none)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(f"body of {declared} bytes is over the {limit} byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge(f"body is over the {limit} byte limit")
+    return bytes(body)
+
+
+class _Guard:
+    """ASGI middleware in front of every route: the token check (one place for all routes),
+    the `?token=` -> session cookie swap of the page, and the security headers."""
+
+    def __init__(self, app: ASGIApp, auth: _Auth, on_refused: Callable[[], None]) -> None:
+        self.app = app
+        self.auth = auth
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # the websocket checks its token itself (denial response)
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        conn = HTTPConnection(scope)
+
+        async def send_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in have]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send_headers)
+            return
+        if path == "/" and "token" in conn.query_params:
+            await self._swap(conn, scope, receive, send_headers)
+            return
+        allow_query = path == "/ws" or path.endswith("/report.pdf")
+        if not self.auth.ok(conn, allow_query=allow_query, metrics=path == "/metrics"):
+            self.on_refused()
+            resp = _error(401, "missing or wrong token", **{"WWW-Authenticate": "Bearer"})
+            await resp(scope, receive, send_headers)
+            return
+        await self.app(scope, receive, send_headers)
+
+    async def _swap(self, conn: HTTPConnection, scope: Scope, receive: Receive,
+                    send: Send) -> None:
+        """`/?token=...`: a right token becomes the session cookie and the browser is sent to
+        the same page without it (303), so it stays out of the address bar and history."""
+        if not self.auth.token_ok(conn.query_params.get("token", "")):
+            self.on_refused()
+            resp: Response = _error(401, "missing or wrong token",
+                                    **{"WWW-Authenticate": "Bearer"})
+        else:
+            rest = [(k, v) for k, v in conn.query_params.multi_items() if k != "token"]
+            query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in rest)
+            resp = Response(status_code=303, headers={
+                "Location": "/" + ("?" + query if query else ""), "Cache-Control": "no-store"})
+            resp.set_cookie(SESSION_COOKIE, self.auth.session, httponly=True, samesite="strict",
+                            path="/", secure=scope.get("scheme") == "https")
+        await resp(scope, receive, send)
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
 
 
 def _parse_float(params: Mapping[str, str], name: str) -> float | None:
@@ -146,21 +267,18 @@ def create_app(
     health: Callable[[], dict[str, Any]] | None = None,
     metrics: ServerMetrics | None = None,
     report: Callable[[str], Callable[[], bytes]] | None = None,
+    metrics_token: str = "",
+    detector_token: str = "",
 ) -> Starlette:
     """The Starlette app. `health()` adds fields to /healthz (e.g. the MQTT connection);
     `report(bed)` collects a bed's PDF alarm report and returns the function that renders it
-    (run in a worker thread; NotImplementedError -> 501)."""
-    auth = _Auth(token)
+    (run in a worker thread; NotImplementedError -> 501). `metrics_token` is also accepted on
+    /metrics; `detector_token` is sent to the detector's `POST /v1/score`."""
+    auth = _Auth(token, metrics_token)
     m = metrics or ServerMetrics(registry)
     score_url = detector_url.rstrip("/") + "/v1/score"
 
-    def refuse(conn: HTTPConnection) -> JSONResponse:
-        m.auth_failures.inc()
-        return _error(401, "missing or wrong token", **{"WWW-Authenticate": "Bearer"})
-
     async def index(request: Request) -> Response:
-        if not auth.ok(request, allow_query=True):
-            return refuse(request)
         return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
     async def healthz(request: Request) -> Response:
@@ -174,8 +292,6 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def list_alarms(request: Request) -> Response:
-        if not auth.ok(request, allow_query=False):
-            return refuse(request)
         q = request.query_params
         priority = q.get("priority") or None
         state = q.get("state") or None
@@ -198,23 +314,22 @@ def create_app(
         return JSONResponse({"alarms": alarms})
 
     async def get_alarm(request: Request) -> Response:
-        if not auth.ok(request, allow_query=False):
-            return refuse(request)
         alarm = desk.get_alarm(request.path_params["alarm_id"])
         if alarm is None:
             return _error(404, f"no alarm {request.path_params['alarm_id']!r}")
         return JSONResponse(alarm)
 
     async def ack(request: Request) -> Response:
-        if not auth.ok(request, allow_query=False):
-            return refuse(request)
         alarm_id = request.path_params["alarm_id"]
         by = "dashboard"
-        body = await request.body()
+        try:
+            body = await _read_limited(request, MAX_JSON_BODY)
+        except _TooLarge as exc:
+            return _error(413, str(exc))
         if body.strip():
             try:
                 doc = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return _error(400, "body must be JSON like {\"by\": \"nurse name\"} or empty")
             if not isinstance(doc, dict) or not isinstance(doc.get("by", by), str):
                 return _error(400, "body must be JSON like {\"by\": \"nurse name\"} or empty")
@@ -228,21 +343,15 @@ def create_app(
         return JSONResponse({"alarm": alarm})
 
     async def beds(request: Request) -> Response:
-        if not auth.ok(request, allow_query=False):
-            return refuse(request)
         return JSONResponse({"ward": hub.ward, "beds": hub.beds()})
 
     async def bed(request: Request) -> Response:
-        if not auth.ok(request, allow_query=False):
-            return refuse(request)
         summary = hub.bed_summary(request.path_params["bed"])
         if summary is None:
             return _error(404, f"no bed {request.path_params['bed']!r} in ward {hub.ward!r}")
         return JSONResponse(summary)
 
     async def beat(request: Request) -> Response:
-        if not auth.ok(request, allow_query=False):
-            return refuse(request)
         bed_name, beat_id = request.path_params["bed"], request.path_params["beat_id"]
         detail = hub.beat_detail(bed_name, beat_id)
         if detail is None:
@@ -250,8 +359,6 @@ def create_app(
         return JSONResponse(detail)
 
     async def bed_report(request: Request) -> Response:
-        if not auth.ok(request, allow_query=True):
-            return refuse(request)
         if report is None:
             return _error(404, "PDF reports are not enabled")
         bed_name = request.path_params["bed"]
@@ -266,24 +373,37 @@ def create_app(
             "Content-Disposition": f'inline; filename="alarms-{hub.ward}-{bed_name}.pdf"'})
 
     async def score(request: Request) -> Response:
-        if not auth.ok(request, allow_query=False):
-            return refuse(request)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 65536:
-            m.uploads.labels("too_large").inc()
-            return _error(413, f"upload is {declared} bytes, over the {MAX_UPLOAD_BYTES} limit")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             m.uploads.labels("bad_file").inc()
             return _error(400, "send the file as multipart/form-data (field 'file'; "
                                "optional fields 'fs' in Hz and 'lead')")
+        try:
+            raw = await _read_limited(request, MAX_UPLOAD_BODY)
+        except _TooLarge as exc:
+            m.uploads.labels("too_large").inc()
+            return _error(413, f"upload refused: {exc} (files up to {MAX_UPLOAD_BYTES} bytes)")
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
         files: dict[str, bytes] = {}
-        async with request.form(max_files=8, max_fields=16,
-                                max_part_size=MAX_UPLOAD_BYTES) as form:
-            for item in form.getlist("file"):
-                if isinstance(item, UploadFile):
-                    files[item.filename or "upload.csv"] = await item.read()
-            fs = form.get("fs")
-            lead = form.get("lead")
+        try:
+            async with Request(request.scope, replay).form(
+                max_files=8, max_fields=16, max_part_size=MAX_UPLOAD_BYTES
+            ) as form:
+                for item in form.getlist("file"):
+                    if isinstance(item, UploadFile):
+                        files[item.filename or "upload.csv"] = await item.read()
+                fs = form.get("fs")
+                lead = form.get("lead")
+        except (HTTPException, ValueError, KeyError) as exc:  # malformed multipart
+            m.uploads.labels("bad_file").inc()
+            return _error(400, f"the multipart body cannot be read: {exc}")
         try:
             upload = parse_upload(files, fs if isinstance(fs, str) else None,
                                   lead=lead if isinstance(lead, str) else None)
@@ -292,7 +412,7 @@ def create_app(
             return _error(400, str(exc))
         try:
             result = await asyncio.to_thread(
-                _post_json, score_url, upload.score_request(), score_timeout_s
+                _post_json, score_url, upload.score_request(), score_timeout_s, detector_token
             )
         except _DetectorError as exc:
             m.uploads.labels("detector_error").inc()
@@ -319,7 +439,7 @@ def create_app(
         })
 
     async def ws(websocket: WebSocket) -> None:
-        if not auth.ok(websocket, allow_query=True):
+        if not auth.ok(websocket, allow_query=True):  # query: scripts; the page sends its cookie
             m.auth_failures.inc()
             if "websocket.http.response" in websocket.scope.get("extensions", {}):
                 await websocket.send_denial_response(
@@ -371,7 +491,9 @@ def create_app(
         WebSocketRoute("/ws", ws),
         Mount("/static", StaticFiles(directory=DASHBOARD_DIR), name="static"),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.add_middleware(_Guard, auth=auth, on_refused=m.auth_failures.inc)
+    return app
 
 
 async def _drain_incoming(websocket: WebSocket) -> None:
@@ -388,11 +510,13 @@ class _DetectorError(Exception):
         self.status = status
 
 
-def _post_json(url: str, body: dict[str, Any], timeout_s: float) -> Any:
+def _post_json(url: str, body: dict[str, Any], timeout_s: float, token: str = "") -> Any:
     """POST JSON to the detector; errors become `_DetectorError` with an HTTP status to return."""
     data = json.dumps(body, separators=(",", ":")).encode()
-    req = urllib.request.Request(url, data=data, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return json.loads(resp.read())

@@ -514,6 +514,7 @@ class AlertingService:
             self.hub, self.core, self.config.token, self.registry,
             detector_url=self.config.detector_url, score_timeout_s=self.config.score_timeout_s,
             health=self._health, metrics=self.server_metrics, report=self._report,
+            metrics_token=self.config.metrics_token, detector_token=self.config.detector_token,
         )
         ucfg = uvicorn.Config(app, host=self.config.http_host, port=self.config.http_port,
                               ws="websockets-sansio", lifespan="off", log_level="warning",

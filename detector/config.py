@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ecgcommon.mqtt_auth import check_settings
+from ecgcommon.limits import BED_IDLE_S, MAX_BEDS
 from ecgcommon.topics import TopicError, status_topic
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "artifacts"
@@ -42,6 +43,9 @@ class DetectorConfig:
     mqtt_ca_file: str = ""  # set: TLS, the broker's certificate checked against this CA
     max_upload_s: float = 3600.0  # longest signal accepted by POST /v1/score
     cprofile_out: str = ""  # benchmarks: cProfile each thread into <this>.<thread> on exit
+    token: str = ""  # bearer token of POST /v1/score; empty: one is generated and printed once
+    max_beds: int = MAX_BEDS  # beds tracked at once (the longest-idle one makes room)
+    bed_idle_s: float = BED_IDLE_S  # a bed with no message this long is forgotten
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -76,6 +80,12 @@ class DetectorConfig:
                 f"reconnect_min_s ({self.reconnect_min_s}) must be > 0 and <= reconnect_max_s "
                 f"({self.reconnect_max_s})"
             )
+        if self.token and len(self.token) < 8:
+            raise ValueError("token must be at least 8 characters when set")
+        if not 1 <= self.max_beds <= 1_000_000:
+            raise ValueError(f"max_beds must be in 1..1000000, got {self.max_beds}")
+        if not (math.isfinite(self.bed_idle_s) and self.bed_idle_s > 0):
+            raise ValueError(f"bed_idle_s must be finite seconds > 0, got {self.bed_idle_s}")
         if not 5 <= self.keepalive_s <= 3600:
             raise ValueError(f"keepalive_s must be in 5..3600 seconds, got {self.keepalive_s}")
         check_settings(self.mqtt_username, self.mqtt_password_file, self.mqtt_ca_file)
@@ -100,6 +110,9 @@ _ENV = {
     "mqtt_password_file": "MQTT_PASSWORD_FILE",
     "mqtt_ca_file": "MQTT_CA_FILE",
     "cprofile_out": "DETECTOR_CPROFILE_OUT",
+    "token": "ECG_DETECTOR_TOKEN",
+    "max_beds": "DETECTOR_MAX_BEDS",
+    "bed_idle_s": "DETECTOR_BED_IDLE_S",
 }
 
 

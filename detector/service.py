@@ -9,11 +9,14 @@ backoff; a small HTTP server thread serves Prometheus metrics, health and upload
 from __future__ import annotations
 
 import cProfile
+import hmac
 import json
 import logging
 import math
+import secrets
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,10 +34,19 @@ from detector.engine import DetectorEngine, EngineSettings, Publication, Scorer
 from detector.metrics import DetectorMetrics
 from detector.scorer import ModelMismatchError, OnnxScorer
 from ecgcommon import mqtt_auth
+from ecgcommon.protocol import DecodeError, parse_json
 from ecgcommon.topics import subscription
 
 log = logging.getLogger("detector")
 MAX_BODY_BYTES = 64 * 1024 * 1024
+HTTP_TIMEOUT_S = 30.0
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
 
 
 class _BufferedSocket:
@@ -122,8 +134,13 @@ class DetectorService:
                 qos_beats=config.qos_beats,
                 qos_events=config.qos_events,
                 max_upload_s=config.max_upload_s,
+                max_beds=config.max_beds,
+                bed_idle_s=config.bed_idle_s,
             ),
         )
+        # POST /v1/score needs this token; without one configured, a fresh one is printed once
+        self.token = config.token or secrets.token_urlsafe(24)
+        self._token_generated = not config.token
         self.connected = threading.Event()
         self._stopping = threading.Event()
         self._outbox: list[Publication] = []
@@ -278,6 +295,9 @@ class DetectorService:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        if self._token_generated:  # printed once, never logged
+            print(f"detector: POST /v1/score token (set ECG_DETECTOR_TOKEN to choose one): "
+                  f"{self.token}", file=sys.stderr, flush=True)
         self._http_thread.start()
         self._worker.start()
         log.info(
@@ -309,8 +329,8 @@ class DetectorService:
 def _score_request(service: DetectorService, body: bytes) -> dict[str, Any]:
     """Validate a /v1/score body and score it; ValueError says what is wrong."""
     try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        doc = parse_json(body)  # the wire's limits: no 400-digit integers, no NaN, no deep nests
+    except DecodeError as exc:
         raise ValueError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise ValueError('body must be a JSON object {"fs": Hz, "samples": [mV, ...]}')
@@ -336,6 +356,7 @@ def _score_request(service: DetectorService, body: bytes) -> dict[str, Any]:
 def _handler(service: DetectorService) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "ecg-detector"
+        timeout = HTTP_TIMEOUT_S  # a client that stops sending never holds a handler
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             log.debug("http: " + format, *args)
@@ -344,6 +365,16 @@ def _handler(service: DetectorService) -> type[BaseHTTPRequestHandler]:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in SECURITY_HEADERS:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _send_rest(self, body: bytes) -> None:
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in SECURITY_HEADERS:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -365,15 +396,34 @@ def _handler(service: DetectorService) -> type[BaseHTTPRequestHandler]:
             if path != "/v1/score":
                 self._json(404, {"error": f"no such path {path}"})
                 return
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self._json(411, {"error": "Content-Length is required"})
+            self.close_connection = True  # a refused body is never read: do not reuse the socket
+            given = self.headers.get("Authorization", "")
+            given = given[7:].strip() if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(given.encode("utf-8", "replace"), service.token.encode()):
+                service.metrics.bad_messages.labels("http_auth").inc()
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", "Bearer")
+                self._send_rest(b'{"error":"missing or wrong token"}')
                 return
+            if self.headers.get("Transfer-Encoding"):
+                self._json(411, {"error": "send the body with a Content-Length, not chunked"})
+                return
+            raw = self.headers.get("Content-Length", "")
+            if not raw.strip().isdigit():  # also refuses a negative length
+                self._json(411, {"error": "a Content-Length of 0 or more bytes is required"})
+                return
+            length = int(raw)
             if length > MAX_BODY_BYTES:
                 self._json(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"})
                 return
-            body = self.rfile.read(length)
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                self._json(408, {"error": "the body did not arrive in time"})
+                return
+            if len(body) < length:
+                self._json(400, {"error": f"body ended after {len(body)} of {length} bytes"})
+                return
             try:
                 self._json(200, _score_request(service, body))
             except ValueError as exc:

@@ -545,3 +545,9 @@ def decode_status(payload: bytes | str) -> Status:
         t=float(_get(doc, "t", (int, float), math.nan)),
         device=_get(doc, "device", (str,), ""),
     )
+
+
+def parse_json(payload: bytes | str) -> Any:
+    """JSON under the wire's limits (integers of at most MAX_INT_DIGITS digits, finite floats, no
+    NaN/Infinity, bounded nesting): BadJSON or BadNumber otherwise, never another exception."""
+    return _loads(payload)

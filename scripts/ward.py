@@ -12,6 +12,7 @@ Child logs go to files under the run folder.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import secrets
@@ -164,7 +165,11 @@ def service_env(cfg: WardConfig, ports: Mapping[str, int], token: str) -> dict[s
         "ALERTING_TOKEN": token,
         "ALERTING_DB": str(cfg.run_dir / "alarms.db"),
         "DETECTOR_URL": f"http://{cfg.http_host}:{ports['detector']}",
+        # the detector's POST /v1/score token, the same for the detector and alerting
+        "ECG_DETECTOR_TOKEN": hashlib.sha256(f"detector:{token}".encode()).hexdigest()[:32],
     }
+    if cfg.speed != 1:  # accelerated replay: the signal clock runs ahead of the wall clock
+        env["ALERTING_MAX_CLOCK_SKEW_S"] = "0"
     for spec in HTTP_SERVICES:
         env[str(spec.port_env)] = str(ports[spec.name])
         env[str(spec.host_env)] = cfg.http_host

@@ -172,7 +172,7 @@ def wait_for(what: Callable[[], Any], timeout: float = 10.0, every: float = 0.05
 
 def metric_value(port: int, name: str, **labels: str) -> float:
     """One sample of /metrics (0 when absent)."""
-    _, _, body = http(port, "/metrics", token=None)
+    _, _, body = http(port, "/metrics")
     want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
                    if labels else "")
     for line in body.decode().splitlines():

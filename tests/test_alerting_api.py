@@ -60,7 +60,8 @@ def detector(broker) -> Iterator[DetectorService]:
 def scoring(broker, detector, tmp_path_factory) -> Iterator[AlertingService]:
     """An alerting service whose uploads go to the real detector."""
     cfg = make_config(broker, f"up-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("up") / "a.db",
-                      detector_url=f"http://127.0.0.1:{detector.http_port}")
+                      detector_url=f"http://127.0.0.1:{detector.http_port}",
+                      detector_token=detector.token)
     with running_alerting(cfg) as svc:
         yield svc
 
@@ -103,9 +104,10 @@ def test_token_is_required(api) -> None:
     assert headers.get("www-authenticate", headers.get("WWW-Authenticate")) == "Bearer"
     # ?token= is for the page and the websocket only, not for the API
     assert http(svc.port, f"/api/alarms?token={TOKEN}", token=None)[0] == 401
-    assert http(svc.port, f"/?token={TOKEN}", token=None)[0] == 200
+    assert http(svc.port, "/", token=TOKEN)[0] == 200
     assert http(svc.port, "/healthz", token=None)[0] == 200
-    assert http(svc.port, "/metrics", token=None)[0] == 200
+    assert http(svc.port, "/metrics", token=None)[0] == 401  # per-bed heart rates: guarded
+    assert http(svc.port, "/metrics")[0] == 200
     with pytest.raises(InvalidStatus) as err:
         connect(f"ws://127.0.0.1:{svc.port}/ws", open_timeout=5)
     assert err.value.response.status_code == 401

@@ -151,7 +151,8 @@ def http(svc: DetectorService, path: str, body: bytes | None = None) -> tuple[in
     req = urllib.request.Request(
         f"http://127.0.0.1:{svc.http_port}{path}",
         data=body,
-        headers={"Content-Type": "application/json"} if body else {},
+        headers={"Authorization": f"Bearer {svc.token}"}
+        | ({"Content-Type": "application/json"} if body else {}),
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:

@@ -181,6 +181,8 @@ def prometheus_config(ports: dict[str, int], prom_port: int) -> dict:
     for job in conf["scrape_configs"]:
         assert job["job_name"] in ports, f"no local port for job {job['job_name']}"
         job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]
+        if job["job_name"] == "alerting":  # its /metrics needs a token (per-bed heart rates)
+            job["authorization"] = {"type": "Bearer", "credentials": TOKEN}
     return conf
 
 
