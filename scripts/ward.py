@@ -1,10 +1,13 @@
 """`make ward`: a simulated ward on one machine: broker, streamer, detector, alerting.
 
-Process supervision only. The launcher picks ports and a token, starts an MQTT broker
-(Mosquitto where installed, else the pure-Python amqtt broker), then the three services as
-`python -m <service>` children configured through the same environment variables docker compose
-sets (tests/test_compose.py keeps the two in step), waits until each is up (/healthz), prints
-the dashboard and every service's /metrics URL, and on Ctrl-C
+Process supervision only. The launcher picks ports and a token, provisions the broker's
+credentials into a private folder (ecgcommon.provision; reused on the next run), starts an MQTT
+broker with authentication on and anonymous access off (Mosquitto where installed, with its
+password file, ACL and a TLS listener; else the pure-Python amqtt broker with the same accounts
+and topic rules but no client-id protection), then the three services as `python -m <service>`
+children configured through the same environment variables docker compose sets
+(tests/test_compose.py keeps the two in step), each with its own credential, waits until each
+is up (/healthz), prints the dashboard and every service's /metrics URL, and on Ctrl-C
 (SIGINT) or SIGTERM stops the children in order (producer first, broker last) and exits 0.
 Child logs go to files under the run folder.
 """
@@ -12,8 +15,10 @@ Child logs go to files under the run folder.
 from __future__ import annotations
 
 import argparse
+import getpass
 import hashlib
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from ecgcommon import provision as prov
 from ecgcommon.topics import DEFAULT_WARD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +63,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
 )
 HTTP_SERVICES = tuple(s for s in SERVICES if s.port is not None)
 MQTT_PORT = 1883
+MQTT_TLS_PORT = 8883  # the same broker over TLS (devices off this machine)
 
 
 @dataclass(frozen=True)
@@ -70,11 +77,13 @@ class WardConfig:
     broker: str = "auto"
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = MQTT_PORT
+    mqtt_tls_port: int = MQTT_TLS_PORT
     http_host: str = "127.0.0.1"
     ports: Mapping[str, int] = field(default_factory=dict)  # service name -> HTTP port
     free_ports: bool = False  # pick free loopback ports for the broker and every service
     token: str = ""  # dashboard token; generated when empty
     run_dir: Path = ROOT / "var" / "ward"
+    secrets_dir: Path | None = None  # None: <run_dir>/secrets
     startup_timeout_s: float = 60.0
     stop_timeout_s: float = 10.0
 
@@ -85,8 +94,9 @@ class WardConfig:
             raise ValueError(f"speed must be > 0, got {self.speed}")
         if self.broker not in BROKER_MODES:
             raise ValueError(f"broker must be one of {BROKER_MODES}, got {self.broker!r}")
-        if not 0 <= self.mqtt_port <= 65535:
-            raise ValueError(f"mqtt_port must be 0-65535, got {self.mqtt_port}")
+        for name in ("mqtt_port", "mqtt_tls_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be 0-65535, got {getattr(self, name)}")
         unknown = set(self.ports) - {s.name for s in HTTP_SERVICES}
         if unknown:
             raise ValueError(f"ports names unknown services {sorted(unknown)}")
@@ -124,8 +134,33 @@ def mosquitto_binary() -> str | None:
     return "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").is_file() else None
 
 
-def broker_launch(mode: str, host: str, port: int, run_dir: Path) -> Launch | None:
-    """The broker child for `mode` ('external' = use a broker that already runs: None)."""
+def secrets_folder(cfg: WardConfig) -> Path:
+    return cfg.secrets_dir if cfg.secrets_dir is not None else cfg.run_dir / "secrets"
+
+
+def provision_ward(cfg: WardConfig) -> prov.Provisioned:
+    """The ward's accounts (one device per bed, the services), made once and then reused."""
+    hosts = tuple(dict.fromkeys(("localhost", "127.0.0.1", cfg.mqtt_host)))
+    return prov.provision(
+        prov.ProvisionConfig(
+            out=secrets_folder(cfg),
+            ward=cfg.ward,
+            beds=tuple(prov.bed_names(len(cfg.beds))),
+            hostnames=hosts,
+        )
+    )
+
+
+def broker_launch(
+    mode: str,
+    host: str,
+    port: int,
+    run_dir: Path,
+    creds: prov.Provisioned | None = None,
+    tls_port: int | None = None,
+) -> Launch | None:
+    """The broker child for `mode` ('external' = use a broker that already runs: None).
+    With `creds`, authentication is on and anonymous access off."""
     if mode == "external":
         return None
     binary = mosquitto_binary() if mode in ("auto", "mosquitto") else None
@@ -133,23 +168,64 @@ def broker_launch(mode: str, host: str, port: int, run_dir: Path) -> Launch | No
         raise RuntimeError("mosquitto is not installed; use --broker embedded or auto")
     if binary:
         conf = run_dir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} {host}\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\n"
-        )
+        if creds is None:
+            text = (
+                f"listener {port} {host}\nallow_anonymous true\npersistence false\n"
+                "max_queued_messages 100000\n"
+            )
+        else:  # Mosquitto drops root to `mosquitto` unless told; keep the user owning the files
+            text = prov.mosquitto_conf(creds.folder, host, port, host, tls_port, getpass.getuser())
+        conf.write_text(text)
         return Launch("mosquitto", [binary, "-c", str(conf)], {}, listens=(host, port))
     if importlib.util.find_spec("amqtt") is None:
         raise RuntimeError("no MQTT broker: install Mosquitto, or amqtt (the dev extra: make venv)")
     conf = run_dir / "amqtt.yaml"
-    conf.write_text(
-        "listeners:\n  default:\n    type: tcp\n"
-        f"    bind: {host}:{port}\n"
-        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
-        "    allow_anonymous: true\n"
-    )
+    conf.write_text(amqtt_config(host, port, creds, run_dir))
     argv = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
     # amqtt's command shuts down cleanly on KeyboardInterrupt only.
     return Launch("amqtt", argv, {}, listens=(host, port), stop_signal=signal.SIGINT)
+
+
+def amqtt_config(host: str, port: int, creds: prov.Provisioned | None, run_dir: Path) -> str:
+    """The embedded broker's config: with `creds`, the provisioned accounts (argon2 hashes in a
+    0600 file) and the same topic rules as Mosquitto's ACL; anonymous clients are refused."""
+    listener = f"listeners:\n  default:\n    type: tcp\n    bind: {host}:{port}\n"
+    if creds is None:
+        return (
+            listener + "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n"
+        )
+    from pwdlib.hashers.argon2 import Argon2Hasher  # an amqtt dependency
+
+    hasher = Argon2Hasher()
+    passwd = run_dir / "amqtt.passwd"
+    lines = [f"{a.username}:{hasher.hash(creds.password(a.username))}" for a in creds.accounts]
+    fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    publish: dict[str, list[str]] = {}
+    subscribe: dict[str, list[str]] = {}
+    for account in creds.accounts:
+        for access, topic in prov.acl_rules(account):
+            (publish if access == "write" else subscribe).setdefault(account.username, [])
+            (publish if access == "write" else subscribe)[account.username].append(topic)
+    plugins = {
+        "amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(passwd)},
+        "amqtt.plugins.topic_checking.TopicAccessControlListPlugin": {
+            "publish_acl": publish,
+            "acl": subscribe,
+        },
+    }
+    return listener + "plugins: " + json.dumps(plugins) + "\n"  # JSON is YAML
+
+
+def credential_env(name: str, creds: prov.Provisioned | None) -> dict[str, str]:
+    """The variables that give service `name` its own credential (empty without `creds`)."""
+    if creds is None:
+        return {}
+    if name == "streamer":  # it speaks as the simulated devices, one credential each
+        return {"STREAMER_DEVICE_CREDENTIALS": str(creds.streamer_devices)}
+    return {"MQTT_USERNAME": name, "MQTT_PASSWORD_FILE": str(creds.password_file(name))}
 
 
 def service_env(cfg: WardConfig, ports: Mapping[str, int], token: str) -> dict[str, str]:
@@ -176,17 +252,26 @@ def service_env(cfg: WardConfig, ports: Mapping[str, int], token: str) -> dict[s
     return env
 
 
-def plan(cfg: WardConfig, ports: Mapping[str, int], token: str) -> list[Launch]:
-    """The children in start order: broker (if any), then the services."""
+def plan(
+    cfg: WardConfig,
+    ports: Mapping[str, int],
+    token: str,
+    creds: prov.Provisioned | None = None,
+) -> list[Launch]:
+    """The children in start order: broker (if any), then the services, each with its own
+    credential when `creds` is given (the ward's own broker: authentication on)."""
     launches: list[Launch] = []
-    broker = broker_launch(cfg.broker, cfg.mqtt_host, ports["mqtt"], cfg.run_dir)
+    broker = broker_launch(
+        cfg.broker, cfg.mqtt_host, ports["mqtt"], cfg.run_dir, creds, ports.get("mqtt_tls")
+    )
     if broker:
         launches.append(broker)
     env = service_env(cfg, ports, token)
     for spec in SERVICES:
         argv = [sys.executable, "-m", spec.name]
         url = f"http://{cfg.http_host}:{ports[spec.name]}/healthz" if spec.port else None
-        launches.append(Launch(spec.name, argv, env, health_url=url))
+        own = {**env, **credential_env(spec.name, creds)}
+        launches.append(Launch(spec.name, argv, own, health_url=url))
     return launches
 
 
@@ -195,6 +280,9 @@ def resolve_ports(cfg: WardConfig) -> dict[str, int]:
     ports = {"mqtt": cfg.mqtt_port or free_port(cfg.mqtt_host)}
     if cfg.free_ports and cfg.broker != "external":
         ports["mqtt"] = free_port(cfg.mqtt_host)
+    if cfg.broker != "external":
+        tls = cfg.mqtt_tls_port if not cfg.free_ports else 0
+        ports["mqtt_tls"] = tls or free_port(cfg.mqtt_host)
     for spec in HTTP_SERVICES:
         chosen = cfg.ports.get(spec.name, 0 if cfg.free_ports else spec.port)
         ports[spec.name] = chosen or free_port(cfg.http_host)
@@ -203,7 +291,7 @@ def resolve_ports(cfg: WardConfig) -> dict[str, int]:
 
 def busy_ports(cfg: WardConfig, ports: Mapping[str, int]) -> list[str]:
     """The ports the ward would listen on that something else already holds."""
-    wanted = {"mqtt": cfg.mqtt_host} if cfg.broker != "external" else {}
+    wanted = {"mqtt": cfg.mqtt_host, "mqtt_tls": cfg.mqtt_host} if cfg.broker != "external" else {}
     wanted.update({s.name: cfg.http_host for s in HTTP_SERVICES})
     busy = []
     for name, host in wanted.items():
@@ -320,13 +408,25 @@ class Ward:
             self.say(f"stopped {launch.name} (exit code {proc.returncode})")
 
 
-def banner(cfg: WardConfig, ports: Mapping[str, int], token: str, broker: str) -> str:
+def banner(
+    cfg: WardConfig,
+    ports: Mapping[str, int],
+    token: str,
+    broker: str,
+    creds: prov.Provisioned | None = None,
+) -> str:
     h = cfg.http_host
     lines = [
         f"ward {cfg.ward}: {len(cfg.beds)} beds ({', '.join(cfg.beds)}) from {cfg.data_dir} "
         f"at {cfg.speed:g}x real time; broker {broker} on {cfg.mqtt_host}:{ports['mqtt']}",
         f"dashboard: http://{h}:{ports['alerting']}/?token={token}",
     ]
+    if creds is not None:
+        tls = f", TLS on :{ports['mqtt_tls']} (CA {creds.ca_file})" if broker == "mosquitto" else ""
+        lines.append(
+            f"broker:    authenticated, no anonymous access{tls}; "
+            f"credentials in {creds.folder}/passwords (docs/security.md)"
+        )
     for spec in HTTP_SERVICES:
         lines.append(f"metrics:   http://{h}:{ports[spec.name]}/metrics  ({spec.name})")
     lines.append(f"logs:      {cfg.run_dir}/*.log")
@@ -352,6 +452,9 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig
     )
     p.add_argument("--mqtt-host", default=env.get("MQTT_HOST", "127.0.0.1"))
     p.add_argument("--mqtt-port", type=int, default=int(env.get("MQTT_PORT", MQTT_PORT)))
+    p.add_argument(
+        "--mqtt-tls-port", type=int, default=int(env.get("MQTT_TLS_PORT", MQTT_TLS_PORT))
+    )
     p.add_argument("--http-host", default=env.get("WARD_HTTP_HOST", "127.0.0.1"))
     for spec in HTTP_SERVICES:
         p.add_argument(
@@ -364,6 +467,11 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig
     )
     p.add_argument("--token", default=env.get("ALERTING_TOKEN", ""))
     p.add_argument("--run-dir", default=env.get("WARD_RUN_DIR") or str(ROOT / "var" / "ward"))
+    p.add_argument(
+        "--secrets-dir",
+        default=env.get("WARD_SECRETS_DIR") or None,
+        help="the broker's credentials, made once and reused (default <run-dir>/secrets)",
+    )
     p.add_argument("--startup-timeout", type=float, default=60.0)
     a = p.parse_args(list(argv) if argv is not None else None)
     ports = {
@@ -380,11 +488,13 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig
         broker=a.broker,
         mqtt_host=a.mqtt_host,
         mqtt_port=a.mqtt_port,
+        mqtt_tls_port=a.mqtt_tls_port,
         http_host=a.http_host,
         ports=ports,
         free_ports=a.free_ports,
         token=a.token,
         run_dir=Path(a.run_dir),
+        secrets_dir=Path(a.secrets_dir) if a.secrets_dir else None,
         startup_timeout_s=a.startup_timeout,
     )
 
@@ -448,11 +558,26 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        launches = plan(cfg, ports, token)
-    except RuntimeError as exc:
+        creds = provision_ward(cfg) if cfg.broker != "external" else None
+        launches = plan(cfg, ports, token, creds)
+    except (RuntimeError, OSError) as exc:  # ProvisionError is a RuntimeError
         print(f"ward: {exc}", file=sys.stderr)
         return 2
     broker = launches[0].name if launches and launches[0].listens else "external"
+    if broker == "amqtt":
+        print(
+            "ward: WARNING: Mosquitto is not installed; the embedded amqtt broker checks the "
+            "passwords and topic rules but cannot protect client ids (a credential holder can "
+            "disconnect another client) and has no TLS listener. Install Mosquitto "
+            "(make system-deps) for the secure ward.",
+            file=sys.stderr,
+        )
+    if broker == "external":
+        print(
+            "ward: the external broker's authentication and ACL are yours to set "
+            "(python -m ecgcommon.provision; docs/security.md); the services connect anonymously.",
+            file=sys.stderr,
+        )
     ward = Ward(cfg)
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -465,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ward.start(launches)
         if not ward.stop_requested:
-            ward.say(banner(cfg, ports, token, broker))
+            ward.say(banner(cfg, ports, token, broker, creds))
             died = ward.watch()
             if died is not None:
                 ward.say(f"ward: {died} exited unexpectedly:\n{ward.log_tail(died)}")

@@ -1,7 +1,9 @@
 """`make ward` for real: the launcher starts the broker and the three services, answers on every
-URL it prints, and stops everything cleanly on Ctrl-C (SIGINT). Also the embedded broker
-(amqtt) that the ward falls back on where Mosquitto is not installed: real paho-mqtt 2 clients
-against it, and the whole ward running on it."""
+URL it prints, and stops everything cleanly on Ctrl-C (SIGINT). The broker refuses anonymous
+clients and every service connects with its own provisioned credential. Also the embedded
+broker (amqtt) that the ward falls back on where Mosquitto is not installed: real paho-mqtt 2
+clients against it (anonymous, and with the provisioned accounts and topic rules), and the
+whole ward running on it."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import termios
@@ -71,11 +74,46 @@ def amqtt_broker(tmp_path: Path) -> Iterator[int]:
         log.close()
 
 
-def _client(port: int, name: str) -> mqtt.Client:
+def _client(port: int, name: str, password: str | None = None) -> mqtt.Client:
+    """Connected (CONNACK success) before it returns; `password`: log in as `name`."""
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name)
+    if password is not None:
+        c.username_pw_set(name, password)
+    accepted = threading.Event()
+    c.on_connect = lambda _c, _u, _f, rc, _p: accepted.set() if not rc.is_failure else None
     c.connect("127.0.0.1", port)
     c.loop_start()
+    assert accepted.wait(10), f"{name} was not accepted"
     return c
+
+
+def _mqtt_refused(port: int, username: str | None = None, password: str = "") -> bool:
+    """True when the broker on `port` turns the client away (a failed CONNACK, or a close)."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}")
+    if username is not None:
+        c.username_pw_set(username, password)
+    answer: list[bool] = []
+    done = threading.Event()
+
+    def on_connect(_c: object, _u: object, _f: object, rc: object, _p: object) -> None:
+        answer.append(bool(getattr(rc, "is_failure", False)))
+        done.set()
+
+    def on_disconnect(*_a: object) -> None:
+        answer.append(True)
+        done.set()
+
+    c.on_connect = on_connect
+    c.on_disconnect = on_disconnect
+    c.reconnect_delay_set(30, 30)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        assert done.wait(10), "the broker neither accepted nor refused"
+        return answer[0]
+    finally:
+        c.loop_stop()
+        c.disconnect()
 
 
 def test_embedded_broker_serves_paho2_clients(amqtt_broker: int, unique_ward: str) -> None:
@@ -120,6 +158,76 @@ def test_embedded_broker_serves_paho2_clients(amqtt_broker: int, unique_ward: st
     for c in (sub, pub, late_sub):
         c.loop_stop()
         c.disconnect()
+
+
+def test_embedded_broker_with_credentials_applies_the_acl(tmp_path: Path) -> None:
+    """The ward's amqtt fallback with the provisioned accounts: anonymous and wrong passwords
+    are refused; a device's samples reach the detector, its forged other-bed samples and beats
+    do not; it may not subscribe to everything."""
+    creds = ward.provision_ward(
+        ward.WardConfig(run_dir=tmp_path, ward="ward-e", beds=("100", "119"))
+    )
+    port = free_port()
+    launch = ward.broker_launch("embedded", "127.0.0.1", port, tmp_path, creds)
+    assert launch.name == "amqtt"
+    assert stat.S_IMODE((tmp_path / "amqtt.passwd").stat().st_mode) == 0o600
+    log = open(tmp_path / "amqtt.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(launch.argv, stdout=log, stderr=log, start_new_session=True)
+    clients: list[mqtt.Client] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not ward.Ward._up(launch):
+            assert proc.poll() is None, (tmp_path / "amqtt.log").read_text()
+            assert time.monotonic() < deadline, "amqtt did not listen"
+            time.sleep(0.1)
+        assert _mqtt_refused(port)
+        assert _mqtt_refused(port, "detector", "wrong")
+        got: list[bytes] = []
+        arrived = threading.Condition()
+
+        def on_message(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
+            with arrived:
+                got.append(bytes(m.payload))
+                arrived.notify_all()
+
+        detector = _client(port, "detector", creds.password("detector"))
+        alerting = _client(port, "alerting", creds.password("alerting"))
+        device = _client(port, "dev-ward-e-01", creds.password("dev-ward-e-01"))
+        clients += [detector, alerting, device]
+        for c in (detector, alerting):
+            c.on_message = on_message
+        subscribed = threading.Event()
+        detector.on_subscribe = lambda *a: subscribed.set()
+        detector.subscribe([("ecg/v1/ward-e/+/samples", 1)])
+        assert subscribed.wait(5)
+        subscribed.clear()
+        alerting.on_subscribe = lambda *a: subscribed.set()
+        alerting.subscribe([("ecg/v1/ward-e/+/beats", 1)])
+        assert subscribed.wait(5)
+        snooped: list[bytes] = []
+        subscribed.clear()
+        device.on_message = lambda _c, _u, m: snooped.append(bytes(m.payload))
+        device.on_subscribe = lambda _c, _u, _m, rcs, _p: subscribed.set()
+        device.subscribe([("#", 1)])
+        assert subscribed.wait(5)
+        for topic in ("ecg/v1/ward-e/02/samples", "ecg/v1/ward-e/01/beats"):
+            device.publish(topic, b"forged", qos=1).wait_for_publish(5)
+        device.publish("ecg/v1/ward-e/01/samples", b"own", qos=1).wait_for_publish(5)
+        with arrived:
+            assert arrived.wait_for(lambda: b"own" in got, 10)
+        assert b"forged" not in got
+        assert not snooped
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 class RunningWard:
@@ -220,6 +328,11 @@ def _run_and_stop(ward_run: RunningWard, n_beds: int) -> None:
         streamer = next(u for u in metrics if "(streamer)" in _line_of(ward_run, u))
         assert _metric(_get(streamer)[1], "ecg_streamer_chunks_published_total") > 0
         assert _metric(_get(streamer)[1], "ecg_streamer_connected_beds") == n_beds
+        # Every bed's device and every service got in with its own credential; nobody else.
+        found = (re.search(r"; broker \S+ on [\d.]+:(\d+)$", ln) for ln in ward_run.lines)
+        mqtt_port = int(next(m for m in found if m).group(1))
+        assert _mqtt_refused(mqtt_port), "the ward's broker lets anonymous clients in"
+        assert any(ln.startswith("broker:    authenticated") for ln in ward_run.lines)
         req = urllib.request.Request(
             base + "/api/beds", headers={"Authorization": f"Bearer {token}"}
         )
@@ -260,6 +373,8 @@ def test_ward_on_mosquitto_starts_answers_and_stops_on_ctrl_c(
     )
     _run_and_stop(run, 2)
     assert any("broker mosquitto" in ln for ln in run.lines)
+    assert any(re.search(r"TLS on :\d+ \(CA \S+ca\.crt\)", ln) for ln in run.lines)
+    assert stat.S_IMODE((tmp_path / "secrets" / "mosquitto.passwd").stat().st_mode) == 0o600
 
 
 def test_ward_on_the_embedded_broker(tmp_path: Path, data_dir: Path) -> None:
@@ -277,6 +392,7 @@ def test_ward_on_the_embedded_broker(tmp_path: Path, data_dir: Path) -> None:
     )
     _run_and_stop(run, 1)
     assert any("broker amqtt" in ln for ln in run.lines)
+    assert any("WARNING: Mosquitto is not installed" in ln for ln in run.lines)
 
 
 def test_ward_without_data_explains_how_to_fetch_it(tmp_path: Path) -> None:
