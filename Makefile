@@ -34,7 +34,13 @@ eval-qrs: venv
 # Beat model: train on DS1 (writes models/artifacts/), then evaluate on DS2 with figures.
 train: venv
 	$(PY) -m models.train --data-dir $(DATA_DIR)
+	$(PY) -m models.classify --data-dir $(DATA_DIR)
 	$(PY) -m models.evaluate --data-dir $(DATA_DIR) --out reports/model.json --figures reports --benchmark-out models/artifacts/benchmark.json --metrics-out models/artifacts/metrics.json
+
+# Beat classes (the live classifier, offline): EC57 gross VEB/SVEB Se and +P, default DS2.
+.PHONY: eval-classes
+eval-classes: venv
+	$(PY) -m models.evaluate_classes --data-dir $(DATA_DIR) $(if $(RECORDS),--records $(RECORDS)) --out $(or $(OUT),reports/classes.json)
 
 eval-model: venv
 	$(PY) -m models.evaluate --data-dir $(DATA_DIR) $(if $(RECORDS),--records $(RECORDS)) --out $(or $(OUT),reports/model.json)

@@ -19,6 +19,7 @@ import numpy as np
 
 from detector.anomaly import AnomalyConfig, PatientAdapter
 from detector.batcher import MicroBatcher
+from detector.classifier import BeatClassifier, PatientClasses
 from detector.metrics import DetectorMetrics
 from detector.pipeline import DetectedBeat, Pipeline, windows_of
 from ecgcommon.limits import BED_IDLE_S, MAX_BEDS, LogLimiter, fs_ok, fs_range_text
@@ -73,6 +74,7 @@ class Bed:
     queued: int = 0  # beats waiting in the batcher
     last_beat_t: float = -math.inf  # signal time of the newest published beat
     mark_t: float = -math.inf  # newest analysis watermark published
+    classes: PatientClasses | None = None  # beat-class state, made on the first classified beat
 
 
 # During a pause longer than this, the detector says how far it has analysed (see _watermark).
@@ -120,8 +122,10 @@ class DetectorEngine:
         settings: EngineSettings = EngineSettings(),
         spec: WindowSpec = WINDOW,
         wall_clock: Callable[[], float] = time.time,
+        classifier: BeatClassifier | None = None,
     ) -> None:
         self.scorer = scorer
+        self.classifier = classifier  # None: beats go out with cls=None (class unknown)
         self.anomaly = anomaly
         self.threshold = threshold
         self.metrics = metrics
@@ -293,9 +297,15 @@ class DetectorEngine:
         by_bed: dict[tuple[str, str], list[BeatResult]] = {}
         pubs: list[Publication] = []
         anomalies = 0
-        for q, err, step, window in zip(batch, errors.tolist(), steps, windows, strict=True):
+        scores, classes = self._classify(
+            [q.bed.adapter for q in batch],
+            [self._class_state(q.bed) for q in batch] if self.classifier else None,
+            [q.beat for q in batch],
+            errors,
+            windows,
+        )
+        for q, step, score, cls in zip(batch, steps, scores, classes, strict=True):
             bed, beat = q.bed, q.beat
-            score = bed.adapter.process(err, beat.rhythm, window)
             anomalous = score >= self.threshold
             beat_id = f"{bed.ward}:{bed.bed}:{beat.sample}"
             result = BeatResult(
@@ -309,6 +319,7 @@ class DetectorEngine:
                 anomalous=anomalous,
                 beat_id=beat_id,
                 errors=tuple(step.tolist()) if anomalous else None,
+                cls=cls,
             )
             by_bed.setdefault((bed.ward, bed.bed), []).append(result)
             bed.queued -= 1
@@ -341,6 +352,38 @@ class DetectorEngine:
         for q in batch:
             self.metrics.lag.observe(max(0.0, done - q.rx))
         return pubs
+
+    def _class_state(self, bed: Bed) -> PatientClasses:
+        if bed.classes is None:
+            bed.classes = PatientClasses()
+        return bed.classes
+
+    def _classify(
+        self,
+        adapters: list[PatientAdapter],
+        states: list[PatientClasses] | None,
+        beats: list[DetectedBeat],
+        errors: np.ndarray,
+        windows: np.ndarray,
+    ) -> tuple[list[float], list[str | None]]:
+        """Anomaly scores (`PatientAdapter.process`, in time order) and beat classes of a batch.
+
+        A batch the classifier refuses (bad input) keeps its scores, goes out with cls=None and
+        is counted; it never stops the engine.
+        """
+        refs = np.empty(len(beats))
+        scores = np.empty(len(beats))
+        rows = zip(adapters, beats, errors.tolist(), windows, strict=True)
+        for i, (a, b, e, w) in enumerate(rows):
+            refs[i] = a.reference()
+            scores[i] = a.process(e, b.rhythm, w)
+        classes: list[str | None] = [None] * len(beats)
+        if self.classifier is not None and states is not None and beats:
+            try:
+                classes = list(self.classifier.classify(states, beats, errors, refs, scores))
+            except ValueError as exc:
+                self.bad("unclassifiable", "%d beats: %s", len(beats), exc)
+        return scores.tolist(), classes
 
     def tick(self, now: float) -> list[Publication]:
         """Flush a batch whose delay is up; look for silent beds (twice a second)."""
@@ -403,14 +446,18 @@ class DetectorEngine:
             raise ValueError("samples must be finite numbers")
         beats = Pipeline(self.spec, max_fill_s=self.settings.max_fill_s).feed_signal(x, fs).beats
         adapter = PatientAdapter(self.anomaly)
+        state = self.classifier.new_state() if self.classifier else None
         out: list[dict[str, object]] = []
         step = self.settings.max_batch
         for i in range(0, len(beats), step):
             part = beats[i : i + step]
             windows = windows_of(part, self.spec)
             errors, steps = self.scorer.score(windows)
-            for b, err, per, window in zip(part, errors.tolist(), steps, windows, strict=True):
-                score = adapter.process(err, b.rhythm, window)
+            scores, classes = self._classify(
+                [adapter] * len(part), None if state is None else [state] * len(part), part,
+                errors, windows,
+            )
+            for b, per, score, cls in zip(part, steps, scores, classes, strict=True):
                 out.append(
                     {
                         "sample": b.sample,
@@ -420,6 +467,7 @@ class DetectorEngine:
                         "score": round(score, 6),
                         "threshold": self.threshold,
                         "anomalous": score >= self.threshold,
+                        "cls": cls,
                         "errors": np.round(per.astype(np.float64), 5).tolist(),
                     }
                 )

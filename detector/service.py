@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from detector.anomaly import AnomalyConfig
+from detector.classifier import BeatClassifier
 from detector.config import DetectorConfig, parse_args
 from detector.engine import DetectorEngine, EngineSettings, Publication, Scorer
 from detector.metrics import DetectorMetrics
@@ -111,6 +112,7 @@ class DetectorService:
         registry: CollectorRegistry | None = None,
         scorer: Scorer | None = None,
         anomaly: AnomalyConfig | None = None,
+        classifier: BeatClassifier | None = None,
     ) -> None:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -119,6 +121,8 @@ class DetectorService:
             onnx = OnnxScorer(config.model_dir)
             scorer = onnx
             anomaly = anomaly or AnomalyConfig.from_manifest(onnx.manifest)
+            # the beat-class network lives next to the autoencoder; refused when it mismatches
+            classifier = classifier or BeatClassifier(config.model_dir)
         if anomaly is None:
             raise ValueError("anomaly config is needed with a custom scorer")
         self.engine = DetectorEngine(
@@ -137,6 +141,7 @@ class DetectorService:
                 max_beds=config.max_beds,
                 bed_idle_s=config.bed_idle_s,
             ),
+            classifier=classifier,
         )
         # POST /v1/score needs this token; without one configured, a fresh one is printed once
         self.token = config.token or secrets.token_urlsafe(24)

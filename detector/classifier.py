@@ -1,0 +1,442 @@
+"""AAMI beat classes (N, S, V, F) for scored beats: per-patient features, a small ONNX network.
+
+Each bed has a `PatientClasses` state (causal, label-free, river-style like
+`detector.anomaly.PatientAdapter`): a running template of the patient's own beats in mV on a
+fixed 200 Hz grid (the point-wise median of the last non-premature beats) and the recent RR
+intervals. A beat is described against that state *before* it is learnt:
+
+- morphology against the patient's template, in seconds and mV and therefore independent of the
+  device's sampling rate: QRS width (beat, template, difference), QRS / ST-T / P-region
+  correlation, QRS amplitude, area, slope and projection ("polarity") ratios, normalised QRS
+  residual, ST-T amplitude and P-region energy ratios; and the previous beat's QRS decorrelation;
+- the autoencoder's log error, absolute and relative to the patient's running median, and the
+  anomaly score (`PatientAdapter`);
+- causal RR features: prematurity against the local rhythm (`ecgcommon.rhythm`), the ratio to the
+  previous interval, and the local RR irregularity (so that AF's irregular beats are not called
+  premature). The next RR (compensatory pause of this beat) is never used.
+
+`BeatClassifier.features` computes these for a micro-batch of beats of any beds in one vectorised
+pass (the per-bed state is walked in time order, so a beat's features do not depend on how beats
+were batched); `BeatClassifier.predict` runs the network (onnxruntime only) and applies the
+manifest's decision offsets. The manifest is checked at load (sha256, feature list, classes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from detector.pipeline import DetectedBeat
+from detector.scorer import DEFAULT_MODEL_DIR, ModelMismatchError, sha256_file
+
+MODEL_FILE = "beat_classes.onnx"
+MANIFEST_FILE = "beat_classes.manifest.json"
+MANIFEST_FORMAT = 1
+
+GRID_HZ = 200.0  # the morphology grid (s and mV, whatever the device rate)
+GRID_PRE_S, GRID_POST_S = 0.24, 0.39  # the span every DetectedBeat segment holds
+TEMPLATE_HISTORY = 32  # non-premature beats whose point-wise median is the template
+TEMPLATE_REFRESH = 8  # accepted beats between recomputations of the median
+LEARN_MIN_RATIO = 0.9  # a beat earlier than this fraction of the local RR is kept out
+LEARN_FORCE_AFTER = 8  # ... unless this many beats in a row were kept out (rhythm changed)
+RR_HISTORY = 16  # RR intervals behind the irregularity feature
+WIDTH_FRACTION = 0.25  # QRS width: span where |slope| exceeds this fraction of its maximum
+
+_K0 = -round(GRID_PRE_S * GRID_HZ)
+_K1 = round(GRID_POST_S * GRID_HZ)
+GRID_OFFSETS_S = np.arange(_K0, _K1 + 1, dtype=np.float64) / GRID_HZ
+_R = -_K0  # index of the R-peak on the grid
+
+
+def _span(lo_s: float, hi_s: float) -> slice:
+    return slice(_R + round(lo_s * GRID_HZ), _R + round(hi_s * GRID_HZ) + 1)
+
+
+P_REGION = _span(-0.24, -0.10)
+QRS_REGION = _span(-0.10, 0.10)
+ST_REGION = _span(0.12, 0.39)
+WIDTH_REGION = _span(-0.15, 0.15)
+
+FEATURES = (
+    "qrs_width_s",  # QRS width of the beat (s)
+    "template_width_s",  # the same of the patient's template
+    "width_diff_s",  # beat minus template
+    "qrs_decorr",  # log(1 - r + 0.01), QRS of the beat vs the template's
+    "st_decorr",  # the same over the ST-T part
+    "p_decorr",  # the same over the P region (-0.24..-0.10 s)
+    "log_amp_ratio",  # log peak-to-peak QRS amplitude ratio beat / template
+    "log_area_ratio",  # log mean |QRS| ratio
+    "log_slope_ratio",  # log steepest-slope ratio (mV/s)
+    "projection",  # least-squares gain of the beat's QRS on the template's (< 0: inverted)
+    "log_residual",  # log normalised squared residual of the QRS after that projection
+    "log_st_amp_ratio",  # log ST-T peak-to-peak ratio
+    "log_p_energy_ratio",  # log P-region std ratio
+    "slope_decorr",  # log(1 - r + 0.01) of the QRS slopes (derivative): P and T waves count less
+    "log_slope_residual",  # log normalised residual of the QRS slope after projection
+    "prev_qrs_decorr",  # qrs_decorr of the bed's previous beat
+    "rel_log_error",  # autoencoder log error minus the patient's running median
+    "log_error",  # autoencoder log error
+    "score_logit",  # logit of the anomaly score
+    "rr_ratio",  # pre-RR / local RR (causal)
+    "prev_ratio",  # previous RR / local RR
+    "short_ratio",  # pre-RR / median of the last 8 RR
+    "rr_step",  # log(pre-RR / previous RR)
+    "irregularity",  # median |successive RR difference| / mean RR over the last 16 RR
+    "prematurity_z",  # (1 - rr_ratio) / (irregularity + 0.02): early beyond the usual jitter
+)
+
+
+class PatientClasses:
+    """One bed's classification state: the mV template and recent RR intervals (causal)."""
+
+    def __init__(self) -> None:
+        self._ring = np.zeros((TEMPLATE_HISTORY, GRID_OFFSETS_S.size))
+        self._n = 0  # beats in the ring
+        self._next = 0
+        self._since_refresh = 0
+        self._since_learnt = 0  # beats in a row kept out of the template
+        self._template: np.ndarray | None = None
+        self._rr: deque[float] = deque(maxlen=RR_HISTORY)
+        self.prev_decorr = math.nan  # qrs_decorr of the previous beat (NaN: none yet)
+
+    @property
+    def n_template(self) -> int:
+        """Beats in the template (capped at TEMPLATE_HISTORY)."""
+        return self._n
+
+    def template(self) -> np.ndarray | None:
+        """The current template (None before the first learnt beat)."""
+        if self._template is None and self._n:
+            self._template = np.median(self._ring[: self._n], axis=0)
+            self._since_refresh = 0
+        return self._template
+
+    def irregularity(self) -> float:
+        """Median |successive RR difference| / mean RR of the recent intervals (0: too few)."""
+        if len(self._rr) < 3:
+            return 0.0
+        rr = np.fromiter(self._rr, dtype=np.float64)
+        return float(np.median(np.abs(np.diff(rr))) / rr.mean())
+
+    def last_rr(self) -> float:
+        """The previous RR interval in seconds (NaN when unknown)."""
+        return self._rr[-1] if self._rr else math.nan
+
+    def learn_one(self, beat: np.ndarray, rr_ratio: float, rr_s: float, valid: bool) -> None:
+        """Add a beat (grid row, baseline removed) and its RR to the state; no labels."""
+        if not math.isfinite(rr_s):  # the RR sequence restarted (gap, lead-off)
+            self._rr.clear()
+        else:
+            self._rr.append(rr_s)
+        early = valid and rr_ratio < LEARN_MIN_RATIO
+        if early and self._n and self._since_learnt < LEARN_FORCE_AFTER:
+            self._since_learnt += 1
+            return
+        self._since_learnt = 0
+        self._ring[self._next] = beat
+        self._next = (self._next + 1) % TEMPLATE_HISTORY
+        self._n = min(self._n + 1, TEMPLATE_HISTORY)
+        self._since_refresh += 1
+        if self._n < TEMPLATE_REFRESH or self._since_refresh >= TEMPLATE_REFRESH:
+            self._template = None
+
+
+def grid_beats(beats: Sequence[DetectedBeat]) -> np.ndarray:
+    """(n, G) beats on the 200 Hz grid in mV, each minus its own median (baseline)."""
+    out = np.empty((len(beats), GRID_OFFSETS_S.size))
+    groups: dict[tuple[float, int, int], list[int]] = {}
+    for i, b in enumerate(beats):
+        seg = b.segment
+        if not isinstance(seg, np.ndarray) or seg.ndim != 1:
+            raise ValueError(f"beat {i}: segment must be a 1-D array")
+        if not (math.isfinite(b.fs) and b.fs > 0):
+            raise ValueError(f"beat {i}: fs must be a finite number > 0 Hz, got {b.fs!r}")
+        groups.setdefault((b.fs, b.pre, seg.size), []).append(i)
+    for (fs, pre, size), idx in groups.items():
+        pos = pre + GRID_OFFSETS_S * fs
+        if size < 2 or pos[0] < -1.0 or pos[-1] > size:
+            raise ValueError(
+                f"segments of {size} samples with the R-peak at {pre} do not span "
+                f"-{GRID_PRE_S}..{GRID_POST_S} s at {fs} Hz"
+            )
+        pos = np.clip(pos, 0.0, size - 1.0)
+        i0 = np.minimum(np.floor(pos).astype(np.int64), size - 2)
+        frac = pos - i0
+        segs = np.stack([np.asarray(beats[i].segment, dtype=np.float64) for i in idx])
+        with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN rows are refused below
+            g = segs[:, i0] * (1.0 - frac) + segs[:, i0 + 1] * frac
+        out[idx] = g
+    if not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        raise ValueError(f"beat segments hold NaN/inf in beats {bad[:10].tolist()}")
+    return out - np.median(out, axis=1, keepdims=True)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    num = (a * b).sum(axis=1)
+    den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1)) + 1e-9
+    return np.log(np.clip(1.0 - num / den, 0.0, 2.0) + 0.01)
+
+
+def _width(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(QRS width in s, steepest slope in mV/s) of grid rows."""
+    d = np.abs(np.diff(x[:, WIDTH_REGION], axis=1)) * GRID_HZ
+    top = d.max(axis=1)
+    above = d >= np.maximum(WIDTH_FRACTION * top, 1e-3)[:, None]
+    first = above.argmax(axis=1)
+    last = d.shape[1] - 1 - above[:, ::-1].argmax(axis=1)
+    return (last - first + 1) / GRID_HZ, top
+
+
+def _log_ratio(a: np.ndarray, b: np.ndarray, floor: float) -> np.ndarray:
+    return np.log((a + floor) / (b + floor))
+
+
+def morphology(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Morphology features (the first 15 of FEATURES) of grid beats `x` vs templates `t`."""
+    q, tq = x[:, QRS_REGION], t[:, QRS_REGION]
+    dq, dt = np.diff(q, axis=1), np.diff(tq, axis=1)
+    dgain = (dq * dt).sum(axis=1) / ((dt * dt).sum(axis=1) + 1e-6)
+    dres = ((dq - dgain[:, None] * dt) ** 2).mean(axis=1) / ((dt * dt).mean(axis=1) + 1e-6)
+    w_x, s_x = _width(x)
+    w_t, s_t = _width(t)
+    gain = (q * tq).sum(axis=1) / ((tq * tq).sum(axis=1) + 1e-6)
+    resid = ((q - gain[:, None] * tq) ** 2).mean(axis=1) / ((tq * tq).mean(axis=1) + 1e-6)
+    st, tst = x[:, ST_REGION], t[:, ST_REGION]
+    p, tp = x[:, P_REGION], t[:, P_REGION]
+    return np.stack(
+        [
+            w_x,
+            w_t,
+            w_x - w_t,
+            _corr(q, tq),
+            _corr(st, tst),
+            _corr(p, tp),
+            _log_ratio(np.ptp(q, axis=1), np.ptp(tq, axis=1), 0.02),
+            _log_ratio(np.abs(q).mean(axis=1), np.abs(tq).mean(axis=1), 0.01),
+            _log_ratio(s_x, s_t, 0.1),
+            np.clip(gain, -3.0, 3.0),
+            np.log(resid + 1e-3),
+            _log_ratio(np.ptp(st, axis=1), np.ptp(tst, axis=1), 0.02),
+            _log_ratio(p.std(axis=1), tp.std(axis=1), 0.005),
+            _corr(dq, dt),
+            np.log(dres + 1e-3),
+        ],
+        axis=1,
+    )
+
+
+def _check_inputs(n: int, errors: np.ndarray, refs: np.ndarray, scores: np.ndarray) -> None:
+    for name, arr in (("errors", errors), ("refs", refs), ("scores", scores)):
+        if arr.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} hold NaN/inf at {np.flatnonzero(~np.isfinite(arr))[:10]}")
+    if (errors < 0).any():
+        raise ValueError("errors must be >= 0")
+    if ((scores < 0) | (scores > 1)).any():
+        raise ValueError("scores must be within 0..1")
+
+
+def beat_features(
+    states: Sequence[PatientClasses],
+    beats: Sequence[DetectedBeat],
+    errors: np.ndarray,
+    refs: np.ndarray,
+    scores: np.ndarray,
+) -> np.ndarray:
+    """(n, len(FEATURES)) features of beats of any beds, in time order within each bed; learns.
+
+    `states[i]` is the bed of `beats[i]`; `errors` the autoencoder errors, `refs` each bed's
+    `PatientAdapter.reference()` taken before that beat was learnt, `scores` the anomaly scores.
+    Raises ValueError (before learning anything) on bad input.
+    """
+    n = len(beats)
+    if len(states) != n:
+        raise ValueError(f"{len(states)} states for {n} beats")
+    errors = np.asarray(errors, dtype=np.float64).reshape(-1) if n else np.zeros(0)
+    refs = np.asarray(refs, dtype=np.float64).reshape(-1) if n else np.zeros(0)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1) if n else np.zeros(0)
+    _check_inputs(n, errors, refs, scores)
+    if n == 0:
+        return np.zeros((0, len(FEATURES)), dtype=np.float32)
+    x = grid_beats(beats)
+    templates = np.empty_like(x)
+    irregular = np.empty(n)
+    prev_rr = np.empty(n)
+    rhythm = np.empty((n, 3))
+    prev_idx = np.full(n, -1)
+    prev_val = np.empty(n)
+    last_of: dict[int, int] = {}
+    for i, (st, b) in enumerate(zip(states, beats, strict=True)):
+        t = st.template()
+        templates[i] = x[i] if t is None else t
+        irregular[i] = st.irregularity()
+        prev_rr[i] = st.last_rr()
+        r = b.rhythm
+        rhythm[i] = (r.rr_ratio, r.prev_ratio, r.short_ratio)
+        key = id(st)
+        prev_idx[i] = last_of.get(key, -1)
+        prev_val[i] = st.prev_decorr
+        last_of[key] = i
+        st.learn_one(x[i], r.rr_ratio, r.rr_s, r.valid)
+    morph = morphology(x, templates)
+    decorr = morph[:, 3]
+    prev = np.where(prev_idx >= 0, decorr[np.maximum(prev_idx, 0)], prev_val)
+    prev = np.where(np.isfinite(prev), prev, decorr)  # no previous beat: the beat's own
+    for key, i in last_of.items():
+        del key
+        states[i].prev_decorr = float(decorr[i])
+    rhythm = np.clip(np.nan_to_num(rhythm, nan=1.0), 0.0, 3.0)
+    rr_s = np.array([b.rhythm.rr_s for b in beats], dtype=np.float64)
+    step = np.log(np.where(np.isfinite(rr_s) & np.isfinite(prev_rr), rr_s / prev_rr, 1.0))
+    log_err = np.log(errors + 1e-6)
+    s = np.clip(scores, 1e-6, 1 - 1e-6)
+    out = np.column_stack(
+        [
+            morph,
+            prev,
+            log_err - refs,
+            log_err,
+            np.log(s / (1 - s)),
+            rhythm,
+            np.clip(step, -2.0, 2.0),
+            irregular,
+            (1.0 - rhythm[:, 0]) / (irregular + 0.02),
+        ]
+    )
+    return out.astype(np.float32)
+
+
+class BeatClassifier:
+    """The ONNX beat-class network with its manifest (normalisation, classes, decision offsets)."""
+
+    def __init__(self, model_dir: Path | None = None, *, threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        self.manifest = load_manifest(self.model_dir)
+        model_path = self.model_dir / MODEL_FILE
+        check_manifest(self.manifest, model_path)
+        norm = self.manifest["normalisation"]
+        self._mean = np.asarray(norm["mean"], dtype=np.float32)
+        self._scale = np.asarray(norm["scale"], dtype=np.float32)
+        self.classes: tuple[str, ...] = tuple(self.manifest["classes"])
+        offsets = self.manifest["decision"]["log_offsets"]
+        self._offsets = np.array([float(offsets[c]) for c in self.classes])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self._session = ort.InferenceSession(
+                str(model_path), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own types for bad graphs
+            raise ModelMismatchError(f"onnxruntime cannot load {model_path}: {exc}") from exc
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1 or inputs[0].shape[-1] != len(FEATURES):
+            raise ModelMismatchError(
+                f"model inputs {[i.shape for i in inputs]} do not take {len(FEATURES)} features"
+            )
+        self._input = inputs[0].name
+
+    @staticmethod
+    def new_state() -> PatientClasses:
+        """A fresh per-bed state."""
+        return PatientClasses()
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(n, len(classes)) class probabilities of raw feature rows."""
+        f = np.asarray(features, dtype=np.float32)
+        if f.ndim != 2 or f.shape[1] != len(FEATURES):
+            raise ValueError(f"features must have shape (n, {len(FEATURES)}), got {f.shape}")
+        if f.shape[0] == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        if not np.isfinite(f).all():
+            raise ValueError("features hold NaN/inf")
+        z = np.ascontiguousarray((f - self._mean) / self._scale, dtype=np.float32)
+        (p,) = self._session.run(None, {self._input: z})
+        return p
+
+    def decide(self, probs: np.ndarray) -> list[str]:
+        """Class letters: argmax of log p + the manifest's per-class offsets."""
+        if len(probs) == 0:
+            return []
+        k = np.argmax(np.log(np.maximum(probs, 1e-12)) + self._offsets, axis=1)
+        return [self.classes[i] for i in k.tolist()]
+
+    def predict(self, features: np.ndarray) -> list[str]:
+        """Class letters of raw feature rows."""
+        return self.decide(self.probabilities(features))
+
+    def classify(
+        self,
+        states: Sequence[PatientClasses],
+        beats: Sequence[DetectedBeat],
+        errors: np.ndarray,
+        refs: np.ndarray,
+        scores: np.ndarray,
+    ) -> list[str]:
+        """Features (learning each bed's state) then classes, for a batch of beats."""
+        return self.predict(beat_features(states, beats, errors, refs, scores))
+
+
+def load_manifest(model_dir: Path) -> dict[str, Any]:
+    """The classifier manifest of a model folder (ModelMismatchError when missing/unreadable)."""
+    path = Path(model_dir) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelMismatchError(f"manifest {path} not found") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelMismatchError(f"manifest {path} is unreadable: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelMismatchError(f"manifest {path} is not a JSON object")
+    return data
+
+
+def check_manifest(manifest: Mapping[str, Any], model_path: Path) -> None:
+    """Raise ModelMismatchError naming the first field where model, manifest and code disagree."""
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ModelMismatchError(
+            f"manifest format {manifest.get('format')!r} != supported {MANIFEST_FORMAT}"
+        )
+    if not model_path.is_file():
+        raise ModelMismatchError(f"model file {model_path} not found")
+    digest = sha256_file(model_path)
+    if manifest.get("model_sha256") != digest:
+        raise ModelMismatchError(
+            f"model_sha256 mismatch: {model_path.name} is {digest}, "
+            f"manifest says {manifest.get('model_sha256')!r}"
+        )
+    if list(manifest.get("features", [])) != list(FEATURES):
+        raise ModelMismatchError(f"features mismatch: manifest {manifest.get('features')!r}")
+    if manifest.get("grid_hz") != GRID_HZ:
+        raise ModelMismatchError(f"grid_hz mismatch: manifest {manifest.get('grid_hz')!r}")
+    classes = manifest.get("classes")
+    if not isinstance(classes, list) or not classes or not set(classes) <= set("NSVFQ"):
+        raise ModelMismatchError(f"classes must be AAMI letters, got {classes!r}")
+    norm = manifest.get("normalisation")
+    if not isinstance(norm, Mapping):
+        raise ModelMismatchError("manifest has no 'normalisation' object")
+    for key in ("mean", "scale"):
+        vals = norm.get(key)
+        if not isinstance(vals, list) or len(vals) != len(FEATURES):
+            raise ModelMismatchError(f"normalisation {key!r} must hold {len(FEATURES)} numbers")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+            raise ModelMismatchError(f"normalisation {key!r} holds non-finite values")
+    if any(v <= 0 for v in norm["scale"]):
+        raise ModelMismatchError("normalisation 'scale' must be > 0")
+    offsets = manifest.get("decision", {}).get("log_offsets")
+    if not isinstance(offsets, Mapping) or set(offsets) != set(classes):
+        raise ModelMismatchError(f"decision log_offsets must name every class, got {offsets!r}")
