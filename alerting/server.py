@@ -36,7 +36,7 @@ from prometheus_client import (
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -175,10 +175,13 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise _TooLarge(f"body of {declared} bytes is over the {limit} byte limit")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge(f"body is over the {limit} byte limit")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLarge(f"body is over the {limit} byte limit")
+    except ClientDisconnect:
+        raise _TooLarge("the client left before its body ended") from None
     return bytes(body)
 
 
