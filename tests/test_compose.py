@@ -5,13 +5,20 @@ and a restart policy, built images have their Dockerfile and install no torch, t
 variables compose sets are ones the services read, ports agree across compose, Prometheus and
 the services' defaults, and the services, variables, defaults and ports are those `make ward`
 (scripts/ward.py) uses. The healthcheck script the images run is exercised for real.
+
+Security (docs/security.md): the one-shot `provision` service's command is run for real, the
+broker config is the one ecgcommon.provision writes (and tests/test_broker_security.py runs),
+anonymous access is off, each service gets its own credential from the secrets volume, and the
+broker's healthcheck command logs in to a real broker with the provisioned healthcheck account.
 """
 
 from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 import threading
@@ -22,7 +29,8 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Broker
+from ecgcommon import provision as prov
+from tests.conftest import Broker, SecureBroker
 from tests.test_ward import ward
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,12 +65,20 @@ def variables_read_by(package: str) -> set[str]:
     return names
 
 
+ONE_SHOT = {"provision"}  # runs to completion before the broker starts
+SECRETS = "/run/secrets/ward"  # where the services mount the secrets volume
+
+
 def test_expected_services_each_with_healthcheck_and_restart() -> None:
-    assert set(SERVICES) == {"mosquitto", "prometheus", "grafana"} | PYTHON_SERVICES
+    assert set(SERVICES) == {"mosquitto", "prometheus", "grafana"} | PYTHON_SERVICES | ONE_SHOT
+    for name in ONE_SHOT:
+        assert SERVICES[name]["restart"] == "no" and "healthcheck" not in SERVICES[name]
     for name, svc in SERVICES.items():
+        if name in ONE_SHOT:
+            continue
         assert svc.get("restart") in ("always", "unless-stopped", "on-failure"), name
         test = svc.get("healthcheck", {}).get("test")
-        assert isinstance(test, list) and test[0] == "CMD" and len(test) > 1, name
+        assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
         assert "image" in svc or "build" in svc, name
 
 
@@ -139,7 +155,7 @@ def test_mounted_files_and_volumes_exist() -> None:
     mounts = {t: s for s, t in map(split_volume, SERVICES["alerting"]["volumes"])}
     assert mounts.get(str(Path(db).parent)) in declared
     # MIT-BIH: mounted read-only where ECG_DATA_DIR points, from $ECG_DATA_DIR or ../shared.
-    data = [v for v in SERVICES["streamer"]["volumes"] if v.endswith(":ro")]
+    data = [v for v in SERVICES["streamer"]["volumes"] if "mitdb" in v]
     assert data == ["${ECG_DATA_DIR:-../shared/data/mitdb}:/data/mitdb:ro"]
     assert env_of("streamer")["ECG_DATA_DIR"] == "/data/mitdb"
 
@@ -162,18 +178,33 @@ def test_ports_agree_across_compose_prometheus_and_healthchecks() -> None:
         env = env_of(name)
         assert (env["MQTT_HOST"], env["MQTT_PORT"]) == ("mosquitto", str(ward.MQTT_PORT))
     assert "127.0.0.1:1883:1883" in SERVICES["mosquitto"]["ports"]
+    assert f"127.0.0.1:{ward.MQTT_TLS_PORT}:{ward.MQTT_TLS_PORT}" in SERVICES["mosquitto"]["ports"]
     conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
     assert re.search(rf"^listener {ward.MQTT_PORT} 0\.0\.0\.0$", conf, re.M)
+    assert re.search(rf"^listener {ward.MQTT_TLS_PORT} 0\.0\.0\.0$", conf, re.M)
 
 
 def test_same_services_variables_and_defaults_as_make_ward(tmp_path: Path) -> None:
     cfg = ward.WardConfig(run_dir=tmp_path)
     ports = {"mqtt": ward.MQTT_PORT, **{s.name: s.port for s in ward.HTTP_SERVICES}}
-    ward_env = ward.service_env(cfg, ports, token="x" * 16)
+    creds = ward.provision_ward(cfg)
+    launches = {x.name: x for x in ward.plan(cfg, ports, "x" * 16, creds)}
+    ward_env: dict[str, str] = {}
     compose_env: dict[str, str | None] = {}
     for name in PYTHON_SERVICES:
+        ward_env.update(launches[name].env)
         for key, value in env_of(name).items():
             compose_env[key] = compose_default(value)
+        # each service its own credential, the same variables in both
+        own = set(ward.credential_env(name, creds))
+        assert own and own <= set(env_of(name)), name
+        assert not (set(env_of(name)) - own) & {"MQTT_PASSWORD_FILE", "MQTT_USERNAME"}, name
+        if "MQTT_USERNAME" in own:
+            assert env_of(name)["MQTT_USERNAME"] == launches[name].env["MQTT_USERNAME"] == name
+            assert env_of(name)["MQTT_PASSWORD_FILE"] == f"{SECRETS}/passwords/{name}"
+    assert env_of("streamer")["STREAMER_DEVICE_CREDENTIALS"] == (
+        f"{SECRETS}/{creds.streamer_devices.name}"
+    )
     assert set(ward_env) == set(compose_env)
     # Host-specific values differ by design (container paths, service names, secrets).
     site_specific = {
@@ -185,12 +216,115 @@ def test_same_services_variables_and_defaults_as_make_ward(tmp_path: Path) -> No
         "DETECTOR_HTTP_HOST",
         "ALERTING_HOST",
         "STREAMER_HTTP_HOST",
+        "MQTT_USERNAME",  # per service, checked above
+        "MQTT_PASSWORD_FILE",
+        "STREAMER_DEVICE_CREDENTIALS",
+        "ECG_DETECTOR_TOKEN",  # a secret: the host sets it (compose), or derived (make ward)
     }
     for key in set(ward_env) - site_specific:
         assert ward_env[key] == compose_env[key], key
     names = [str(spec.name) for spec in ward.SERVICES]
-    launches = ward.plan(ward.WardConfig(run_dir=tmp_path, broker="external"), ports, "x" * 16)
-    assert [launch.name for launch in launches] == names
+    external = ward.plan(ward.WardConfig(run_dir=tmp_path, broker="external"), ports, "x" * 16)
+    assert [launch.name for launch in external] == names
+
+
+def _provision_argv() -> list[str]:
+    """The provision service's command with compose's defaults filled in."""
+    command = SERVICES["provision"]["command"]
+    return [str(compose_default(a)) if a.startswith("${") else a for a in command]
+
+
+def test_provision_service_writes_what_the_broker_and_services_mount(tmp_path: Path) -> None:
+    """The one-shot service's own command (defaults filled in, /secrets -> a temporary folder),
+    run for real: the files the broker config and the services name exist, owned as the
+    containers need when run as root (as the service is), secrets 0600."""
+    provision = SERVICES["provision"]
+    assert provision["build"] == SERVICES["detector"]["build"]
+    assert provision["image"] == SERVICES["detector"]["image"]
+    assert provision["volumes"] == ["ward-secrets:/secrets"]
+    argv = _provision_argv()
+    assert argv[:3] == ["python", "-m", "ecgcommon.provision"]
+    out = tmp_path / "secrets"
+    args = [str(out) if a == "/secrets" else a for a in argv[3:]]
+    if os.geteuid() != 0:  # chown needs root, as in the container
+        i = args.index("--broker-owner")
+        args = args[:i]
+    assert prov.main(args) == 0
+    creds = prov.load(out)
+    ward_name = compose_default(env_of("detector")["ECG_WARD"])
+    beds = int(str(compose_default(env_of("streamer")["STREAMER_BEDS"])))
+    devices = [a for a in creds.accounts if a.role == "device"]
+    assert {(a.ward, a.bed) for a in devices} == {(ward_name, b) for b in prov.bed_names(beds)}
+    owners = {"broker": (1883, 1883), "service": (10001, 10001)} if os.geteuid() == 0 else {}
+    for volume in SERVICES["mosquitto"]["volumes"]:
+        source, target = split_volume(volume)
+        if source == "ward-secrets":
+            assert target == "/mosquitto/secrets" and volume.endswith(":ro")
+    conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    for path in re.findall(
+        r"^(?:password_file|acl_file|cafile|certfile|keyfile) (\S+)$", conf, re.M
+    ):
+        local = out / Path(path).relative_to("/mosquitto/secrets")
+        assert local.is_file(), path
+        if owners and not path.endswith(".crt"):
+            assert (local.stat().st_uid, local.stat().st_gid) == owners["broker"], path
+            assert stat.S_IMODE(local.stat().st_mode) == 0o600, path
+    for name in PYTHON_SERVICES:
+        mounts = dict(map(split_volume, SERVICES[name]["volumes"]))
+        assert mounts["ward-secrets"] == SECRETS, name
+        assert [v for v in SERVICES[name]["volumes"] if v.startswith("ward-secrets:")][0].endswith(
+            ":ro"
+        )
+        for key in ("MQTT_PASSWORD_FILE", "STREAMER_DEVICE_CREDENTIALS"):
+            if key in env_of(name):
+                local = out / Path(env_of(name)[key]).relative_to(SECRETS)
+                assert local.is_file(), key
+                assert stat.S_IMODE(local.stat().st_mode) == 0o600
+                if owners:
+                    assert (local.stat().st_uid, local.stat().st_gid) == owners["service"]
+    for name in ("mosquitto", *PYTHON_SERVICES):
+        needs = SERVICES[name]["depends_on"]
+        assert "mosquitto" in needs or needs["provision"] == {
+            "condition": "service_completed_successfully"
+        }
+
+
+def test_broker_config_is_the_provisioned_one() -> None:
+    """deploy/mosquitto/mosquitto.conf says what ecgcommon.provision.mosquitto_conf says for the
+    container paths (comments and log settings aside): what tests/test_broker_security.py runs."""
+
+    def directives(text: str) -> list[str]:
+        return [
+            ln
+            for ln in text.splitlines()
+            if ln.strip() and not ln.startswith("#") and not ln.startswith("log_")
+        ]
+
+    deployed = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    made = prov.mosquitto_conf(
+        Path("/mosquitto/secrets"), "0.0.0.0", ward.MQTT_PORT, "0.0.0.0", ward.MQTT_TLS_PORT
+    )
+    assert directives(deployed) == directives(made)
+    assert "allow_anonymous false" in directives(deployed)
+
+
+def test_broker_healthcheck_logs_in_with_the_healthcheck_account(
+    secure_broker: SecureBroker,
+) -> None:
+    """The mosquitto service's healthcheck command, run against a real broker with the
+    provisioned files (container path and port swapped): it succeeds with the healthcheck
+    account; the same command without it is refused."""
+    test = SERVICES["mosquitto"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    command = test[1].replace("$$", "$")  # compose's escape for a literal $
+    command = command.replace("/mosquitto/secrets", str(secure_broker.creds.folder))
+    command = command.replace(f"-p {ward.MQTT_PORT}", f"-p {secure_broker.port}")
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    anonymous = re.sub(r"-u healthcheck -P \"[^\"]+\" ", "", command)
+    assert anonymous != command
+    done = subprocess.run(["sh", "-c", anonymous], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
 
 
 def test_healthcheck_script_http(tmp_path: Path) -> None:
