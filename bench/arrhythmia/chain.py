@@ -1,10 +1,11 @@
 """The live chain, offline: one record through the real cores, on a fake clock.
 
 Device: the streamer's own `BedStream` encodes the record's samples (every lead) into 0.5 s
-binary chunks, each due when its last sample "happens". Detector: a `DetectorEngine` built as
-`detector.service.DetectorService` builds it (ONNX scorer, the manifest's anomaly config and
-threshold, the service's default settings), fed each chunk with `handle(topic, payload, now)`
-and ticked at every batching deadline, as the service's worker does. Alerting: an
+binary chunks, each due when its last sample "happens". Detector: the `DetectorEngine` of a
+`detector.service.DetectorService` made with the default config (never started), so the
+scorer, beat classifier and rhythm analysis are the service's own; it is fed each chunk with
+`handle(topic, payload, now)` and ticked at every batching deadline, as the service's worker
+does. Alerting: an
 `AlertingCore` (the service's glue: policy, in-memory store, metrics, hub) gets the device's
 chunks and every detector publication through `on_message`, and a wall-clock `tick` each
 second; a simulated nurse acknowledges every alarm 30 s after it sounds. The clock is the
@@ -45,6 +46,7 @@ WARD = "eval"
 BED = "bed1"
 CHUNK_S = 0.5
 ACK_AFTER_S = 30.0
+ENGINE_TOKEN = "eval-arrhythmia-not-served"  # the engine's HTTP upload is never served
 EPISODE_EVENTS = {"vt": "vt", "vf": "vf", "af": "afib", "svt": "svt"}  # reference kind -> event
 
 
@@ -149,33 +151,38 @@ class ChainResult:
     alarms: list[dict[str, Any]]
     wall_s: float
     bad_messages: dict[str, float] = field(default_factory=dict)
+    classifier: bool = False  # the engine had a beat classifier
+    refused: str | None = None  # why the service's own models were refused, if they were
 
 
 def build_engine(model_dir: str | None, wall_clock: Callable[[], float]) -> Any:
-    """A DetectorEngine made as `DetectorService.__init__` makes it (default config), with the
-    replay's clock as its wall clock."""
-    from detector.anomaly import AnomalyConfig
+    """The detector's engine exactly as the service makes it: a `DetectorService` with its
+    default config (its scorer, classifier and whatever else it wires in), never started; its
+    HTTP socket (port 0) is closed at once. The engine's wall clock becomes the replay's."""
     from detector.config import DetectorConfig
-    from detector.engine import DetectorEngine, EngineSettings
-    from detector.metrics import DetectorMetrics
-    from detector.scorer import OnnxScorer
+    from detector.service import DetectorService
 
-    config = DetectorConfig() if model_dir is None else DetectorConfig(model_dir=model_dir)
-    onnx = OnnxScorer(config.model_dir)
-    anomaly = AnomalyConfig.from_manifest(onnx.manifest)
-    metrics = DetectorMetrics(CollectorRegistry())
-    settings = EngineSettings(
-        max_batch=config.max_batch,
-        max_wait_s=config.max_wait_s,
-        signal_timeout_s=config.signal_timeout_s,
-        max_fill_s=config.max_fill_s,
-        qos_beats=config.qos_beats,
-        qos_events=config.qos_events,
-        max_upload_s=config.max_upload_s,
-    )
-    return DetectorEngine(
-        onnx, anomaly, anomaly.threshold(config.profile), metrics, settings, wall_clock=wall_clock
-    )
+    kwargs: dict[str, Any] = {"http_host": "127.0.0.1", "http_port": 0, "token": ENGINE_TOKEN}
+    if model_dir is not None:
+        kwargs["model_dir"] = model_dir
+    config = DetectorConfig(**kwargs)
+    try:
+        service = DetectorService(config, registry=CollectorRegistry())
+    except Exception as exc:  # e.g. a classifier artifact mid-retraining: say so, go on without
+        from detector.anomaly import AnomalyConfig
+        from detector.scorer import OnnxScorer
+
+        log.warning("detector service refused its models (%s); running without the classifier", exc)
+        onnx = OnnxScorer(config.model_dir)
+        service = DetectorService(
+            config, CollectorRegistry(), onnx, AnomalyConfig.from_manifest(onnx.manifest)
+        )
+        service.refused = f"{type(exc).__name__}: {exc}"[:300]
+    service.http.server_close()
+    engine = service.engine
+    engine.wall = wall_clock
+    engine.eval_refused = getattr(service, "refused", None)
+    return engine
 
 
 class _FakeClock:
@@ -267,6 +274,8 @@ def run_chain(
         alarms=ward.log.listing(duration),
         wall_s=time.perf_counter() - wall0,
         bad_messages=_bad_counts(engine),
+        classifier=engine.classifier is not None,
+        refused=engine.eval_refused,
     )
 
 

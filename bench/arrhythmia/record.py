@@ -91,6 +91,8 @@ def _evaluate(task: Task) -> dict[str, Any]:
         n_beats=int(chain.beat_t.size),
         classes=_class_counts(chain.beat_cls),
         bad_messages=chain.bad_messages,
+        classifier=chain.classifier,
+        refused=chain.refused,
         reference=ref.counts(),
         episodes=score.episode_counts(ref, score.detector_episodes(chain.events, chain.duration_s)),
         lethal=score.lethal_counts(ref, alarms),

@@ -141,7 +141,7 @@ def record_summary(r: dict[str, Any]) -> dict[str, Any]:
         )
         if k in r
     }
-    for k in ("beats", "noise", "artifact", "reference_alarms", "bad_messages"):
+    for k in ("beats", "noise", "artifact", "reference_alarms", "bad_messages", "refused"):
         if r.get(k):
             out[k] = r[k]
     out["lethal"] = r["lethal"]["episodes"]
