@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             "ectopic beats (100, 103): the test is about artifact, and keeps to minutes on "
             "2 cores",
         },
+        "classifier": all(r.get("classifier") for r in rows if "error" not in r),
+        "models_refused": next((r["refused"] for r in rows if r.get("refused")), None),
         "jobs": a.jobs,
         "wall_s": round(wall, 1),
         "command": "python -m bench.arrhythmia "
