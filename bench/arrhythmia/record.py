@@ -102,6 +102,7 @@ def _evaluate(task: Task) -> dict[str, Any]:
         alarms_by_type=score.by_type(alarms),
         detector_events=_event_counts(chain.events),
     )
+    _explain(out["lethal"]["episodes"], chain.events, alarms)
     out["paced"] = ann.paced
     if task.beats and not ann.paced:
         out["beats"] = score.beat_counts(ann, chain.beat_t, chain.beat_cls, task.beats_from_s)
@@ -112,6 +113,26 @@ def _evaluate(task: Task) -> dict[str, Any]:
         out["reference_alarms"] = score.alarm_counts(floor)
         out["reference_alarms_by_type"] = score.by_type(floor)
     return out
+
+
+def _explain(
+    rows: list[dict[str, Any]], events: list[dict[str, Any]], alarms: list[dict[str, Any]]
+) -> None:
+    """Add to each lethal episode what happened around it (onset - 5 s .. onset + 15 s): the
+    detector's events and the alarms that sounded, times relative to the onset (diagnosis)."""
+    for row in rows:
+        lo, hi = row["onset"] - 5.0, row["onset"] + 15.0
+        row["events"] = [
+            f"{e['type']}{'+' if e['active'] else '-'}@{e['t'] - row['onset']:+.1f}"
+            for e in events
+            if lo <= e["t"] <= hi
+        ][:12]
+        row["alarms"] = [
+            f"{a['type']}@{p - row['onset']:+.1f}"
+            for a in alarms
+            for p, _ in a["sounded"]
+            if lo <= p <= hi
+        ][:12]
 
 
 def _class_counts(cls: list[str | None]) -> dict[str, int]:
