@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from detector.anomaly import RunningMedian
 from detector.pipeline import DetectedBeat
 from detector.scorer import DEFAULT_MODEL_DIR, ModelMismatchError, sha256_file
 
@@ -47,6 +48,8 @@ TEMPLATE_REFRESH = 8  # accepted beats between recomputations of the median
 LEARN_MIN_RATIO = 0.9  # a beat earlier than this fraction of the local RR is kept out
 LEARN_FORCE_AFTER = 8  # ... unless this many beats in a row were kept out (rhythm changed)
 RR_HISTORY = 16  # RR intervals behind the irregularity feature
+RELATIVE_HISTORY = 64  # beats behind the running medians of the relative morphology features
+RELATIVE_OF = ("qrs_decorr", "log_residual", "slope_decorr")  # made patient-relative
 WIDTH_FRACTION = 0.25  # QRS width: span where |slope| exceeds this fraction of its maximum
 
 _K0 = -round(GRID_PRE_S * GRID_HZ)
@@ -81,6 +84,9 @@ FEATURES = (
     "slope_decorr",  # log(1 - r + 0.01) of the QRS slopes (derivative): P and T waves count less
     "log_slope_residual",  # log normalised residual of the QRS slope after projection
     "prev_qrs_decorr",  # qrs_decorr of the bed's previous beat
+    "rel_qrs_decorr",  # qrs_decorr minus the bed's running median of it (last RELATIVE_HISTORY)
+    "rel_log_residual",  # the same for log_residual
+    "rel_slope_decorr",  # the same for slope_decorr
     "rel_log_error",  # autoencoder log error minus the patient's running median
     "log_error",  # autoencoder log error
     "score_logit",  # logit of the anomaly score
@@ -105,6 +111,9 @@ class PatientClasses:
         self._template: np.ndarray | None = None
         self._rr: deque[float] = deque(maxlen=RR_HISTORY)
         self.prev_decorr = math.nan  # qrs_decorr of the previous beat (NaN: none yet)
+        # the patient's usual value of each RELATIVE_OF feature: a noisy or aberrant patient's
+        # normal beats all differ from the template, so the departure from that usual counts
+        self.usual = [RunningMedian(RELATIVE_HISTORY) for _ in RELATIVE_OF]
 
     @property
     def n_template(self) -> int:
@@ -296,6 +305,13 @@ def beat_features(
     for key, i in last_of.items():
         del key
         states[i].prev_decorr = float(decorr[i])
+    cols = [FEATURES.index(f) for f in RELATIVE_OF]
+    rel = np.empty((n, len(cols)))
+    for i, st in enumerate(states):  # time order within each bed: causal running medians
+        for k, (c, med) in enumerate(zip(cols, st.usual, strict=True)):
+            v = float(morph[i, c])
+            rel[i, k] = v - med.median() if len(med) else 0.0
+            med.add(v)
     rhythm = np.clip(np.nan_to_num(rhythm, nan=1.0), 0.0, 3.0)
     rr_s = np.array([b.rhythm.rr_s for b in beats], dtype=np.float64)
     step = np.log(np.where(np.isfinite(rr_s) & np.isfinite(prev_rr), rr_s / prev_rr, 1.0))
@@ -305,6 +321,7 @@ def beat_features(
         [
             morph,
             prev,
+            rel,
             log_err - refs,
             log_err,
             np.log(s / (1 - s)),

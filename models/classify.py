@@ -239,7 +239,7 @@ def choose_offsets(y: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float], 
     return {c: float(o) for c, o in zip(CLASSES, (0.0, *best_off), strict=True)}, best_g
 
 
-GRID = {"hidden": (16, 32), "weight_power": (0.5, 1.0)}
+GRID = {"hidden": (32,), "weight_power": (0.5, 1.0)}
 
 
 def cross_validate(data: Data, grid: dict[str, tuple] = GRID) -> list[dict[str, Any]]:
