@@ -17,7 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from alerting.server import MAX_UPLOAD_BODY, SESSION_COOKIE
 from alerting.service import AlertingService
+from detector.anomaly import AnomalyConfig
 from detector.config import DetectorConfig
+from detector.scorer import OnnxScorer
 from detector.service import DetectorService
 from tests.alerting_harness import TOKEN, http, make_config, metric_value, running_alerting
 
@@ -219,10 +221,16 @@ def detector(broker) -> Iterator[DetectorService]:
         model_dir=model_dir,
         token="detector-test-token",
     )
-    service = DetectorService(cfg, registry=CollectorRegistry())
+    service = _detector(cfg)
     service.start()
     yield service
     service.stop()
+
+
+def _detector(cfg: DetectorConfig) -> DetectorService:
+    onnx = OnnxScorer(cfg.model_dir)  # the autoencoder only: enough for the HTTP side
+    return DetectorService(cfg, registry=CollectorRegistry(), scorer=onnx,
+                           anomaly=AnomalyConfig.from_manifest(onnx.manifest))
 
 
 def _post(port: int, body: bytes, token: str | None, extra: str = "") -> bytes:
@@ -280,7 +288,7 @@ def test_detector_without_a_token_generates_one_and_prints_it_once(
         http_port=0,
         model_dir=model_dir,
     )
-    service = DetectorService(cfg, registry=CollectorRegistry())
+    service = _detector(cfg)
     service.start()
     try:
         assert len(service.token) >= 24

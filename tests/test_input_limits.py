@@ -1,0 +1,343 @@
+"""Untrusted-input limits against the real services on a real Mosquitto: each attack of issue 10
+that the limits cover becomes a counted drop or a technical event, and the real bed stays
+monitored (its beats keep coming, the bed tables stay bounded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from prometheus_client import CollectorRegistry
+
+from detector.anomaly import AnomalyConfig
+from detector.config import DetectorConfig
+from detector.scorer import OnnxScorer
+from detector.service import DetectorService
+from ecgcommon import limits, protocol
+from ecgcommon.protocol import SampleChunk, encode_samples, encode_samples_json, encode_status
+from ecgcommon.records import load_record
+from ecgcommon.topics import samples_topic, status_topic
+from tests.alerting_harness import (
+    Publisher,
+    WardFeeder,
+    beat,
+    get_json,
+    http,
+    make_config,
+    metric_value,
+    running_alerting,
+    wait_for,
+)
+from tests.conftest import Broker
+from tests.test_detector_service import Sub
+
+FS = 360.0
+CHUNK = 90  # 0.25 s
+SPEED = 4.0  # the device streams at 4x real time (the detector works on samples, not clocks)
+
+
+class Device(threading.Thread):
+    """A real bed: record 119 in chunks on the real broker, paced, until stopped."""
+
+    def __init__(self, broker: Broker, ward: str, bed: str, raw: np.ndarray) -> None:
+        super().__init__(daemon=True)
+        self.ward, self.bed, self.raw = ward, bed, raw
+        self.t0 = time.time()
+        self.k = 0
+        self.stop_event = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def chunk(self, k: int) -> SampleChunk:
+        lo = (k * CHUNK) % (self.raw.size - CHUNK)
+        data = self.raw[lo : lo + CHUNK].reshape(-1, 1)
+        return SampleChunk(k, k * CHUNK, self.t0 + k * CHUNK / FS, FS, 200.0, "mV", ("MLII",), data)
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.stop_event.is_set():
+            due = start + self.k * CHUNK / FS / SPEED
+            time.sleep(max(0.0, due - time.monotonic()))
+            payload = encode_samples(self.chunk(self.k))
+            self.client.publish(samples_topic(self.ward, self.bed), payload, qos=0)
+            self.k += 1
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(5)
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Pub(Publisher):
+    """The harness publisher under its own client id (the feeder holds `pub-{ward}`)."""
+
+    def __init__(self, broker: Broker, ward: str) -> None:
+        self.ward = ward
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"attacker-{uuid.uuid4().hex[:8]}")
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.seq: dict[str, int] = {}
+
+
+class Attacker:
+    """Any client on the broker (the ACLs are the broker's job; these are the limits behind)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture(scope="module")
+def raw(data_dir: Path) -> np.ndarray:
+    rec = load_record("119", data_dir, sampto=int(FS * 120))
+    return np.rint(rec.lead(0) * 200).astype(np.int16)
+
+
+@pytest.fixture
+def detector(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
+    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
+    cfg = DetectorConfig(
+        host=broker.host, port=broker.port, ward=unique_ward, http_host="127.0.0.1",
+        http_port=0, signal_timeout_s=1.5, max_wait_s=0.02, model_dir=model_dir, max_beds=64,
+    )
+    svc = detector_service(cfg)
+    svc.start()
+    assert svc.connected.wait(10)
+    time.sleep(0.2)  # subscriptions acknowledged
+    yield svc
+    svc.stop()
+
+
+def detector_service(cfg: DetectorConfig) -> DetectorService:
+    """The real detector with the real autoencoder (the beat-class network is not needed here)."""
+    onnx = OnnxScorer(cfg.model_dir)
+    return DetectorService(cfg, registry=CollectorRegistry(), scorer=onnx,
+                           anomaly=AnomalyConfig.from_manifest(onnx.manifest))
+
+
+def bad(svc: DetectorService, reason: str) -> float:
+    return svc.metrics.bad_messages.labels(reason)._value.get()
+
+
+def beats_after(sub: Sub, bed: str, sample: int) -> int:
+    return sum(1 for b in sub.beats_of(bed) if b.sample > sample)
+
+
+@pytest.mark.slow
+def test_detector_first_sample_jump_fs_declaration_and_junk_beds_leave_the_bed_monitored(
+    detector: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
+) -> None:
+    sub = Sub(broker, unique_ward)
+    dev = Device(broker, unique_ward, "07", raw)
+    evil = Attacker(broker)
+    try:
+        dev.start()
+        assert wait_for(lambda: len(sub.beats_of("07")) >= 5, timeout=20)
+        topic = samples_topic(unique_ward, "07")
+        # one chunk 2^40 samples ahead: a new stream, then the real one is a new stream again
+        jump = SampleChunk(dev.k, 2**40, time.time(), FS, 200.0, "mV", ("MLII",),
+                           raw[:CHUNK].reshape(-1, 1))
+        evil.send(topic, encode_samples(jump))
+        # 100 kHz declared: refused by the decoder, counted
+        evil.send(topic, encode_samples_json(SampleChunk(
+            dev.k, 0, time.time(), 100_000.0, 1.0, "mV", ("I",), np.zeros((100, 1)))))
+        # 10k junk bed names: valid and invalid, every one refused or bounded
+        for i in range(10_000):
+            name = f"junk{i}" if i % 2 else f"junk:{i}"  # ':' is not allowed in a bed name
+            evil.client.publish(samples_topic(unique_ward, name) if i % 2 else
+                                f"ecg/v1/{unique_ward}/{name}/samples",
+                                encode_samples(jump), qos=0)
+        mark = dev.k * CHUNK
+        # the real bed keeps getting beats from chunks sent after all of it
+        assert wait_for(lambda: beats_after(sub, "07", mark + int(4 * FS)) >= 5, timeout=30)
+        assert len(detector.engine.beds) <= 64
+        assert bad(detector, "bad_fs") >= 1
+        assert bad(detector, "bad_topic") >= 4_000
+        assert bad(detector, "too_many_beds") + bad(detector, "bed_evicted") >= 4_000
+        restarts = [e for e in sub.events_of("07", "gap") if e.detail.get("restart")]
+        assert restarts, "the jump was not reported as a stream restart"
+    finally:
+        dev.stop()
+        evil.close()
+        sub.close()
+
+
+@pytest.mark.slow
+def test_detector_chunks_that_cannot_be_analysed_raise_signal_lost(
+    detector: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
+) -> None:
+    sub = Sub(broker, unique_ward)
+    evil = Attacker(broker)
+    try:
+        topic = samples_topic(unique_ward, "03")
+        t0 = time.time()
+        for k in range(8):  # the bed streams ...
+            evil.send(topic, encode_samples(SampleChunk(
+                k, k * CHUNK, t0 + k * CHUNK / FS, FS, 200.0, "mV", ("MLII",),
+                raw[k * CHUNK : (k + 1) * CHUNK].reshape(-1, 1))))
+        # ... then only sends chunks that cannot be analysed: duplicates and a bad rate
+        for _ in range(30):
+            evil.send(topic, encode_samples(SampleChunk(
+                7, 7 * CHUNK, t0, FS, 200.0, "mV", ("MLII",), raw[:CHUNK].reshape(-1, 1))))
+            evil.send(topic, b'{"seq":1,"first_sample":0,"t0":1,"fs":5e4,"samples":[1,2]}')
+            time.sleep(0.1)
+        assert wait_for(lambda: any(e.active for e in sub.events_of("03", "signal_lost")), 10)
+        assert sub.events_of("03", "duplicate")
+    finally:
+        evil.close()
+        sub.close()
+
+
+@pytest.mark.slow
+def test_detector_offline_status_is_overruled_by_samples_still_flowing(
+    detector: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
+) -> None:
+    sub = Sub(broker, unique_ward)
+    dev = Device(broker, unique_ward, "05", raw)
+    evil = Attacker(broker)
+    try:
+        dev.start()
+        assert wait_for(lambda: len(sub.beats_of("05")) >= 3, timeout=20)
+        status = encode_status(protocol.Status("offline", time.time() - 60, "forged"))
+        evil.send(status_topic(unique_ward, "05"), status, retain=True)
+        assert wait_for(lambda: [e for e in sub.events_of("05", "device_offline") if not e.active
+                                 and e.detail.get("contradicted_by") == "samples"], 10)
+        # a detector that subscribes later gets the retained status: older than the samples
+        # it then sees, it is ignored (counted), and no device_offline is raised at all
+        n_before = len(sub.events_of("05", "device_offline"))
+        engine = detector.engine
+        bed = engine.beds[(unique_ward, "05")]
+        before = bad(detector, "stale_status")
+        out = engine.handle(status_topic(unique_ward, "05"), status, time.monotonic(), True)
+        assert out == [] and bad(detector, "stale_status") == before + 1 and not bed.offline
+        assert len(sub.events_of("05", "device_offline")) == n_before
+    finally:
+        evil.send(status_topic(unique_ward, "05"), b"", retain=True)  # clear the retained one
+        dev.stop()
+        evil.close()
+        sub.close()
+
+
+# ---------------------------------------------------------------- alerting
+
+
+@pytest.fixture
+def alerting(broker: Broker, unique_ward: str, tmp_path: Path):
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db", max_beds=20)
+    with running_alerting(cfg) as svc:
+        feeder = WardFeeder(broker, unique_ward, {"1": (72.0, 0)}).start()
+        try:
+            yield svc, feeder
+        finally:
+            feeder.stop()
+
+
+def newest_beat_t(port: int, bed: str) -> float:
+    status, _, body = http(port, f"/api/beds/{bed}")
+    if status != 200:
+        return 0.0
+    beats = json.loads(body)["beats"]
+    return max((b["t"] for b in beats), default=0.0)
+
+
+def open_alarms(port: int, bed: str) -> list[dict]:
+    return get_json(port, f"/api/alarms?bed={bed}&state=open")["alarms"]
+
+
+DROPS = "ecg_alerting_dropped_messages_total"
+
+
+@pytest.mark.slow
+def test_alerting_far_future_beat_and_fs_declaration_leave_the_bed_monitored(
+    alerting, broker: Broker, unique_ward: str
+) -> None:
+    svc, _ = alerting
+    pub = Pub(broker, unique_ward)
+    try:
+        assert wait_for(lambda: newest_beat_t(svc.port, "1") > 0, timeout=10)
+        forged = beat(unique_ward, "1", 10**9, FS, time.time() + 1e6, 0.8)
+        pub.beats("1", [forged])
+        chunk = SampleChunk(0, 0, time.time(), 100_000.0, 1.0, "mV", ("I",), np.zeros((100, 1)))
+        pub.raw("1", "samples", encode_samples_json(chunk))
+        assert wait_for(lambda: metric_value(svc.port, DROPS, reason="clock_skew") >= 1)
+        assert wait_for(lambda: metric_value(svc.port, DROPS, reason="bad_fs") >= 1)
+        after = time.time()
+        # real beats after the forged one are still taken: no stale drop, no frozen rate
+        assert wait_for(lambda: newest_beat_t(svc.port, "1") > after, timeout=10)
+        assert open_alarms(svc.port, "1") == []  # no false asystole, no clock_skew for one beat
+    finally:
+        pub.close()
+
+
+@pytest.mark.slow
+def test_alerting_device_clock_an_hour_behind_is_a_clock_skew_alarm_not_an_escalation(
+    alerting, broker: Broker, unique_ward: str
+) -> None:
+    svc, _ = alerting
+    pub = Pub(broker, unique_ward)
+    try:
+        t0 = time.time() - 3600.0
+        start = time.monotonic()
+        k = 0
+        while time.monotonic() - start < limits.MAX_CLOCK_SKEW_S / 10 + 3.5:
+            y = np.zeros(36)
+            pub.samples("9", k * 36, t0 + k * 0.1, y)
+            k += 1
+            time.sleep(0.1)
+        alarms = wait_for(lambda: open_alarms(svc.port, "9"))
+        assert [a["type"] for a in alarms] == ["clock_skew"]
+        assert alarms[0]["priority"] == "technical" and not alarms[0]["escalated"]
+        assert metric_value(svc.port, DROPS, reason="clock_skew") >= k - 1
+        # bed 1 with a right clock is not affected
+        assert open_alarms(svc.port, "1") == []
+    finally:
+        pub.close()
+
+
+@pytest.mark.slow
+def test_alerting_junk_bed_names_never_lock_a_new_real_bed_out(
+    alerting, broker: Broker, unique_ward: str
+) -> None:
+    svc, _ = alerting
+    pub = Pub(broker, unique_ward)
+    try:
+        for i in range(300):  # far more than max_beds (20), valid and invalid names
+            status = encode_status(protocol.Status("online", time.time(), "junk"))
+            if i % 3:
+                pub.client.publish(status_topic(unique_ward, f"junk{i}"), status, qos=0)
+            else:
+                pub.client.publish(f"ecg/v1/{unique_ward}/junk {i}/status", status, qos=0)
+        assert wait_for(lambda: metric_value(svc.port, DROPS, reason="bad_topic") >= 100)
+        assert len(get_json(svc.port, "/api/beds")["beds"]) <= 20
+        time.sleep(1.2)  # junk beds are idle now
+        t0 = time.time()
+        beats = [beat(unique_ward, "real", round((0.2 + i * 0.8) * FS), FS, t0,
+                      None if i == 0 else 0.8) for i in range(3)]
+        pub.stream("real", t0, np.zeros(int(2.5 * FS)), beats)
+        summary = wait_for(lambda: http(svc.port, "/api/beds/real")[0] == 200, timeout=10)
+        assert summary
+        assert len(get_json(svc.port, "/api/beds")["beds"]) <= 20
+        assert metric_value(svc.port, DROPS, reason="bed_evicted") >= 1
+        # the streaming bed with beats was never evicted
+        assert wait_for(lambda: newest_beat_t(svc.port, "1") > t0, timeout=10)
+    finally:
+        pub.close()
