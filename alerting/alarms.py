@@ -130,7 +130,8 @@ SUPERSEDES: dict[AlarmType, frozenset[AlarmType]] = {
     ),
     AlarmType.VTACH: frozenset({AlarmType.EXTREME_TACHY}),
     AlarmType.SVT: frozenset({AlarmType.TACHY}),
-    AlarmType.PVC_RUN: frozenset({AlarmType.PVC_COUPLET}),
+    AlarmType.PVC_RUN: frozenset({AlarmType.PVC_COUPLET, AlarmType.FREQUENT_PVCS}),
+    AlarmType.PVC_COUPLET: frozenset({AlarmType.FREQUENT_PVCS}),
     AlarmType.UNUSUAL_BEATS: frozenset({AlarmType.ANOMALY_TREND}),
 }
 

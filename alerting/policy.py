@@ -144,7 +144,14 @@ class AlarmPolicy:
                 out += self._close(self._open[aid], t, "cleared", {})
             if was and not present:
                 rules.reset(t)  # analysis (and the asystole timer) restarts now
-                out += self._apply(bed, rules.resume(t), t)
+                # an episode that went on through it is raised again, unless it is a medium one
+                # already announced (one announcement per episode, not one per artifact)
+                resumed = [
+                    s
+                    for s in rules.resume(t)
+                    if s.type.priority is Priority.HIGH or s.type not in rules.announced
+                ]
+                out += self._apply(bed, resumed, t)
         return out
 
     def on_episode(self, episode: EpisodeInput) -> list[AlarmChange]:
@@ -301,11 +308,16 @@ class AlarmPolicy:
     def _raise(
         self, bed: str, type_: AlarmType, t: float, evidence: dict[str, Any], now: float
     ) -> list[AlarmChange]:
+        rules = self._rules.get(bed)
         for other in self._bed_alarms(bed):
             if other.state in _CONDITION_PRESENT and _outranks(other.type, type_):
+                if rules is not None and other.priority is type_.priority:
+                    rules.announced.add(type_)  # its own chain names it: not announced later
                 return []  # chained: the higher alarm already covers it
         if type_.priority is not Priority.TECHNICAL and self._suspended(bed, type_):
             return []
+        if rules is not None:
+            rules.announced.add(type_)
         alarm = Alarm.new(bed, type_, t, evidence)
         until = self._silenced_until.get(bed)
         if until is not None and until > now and type_.priority is not Priority.HIGH:
@@ -409,12 +421,14 @@ class AlarmPolicy:
         )
 
     def _reraise(self, bed: str, now: float) -> list[AlarmChange]:
-        """Conditions still present that a now-gone higher alarm was suppressing are raised."""
+        """Conditions still present that a now-gone higher alarm was suppressing are raised,
+        unless this presence was already announced (a continuing condition sounds once)."""
         rules = self._rules.get(bed)
         if rules is None or self._technical.get(bed):
             return []
         out: list[AlarmChange] = []
-        for type_ in sorted(rules.present & _STATEFUL, key=lambda x: -x.priority.rank):
+        waiting = (rules.present & _STATEFUL) - rules.announced
+        for type_ in sorted(waiting, key=lambda x: (-x.priority.rank, x.value)):
             if (bed, type_) not in self._index:
                 ev = {**rules.episodes.get(type_, {}), "hr_bpm": rules.hr_bpm, "resumed": True}
                 out += self._raise(bed, type_, now, ev, now)

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from alerting.alarms import EPISODE_ALARMS, AlarmType, BeatInput, EpisodeInput
+from alerting.alarms import EPISODE_ALARMS, AlarmType, BeatInput, EpisodeInput, Priority
 
 MAX_EVIDENCE_BEATS = 20
 
@@ -58,20 +58,21 @@ class PolicyConfig:
     extreme_brady_bpm: float = 40.0
     extreme_tachy_bpm: float = 150.0
     hr_average_beats: int = 4  # heart rate = 60 / mean of the last N RR intervals
-    hr_confirm_beats: int = 2  # debounce: N consecutive beats past a limit raise
+    hr_confirm_beats: int = 2  # debounce: N consecutive beats past a limit raise ...
+    hr_limit_delay_s: float = 10.0  # ... and, for the medium (bed) limits, for this long
     hr_clear_beats: int = 3  # N consecutive beats back inside (with hysteresis) ...
-    hr_clear_s: float = 10.0  # ... for at least this long clear a heart-rate alarm
+    hr_clear_s: float = 30.0  # ... for at least this long clear a heart-rate alarm
     hr_hysteresis_bpm: float = 5.0
     frequent_window_s: float = 60.0
     rate_hysteresis: float = 0.8  # a rate alarm clears below this fraction of its limit ...
-    rate_clear_s: float = 60.0  # ... held for this long
+    rate_clear_s: float = 300.0  # ... held for this long
     trend_window_s: float = 300.0  # recent window of the anomaly-rate trend
     trend_baseline_s: float = 600.0  # the window before it, as baseline
     trend_factor: float = 2.0  # recent rate must be this many times the baseline
     trend_min_per_min: float = 2.0  # ... and at least this many anomalies per minute
     event_hold_s: float = 60.0  # a pause alarm stays this long after the next beat
     ectopy_hold_s: float = 300.0  # PVC couplet / run alarms stay this long after the last one
-    episode_hold_s: float = 120.0  # AF / SVT alarms stay this long after the episode ends
+    episode_hold_s: float = 300.0  # AF / SVT alarms stay this long after the episode ends
     escalate_after_s: float = 60.0  # unacknowledged high/medium/technical alarms escalate
     silence_s: float = 120.0  # default audio-pause length
     restore_grace_s: float = 15.0  # restored non-latching alarms must be re-confirmed within
@@ -99,6 +100,7 @@ class PolicyConfig:
         non_negative = (
             "hr_hysteresis_bpm",
             "hr_clear_s",
+            "hr_limit_delay_s",
             "rate_clear_s",
             "event_hold_s",
             "ectopy_hold_s",
@@ -205,6 +207,10 @@ class BedRules:
     def _clear(self) -> None:
         config = self.config
         self.present: set[AlarmType] = set()
+        # conditions whose current presence was already announced (or named by an alarm of
+        # their own chain): the policy does not raise them again when a higher alarm ends;
+        # an episode going on through a reset stays announced
+        self.announced: set[AlarmType] = set(self.episodes) & getattr(self, "announced", set())
         self.hr_bpm: float | None = None
         self._last_beat_t: float | None = None
         self._ref_t: float | None = None  # start of the current "no beat" interval
@@ -217,6 +223,7 @@ class BedRules:
         self._over: dict[AlarmType, int] = {}
         self._inside: dict[AlarmType, int] = {}
         self._inside_since: dict[AlarmType, float] = {}
+        self._over_since: dict[AlarmType, float] = {}
         self._below_since: dict[AlarmType, float] = {}
         self._hold_until: dict[AlarmType, float] = {}
         self._monitor_since: float | None = None
@@ -248,7 +255,7 @@ class BedRules:
         self._recent.append(b)
         out += self._hr_criteria(t)
         out += self._ventricular_criteria(b)
-        if beat.anomalous:
+        if beat.anomalous and beat.cls in (None, "N"):  # unusual, and no class explains it
             self._anomalies.add(t)
         out += self._rate_criteria(t)
         return out
@@ -268,6 +275,7 @@ class BedRules:
         c = self.config
         if (
             silent >= c.pause_s
+            and self._last_beat_t is not None  # a pause is between two beats, not after a reset
             and AlarmType.PAUSE not in self.present
             and AlarmType.ASYSTOLE not in self.present
         ):
@@ -362,7 +370,7 @@ class BedRules:
             )
         if AlarmType.ASYSTOLE in self.present:
             out.append(self._set(AlarmType.ASYSTOLE, False, t, ev))
-        if gap >= c.pause_s:
+        if gap >= c.pause_s and self._last_beat_t is not None:
             if AlarmType.PAUSE not in self.present:
                 out.append(
                     self._set(
@@ -398,7 +406,14 @@ class BedRules:
             self._inside[type_] = self._inside.get(type_, 0) + 1 if back_inside else 0
             if self._inside[type_] == 1:
                 self._inside_since[type_] = t
-            if type_ not in self.present and self._over[type_] >= c.hr_confirm_beats:
+            if self._over[type_] == 1:
+                self._over_since[type_] = t
+            delay = c.hr_limit_delay_s if type_.priority is Priority.MEDIUM else 0.0
+            if (
+                type_ not in self.present
+                and self._over[type_] >= c.hr_confirm_beats
+                and t - self._over_since[type_] >= delay
+            ):
                 out.append(self._set(type_, True, t, self._beat_evidence(list(self._recent))))
             elif (
                 type_ in self.present
@@ -511,6 +526,7 @@ class BedRules:
             self.present.add(type_)
         else:
             self.present.discard(type_)
+            self.announced.discard(type_)
         return Signal(type_, present, t, ev)
 
     def _beat_evidence(self, beats: list[Beat]) -> dict[str, Any]:

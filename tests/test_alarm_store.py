@@ -35,7 +35,7 @@ def drive(
 
 def tachy_episode(policy: AlarmPolicy, bed: str = "b1") -> tuple[list[AlarmChange], float]:
     a, t = drive(policy, bed, T0, [0.8] * 25)
-    b, t = drive(policy, bed, t, [0.46] * 20)
+    b, t = drive(policy, bed, t, [0.46] * 30)  # 14 s at 130 bpm (medium limits need 10 s)
     return a + b, t
 
 
