@@ -6,8 +6,8 @@ private folder (docs/security.md):
 - `ca.crt`, `ca.key`: a self-signed CA; `server.crt`, `server.key`: the broker's TLS certificate
   (names in `--hostname`, default localhost, mosquitto and 127.0.0.1), made with the openssl CLI;
 - one account per device (username `dev-{ward}-{bed}`, random password) and per service
-  instance (`detector`, `alerting`, `healthcheck`; more with `--service NAME=ROLE`, e.g. a
-  second detector or an `observer` that reads results and alarms but no raw ECG);
+  instance (`detector`, `alerting`, `healthcheck`, and `observer`, which reads results and
+  alarms but no raw ECG; more with `--service NAME=ROLE`, e.g. a second detector);
 - `passwords/{username}`: each account's password alone on one line (a service's
   MQTT_PASSWORD_FILE); `streamer-devices.json`: the simulated devices' credentials;
 - `mosquitto.passwd` (PBKDF2-SHA512 `$7$` hashes, as `mosquitto_passwd` writes them) and
@@ -41,8 +41,10 @@ from ecgcommon.topics import DEFAULT_WARD, PREFIX, VERSION
 DEFAULT_OUT = Path(".secrets") / "ward"
 ROLES = ("device", "detector", "alerting", "observer", "healthcheck")
 SERVICE_ROLES = ROLES[1:]
+# `observer`: for people watching results by hand (mosquitto_sub) without taking over a
+# service's connection: one username is one connection (use_username_as_clientid).
 DEFAULT_SERVICES: tuple[tuple[str, str], ...] = tuple(
-    (r, r) for r in ("detector", "alerting", "healthcheck")
+    (r, r) for r in ("detector", "alerting", "observer", "healthcheck")
 )
 DEFAULT_HOSTNAMES: tuple[str, ...] = ("localhost", "mosquitto", "127.0.0.1")
 # Ward, bed and account names: letters, digits, '.', '_', '-' (the same rule as
@@ -210,7 +212,7 @@ class ProvisionConfig:
     ward: str = DEFAULT_WARD
     beds: tuple[str, ...] = tuple(bed_names(8))
     services: tuple[tuple[str, str], ...] = DEFAULT_SERVICES  # (username, role)
-    hostnames: tuple[str, ...] = DEFAULT_HOSTNAMES  # DNS names and IPs in the server cert
+    hostnames: tuple[str, ...] = ()  # names/IPs in the server cert; () = as before, or default
     revoke: tuple[str, ...] = ()  # usernames to remove
     ca_days: int = 3650
     cert_days: int = 825
@@ -225,8 +227,6 @@ class ProvisionConfig:
             _check_name("service username", username)
             if role not in SERVICE_ROLES:
                 raise ProvisionError(f"services: role must be one of {SERVICE_ROLES}, got {role!r}")
-        if not self.hostnames:
-            raise ProvisionError("hostnames must name at least one host")
         for host in self.hostnames:
             if not _HOST.fullmatch(host):
                 raise ProvisionError(f"hostnames: {host!r} is not a host name or IP address")
@@ -393,7 +393,7 @@ def provision(cfg: ProvisionConfig) -> Provisioned:
 
     if not ((folder / "ca.key").is_file() and (folder / "ca.crt").is_file()):
         _make_ca(folder, cfg.ca_days)
-    hosts = list(cfg.hostnames)
+    hosts = list(cfg.hostnames or old_hosts or DEFAULT_HOSTNAMES)
     if not (folder / "server.crt").is_file() or sorted(hosts) != sorted(old_hosts):
         _make_server_cert(folder, hosts, cfg.cert_days)
     os.chmod(folder / "ca.crt", 0o644)
@@ -474,8 +474,8 @@ def parse_args(argv: Sequence[str] | None) -> ProvisionConfig:
         "--hostname",
         action="append",
         default=[],
-        help="a name or IP the broker is reached by (TLS certificate); repeat; "
-        f"default {', '.join(DEFAULT_HOSTNAMES)}",
+        help="a name or IP the broker is reached by (TLS certificate); repeat; default: the "
+        f"previous run's, else {', '.join(DEFAULT_HOSTNAMES)}",
     )
     p.add_argument("--revoke", action="append", default=[], metavar="USERNAME")
     p.add_argument("--broker-owner", help="UID:GID owning the broker's files (container setups)")
@@ -502,7 +502,7 @@ def parse_args(argv: Sequence[str] | None) -> ProvisionConfig:
         ward=a.ward,
         beds=beds,
         services=tuple(dict.fromkeys(services)),
-        hostnames=tuple(a.hostname) or DEFAULT_HOSTNAMES,
+        hostnames=tuple(a.hostname),
         revoke=tuple(a.revoke),
         broker_owner=_owner(a.broker_owner),
         service_owner=_owner(a.service_owner),

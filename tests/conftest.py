@@ -113,15 +113,15 @@ SECURE_BEDS = ("01", "02", "03")
 
 @pytest.fixture(scope="session")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
-    """`python -m ecgcommon.provision`'s files for SECURE_WARD (beds 01-03 and the services,
-    plus an `observer` account) served by a real Mosquitto, as `make ward` runs it."""
+    """`python -m ecgcommon.provision`'s files for SECURE_WARD (beds 01-03 and the service
+    accounts) served by a real Mosquitto, as `make ward` runs it."""
     folder = tmp_path_factory.mktemp("secure-broker")
     creds = provision(
         ProvisionConfig(
             out=folder / "secrets",
             ward=SECURE_WARD,
             beds=SECURE_BEDS,
-            services=(*DEFAULT_SERVICES, ("observer", "observer")),
+            services=DEFAULT_SERVICES,  # detector, alerting, observer, healthcheck
         )
     )
     port, tls_port = free_port(), free_port()

@@ -170,6 +170,7 @@ def test_provisioned_files_are_private_and_in_mosquitto_formats(tmp_path: Path) 
         "detector",
         "detector-2",
         "alerting",
+        "observer",
         "healthcheck",
     }
     for name in users:  # never printed
