@@ -431,3 +431,50 @@ def test_tls_works_with_the_generated_ca_only(secure_broker: SecureBroker, clien
         assert dropped.wait(WAIT_S) and not answered.is_set()
     finally:
         plain.loop_stop()
+
+
+# ---------------------------------------------------------------------------------- settings
+
+
+def test_services_read_their_credential_settings(tmp_path: Path, data_dir: Path) -> None:
+    """Env and CLI settings reach the config, bad combinations name the field, and a missing
+    bed or an empty password file is an error at start, not an anonymous connection."""
+    from alerting.config import AlertingConfig
+    from alerting.config import parse_args as alerting_args
+    from detector.config import DetectorConfig
+    from detector.config import parse_args as detector_args
+    from ecgcommon.mqtt_auth import CredentialError
+    from streamer.config import StreamerConfig
+    from streamer.config import parse_args as streamer_args
+    from streamer.service import Streamer
+
+    creds = prov.provision(prov.ProvisionConfig(out=tmp_path / "s", beds=("01", "02")))
+    pw = str(creds.password_file("detector"))
+    env = {"MQTT_USERNAME": "detector", "MQTT_PASSWORD_FILE": pw, "MQTT_CA_FILE": ""}
+    cfg = detector_args([], env)
+    assert (cfg.mqtt_username, cfg.mqtt_password_file) == ("detector", pw)
+    cfg = detector_args(["--mqtt-ca-file", str(creds.ca_file)], env)
+    assert cfg.mqtt_ca_file == str(creds.ca_file)
+    a = alerting_args(["--mqtt-username", "alerting", "--mqtt-password-file", pw],
+                      {"ALERTING_TOKEN": "x" * 16})  # fmt: skip
+    assert (a.mqtt_username, a.mqtt_password_file) == ("alerting", pw)
+    s = streamer_args([], {"STREAMER_DEVICE_CREDENTIALS": str(creds.streamer_devices)})
+    assert s.device_credentials == str(creds.streamer_devices)
+    with pytest.raises(ValueError, match="mqtt_username and mqtt_password_file"):
+        DetectorConfig(mqtt_username="detector")
+    with pytest.raises(ValueError, match="mqtt_username and mqtt_password_file"):
+        AlertingConfig(token="x" * 16, mqtt_password_file=pw)
+    with pytest.raises(ValueError, match="mqtt_ca_file"):
+        StreamerConfig(mqtt_ca_file=str(tmp_path / "no-such-ca.crt"))
+    with pytest.raises(ValueError, match="device_credentials"):
+        StreamerConfig(device_credentials=str(tmp_path / "missing.json"))
+    # three beds, credentials for two: refused at start, naming the bed
+    three = StreamerConfig(
+        beds=3, records=("100",), data_dir=str(data_dir), device_credentials=s.device_credentials
+    )
+    with pytest.raises(CredentialError, match="beds 03"):
+        Streamer(three)
+    empty = tmp_path / "empty.password"
+    empty.write_text("\n")
+    with pytest.raises(CredentialError, match="empty"):
+        read_password(empty)
