@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,6 +22,7 @@ from detector.batcher import MicroBatcher
 from detector.classifier import BeatClassifier, PatientClasses
 from detector.metrics import DetectorMetrics
 from detector.pipeline import DetectedBeat, Pipeline, windows_of
+from detector.rhythms import EpisodeChange, RhythmAnalyser, RhythmBeat
 from ecgcommon.limits import BED_IDLE_S, MAX_BEDS, LogLimiter, fs_ok, fs_range_text
 from ecgcommon.protocol import (
     BeatResult,
@@ -75,6 +76,7 @@ class Bed:
     last_beat_t: float = -math.inf  # signal time of the newest published beat
     mark_t: float = -math.inf  # newest analysis watermark published
     classes: PatientClasses | None = None  # beat-class state, made on the first classified beat
+    rhythms: RhythmAnalyser = field(default_factory=RhythmAnalyser)  # VT/SVT/AF/VF, noisy
 
 
 # During a pause longer than this, the detector says how far it has analysed (see _watermark).
@@ -240,6 +242,11 @@ class DetectorEngine:
         if out.accepted:
             self.metrics.chunks.inc()
             self.metrics.samples.inc(chunk.n_samples)
+        if out.signal is not None:  # VF and signal quality from the waveform
+            changes = bed.rhythms.feed_samples(
+                out.signal, chunk.fs, out.signal_t0, out.restart, chunk.leads
+            )
+            pubs.extend(self._rhythm(bed, changes))
         if out.beats:
             bed.queued += len(out.beats)
             queued = [Queued(bed, b, now) for b in out.beats]
@@ -248,6 +255,10 @@ class DetectorEngine:
         if out.analysed_until is not None:
             pubs.extend(self._watermark(bed, out.analysed_until))
         return pubs
+
+    def _rhythm(self, bed: Bed, changes: list[EpisodeChange]) -> list[Publication]:
+        """Rhythm episodes and the noisy condition as condition events."""
+        return [self._event(bed, c.type, c.active, c.t, c.detail) for c in changes]
 
     def _watermark(self, bed: Bed, until: float) -> list[Publication]:
         """In a pause, tell subscribers that no beat before `until` is coming (asystole)."""
@@ -306,6 +317,8 @@ class DetectorEngine:
         )
         for q, step, score, cls in zip(batch, steps, scores, classes, strict=True):
             bed, beat = q.bed, q.beat
+            if bed.rhythms.noisy_at(beat.t):
+                cls = "Q"  # found in artifact (detector.quality): no class to build rhythms on
             anomalous = score >= self.threshold
             beat_id = f"{bed.ward}:{bed.bed}:{beat.sample}"
             result = BeatResult(
@@ -346,6 +359,12 @@ class DetectorEngine:
                     beats_topic(ward, bed_name), encode_beats(results), self.settings.qos_beats
                 )
             )
+            rbed = self.beds.get((ward, bed_name))
+            if rbed is not None:  # rhythm episodes from the classified beats, in time order
+                changes = rbed.rhythms.feed_beats(
+                    RhythmBeat(r.sample, r.t, r.rr_s, r.hr_bpm, r.cls, r.score) for r in results
+                )
+                pubs.extend(self._rhythm(rbed, changes))
         self.metrics.beats.inc(len(batch))
         self.metrics.anomalies.inc(anomalies)
         done = now + (time.perf_counter() - t0)  # publication follows right away

@@ -85,6 +85,11 @@ class Output:
     # Every beat with its R-peak before this time (unix s) is in this or an earlier Output;
     # None while the lead is not analysable (lost, re-learning), when no promise can be made.
     analysed_until: float | None = None
+    # The accepted samples of every lead (mV, gaps NaN-filled), the first at `signal_t0`, for
+    # the rhythm analysis; `restart`: they begin a new stream.
+    signal: np.ndarray | None = None
+    signal_t0: float = 0.0
+    restart: bool = False
 
 
 class Pipeline:
@@ -157,10 +162,13 @@ class Pipeline:
                 )
             self._reset(chunk)
         out.accepted = True
-        x = chunk.samples[verdict.skip :, self.lead].astype(np.float64) / chunk.gain
+        out.restart = verdict.action != ACCEPT
+        signal = chunk.samples[verdict.skip :].astype(np.float64) / chunk.gain
+        x = np.ascontiguousarray(signal[:, self.lead])
         if verdict.fill:
             self.rr.reset()
             x = np.concatenate([np.full(verdict.fill, np.nan), x])
+            signal = np.concatenate([np.full((verdict.fill, signal.shape[1]), np.nan), signal])
             # a transmission gap is reported as a gap, not as lead-off while QRS re-learns
             assert self.qrs is not None
             self.hold_until = (
@@ -169,6 +177,8 @@ class Pipeline:
                 + int(math.ceil(self.qrs.config.learn_s * chunk.fs))
                 + 1
             )
+        out.signal = signal
+        out.signal_t0 = chunk.t0 + (verdict.skip - verdict.fill) / chunk.fs
         self.t_ref = (chunk.first_sample + verdict.skip, chunk.t0 + verdict.skip / chunk.fs)
         self._run(x, out)
         return out

@@ -1,0 +1,136 @@
+"""Runs of consecutive beats of one class at a fast rate: VT (V beats) and SVT (S beats).
+
+A run starts when `min_beats` consecutive beats of the class have arrived and their mean rate
+(from the RR intervals inside the run) is at least `min_rate_bpm`; its onset is the first beat
+of the run. It ends at the first beat of another class, or when the rate inside the run falls
+below the limit, and then the end time is the last beat of the run. A beat in artifact (`noisy`)
+starts nothing but ends a run: the run is no longer seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detector.rhythms.events import EpisodeChange, RhythmBeat, check_positive
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Which beats make the run and how many at what rate."""
+
+    episode: str
+    classes: tuple[str, ...]
+    min_beats: int = 5
+    min_rate_bpm: float = 100.0
+    rate_beats: int = 4  # the rate is the mean over this many most recent RR intervals
+
+    def __post_init__(self) -> None:
+        check_positive(
+            "RunConfig",
+            min_beats=self.min_beats,
+            min_rate_bpm=self.min_rate_bpm,
+            rate_beats=self.rate_beats,
+        )
+        if self.min_beats < 2 or not self.classes:
+            raise ValueError("RunConfig.min_beats must be >= 2 and classes not empty")
+
+
+VT = RunConfig("vt", ("V",))
+SVT = RunConfig("svt", ("S",))
+
+
+class BeatRunDetector:
+    """One bed's run detector; feed beats in time order."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.run: list[RhythmBeat] = []
+        self.active = False
+        self.last_t = float("-inf")
+
+    def _rate(self) -> float | None:
+        """Mean rate (bpm) over the most recent RR intervals inside the run."""
+        run = self.run
+        k = min(self.config.rate_beats, len(run) - 1)
+        if k < 1:
+            return None
+        span = run[-1].t - run[-1 - k].t
+        return 60.0 * k / span if span > 0 else None
+
+    def _end(self) -> list[EpisodeChange]:
+        out: list[EpisodeChange] = []
+        if self.active:
+            last = self.run[-1]
+            out.append(
+                EpisodeChange(
+                    self.config.episode,
+                    False,
+                    last.t,
+                    {"beats": len(self.run), "onset_t": self.run[0].t, "hr_bpm": None},
+                )
+            )
+        self.active = False
+        self.run = []
+        return out
+
+    def feed(self, beat: RhythmBeat, noisy: bool = False) -> list[EpisodeChange]:
+        """One beat (its class set); returns the episode's start or end, if any."""
+        if not beat.valid or beat.t <= self.last_t:
+            return []
+        self.last_t = beat.t
+        if beat.cls not in self.config.classes:
+            return self._end()
+        if noisy and not self.active:
+            self.run = []
+            return []
+        self.run.append(beat)
+        rate = self._rate()
+        fast = rate is not None and rate >= self.config.min_rate_bpm
+        if self.active:
+            if not fast:
+                self.run.pop()
+                out = self._end()
+                self.run = [beat]
+                return out
+            return []
+        if len(self.run) > self.config.min_beats:
+            self.run = self.run[-self.config.min_beats :]
+        if len(self.run) >= self.config.min_beats and fast and self._run_fast():
+            self.active = True
+            return [
+                EpisodeChange(
+                    self.config.episode,
+                    True,
+                    self.run[0].t,
+                    {
+                        "beats": len(self.run),
+                        "onset_t": self.run[0].t,
+                        "hr_bpm": round(rate, 1),
+                        "detected_t": beat.t,
+                    },
+                )
+            ]
+        return []
+
+    def _run_fast(self) -> bool:
+        """Mean rate over the whole candidate run is at least the limit."""
+        span = self.run[-1].t - self.run[0].t
+        return span > 0 and 60.0 * (len(self.run) - 1) / span >= self.config.min_rate_bpm
+
+    def close(self) -> list[EpisodeChange]:
+        """End an active run (stream restart, lead lost)."""
+        return self._end()
+
+
+class VTDetector(BeatRunDetector):
+    """Ventricular tachycardia: >= 5 consecutive V beats at >= 100 bpm."""
+
+    def __init__(self, config: RunConfig = VT) -> None:
+        super().__init__(config)
+
+
+class SVTDetector(BeatRunDetector):
+    """Supraventricular tachycardia: >= 5 consecutive S beats at >= 100 bpm (never VT)."""
+
+    def __init__(self, config: RunConfig = SVT) -> None:
+        super().__init__(config)

@@ -1,0 +1,102 @@
+"""The waveform side shared by the VF detector and the signal-quality index.
+
+Every lead is band-passed (1..35 Hz) causally (filter state carried across chunks) and
+decimated to about 100..200 Hz, keeping the phase of the decimation on the stream's own
+sample count, so the kept samples, and every window cut from them, are the same for any
+chunking. Non-finite samples are remembered as invalid (and fed to the filter as 0), so
+windows that hold them are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.signal import butter, sosfilt
+
+try:  # private, but stable for years (as in detector/qrs_filter.py); public fallback
+    from scipy.signal._sosfilt import _sosfilt
+except ImportError:  # pragma: no cover - depends on the SciPy version
+    _sosfilt = None
+
+TARGET_HZ = 100.0  # decimate to the first rate >= this (integer factor)
+HIGHPASS_HZ, LOWPASS_HZ = 1.0, 35.0  # band-pass: baseline wander out, QRS slopes in
+
+
+class Decimated:
+    """Band-passed, decimated recent samples of every lead of one stream."""
+
+    def __init__(self, fs: float, n_leads: int, keep_s: float) -> None:
+        if not (math.isfinite(fs) and fs > 0) or n_leads < 1:
+            raise ValueError(f"fs must be > 0 and n_leads >= 1, got {fs}, {n_leads}")
+        self.fs_in = fs
+        self.q = max(1, int(fs // TARGET_HZ))
+        self.fs = fs / self.q
+        self.n_leads = n_leads
+        cut = min(LOWPASS_HZ, 0.4 * self.fs)
+        self.sos = np.ascontiguousarray(
+            butter(3, [HIGHPASS_HZ, cut], btype="band", fs=fs, output="sos")
+        )
+        self.zi = np.zeros((n_leads, self.sos.shape[0], 2))  # (lead, section, state)
+        self.keep = int(math.ceil(keep_s * self.fs)) + 1
+        self.buf = np.zeros((0, n_leads))
+        self.ok = np.zeros((0, n_leads), dtype=bool)
+        self.seen_in = 0  # input samples fed
+        self.seen = 0  # decimated samples produced (index of the next one)
+        self.guard = int(round(0.25 * fs))  # filter settling after non-finite input
+        self.last_bad = np.full(n_leads, -(1 << 60), dtype=np.int64)
+
+    def feed(self, x: np.ndarray) -> int:
+        """Feed (n, n_leads) samples in mV; returns the number of new decimated samples."""
+        n = x.shape[0]
+        if n == 0:
+            return 0
+        finite = np.isfinite(x)
+        if not finite.all():
+            x = np.where(finite, x, 0.0)
+        y = np.array(x.T, dtype=np.float64, order="C")  # (lead, sample), filtered in place
+        if _sosfilt is not None:
+            _sosfilt(self.sos, y, self.zi)
+        else:  # pragma: no cover
+            y, zi = sosfilt(self.sos, y, axis=1, zi=self.zi.transpose(1, 0, 2))
+            self.zi = np.ascontiguousarray(zi.transpose(1, 0, 2))
+        y = y.T
+        start = (-self.seen_in) % self.q  # first input index kept in this chunk
+        first = self.seen_in
+        self.seen_in += n
+        y = y[start :: self.q]
+        if finite.all() and (first - self.last_bad >= self.guard).all():
+            ok = np.ones(y.shape, dtype=bool)
+        else:  # valid once `guard` inputs have passed since the last non-finite one (transient)
+            idx = np.arange(first, first + n)[:, None]
+            last = np.where(finite, -(1 << 60), idx)
+            last = np.maximum(np.maximum.accumulate(last, axis=0), self.last_bad)
+            self.last_bad = last[-1].copy()
+            ok = (idx - last >= self.guard)[start :: self.q]
+        if y.shape[0] == 0:
+            return 0
+        self.buf = np.concatenate([self.buf, y])[-self.keep :]
+        self.ok = np.concatenate([self.ok, ok])[-self.keep :]
+        self.seen += y.shape[0]
+        return int(y.shape[0])
+
+    def window(self, end: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Samples [end - n, end) of every lead (decimated index) and per-lead validity.
+
+        None when they are not (or no longer) in the buffer.
+        """
+        hi = self.buf.shape[0] - (self.seen - end)
+        lo = hi - n
+        if lo < 0 or hi > self.buf.shape[0] or n <= 0:
+            return None
+        return self.buf[lo:hi], self.ok[lo:hi].all(axis=0)
+
+
+def decimate(x: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """A whole (n, n_leads) signal through `Decimated` (design and tests): samples, ok, rate."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    d = Decimated(fs, x.shape[1], keep_s=x.shape[0] / fs + 1.0)
+    d.feed(x)
+    return d.buf, d.ok, d.fs

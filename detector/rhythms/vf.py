@@ -1,0 +1,192 @@
+"""Ventricular fibrillation / flutter from the waveform, where QRS detection breaks down.
+
+Every `hop_s` a window of the last `window_s` seconds of the (low-passed, decimated) lead is
+described by the established VF features of `vf_features` (TCSC, VF filter leakage, Barro's
+spectral A2 and M, dominant frequency, high-frequency share, kurtosis, amplitude, phase-space
+filling, slope kurtosis) and scored by
+a logistic model fitted with record-wise cross-validation on cudb, mitdb DS1 (207: flutter)
+and DS1 with nstdb `em`/`ma` noise added (`python -m detector.rhythms.vf_design`). A window
+below `min_amp_mv` is not VF (asystole or a flat lead: the policy's asystole); a window with
+non-finite samples (lost lead, gap) is not scored. VF starts after `on_windows` consecutive
+windows at `p >= p_on`, at the end time of the first; it ends after `off_windows` windows below
+`p_off` (or `lost_windows` unscored ones), at the end time of the first of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.rhythms.events import EpisodeChange, check_positive
+from detector.rhythms.vf_features import VFFeatures, vf_features
+
+WINDOW_S = 4.0
+HOP_S = 1.0
+
+# Logistic model on `transform(features)`: standardise with MU/SD, then B[0] + B[1:] . z.
+# Fitted by `python -m detector.rhythms.vf_design` (all design records; see docs/arrhythmia.md).
+MU = np.array(
+    [0.30026, 0.76773, 0.28806, 1.13196, 2.54344, -1.88457, 1.70979, 0.26608, 0.13394, 2.43064]
+)
+SD = np.array(
+    [0.12954, 0.06408, 0.12094, 0.53766, 1.55717, 1.02531, 0.49741, 0.66148, 0.03443, 0.58082]
+)
+B = np.array(
+    [-3.52844, 0.26694, -0.56846, 1.19934, 0.35191, 0.668, -0.162, 0.82475, -0.52598, 1.33416]
+    + [-1.02332]
+)
+
+_MU, _SD, _B = MU.tolist(), SD.tolist(), B[1:].tolist()
+
+
+def transform(f: np.ndarray) -> np.ndarray:
+    """Feature rows (n, 10) in `FEATURES` order -> model inputs (logs of the skewed ones)."""
+    f = np.atleast_2d(f)
+    tcsc, leak, a2, m, pk, hf, ku, amp, psr, dku = f.T
+    return np.column_stack(
+        [
+            tcsc,
+            leak,
+            a2,
+            np.log(m + 1e-3),
+            pk,
+            np.log(hf + 1e-4),
+            np.log(ku + 1e-3),
+            np.log(amp + 1e-3),
+            psr,
+            np.log(dku + 1e-3),
+        ]
+    )
+
+
+def vf_probability(f: VFFeatures) -> float:
+    """The model's VF probability of one window."""
+    z = (
+        f.tcsc,
+        f.leakage,
+        f.a2,
+        math.log(f.m + 1e-3),
+        f.peak_hz,
+        math.log(f.hf + 1e-4),
+        math.log(f.kurt + 1e-3),
+        math.log(f.amp_mv + 1e-3),
+        f.psr,
+        math.log(f.dkurt + 1e-3),
+    )  # = transform(f), one row
+    s = float(B[0]) + sum((v - mu) / sd * b for v, mu, sd, b in zip(z, _MU, _SD, _B, strict=True))
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, s))))
+
+
+@dataclass(frozen=True)
+class VFConfig:
+    """Decision settings, in seconds and mV."""
+
+    window_s: float = WINDOW_S
+    hop_s: float = HOP_S
+    p_on: float = 0.9
+    p_off: float = 0.5
+    on_windows: int = 2
+    off_windows: int = 3
+    lost_windows: int = 3
+    min_amp_mv: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_positive(
+            "VFConfig",
+            window_s=self.window_s,
+            hop_s=self.hop_s,
+            p_on=self.p_on,
+            p_off=self.p_off,
+            on_windows=self.on_windows,
+            off_windows=self.off_windows,
+            lost_windows=self.lost_windows,
+            min_amp_mv=self.min_amp_mv,
+        )
+        if not (self.p_off <= self.p_on < 1.0):
+            raise ValueError("VFConfig.p_on must be < 1 and >= p_off")
+        if self.window_s != WINDOW_S or self.hop_s != HOP_S:
+            raise ValueError("VFConfig.window_s/hop_s: the model is fitted for 4 s / 1 s")
+
+
+class VFDetector:
+    """One bed's VF state; `window(...)` once per hop with the newest window of the lead."""
+
+    def __init__(self, config: VFConfig = VFConfig()) -> None:
+        self.config = config
+        self.active = False
+        self.onset_t = math.nan
+        self.high: list[float] = []  # end times of consecutive windows at p >= p_on
+        self.low: list[float] = []  # ... below p_off (or unscored) while active
+        self.lost = 0
+        self.last: tuple[float, VFFeatures | None] = (0.0, None)
+
+    def window(self, x: np.ndarray | None, fs: float, t_end: float) -> list[EpisodeChange]:
+        """The window ending at `t_end` (None or non-finite: not analysable)."""
+        c = self.config
+        if x is None or x.size < fs or not np.isfinite(x).all():
+            self.high = []
+            self.lost += 1
+            self.last = (0.0, None)
+            if self.active and self.lost >= c.lost_windows:
+                return self._end(t_end - (c.lost_windows - 1) * c.hop_s, {"lost": True})
+            return []
+        return self.window_features(vf_features(x, fs), t_end)
+
+    def window_features(self, f: VFFeatures, t_end: float) -> list[EpisodeChange]:
+        """The same, from the window's features (computed once for VF and quality)."""
+        c = self.config
+        self.lost = 0
+        p = vf_probability(f) if f.amp_mv >= c.min_amp_mv else 0.0
+        self.last = (p, f)
+        if not self.active:
+            self.high = self.high + [t_end] if p >= c.p_on else []
+            if len(self.high) >= c.on_windows:
+                self.active = True
+                self.onset_t = self.high[0]
+                self.low = []
+                return [
+                    EpisodeChange(
+                        "vf",
+                        True,
+                        self.onset_t,
+                        {
+                            "hr_bpm": None,
+                            "beats": None,
+                            "onset_t": self.onset_t,
+                            "detected_t": t_end,
+                            **self._evidence(p, f),
+                        },
+                    )
+                ]
+            return []
+        self.low = self.low + [t_end] if p < c.p_off else []
+        if len(self.low) >= c.off_windows:
+            return self._end(self.low[0], self._evidence(p, f))
+        return []
+
+    @staticmethod
+    def _evidence(p: float, f: VFFeatures) -> dict[str, float]:
+        return {
+            "p": round(p, 3),
+            "peak_hz": round(f.peak_hz, 2),
+            "tcsc": round(f.tcsc, 3),
+            "leakage": round(f.leakage, 3),
+            "amp_mv": round(f.amp_mv, 3),
+        }
+
+    def _end(self, t: float, detail: dict) -> list[EpisodeChange]:
+        if not self.active:
+            return []
+        self.active = False
+        self.high, self.low = [], []
+        return [
+            EpisodeChange(
+                "vf", False, t, {"hr_bpm": None, "beats": None, "onset_t": self.onset_t, **detail}
+            )
+        ]
+
+    def close(self, t: float) -> list[EpisodeChange]:
+        """End an active episode (stream restart)."""
+        return self._end(t, {"restart": True})

@@ -1,0 +1,40 @@
+"""Shared helpers of the rhythm tests: records through the analyser in chunks, reference spans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from detector.rhythms import EpisodeChange, RhythmAnalyser
+from ecgcommon.records import Record, load_record
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def cudb(name: str, start_s: float = 0.0, end_s: float | None = None) -> tuple[Record, float]:
+    """A cudb record and its first `[` (VF onset, s)."""
+    rec = load_record(name, DATA / "cudb")
+    assert rec.ann_samples is not None and rec.ann_symbols is not None
+    onset = float(rec.ann_samples[list(rec.ann_symbols).index("[")]) / rec.fs
+    return rec, onset
+
+
+def feed(
+    x: np.ndarray,
+    fs: float,
+    chunk: int,
+    analyser: RhythmAnalyser | None = None,
+    t0: float = 1000.0,
+) -> list[EpisodeChange]:
+    """(n, leads) samples through a fresh (or given) analyser in chunks of `chunk` samples."""
+    a = analyser or RhythmAnalyser()
+    x = x.reshape(len(x), -1)
+    out: list[EpisodeChange] = []
+    for i in range(0, len(x), chunk):
+        out += a.feed_samples(x[i : i + chunk], fs, t0 + i / fs, False, ("ECG",) * x.shape[1])
+    return out
+
+
+def of(changes: list[EpisodeChange], etype: str) -> list[EpisodeChange]:
+    return [c for c in changes if c.type == etype]

@@ -1,0 +1,99 @@
+"""AF detector: an AF stretch of MIT-BIH 201 (DS1), sinus with ectopy, chunking, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from rhythm_helpers import DATA
+
+from detector.rhythms import RhythmAnalyser, RhythmBeat
+from detector.rhythms.af import AFConfig, AFDetector
+from detector.rhythms.af_design import reference
+
+
+@pytest.fixture(scope="module")
+def rec201():
+    return reference("201", DATA / "mitdb")
+
+
+def run(beats, det=None):
+    det = det or AFDetector()
+    out = []
+    for b in beats:
+        out += det.feed(b)
+    return out
+
+
+def test_af_onset_in_201_is_found_near_the_annotation(rec201) -> None:
+    beats, spans, _ = rec201
+    onset = spans[2][0]  # the third (AFIB of 201 (1597 s), after 18 min of sinus rhythm
+    stretch = [b for b in beats if onset - 240 <= b.t <= onset + 60]
+    out = run(stretch)
+    starts = [c for c in out if c.active]
+    assert len(starts) == 1
+    assert abs(starts[0].t - onset) <= 15.0, (starts[0].t, onset)
+    assert starts[0].detail["hr_bpm"] > 60 and starts[0].detail["beats"] >= 48
+
+
+def test_no_af_in_sinus_rhythm_of_201(rec201) -> None:
+    beats, spans, _ = rec201
+    # 201 between its second and third AF: sinus rhythm with S, V and aberrant beats
+    sinus = [b for b in beats if spans[1][1] + 90 <= b.t <= spans[2][0] - 5]
+    assert len(sinus) > 100
+    assert run(sinus) == []
+
+
+def test_sinus_rhythm_with_frequent_ectopy_is_not_af() -> None:
+    rng = np.random.default_rng(3)
+    beats, t = [], 100.0
+    for i in range(400):
+        cls = "V" if i % 3 == 2 else ("S" if i % 7 == 0 else "N")  # trigeminy + PACs
+        rr = 0.8 * (0.6 if cls != "N" else 1.0) * (1 + 0.02 * rng.standard_normal())
+        if i and beats[-1].cls == "V":
+            rr = 1.2  # compensatory pause
+        t += rr
+        beats.append(RhythmBeat(i, t, rr, 60 / rr, cls))
+    assert run(beats) == []
+
+
+def test_irregular_rr_is_af_and_regular_rr_ends_it() -> None:
+    rng = np.random.default_rng(4)
+    beats, t = [], 100.0
+    for i in range(300):
+        rr = rng.uniform(0.4, 1.0) if i < 150 else 0.8
+        t += rr
+        beats.append(RhythmBeat(i, t, rr, 60 / rr, "N"))
+    out = run(beats)
+    assert [c.active for c in out] == [True, False]
+    assert out[0].t < beats[60].t
+    assert beats[140].t <= out[1].t <= beats[190].t
+
+
+@pytest.mark.parametrize("group", [1, 5, 64])
+def test_same_episodes_however_the_beats_are_grouped(rec201, group: int) -> None:
+    beats, spans, _ = rec201
+    stretch = [b for b in beats if spans[1][0] - 120 <= b.t <= spans[1][0] + 120]
+    whole = RhythmAnalyser().feed_beats(stretch)
+    a = RhythmAnalyser()
+    parts = []
+    for i in range(0, len(stretch), group):
+        parts += a.feed_beats(stretch[i : i + group])
+    assert parts == whole and any(c.type == "afib" for c in whole)
+
+
+def test_bad_input() -> None:
+    det = AFDetector()
+    junk = [
+        RhythmBeat(0, math.nan, 0.5, 120, "N"),
+        RhythmBeat(1, 10.0, math.nan, None, "N"),
+        RhythmBeat(2, 11.0, -1.0, None, "N"),
+        RhythmBeat(3, 12.0, 1e9, None, "N"),
+        RhythmBeat(4, 11.5, 0.5, 120, "N"),  # out of order
+    ]
+    assert run(junk, det) == []
+    with pytest.raises(ValueError, match="window_beats"):
+        AFConfig(window_beats=4)
+    with pytest.raises(ValueError, match="nrmssd_on"):
+        AFConfig(nrmssd_on=math.inf)

@@ -1,0 +1,97 @@
+"""VF / flutter detector: real cudb VF, sinus stretch, asystole, lost lead, chunkings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rhythm_helpers import cudb, feed, of
+
+from detector.rhythms import RhythmAnalyser
+from detector.rhythms.vf import VFConfig, VFDetector
+from detector.rhythms.vf_features import vf_features
+
+T0 = 1000.0
+
+
+@pytest.fixture(scope="module")
+def cu01() -> tuple[np.ndarray, float, float]:
+    """cu01 from 150 s (sinus) into its VF (onset 214.2 s): samples, fs, onset (s from 150)."""
+    rec, onset = cudb("cu01")
+    fs = rec.fs
+    return rec.signal[int(150 * fs) : int(260 * fs)], fs, onset - 150
+
+
+def test_vf_in_cudb_is_found_within_seconds_of_its_onset(cu01) -> None:
+    x, fs, onset = cu01
+    vf = of(feed(x, fs, int(fs / 2)), "vf")
+    assert vf and vf[0].active
+    detected = vf[0].detail["detected_t"] - T0
+    assert onset <= detected <= onset + 8.0, (onset, detected)
+    assert vf[0].detail["hr_bpm"] is None and vf[0].detail["beats"] is None
+    assert len(vf) == 1  # it holds to the end of the excerpt
+
+
+def test_no_vf_in_the_sinus_stretch_of_the_same_record(cu01) -> None:
+    x, fs, onset = cu01
+    sinus = x[: int((onset - 1) * fs)]
+    assert of(feed(sinus, fs, int(fs / 2)), "vf") == []
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 125, 1000])
+def test_same_episodes_for_any_chunking(cu01, chunk: int) -> None:
+    x, fs, _ = cu01
+    x = x[: int(80 * fs)]
+    assert feed(x, fs, chunk) == feed(x, fs, 125)
+
+
+def test_fine_vf_versus_asystole_and_flat_lead() -> None:
+    fs = 250.0
+    t = np.arange(int(30 * fs)) / fs
+    rng = np.random.default_rng(1)
+    phase = np.cumsum(2 * np.pi * (4.5 + 0.5 * rng.standard_normal(t.size)) / fs)
+    coarse = 0.8 * np.sin(phase)
+    fine = 0.25 * np.sin(phase)
+    asystole = 0.02 * np.sin(phase)  # below the amplitude floor: not VF
+    assert of(feed(coarse, fs, 125), "vf")
+    assert of(feed(fine, fs, 125), "vf")
+    assert of(feed(asystole, fs, 125), "vf") == []
+    assert of(feed(np.zeros(t.size), fs, 125), "vf") == []
+
+
+def test_lost_lead_ends_vf_and_nan_never_starts_it(cu01) -> None:
+    x, fs, onset = cu01
+    a = RhythmAnalyser()
+    changes = feed(x, fs, 125, a)
+    assert of(changes, "vf")[-1].active
+    lost = np.full((int(10 * fs), 1), np.nan)
+    later = a.feed_samples(lost, fs, T0 + len(x) / fs)
+    assert [c.active for c in of(later, "vf")] == [False]
+    assert of(feed(np.full(int(20 * fs), np.nan), fs, 125), "vf") == []
+    inf = np.full(int(20 * fs), np.inf)
+    assert feed(inf, fs, 125) == []
+
+
+def test_other_sampling_rates_find_the_same_vf(cu01) -> None:
+    from scipy.signal import resample_poly
+
+    x, fs, onset = cu01
+    for up, down in ((2, 1), (36, 25)):  # 500 Hz, 360 Hz
+        y = resample_poly(x[:, 0], up, down)
+        vf = of(feed(y, fs * up / down, int(fs * up / down / 2)), "vf")
+        assert vf and onset <= vf[0].detail["detected_t"] - T0 <= onset + 8.0
+
+
+def test_bad_input_is_ignored() -> None:
+    a = RhythmAnalyser()
+    assert a.feed_samples(np.empty((0, 1)), 250.0, T0) == []
+    assert a.feed_samples(np.ones((10, 1)), 250.0, float("nan")) == []
+    assert a.feed_samples(np.ones((10, 2, 2)), 250.0, T0) == []
+    with pytest.raises(ValueError, match="p_on"):
+        VFConfig(p_on=1.5)
+    with pytest.raises(ValueError, match="min_amp_mv"):
+        VFConfig(min_amp_mv=-1)
+    d = VFDetector()
+    assert d.window(None, 100.0, 1.0) == []
+    assert d.window(np.full(400, np.nan), 100.0, 2.0) == []
+    f = vf_features(np.zeros(400), 100.0)
+    assert f.amp_mv == 0 and f.tcsc == 0
