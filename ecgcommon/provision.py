@@ -460,7 +460,11 @@ def parse_args(argv: Sequence[str] | None) -> ProvisionConfig:
     )
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"folder (default {DEFAULT_OUT})")
     p.add_argument("--ward", default=os.environ.get("ECG_WARD", DEFAULT_WARD))
-    p.add_argument("--beds", help="comma-separated bed names, one device account each")
+    p.add_argument(
+        "--beds",
+        help="comma-separated bed names, one device account each (default, in a new folder: "
+        "01..08)",
+    )
     p.add_argument("--bed-count", type=int, help="beds 01..N, as the streamer numbers them")
     p.add_argument(
         "--service",
@@ -489,6 +493,8 @@ def parse_args(argv: Sequence[str] | None) -> ProvisionConfig:
         beds = tuple(b.strip() for b in a.beds.split(",") if b.strip())
     elif a.bed_count is not None:
         beds = tuple(bed_names(a.bed_count))
+    elif (Path(a.out) / MANIFEST).is_file():
+        beds = ()  # adding a service or revoking an account adds no bed
     else:
         beds = ProvisionConfig.beds
     services = list(DEFAULT_SERVICES)

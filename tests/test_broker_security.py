@@ -211,6 +211,12 @@ def test_provisioned_files_are_private_and_in_mosquitto_formats(tmp_path: Path) 
     assert all(after.password(u) == before[u] for u in names if u in before)
     assert after.ca_file.read_bytes() == ca
     assert "dev-ward-x-01" not in after.passwd_file.read_text()
+    # A service added later: no default beds appear, the certificate's names are kept.
+    cert = after.server_cert.read_bytes()
+    assert prov.main(["--out", str(out), "--service", "nursecall=observer"]) == 0
+    last = prov.load(out)
+    assert {a.username for a in last.accounts} == names | {"nursecall"}
+    assert last.server_cert.read_bytes() == cert
 
 
 def test_provision_refuses_names_that_could_escape_an_acl_line(tmp_path: Path) -> None:

@@ -280,8 +280,12 @@ class RunningWard:
             self.proc.wait()
 
 
-def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+def _get(url: str, token: str = "") -> tuple[int, str]:
+    """GET with a cookie jar (the dashboard swaps `?token=` for a session cookie by a 303) and,
+    when given, the token as a bearer (alerting's /metrics wants it)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with opener.open(urllib.request.Request(url, headers=headers), timeout=5) as resp:
         return resp.status, resp.read().decode(errors="replace")
 
 
@@ -318,7 +322,7 @@ def _run_and_stop(ward_run: RunningWard, n_beds: int) -> None:
         metrics = ward_run.urls("metrics:")
         assert len(metrics) == len(ward.HTTP_SERVICES)
         for url in metrics:
-            status, text = _get(url)
+            status, text = _get(url, token)
             assert status == 200 and "# TYPE ecg_" in text, url
         detector = next(u for u in metrics if "(detector)" in _line_of(ward_run, u))
         deadline = time.monotonic() + 60
@@ -375,6 +379,12 @@ def test_ward_on_mosquitto_starts_answers_and_stops_on_ctrl_c(
     assert any("broker mosquitto" in ln for ln in run.lines)
     assert any(re.search(r"TLS on :\d+ \(CA \S+ca\.crt\)", ln) for ln in run.lines)
     assert stat.S_IMODE((tmp_path / "secrets" / "mosquitto.passwd").stat().st_mode) == 0o600
+    passwords = [p.read_text().strip() for p in (tmp_path / "secrets" / "passwords").iterdir()]
+    assert len(passwords) >= 2 + 4  # two beds' devices and the service accounts
+    logs = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("*.log"))
+    output = "\n".join(run.lines)
+    for password in passwords:  # never in a log line or on the terminal
+        assert password not in logs and password not in output
 
 
 def test_ward_on_the_embedded_broker(tmp_path: Path, data_dir: Path) -> None:
@@ -475,7 +485,9 @@ def test_make_ward_in_a_terminal_exits_0_on_ctrl_c(tmp_path: Path, data_dir: Pat
             assert time.monotonic() < deadline, "no banner:\n" + "".join(out)
             time.sleep(0.2)
         metrics = f"http://127.0.0.1:{ports['ALERTING_PORT']}/metrics"
-        assert _get(metrics)[0] == 200
+        token = re.search(r"\?token=(\S+)", "".join(out))
+        assert token, "".join(out)
+        assert _get(metrics, token.group(1))[0] == 200
         os.write(master, b"\x03")  # Ctrl-C, as typed
         assert proc.wait(timeout=60) == 0, "".join(out)
         reader.join(timeout=5)
