@@ -53,7 +53,9 @@ class PolicyConfig:
     pause_s: float = 2.5
     vt_min_beats: int = 5
     vt_min_rate_bpm: float = 100.0
-    vt_from_beats: bool = True  # also VT from >= vt_min_beats V beats (a fallback to the episode)
+    # VT also from >= vt_min_beats V beats at >= vt_min_rate_bpm: a fallback for a detector that
+    # sends classes but no rhythm episodes (the detector's own VT detector gates artifact)
+    vt_from_beats: bool = False
     run_min_beats: int = 3
     extreme_brady_bpm: float = 40.0
     extreme_tachy_bpm: float = 150.0

@@ -144,7 +144,8 @@ def sc_vtach(w: Ward) -> AlarmType:
 
 
 def sc_vtach_beats(w: Ward) -> AlarmType:
-    """VT from 6 V beats at 133 bpm alone (an older detector without rhythm episodes)."""
+    """VT from 6 V beats at 133 bpm alone (the fallback for a detector without episodes)."""
+    w.policy = AlarmPolicy(PolicyConfig(vt_from_beats=True))
     last = normal(w)
     last = w.rhythm("b1", last, [0.45] * 6, pvc=lambda i: True)
     normal(w, start=last, seconds=5)
@@ -382,7 +383,7 @@ def test_asystole_caught_from_a_late_beat_without_ticks() -> None:
 
 # ---------------------------------------------------------------------------- arrhythmias
 def test_vt_from_beats_needs_five_v_beats_at_100_bpm() -> None:
-    w = Ward()
+    w = Ward(policy=AlarmPolicy(PolicyConfig(vt_from_beats=True)))
     last = normal(w)
     w.rhythm("b1", last, [0.45] * 4, pvc=lambda i: True)
     assert not w.raised(AlarmType.VTACH)
@@ -396,8 +397,16 @@ def test_vt_from_beats_needs_five_v_beats_at_100_bpm() -> None:
     assert ChangeKind.SUPPRESSED in w.kinds(AlarmType.PVC_RUN)
 
 
-def test_slow_ventricular_run_is_a_run_not_vt() -> None:
+def test_v_beats_alone_are_a_run_by_default_vt_is_the_detectors_episode() -> None:
     w = Ward()
+    last = normal(w)
+    w.rhythm("b1", last, [0.45] * 8, pvc=lambda i: True)
+    assert not w.raised(AlarmType.VTACH)
+    assert [a.type for a in w.raised()] == [AlarmType.PVC_RUN]
+
+
+def test_slow_ventricular_run_is_a_run_not_vt() -> None:
+    w = Ward(policy=AlarmPolicy(PolicyConfig(vt_from_beats=True)))
     last = normal(w)
     w.rhythm("b1", last, [0.8] * 8, pvc=lambda i: True)  # 75 bpm
     assert not w.raised(AlarmType.VTACH)

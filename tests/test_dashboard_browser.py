@@ -79,12 +79,12 @@ def test_page_and_feed_need_the_token(browser: Browser, ward) -> None:
 def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> None:
     svc, feeder = ward
     page = _open(browser, svc.port)
-    page.wait_for_function("window.__ecg && window.__ecg.connected")
-    page.wait_for_function("document.querySelectorAll('.tile').length === 4")
+    page.wait_for_function("() => window.__ecg && window.__ecg.connected")
+    page.wait_for_function("() => document.querySelectorAll('.tile').length === 4")
     # the token left the address bar once read
     assert "token" not in page.url
     # waveforms move: frames are drawn and the canvas pixels change as samples arrive
-    page.wait_for_function("window.__ecg.framesDrawn > 20 && window.__ecg.samplesIn > 500")
+    page.wait_for_function("() => window.__ecg.framesDrawn > 20 && window.__ecg.samplesIn > 500")
     before = _canvas_png(page, "1")
     drawn = page.evaluate("window.__ecg.framesDrawn")
     page.wait_for_timeout(700)
@@ -92,7 +92,7 @@ def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> 
     assert page.evaluate("window.__ecg.framesDrawn") > drawn
     # heart rate numbers
     page.wait_for_function(
-        "document.querySelector('.tile[data-bed=\"1\"] .hr').textContent === '72'")
+        "() => document.querySelector('.tile[data-bed=\"1\"] .hr').textContent === '72'")
 
     # bed 3 runs at 170 bpm: an extreme tachycardia alarm appears, coloured high (red)
     item = page.wait_for_selector("#alarm-list li.p-high", timeout=15000)
@@ -116,7 +116,8 @@ def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> 
     # a lead comes off on bed 4: technical alarm (cyan), no heart rate shown
     feeder.pub.event("4", "lead_off", True, feeder.t0 + feeder.sent / feeder.fs)
     page.wait_for_function(
-        "document.querySelector('.tile[data-bed=\"4\"] .lead-state').textContent === 'LEAD OFF'")
+        "() => document.querySelector('.tile[data-bed=\"4\"] .lead-state').textContent"
+        " === 'LEAD OFF'")
     assert page.inner_text('.tile[data-bed="4"] .hr') == "---"
     tech = page.wait_for_selector("#alarm-list li.p-technical")
     assert "LEAD OFF" in tech.inner_text()
@@ -130,12 +131,13 @@ def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> 
 def test_bed_detail_shows_the_explainability_view(browser: Browser, ward) -> None:
     svc, _ = ward
     page = _open(browser, svc.port)
-    page.wait_for_function("document.querySelectorAll('.tile').length === 4")
+    page.wait_for_function("() => document.querySelectorAll('.tile').length === 4")
     # wait until bed 2 has had an anomalous beat, then open its detail
     page.wait_for_timeout(3500)
     page.click('.tile[data-bed="2"]')
     page.wait_for_selector("#beat-list li.anomalous.selected", timeout=10000)
-    page.wait_for_function("document.querySelector('#explain-info').textContent.includes('ANOM')")
+    page.wait_for_function(
+        "() => document.querySelector('#explain-info').textContent.includes('ANOM')")
     # the beat is drawn in the error colours: crimson where the error peaks, cyan elsewhere
     colours = page.evaluate("""() => {
         const c = document.getElementById('explain-canvas');
@@ -155,6 +157,48 @@ def test_bed_detail_shows_the_explainability_view(browser: Browser, ward) -> Non
     page.close()
 
 
+def test_tiles_show_the_rhythm_and_beats_their_class(browser: Browser, ward) -> None:
+    """The tile's rhythm label follows the heart rate and the detector's episodes (sent over the
+    real broker); the beat list and the detail name each beat's class next to its score."""
+    svc, feeder = ward
+    page = _open(browser, svc.port)
+    page.wait_for_function("() => document.querySelectorAll('.tile').length === 4")
+
+    def rhythm(bed: str) -> str:
+        return f"document.querySelector('.tile[data-bed=\"{bed}\"] .rhythm').textContent"
+
+    page.wait_for_function(f"() => {rhythm('1')} === 'SR 72'")
+    page.wait_for_function(f"() => {rhythm('3')} === 'ST 170'")
+    now = feeder.t0 + feeder.sent / feeder.fs
+    feeder.pub.event("3", "vt", True, now, {"hr_bpm": 170.0, "beats": 6, "onset_t": now - 2})
+    feeder.pub.event("4", "afib", True, now, {"hr_bpm": 60.0, "beats": 12})
+    page.wait_for_function(f"() => {rhythm('3')} === 'VT'")
+    page.wait_for_function(f"() => {rhythm('4')} === 'AFIB 60'")
+    assert "r-high" in (page.get_attribute('.tile[data-bed="3"] .rhythm', "class") or "")
+    assert "r-medium" in (page.get_attribute('.tile[data-bed="4"] .rhythm', "class") or "")
+    vt = page.wait_for_selector("#alarm-list li.p-high:has-text('VTACH')", timeout=10000)
+    assert "Bed 3" in vt.inner_text()
+    page.wait_for_selector("#alarm-list li.p-medium:has-text('AFIB')", timeout=10000)
+    page.screenshot(path=str(SHOTS / "ecg_dashboard_rhythm.png"))
+    feeder.pub.event("3", "vt", False, now + 3, {"hr_bpm": 170.0, "beats": 12})
+    page.wait_for_function(f"() => {rhythm('3')} === 'ST 170'")
+
+    # bed 2: every 4th beat is a PVC (class V, anomalous); the list names the classes
+    page.click('.tile[data-bed="2"]')
+    page.wait_for_selector("#beat-list li.cls-V", timeout=10000)
+    rows = page.eval_on_selector_all(
+        "#beat-list li", "els => els.map(e => [e.dataset.cls, e.querySelector('.b-cls')"
+        ".textContent, e.querySelector('.b-score').textContent])")
+    assert {r[1] for r in rows if r[0] == "V"} == {"PVC"}
+    assert {r[1] for r in rows if r[0] == "N"} == {"normal"}
+    assert all(r[2].startswith("score ") for r in rows)
+    page.wait_for_selector("#beat-list li.cls-V.selected")
+    page.wait_for_function(
+        "() => document.querySelector('#explain-info').textContent.startsWith('PVC beat')")
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
 @pytest.fixture
 def scoring_ward(broker, unique_ward, tmp_path: Path) -> Iterator[AlertingService]:
     """The alerting service with the real detector behind its upload."""
@@ -165,7 +209,8 @@ def scoring_ward(broker, unique_ward, tmp_path: Path) -> Iterator[AlertingServic
     det.start()
     try:
         cfg = make_config(broker, unique_ward, tmp_path / "alarms.db",
-                          detector_url=f"http://127.0.0.1:{det.http_port}")
+                          detector_url=f"http://127.0.0.1:{det.http_port}",
+                          detector_token=det.token)
         with running_alerting(cfg) as svc:
             yield svc
     finally:

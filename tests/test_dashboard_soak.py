@@ -51,7 +51,8 @@ def test_dashboard_memory_stays_flat(browser: Browser, broker, unique_ward, tmp_
             page.goto(f"http://127.0.0.1:{svc.port}/?token={TOKEN}")
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
-            page.wait_for_function(f"document.querySelectorAll('.tile').length === {len(BEDS)}")
+            page.wait_for_function(
+                f"() => document.querySelectorAll('.tile').length === {len(BEDS)}")
             page.wait_for_timeout(4000)  # warm-up: rings filled, alarm list populated
             start = _metrics(cdp)
             stats0 = page.evaluate("({...window.__ecg})")

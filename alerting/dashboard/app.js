@@ -19,6 +19,12 @@ const ALARM_LABELS = {
   lead_off: "LEAD OFF", signal_lost: "SIGNAL LOST", device_offline: "DEVICE OFFLINE",
   noisy: "ARTIFACT: arrhythmia analysis suspended",
 };
+// AAMI beat classes as the beat list names them (the server also sends `class_name`).
+const CLASS_NAMES = { N: "normal", S: "PAC", V: "PVC", F: "fusion", Q: "unclassified" };
+const className = (b) => (b.cls && CLASS_NAMES[b.cls]) || b.class_name || "";
+// Rhythm labels by how urgent they are (the tile colours them like the alarm they go with).
+const rhythmLevel = (r) => !r ? "" : /^(VF|VT|ASYS)/.test(r) ? "r-high"
+  : /^(AFIB|SVT)/.test(r) ? "r-medium" : r === "ARTIFACT" ? "r-technical" : "r-normal";
 const DEFAULT_WINDOW = { pre_s: 0.24, post_s: 0.40, fs: 100, n_points: 64 };
 
 // Counters the browser tests read; they never grow beyond a few numbers.
@@ -70,6 +76,7 @@ class BedTile {
     this.canvas = node.querySelector("canvas.wave");
     this.ctx = this.canvas.getContext("2d");
     this.hrEl = node.querySelector(".hr");
+    this.rhythmEl = node.querySelector(".rhythm");
     this.bannerEl = node.querySelector(".alarm-banner");
     this.leadEl = node.querySelector(".lead-state");
     this.fs = 0;
@@ -223,6 +230,9 @@ class BedTile {
     const hr = v.hr_bpm;
     this.hrEl.textContent = unusable ? "---" : hr == null ? "--" : String(Math.round(hr));
     this.hrEl.classList.toggle("stale", unusable || hr == null);
+    const rhythm = unusable ? "" : v.rhythm || "";
+    this.rhythmEl.textContent = rhythm;
+    this.rhythmEl.className = "rhythm " + rhythmLevel(rhythm);
     this.leadEl.textContent = offline ? "OFFLINE" : noSignal ? "NO SIGNAL" : leadOff ? "LEAD OFF"
       : st.noisy === true ? "NOISY" : "";
     this.leadEl.classList.toggle("bad", unusable || st.noisy === true);
@@ -428,6 +438,8 @@ async function refreshDetail() {
   }
   if (bed !== detailBed) return;
   $("detail-hr").textContent = info.hr_bpm == null ? "--" : Math.round(info.hr_bpm);
+  $("detail-rhythm").textContent = info.rhythm || "";
+  $("detail-rhythm").className = "rhythm-inline " + rhythmLevel(info.rhythm);
   const list = $("beat-list");
   const beats = info.beats.slice(-150).reverse();
   const keep = new Set(beats.map((b) => b.beat_id));
@@ -440,14 +452,28 @@ async function refreshDetail() {
       beatNodes.set(b.beat_id, li);
     }
     li.dataset.id = b.beat_id;
-    li.className = "beat-row" + (b.anomalous ? " anomalous" : "") + (b.beat_id === selectedBeat ? " selected" : "");
-    li.textContent = `${fmtTime(b.t)}  HR ${b.hr_bpm == null ? "--" : Math.round(b.hr_bpm)}  score ${b.score.toFixed(2)}${b.anomalous ? "  ANOMALOUS" : ""}`;
+    li.dataset.cls = b.cls || "";
+    li.className = "beat-row" + (b.anomalous ? " anomalous" : "") + (b.cls ? ` cls-${b.cls}` : "")
+      + (b.beat_id === selectedBeat ? " selected" : "");
+    beatRow(li, fmtTime(b.t), b);
     if (list.children[idx] !== li) list.insertBefore(li, list.children[idx] || null);
   });
   if (!selectedBeat && beats.length) {
     const pick = beats.find((b) => b.anomalous) || beats[0];
     selectBeat(bed, pick.beat_id);
   }
+}
+
+/** One beat row: time, heart rate, class and score (reuses the row's spans). */
+function beatRow(li, when, b) {
+  if (!li.firstChild || !li.querySelector(".b-cls")) {
+    li.innerHTML = '<span class="b-t"></span><span class="b-hr"></span>'
+      + '<span class="b-cls"></span><span class="b-score"></span>';
+  }
+  li.querySelector(".b-t").textContent = when;
+  li.querySelector(".b-hr").textContent = `HR ${b.hr_bpm == null ? "--" : Math.round(b.hr_bpm)}`;
+  li.querySelector(".b-cls").textContent = className(b);
+  li.querySelector(".b-score").textContent = `score ${b.score.toFixed(2)}${b.anomalous ? " ANOM" : ""}`;
 }
 
 async function selectBeat(bed, beatId) {
@@ -458,7 +484,9 @@ async function selectBeat(bed, beatId) {
     if (bed !== detailBed) return;
     ExplainView.draw($("explain-canvas"), d.signal, d.sample, d.errors, d.window || DEFAULT_WINDOW);
     $("explain-title").textContent = `Beat ${d.beat_id} · ${fmtTime(d.t)}`;
-    $("explain-info").textContent = `score ${d.score} (threshold ${d.threshold})`
+    const cls = className(d);
+    $("explain-info").textContent = (cls ? `${cls.toUpperCase()} beat · ` : "")
+      + `score ${d.score} (threshold ${d.threshold})`
       + (d.anomalous ? " · ANOMALOUS" : " · normal")
       + (d.errors.length ? "" : " · no per-timestep error was sent for this beat");
   } catch (err) {
@@ -512,8 +540,8 @@ function showUpload(r) {
   const list = $("upload-beats");
   const rows = r.beats.slice(0, 2000).map((b, i) => {
     const li = document.createElement("li");
-    li.className = "beat-row" + (b.anomalous ? " anomalous" : "");
-    li.textContent = `${b.t_s.toFixed(2)} s  HR ${b.hr_bpm == null ? "--" : Math.round(b.hr_bpm)}  score ${b.score.toFixed(2)}${b.anomalous ? "  ANOMALOUS" : ""}`;
+    li.className = "beat-row" + (b.anomalous ? " anomalous" : "") + (b.cls ? ` cls-${b.cls}` : "");
+    beatRow(li, `${b.t_s.toFixed(2)} s`, b);
     li.addEventListener("click", () => selectUploadBeat(i, li));
     return li;
   });
@@ -567,7 +595,9 @@ function selectUploadBeat(i, li) {
   const lo = Math.max(0, Math.floor(peak - 0.55 * fs)), hi = Math.min(r.signal.y.length, Math.ceil(peak + 0.7 * fs));
   const win = r.window || DEFAULT_WINDOW;
   ExplainView.draw($("upload-explain"), { fs, start: lo, y: r.signal.y.slice(lo, hi) }, peak, b.errors, win);
-  $("upload-explain-title").textContent = `Beat at ${b.t_s.toFixed(2)} s · score ${b.score.toFixed(3)}`
+  const cls = className(b);
+  $("upload-explain-title").textContent = `Beat at ${b.t_s.toFixed(2)} s`
+    + (cls ? ` · ${cls.toUpperCase()}` : "") + ` · score ${b.score.toFixed(3)}`
     + ` (threshold ${Number(b.threshold).toFixed(3)})` + (b.anomalous ? " · ANOMALOUS" : "");
 }
 
