@@ -32,7 +32,7 @@ def test_raised_active_and_time_to_acknowledge() -> None:
     reg = CollectorRegistry()
     m = AlertingMetrics(reg)
     policy = AlarmPolicy()
-    changes, t = beats(policy, "b1", T0, [0.8] * 25 + [0.46] * 20)  # tachycardia
+    changes, t = beats(policy, "b1", T0, [0.8] * 25 + [0.46] * 30)  # 14 s of tachycardia
     m.observe(changes)
     assert value(reg, "ecg_alarms_raised_total", type="tachy", priority="medium") == 1
     assert value(reg, "ecg_alarms_active", priority="medium") == 1
@@ -72,8 +72,10 @@ def test_sync_active_after_restore_and_per_bed_figures() -> None:
     assert value(reg, "ecg_alarms_raised_total", type="asystole", priority="high") == 0
 
     m.observe_beat("b1", anomalous=True, hr_bpm=72.5)
-    m.observe_beat("b1", anomalous=False, hr_bpm=None)
+    m.observe_beat("b1", anomalous=False, hr_bpm=None, cls="V")
     m.drop("invalid_beat")
+    assert value(reg, "ecg_bed_beats_by_class_total", bed="b1", cls="V") == 1
+    assert value(reg, "ecg_bed_beats_by_class_total", bed="b1", cls="unknown") == 1
     assert value(reg, "ecg_bed_heart_rate_bpm", bed="b1") == 72.5
     assert value(reg, "ecg_bed_beats_total", bed="b1") == 2
     assert value(reg, "ecg_bed_anomalous_beats_total", bed="b1") == 1
