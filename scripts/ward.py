@@ -15,7 +15,6 @@ Child logs go to files under the run folder.
 from __future__ import annotations
 
 import argparse
-import getpass
 import hashlib
 import importlib.util
 import json
@@ -173,8 +172,9 @@ def broker_launch(
                 f"listener {port} {host}\nallow_anonymous true\npersistence false\n"
                 "max_queued_messages 100000\n"
             )
-        else:  # Mosquitto drops root to `mosquitto` unless told; keep the user owning the files
-            text = prov.mosquitto_conf(creds.folder, host, port, host, tls_port, getpass.getuser())
+        else:  # run as root, Mosquitto drops to `mosquitto`, who cannot read the 0600 files
+            user = "root" if os.geteuid() == 0 else None
+            text = prov.mosquitto_conf(creds.folder, host, port, host, tls_port, user)
         conf.write_text(text)
         return Launch("mosquitto", [binary, "-c", str(conf)], {}, listens=(host, port))
     if importlib.util.find_spec("amqtt") is None:

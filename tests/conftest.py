@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import getpass
+import os
 import shutil
 import socket
 import subprocess
@@ -126,7 +126,8 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     )
     port, tls_port = free_port(), free_port()
     conf = folder / "mosquitto.conf"
-    text = mosquitto_conf(creds.folder, "127.0.0.1", port, "127.0.0.1", tls_port, getpass.getuser())
+    user = "root" if os.geteuid() == 0 else None  # else Mosquitto drops to `mosquitto`
+    text = mosquitto_conf(creds.folder, "127.0.0.1", port, "127.0.0.1", tls_port, user)
     conf.write_text(text + "log_dest stderr\nlog_type all\n")
     log = folder / "mosquitto.log"
     proc = start_mosquitto(conf, port, log)
