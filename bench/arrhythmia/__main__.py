@@ -7,7 +7,8 @@
 Noise stress (`--noise em,ma --snr-db 12,6,0`): nstdb-style records (bench/arrhythmia/noise.py)
 from the given clean records (default on MIT-BIH: NOISE_RECORDS), one per record, noise and
 SNR; the report holds the clean run of the same records and, under "noise", the same figures per
-SNR plus `artifact_coverage`. Records run in parallel (`--jobs`, default 2).
+SNR plus `artifact_coverage`. Records play as the beds of wards of `--ward-size` (8) through
+one engine each (cross-bed batches, as live), wards in `--jobs` (2) processes.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "reports" / "arrhythmia.json"))
     p.add_argument("--model-dir", default=None, help="detector model folder (default: its own)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument(
+        "--ward-size",
+        type=int,
+        default=8,
+        help="records played at once as the beds of one ward (one engine; default 8)",
+    )
     p.add_argument("--noise", default=None, help="noise stress: nstdb noises, e.g. em,ma")
     p.add_argument("--snr-db", default="12,6,0", help="noise stress SNRs in dB (default 12,6,0)")
     p.add_argument("--noise-dir", default=None, help="nstdb noise records (default: shared)")
@@ -99,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error("--jobs must be >= 1")
+    if a.ward_size < 1:
+        p.error("--ward-size must be >= 1")
     a.records = _split(a.records)
     try:
         a.snrs = [float(x) for x in _split([a.snr_db])]
@@ -122,21 +131,34 @@ def is_mitdb(data_dir: Path) -> bool:
     return set(DS1) | set(DS2) <= names
 
 
-def run_tasks(tasks: list[Task], jobs: int) -> list[dict[str, Any]]:
-    """Evaluate the tasks, longest first, in `jobs` processes; logs each record as it ends."""
+def groups_of(tasks: list[Task], size: int) -> list[list[Task]]:
+    """Wards of at most `size` records with the same rate (one engine per ward), longest first."""
+    by_key: dict[tuple[str, str | None], list[Task]] = {}
+    for t in tasks:
+        by_key.setdefault((t.data_dir, t.noise and f"{t.noise}{t.snr_db}"), []).append(t)
+    out: list[list[Task]] = []
+    for group in by_key.values():
+        out += [group[i : i + size] for i in range(0, len(group), size)]
+    return sorted(out, key=len, reverse=True)
+
+
+def run_tasks(tasks: list[Task], jobs: int, ward_size: int) -> list[dict[str, Any]]:
+    """Evaluate the tasks as wards of `ward_size` beds in `jobs` processes; logs each record."""
     out: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    if jobs == 1 or len(tasks) == 1:
-        results = map(evaluate, tasks)
-        for r in results:
-            out.append(r)
-            _progress(r, len(out), len(tasks), t0)
+    groups = groups_of(tasks, ward_size)
+    if jobs == 1 or len(groups) == 1:
+        for g in groups:
+            for r in evaluate(g):
+                out.append(r)
+                _progress(r, len(out), len(tasks), t0)
         return out
     ctx = mp.get_context("spawn")  # a clean interpreter per worker (onnxruntime, threads)
     with ctx.Pool(jobs) as pool:
-        for r in pool.imap_unordered(evaluate, tasks):
-            out.append(r)
-            _progress(r, len(out), len(tasks), t0)
+        for rows in pool.imap_unordered(evaluate, groups):
+            for r in rows:
+                out.append(r)
+                _progress(r, len(out), len(tasks), t0)
     return out
 
 
@@ -192,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [task(n) for n in records]
     tasks += [task(n, k, s) for s in a.snrs for k in a.noises for n in records] if a.noises else []
     t0 = time.perf_counter()
-    rows = run_tasks(tasks, a.jobs)
+    rows = run_tasks(tasks, a.jobs, a.ward_size)
     wall = time.perf_counter() - t0
     clean = [r for r in rows if r["key"] in records]
     report: dict[str, Any] = summary.summarise(clean)
@@ -232,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "classifier": all(r.get("classifier") for r in rows if "error" not in r),
         "models_refused": next((r["refused"] for r in rows if r.get("refused")), None),
         "jobs": a.jobs,
+        "ward_size": a.ward_size,
         "wall_s": round(wall, 1),
         "command": "python -m bench.arrhythmia "
         + " ".join(argv if argv is not None else sys.argv[1:]),

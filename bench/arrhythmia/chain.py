@@ -18,6 +18,7 @@ and the reference episodes as episode events: the alarm floor of a record set.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import time
@@ -43,7 +44,7 @@ from ecgcommon.records import Record
 
 log = logging.getLogger("bench.arrhythmia")
 WARD = "eval"
-BED = "bed1"
+BED = "bed01"  # the reference feed's bed
 CHUNK_S = 0.5
 ACK_AFTER_S = 30.0
 ENGINE_TOKEN = "eval-arrhythmia-not-served"  # the engine's HTTP upload is never served
@@ -61,6 +62,7 @@ class AlarmLog:
         if a is None:
             a = self.alarms[alarm.id] = {
                 "id": alarm.id,
+                "bed": alarm.bed,
                 "type": alarm.type.value,
                 "priority": alarm.priority.value,
                 "started_at": alarm.started_at - T0,
@@ -74,10 +76,12 @@ class AlarmLog:
         if not alarm.open:
             a["ended_at"] = (alarm.ended_at if alarm.ended_at is not None else now) - T0
 
-    def listing(self, end_s: float) -> list[dict[str, Any]]:
-        """Alarms in order of start; an alarm still open ends with the record."""
+    def listing(self, end_s: float, bed: str | None = None) -> list[dict[str, Any]]:
+        """Alarms (of one bed, if given) in order of start; one still open ends with the record."""
         out = []
         for a in sorted(self.alarms.values(), key=lambda a: a["started_at"]):
+            if bed is not None and a["bed"] != bed:
+                continue
             a = dict(a)
             if a["ended_at"] is None:
                 a["ended_at"] = end_s
@@ -204,37 +208,63 @@ def _bad_counts(engine: Any) -> dict[str, float]:
     return out
 
 
-def run_chain(
-    record: Record, model_dir: str | None = None, chunk_s: float = CHUNK_S
-) -> ChainResult:
-    """One record through streamer chunks -> DetectorEngine -> AlertingCore (module doc)."""
+@dataclass
+class _BedLog:
+    """What the detector published for one bed."""
+
+    beat_t: list[float] = field(default_factory=list)
+    beat_cls: list[str | None] = field(default_factory=list)
+    beat_anom: list[bool] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def bed_name(i: int) -> str:
+    return f"bed{i + 1:02d}"
+
+
+def run_ward(
+    records: list[Record], model_dir: str | None = None, chunk_s: float = CHUNK_S
+) -> list[ChainResult]:
+    """Records played at once as the beds of one ward (one device stream each, phases spread
+    over a chunk as the streamer spreads them) through one DetectorEngine and one AlertingCore,
+    as the live services run a ward: beats of all beds share the engine's batches."""
     from streamer.core import BedStream, Source
 
     wall0 = time.perf_counter()
     clock = _FakeClock()
     engine = build_engine(model_dir, clock)
     ward = Ward()
-    source = Source.from_record(record)
-    stream = BedStream(
-        BED, WARD, [source], 0, 0, chunk_s, t_start=T0, max_samples=source.raw.shape[0]
-    )
-    beat_t: list[float] = []
-    beat_cls: list[str | None] = []
-    beat_anom: list[bool] = []
-    events: list[dict[str, Any]] = []
+    n = len(records)
+    sources = [Source.from_record(r) for r in records]
+    streams = [
+        BedStream(
+            bed_name(i),
+            WARD,
+            [src],
+            0,
+            0,
+            chunk_s,
+            t_start=T0,
+            phase_s=chunk_s * i / n,
+            max_samples=src.raw.shape[0],
+        )
+        for i, src in enumerate(sources)
+    ]
+    logs = {bed_name(i): _BedLog() for i in range(n)}
 
     def deliver(pubs: list[Any], now: float) -> None:
         for p in pubs:
             kind = topics.parse_topic(p.topic).kind
             if kind == "beats":
                 for b in protocol.decode_beats_message(p.payload).beats:
-                    beat_t.append(b.t - T0)
-                    beat_cls.append(b.cls)
-                    beat_anom.append(b.anomalous)
+                    log_ = logs[b.bed]
+                    log_.beat_t.append(b.t - T0)
+                    log_.beat_cls.append(b.cls)
+                    log_.beat_anom.append(b.anomalous)
             elif kind == "events":
                 ev = protocol.decode_event(p.payload)
                 if ev.type != "anomaly":
-                    events.append(
+                    logs[ev.bed].events.append(
                         {
                             "type": ev.type,
                             "active": ev.active,
@@ -245,38 +275,60 @@ def run_chain(
                     )
             ward.deliver(p.topic, p.payload)
 
-    status = protocol.encode_status(protocol.Status("online", T0, "eval-arrhythmia"))
-    status_topic = topics.status_topic(WARD, BED)
-    ward.deliver(status_topic, status)
-    deliver(engine.handle(status_topic, status, T0), T0)
+    for i in range(n):  # each device says it is online, as the streamer does
+        status = protocol.encode_status(protocol.Status("online", T0, f"eval-{bed_name(i)}"))
+        status_topic = topics.status_topic(WARD, bed_name(i))
+        ward.deliver(status_topic, status)
+        deliver(engine.handle(status_topic, status, T0), T0)
+    queue = [(st.next_due_s, i) for i, st in enumerate(streams)]
+    heapq.heapify(queue)
     now = T0
-    while not stream.done:
-        msg = stream.next_message()
+    while queue:
+        _, i = heapq.heappop(queue)
+        msg = streams[i].next_message()
+        if not streams[i].done:
+            heapq.heappush(queue, (streams[i].next_due_s, i))
         now = T0 + msg.due_s
         clock.now = now
         ward.at(now)
         ward.deliver(msg.topic, msg.payload)  # the alerting service sees the device's chunks
         deliver(engine.handle(msg.topic, msg.payload, now), now)
         deliver(engine.tick(now), now)
-        horizon = now + chunk_s  # the service ticks at each batch deadline before the next chunk
+        # the service's worker ticks the engine at each batch deadline before the next message
+        horizon = T0 + queue[0][0] if queue else now + chunk_s
         while (d := engine.next_deadline()) is not None and d < horizon:
             clock.now = d
             ward.at(d)
             deliver(engine.tick(d), d)
     deliver(engine.flush(now), now)
-    duration = source.raw.shape[0] / record.fs
-    return ChainResult(
-        duration_s=duration,
-        beat_t=np.asarray(beat_t, dtype=np.float64),
-        beat_cls=beat_cls,
-        beat_anomalous=np.asarray(beat_anom, dtype=bool),
-        events=events,
-        alarms=ward.log.listing(duration),
-        wall_s=time.perf_counter() - wall0,
-        bad_messages=_bad_counts(engine),
-        classifier=engine.classifier is not None,
-        refused=engine.eval_refused,
-    )
+    wall = time.perf_counter() - wall0
+    bad = _bad_counts(engine)
+    out = []
+    for i, (record, src) in enumerate(zip(records, sources, strict=True)):
+        duration = src.raw.shape[0] / record.fs
+        log_ = logs[bed_name(i)]
+        out.append(
+            ChainResult(
+                duration_s=duration,
+                beat_t=np.asarray(log_.beat_t, dtype=np.float64),
+                beat_cls=log_.beat_cls,
+                beat_anomalous=np.asarray(log_.beat_anom, dtype=bool),
+                events=log_.events,
+                alarms=ward.log.listing(duration, bed_name(i)),
+                wall_s=wall / n,
+                bad_messages=bad,
+                classifier=engine.classifier is not None,
+                refused=engine.eval_refused,
+            )
+        )
+    return out
+
+
+def run_chain(
+    record: Record, model_dir: str | None = None, chunk_s: float = CHUNK_S
+) -> ChainResult:
+    """One record through streamer chunks -> DetectorEngine -> AlertingCore (module doc)."""
+    return run_ward([record], model_dir, chunk_s)[0]
 
 
 def reference_messages(

@@ -1,5 +1,6 @@
-"""One record's evaluation (a worker's job): load, optionally noise-stress, run the chain and the
-reference floor, score. Returns a JSON-ready dict of counts that `summary.py` adds up."""
+"""A worker's job: a group of records (load, optionally noise-stress), played as the beds of one
+ward through the chain, each scored, plus the reference floor. Returns JSON-ready dicts of counts
+that `summary.py` adds up."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from bench.arrhythmia import score
-from bench.arrhythmia.chain import run_chain, run_reference
+from bench.arrhythmia.chain import ChainResult, run_reference, run_ward
 from bench.arrhythmia.noise import NoiseProtocol, load_noise, measured_snr_db, stress
 from bench.arrhythmia.reference import read_annotations, reference_episodes
 from ecgcommon.records import load_record
@@ -40,16 +41,51 @@ class Task:
         return f"{self.name}_{self.noise}{self.snr_db:g}"
 
 
-def evaluate(task: Task) -> dict[str, Any]:
-    """Run and score one record (never raises: an error is reported in the result)."""
+@dataclass
+class Prepared:
+    """A record ready to play: its (possibly noise-stressed) signal and its reference."""
+
+    task: Task
+    record: Any
+    ann: Any
+    ref: Any
+    segments: list[tuple[float, float]]
+    out: dict[str, Any]
+
+
+def evaluate(tasks: list[Task]) -> list[dict[str, Any]]:
+    """Run a group of records as the beds of one ward and score each. Never raises: a record
+    that cannot be prepared, or a ward that fails, is reported as an error in its results."""
+    ready: list[Prepared] = []
+    results: list[dict[str, Any]] = []
+    for task in tasks:
+        try:
+            ready.append(_prepare(task))
+        except Exception as exc:  # one bad record must not lose the others
+            log.exception("record %s failed", task.key)
+            results.append(_error(task, exc))
+    if not ready:
+        return results
+    model_dir = ready[0].task.model_dir
     try:
-        return _evaluate(task)
-    except Exception as exc:  # one bad record must not lose the others
-        log.exception("record %s failed", task.key)
-        return {"key": task.key, "name": task.name, "error": f"{type(exc).__name__}: {exc}"}
+        chains = run_ward([p.record for p in ready], model_dir)
+    except Exception as exc:
+        log.exception("ward of %s failed", [p.task.key for p in ready])
+        return results + [_error(p.task, exc) for p in ready]
+    for p, chain in zip(ready, chains, strict=True):
+        try:
+            results.append(_score(p, chain))
+        except Exception as exc:
+            log.exception("record %s failed", p.task.key)
+            results.append(_error(p.task, exc))
+    return results
 
 
-def _evaluate(task: Task) -> dict[str, Any]:
+def _error(task: Task, exc: Exception) -> dict[str, Any]:
+    return {"key": task.key, "name": task.name, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _prepare(task: Task) -> Prepared:
     record = load_record(task.name, task.data_dir, sampto=task.sampto)
     ann = read_annotations(task.name, task.data_dir, record.duration_s, sampto=task.sampto)
     ref = reference_episodes(ann)
@@ -81,7 +117,11 @@ def _evaluate(task: Task) -> dict[str, Any]:
             "gains": [round(g, 4) for g in stressed.gains],
         }
         record = replace(record, signal=stressed.signal)
-    chain = run_chain(record, task.model_dir)
+    return Prepared(task, record, ann, ref, segments, out)
+
+
+def _score(p: Prepared, chain: ChainResult) -> dict[str, Any]:
+    task, record, ann, ref, segments, out = p.task, p.record, p.ann, p.ref, p.segments, p.out
     hours = chain.duration_s / 3600.0
     alarms = chain.alarms
     out.update(
