@@ -1,15 +1,16 @@
-"""The live chain, offline: one record through the real cores, on a fake clock.
+"""The live chain, offline: records through the real cores, on a fake clock.
 
-Device: the streamer's own `BedStream` encodes the record's samples (every lead) into 0.5 s
+Device: the streamer's own `BedStream` encodes each record's samples (every lead) into 0.5 s
 binary chunks, each due when its last sample "happens". Detector: the `DetectorEngine` of a
 `detector.service.DetectorService` made with the default config (never started), so the
 scorer, beat classifier and rhythm analysis are the service's own; it is fed each chunk with
 `handle(topic, payload, now)` and ticked at every batching deadline, as the service's worker
-does. Alerting: an
-`AlertingCore` (the service's glue: policy, in-memory store, metrics, hub) gets the device's
-chunks and every detector publication through `on_message`, and a wall-clock `tick` each
-second; a simulated nurse acknowledges every alarm 30 s after it sounds. The clock is the
-signal clock: T0 + the due time of the chunk, so the replay runs as fast as the CPU allows.
+does. Alerting: an `AlertingCore` (the service's glue: policy, in-memory store, metrics, hub)
+gets the device's chunks and every detector publication through `on_message`, and a wall-clock
+`tick` each second; a simulated nurse acknowledges every alarm 30 s after it sounds. Several
+records play at once as the beds of one ward (`run_ward`), as the services run a ward. The
+clock is the signal clock: T0 + the due time of the chunk, so the replay runs as fast as the
+CPU allows.
 
 `run_reference` feeds the same alerting core with the reference instead of the detector: the
 annotated beats with their AAMI classes (known 0.5 s after their R peak, as bench-alarms does)
