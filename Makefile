@@ -75,3 +75,10 @@ bench-alarms: venv
 .PHONY: ward
 ward: venv
 	$(PY) scripts/ward.py --data-dir $(DATA_DIR) $(if $(BEDS),--beds $(BEDS)) $(if $(SPEED),--speed $(SPEED))
+
+# Not a test: a bounded fuzz run (issue 10). Every decoder, the upload parser and both message
+# handlers in process (mutations and hypothesis), then the real services over a real Mosquitto
+# and HTTP with hostile input while a real record streams: reports/fuzz.json (docs/security.md).
+.PHONY: fuzz
+fuzz: venv
+	$(PY) -m fuzz --data-dir $(DATA_DIR) --out $(or $(OUT),reports/fuzz.json)

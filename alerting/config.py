@@ -113,6 +113,7 @@ ENV_VARS: dict[str, str] = {
     "ALERTING_PUBLISH_ALARMS": "publish_alarms",
     "ALERTING_MAX_CLOCK_SKEW_S": "max_clock_skew_s",
     "ALERTING_BED_IDLE_S": "bed_idle_s",
+    "ALERTING_MAX_BEDS": "max_beds",
     "ALERTING_METRICS_TOKEN": "metrics_token",
     "ECG_DETECTOR_TOKEN": "detector_token",
     "MQTT_USERNAME": "mqtt_username",

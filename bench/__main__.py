@@ -166,6 +166,8 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
                 str(args.max_batch),
                 "--max-wait-s",
                 str(args.max_wait_s),
+                "--max-beds",  # the bed table is bounded (ecgcommon.limits); this run needs all
+                str(beds + 16),
             ],
             cwd=ROOT,
             env=env,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -304,8 +305,17 @@ def _parse_constant(text: str) -> float:
     raise BadNumber(f"{text} is not a number this wire accepts")
 
 
+# A digit run longer than any allowed integer, or a 3-digit exponent: only such payloads take
+# the slow path that checks every number (the C scanner stays fast for ordinary ones).
+_SUSPECT_B = re.compile(rb"\d{%d}|[eE][+-]?0*\d{3}" % (MAX_INT_DIGITS + 1))
+_SUSPECT_S = re.compile(_SUSPECT_B.pattern.decode())
+
+
 def _loads(payload: bytes | str) -> Any:
+    suspect = (_SUSPECT_S if isinstance(payload, str) else _SUSPECT_B).search(payload)
     try:
+        if suspect is None:
+            return json.loads(payload, parse_constant=_parse_constant)
         return json.loads(
             payload,
             parse_int=_parse_int,
