@@ -1,26 +1,29 @@
 """Per-lead signal-quality index (SQI) and the bed's `noisy` condition, sans-I/O.
 
-Artifact (electrode motion, muscle) on a lead changes its band-passed waveform against the same
-lead's own clean past: it grows larger (`rel_amp`, the 5..95 % range over its clean baseline),
-less spiky (`rel_kurt`, kurtosis over its clean baseline: QRS complexes stand out less), and
-muscle noise adds power above 12 Hz (`hf`). Each window (the VF detector's: 4 s every 1 s, on
-the decimated 1..35 Hz lead of `detector.rhythms.stream`) gets
+Artifact (electrode motion, muscle) changes a lead's band-passed waveform against the same
+lead's own clean past: it grows larger, less spiky (QRS complexes stand out less: kurtosis of
+the signal and of its slope fall), the baseline between beats fills (interquartile over full
+range, phase-space filling and threshold-crossing share rise) and muscle noise adds power above
+12 Hz. Each window (the VF detector's: 4 s every 1 s, on the decimated 1..35 Hz lead of
+`detector.rhythms.stream`, features of `vf_features`) is described by the logs of those
+features over the lead's clean baseline (`RELATIVE`) plus the high-frequency share, and a
+logistic model gives the probability of artifact; `sqi = 1 - p`, and a window with
+`p >= p_bad` is in artifact.
 
-    badness = max(rel_amp / max_rel_amp, min_rel_kurt / rel_kurt, hf / max_hf),
-    sqi = 1 / (1 + badness)         (sqi < 0.5: the window is in artifact)
-
-The clean baseline is the median over the last `baseline_windows` clean windows (learnt from
-the first `learn_windows` windows of a stream). Thresholds are relative, so they carry over
-to other leads, gains and rates. `NoisyGate` turns the per-window verdicts into the `noisy`
-condition with hysteresis: on after `on_windows` bad windows of the last `on_of`, off after
-`off_windows` consecutive clean ones. Designed on MIT-BIH DS1 with nstdb `em`/`ma` noise
-(`python -m detector.rhythms.vf_design`, the same windows).
+The clean baseline is the median over the last `baseline_windows` clean windows, learnt from
+the first `learn_windows` windows of a stream, so the model is relative to the patient and the
+lead and carries over to other leads, gains and rates. Model fitted on MIT-BIH DS1 clean vs
+DS1 with nstdb `em`/`ma` noise at 0 and -6 dB, record-wise cross-validated
+(`python -m detector.rhythms.quality_design`). `NoisyGate` turns the per-window verdicts into
+the `noisy` condition with hysteresis: on after `on_windows` bad windows of the last `on_of`,
+off after `off_windows` consecutive clean ones.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,14 +31,34 @@ import numpy as np
 from detector.rhythms.events import EpisodeChange, check_positive
 from detector.rhythms.vf_features import VFFeatures
 
+RELATIVE = ("amp_mv", "kurt", "dkurt", "spread", "psr", "tcsc")
+# Logistic model on quality_inputs(): standardise with MU/SD, then B[0] + B[1:] . z.
+MU = (0.6593, -0.5154, -0.7364, 0.443, 0.4397, 0.5009, 0.2441)
+SD = (0.6561, 0.5481, 0.5714, 0.488, 0.3639, 0.6088, 0.2103)
+B = (4.146, 2.6071, 3.3024, -2.722, 0.6336, 4.3037, -1.0282, -0.2733)
+
+
+def quality_inputs(f: Mapping[str, float], base: Mapping[str, float]) -> list[float]:
+    """The model's inputs: log(feature / baseline) for `RELATIVE`, then the HF share."""
+    out = []
+    for name in RELATIVE:
+        ref = base[name]
+        out.append(math.log(f[name] / ref + 1e-6) if ref > 0 and f[name] >= 0 else 0.0)
+    out.append(f["hf"])
+    return out
+
+
+def artifact_probability(z: list[float]) -> float:
+    s = B[0] + sum((v - m) / d * b for v, m, d, b in zip(z, MU, SD, B[1:], strict=True))
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, s))))
+
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """Limits (relative to the lead's clean baseline) and the gate's hysteresis, in windows."""
+    """Decision threshold, baseline and the gate's hysteresis (in windows)."""
 
-    max_rel_amp: float = 1.6
-    min_rel_kurt: float = 0.55
-    max_hf: float = 0.75
+    p_bad: float = 0.7
+    p_clean: float = 0.3  # only windows this clean join the baseline (noise must not creep in)
     baseline_windows: int = 60
     learn_windows: int = 8
     on_windows: int = 2
@@ -46,9 +69,8 @@ class QualityConfig:
     def __post_init__(self) -> None:
         check_positive(
             "QualityConfig",
-            max_rel_amp=self.max_rel_amp,
-            min_rel_kurt=self.min_rel_kurt,
-            max_hf=self.max_hf,
+            p_bad=self.p_bad,
+            p_clean=self.p_clean,
             baseline_windows=self.baseline_windows,
             learn_windows=self.learn_windows,
             on_windows=self.on_windows,
@@ -56,6 +78,8 @@ class QualityConfig:
             off_windows=self.off_windows,
             flat_mv=self.flat_mv,
         )
+        if not self.p_clean <= self.p_bad < 1:
+            raise ValueError("QualityConfig.p_bad must be < 1 and >= p_clean")
         if self.on_windows > self.on_of:
             raise ValueError("QualityConfig.on_windows must be <= on_of")
 
@@ -64,11 +88,8 @@ class QualityConfig:
 class LeadQuality:
     """One window's verdict on one lead."""
 
-    sqi: float  # 0..1, below 0.5 in artifact; nan while learning or unscored
+    sqi: float  # 0..1 (1 - artifact probability); nan while learning or without signal
     bad: bool
-    rel_amp: float
-    rel_kurt: float
-    hf: float
 
 
 class LeadSQI:
@@ -76,46 +97,37 @@ class LeadSQI:
 
     def __init__(self, config: QualityConfig = QualityConfig()) -> None:
         self.config = config
-        self.amps: deque[float] = deque(maxlen=config.baseline_windows)
-        self.kurts: deque[float] = deque(maxlen=config.baseline_windows)
-        self.learning: list[tuple[float, float]] = []
-        self.base = (math.nan, math.nan)  # median amp, kurtosis of the clean baseline
+        self.history: deque[tuple[float, ...]] = deque(maxlen=config.baseline_windows)
+        self.learning: list[tuple[float, ...]] = []
+        self.base: dict[str, float] = {}
         self.stale = 0  # clean windows added since the medians were taken
 
     def update(self, f: VFFeatures | None) -> LeadQuality:
         """The verdict on one window's features (None: no signal, which is lead-off's business,
         not artifact: no verdict)."""
         c = self.config
-        nan = math.nan
-        if f is None:
-            return LeadQuality(nan, False, nan, nan, nan)
-        if f.amp_mv < c.flat_mv or not math.isfinite(f.kurt):
-            return LeadQuality(nan, False, nan, nan, nan)
-        if not self.amps:
-            self.learning.append((f.amp_mv, f.kurt))
+        if f is None or f.amp_mv < c.flat_mv or not math.isfinite(f.kurt):
+            return LeadQuality(math.nan, False)
+        row = tuple(float(getattr(f, name)) for name in RELATIVE)
+        if not self.base:
+            self.learning.append(row)
             if len(self.learning) < c.learn_windows:
-                return LeadQuality(nan, False, nan, nan, f.hf)
-            amps, kurts = zip(*self.learning, strict=True)
-            self.amps.extend(amps)
-            self.kurts.extend(kurts)
+                return LeadQuality(math.nan, False)
+            self.history.extend(self.learning)
             self.learning = []
             self.stale = c.learn_windows
         if self.stale >= min(10, c.learn_windows):  # medians refreshed every few clean windows
-            self.base = (float(np.median(self.amps)), float(np.median(self.kurts)))
+            med = np.median(np.array(self.history), axis=0)
+            self.base = dict(zip(RELATIVE, med.tolist(), strict=True))
             self.stale = 0
-        base_amp, base_kurt = self.base
-        rel_amp = f.amp_mv / base_amp if base_amp > 0 else 1.0
-        rel_kurt = f.kurt / base_kurt if base_kurt > 0 else 1.0
-        badness = max(
-            rel_amp / c.max_rel_amp, c.min_rel_kurt / max(rel_kurt, 1e-6), f.hf / c.max_hf
-        )
-        sqi = 1.0 / (1.0 + badness)
-        bad = badness >= 1.0
-        if not bad:
-            self.amps.append(f.amp_mv)
-            self.kurts.append(f.kurt)
+        feats = dict(zip(RELATIVE, row, strict=True))
+        feats["hf"] = f.hf
+        p = artifact_probability(quality_inputs(feats, self.base))
+        bad = p >= c.p_bad
+        if p < c.p_clean:
+            self.history.append(row)
             self.stale += 1
-        return LeadQuality(sqi, bad, rel_amp, rel_kurt, f.hf)
+        return LeadQuality(1.0 - p, bad)
 
 
 class NoisyGate:

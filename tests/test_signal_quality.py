@@ -80,12 +80,12 @@ def test_same_quality_verdicts_for_any_chunking(rec100, chunk: int) -> None:
 
 def test_baseline_and_bad_windows() -> None:
     sqi = LeadSQI()
-    clean = VFFeatures(0.2, 0.8, 0.3, 2.5, 1.2, 0.2, 9.0, 1.0)
+    clean = VFFeatures(0.2, 0.8, 0.3, 2.5, 1.2, 0.2, 9.0, 1.0, 0.09, 22.0, 0.09)
     assert math.isnan(sqi.update(clean).sqi)  # learning
     for _ in range(10):
         q = sqi.update(clean)
     assert not q.bad and q.sqi > 0.5
-    big = VFFeatures(0.4, 0.7, 0.3, 2.5, 1.0, 0.1, 3.0, 3.0)
+    big = VFFeatures(0.4, 0.7, 0.3, 2.5, 1.0, 0.1, 3.5, 2.5, 0.16, 8.0, 0.2)  # em-like
     assert sqi.update(big).bad
     assert not sqi.update(None).bad  # no signal is lead-off's business
     flat = VFFeatures(0.0, 1.0, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0)
@@ -102,5 +102,7 @@ def test_baseline_and_bad_windows() -> None:
     assert [c.active for c in off] == [False] and not gate.noisy_at(off[0].t + 0.1)
     with pytest.raises(ValueError, match="on_windows"):
         QualityConfig(on_windows=5, on_of=3)
-    with pytest.raises(ValueError, match="max_rel_amp"):
-        QualityConfig(max_rel_amp=0)
+    with pytest.raises(ValueError, match="p_bad"):
+        QualityConfig(p_bad=1.0)
+    with pytest.raises(ValueError, match="p_clean"):
+        QualityConfig(p_clean=math.nan)

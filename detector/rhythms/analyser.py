@@ -1,9 +1,10 @@
 """One bed's rhythm analysis: samples and classified beats in, episode changes out.
 
     samples -> stream.Decimated (1..35 Hz, ~100 Hz) -> every 1 s, the last 4 s window
-            -> VFDetector (VF / flutter from the waveform)
+            -> VFDetector (VF / flutter from the waveform; where the analysed lead looks
+               like VF, the other leads are scored too and two must agree)
             -> quality.LeadSQI -> NoisyGate (`noisy`: analysis suspended for artifact)
-    beats   -> VTDetector, SVTDetector, AFDetector (no new episode in artifact)
+    beats   -> VTDetector, SVTDetector, AFDetector (no new episode in artifact; no AF in VF)
 
 The engine feeds the samples of every accepted chunk (gaps as NaN) and the classified beats in
 time order; both are causal and the output is the same for any chunking. Beats come later
@@ -37,6 +38,8 @@ class AnalyserConfig:
     vf: VFConfig = field(default_factory=VFConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     lead: int = 0  # the analysed lead (the pipeline's beat-finding lead)
+    max_leads: int = 3  # leads that vote on VF (cost: one feature set per voting lead)
+    calm_p: float = 0.05  # below this VF probability (and clean) the next window is skipped
 
 
 class RhythmAnalyser:
@@ -55,6 +58,7 @@ class RhythmAnalyser:
         self.t_anchor = 0.0  # signal time of decimated sample 0
         self.next_hop = 0
         self.last_beat_t = -math.inf
+        self.calm = False  # skip the next window (see _hop)
 
     # ------------------------------------------------------------------ samples
     def feed_samples(
@@ -76,10 +80,13 @@ class RhythmAnalyser:
         if x.ndim != 2 or x.shape[0] == 0 or lead >= x.shape[1] or not math.isfinite(t0):
             return []
         out: list[EpisodeChange] = []
-        x = x[:, lead : lead + 1]
-        if restart or self.dec is None or self.dec.fs_in != fs:
+        if lead:  # the analysed lead first, the others after it
+            x = np.concatenate([x[:, lead : lead + 1], np.delete(x, lead, axis=1)], axis=1)
+        x = x[:, : self.config.max_leads]
+        dec = self.dec
+        if restart or dec is None or dec.fs_in != fs or dec.n_leads != x.shape[1]:
             out += self._restart(t0)
-            self.dec = Decimated(fs, 1, keep_s=WINDOW_S + 2 * HOP_S)
+            self.dec = Decimated(fs, x.shape[1], keep_s=WINDOW_S + 2 * HOP_S)
             self.t_anchor = t0
             self.hop = int(round(HOP_S * self.dec.fs))
             self.win = int(round(WINDOW_S * self.dec.fs))
@@ -95,26 +102,55 @@ class RhythmAnalyser:
         return out
 
     def _hop(self, end: int) -> list[EpisodeChange]:
-        """Analyse the window that ends at decimated index `end`."""
+        """Analyse the window that ends at decimated index `end`.
+
+        A calm bed (last window far from VF, clean, no episode) skips every other window: the
+        cost halves where nothing happens, at up to one hop of extra latency.
+        """
         dec = self.dec
         assert dec is not None
+        if self.calm:
+            self.calm = False
+            return []
         t_end = self.t_anchor + end * dec.q / dec.fs_in
         t_start = t_end - self.win / dec.fs
         got = dec.window(end, self.win)
         if got is None:  # stream younger than a window
             return []
         y, ok = got
+        since = self.gate.since if self.gate.active else None
         if not ok[0]:
             out = self.vf.window(None, dec.fs, t_end)
             q = self.sqi.update(None)
         else:
-            f = vf_features(y[:, 0], dec.fs)
-            out = self.vf.window_features(f, t_end)
+            f = vf_features(y[0], dec.fs)
+            p = self.vf.probability(f)
+            if p >= self.config.vf.p_off and y.shape[0] > 1:
+                p = self._agreed(p, y, ok)
+            out = self.vf.window_features(f, t_end, since, p)
             q = self.sqi.update(f)
+            c = self.config
+            self.calm = p < c.calm_p and not q.bad and not self.gate.active and not self.vf.active
         out += self.gate.update(q, t_start, t_end, self.lead_name)
         return out
 
+    def _agreed(self, p0: float, y: np.ndarray, ok: list[bool]) -> float:
+        """VF is global, artifact mostly is not: with two or more leads carrying signal, the
+        second-highest lead probability (two leads must agree); a lead without signal (lost,
+        flat) does not vote."""
+        fs = self.dec.fs if self.dec is not None else 0.0
+        ps = [p0]
+        for k in range(1, y.shape[0]):
+            if ok[k]:
+                f = vf_features(y[k], fs)
+                if f.amp_mv >= self.config.vf.min_amp_mv:
+                    ps.append(self.vf.probability(f))
+        if len(ps) < 2:
+            return p0
+        return sorted(ps)[-2]
+
     def _restart(self, t: float) -> list[EpisodeChange]:
+        self.calm = False
         out = self.vf.close(t) + self.gate.end(t, {"restart": True})
         self.sqi = LeadSQI(self.config.quality)
         return out
@@ -130,7 +166,8 @@ class RhythmAnalyser:
             noisy = self.gate.noisy_at(b.t)
             out += self.vt.feed(b, noisy)
             out += self.svt.feed(b, noisy)
-            out += self.af.feed(b, noisy)
+            # beats found in VF are no atrial rhythm: they neither start nor feed AF
+            out += self.af.feed(b, noisy or self.vf.active)
         return out
 
     def noisy_at(self, t: float) -> bool:

@@ -10,6 +10,7 @@ windows that hold them are skipped.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 from scipy.signal import butter, sosfilt
@@ -39,8 +40,8 @@ class Decimated:
         )
         self.zi = np.zeros((n_leads, self.sos.shape[0], 2))  # (lead, section, state)
         self.keep = int(math.ceil(keep_s * self.fs)) + 1
-        self.buf = np.zeros((0, n_leads))
-        self.ok = np.zeros((0, n_leads), dtype=bool)
+        self.buf = np.zeros((n_leads, 0))
+        self.invalid: deque[tuple[int, int, int]] = deque()  # (lead, start, end) decimated
         self.seen_in = 0  # input samples fed
         self.seen = 0  # decimated samples produced (index of the next one)
         self.guard = int(round(0.25 * fs))  # filter settling after non-finite input
@@ -52,7 +53,8 @@ class Decimated:
         if n == 0:
             return 0
         finite = np.isfinite(x)
-        if not finite.all():
+        clean = bool(finite.all())
+        if not clean:
             x = np.where(finite, x, 0.0)
         y = np.array(x.T, dtype=np.float64, order="C")  # (lead, sample), filtered in place
         if _sosfilt is not None:
@@ -60,43 +62,52 @@ class Decimated:
         else:  # pragma: no cover
             y, zi = sosfilt(self.sos, y, axis=1, zi=self.zi.transpose(1, 0, 2))
             self.zi = np.ascontiguousarray(zi.transpose(1, 0, 2))
-        y = y.T
         start = (-self.seen_in) % self.q  # first input index kept in this chunk
         first = self.seen_in
         self.seen_in += n
-        y = y[start :: self.q]
-        if finite.all() and (first - self.last_bad >= self.guard).all():
-            ok = np.ones(y.shape, dtype=bool)
-        else:  # valid once `guard` inputs have passed since the last non-finite one (transient)
-            idx = np.arange(first, first + n)[:, None]
-            last = np.where(finite, -(1 << 60), idx)
-            last = np.maximum(np.maximum.accumulate(last, axis=0), self.last_bad)
-            self.last_bad = last[-1].copy()
-            ok = (idx - last >= self.guard)[start :: self.q]
-        if y.shape[0] == 0:
+        y = y[:, start :: self.q]
+        m = y.shape[1]
+        if not clean or first - self.guard < self.last_bad.max():
+            # valid once `guard` inputs have passed since the last non-finite one (transient)
+            idx = np.arange(first, first + n)
+            last = np.where(finite.T, -(1 << 60), idx)
+            last = np.maximum(np.maximum.accumulate(last, axis=1), self.last_bad[:, None])
+            self.last_bad = last[:, -1].copy()
+            bad = (idx - last < self.guard)[:, start :: self.q]
+            for lead in np.flatnonzero(bad.any(axis=1)).tolist():
+                j = np.flatnonzero(bad[lead])
+                self.invalid.append((lead, self.seen + int(j[0]), self.seen + int(j[-1]) + 1))
+        if m == 0:
             return 0
-        self.buf = np.concatenate([self.buf, y])[-self.keep :]
-        self.ok = np.concatenate([self.ok, ok])[-self.keep :]
-        self.seen += y.shape[0]
-        return int(y.shape[0])
+        self.buf = np.concatenate((self.buf[:, max(0, self.buf.shape[1] + m - self.keep) :], y), 1)
+        self.seen += m
+        while self.invalid and self.invalid[0][2] <= self.seen - self.keep:
+            self.invalid.popleft()
+        return m
 
-    def window(self, end: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Samples [end - n, end) of every lead (decimated index) and per-lead validity.
-
-        None when they are not (or no longer) in the buffer.
-        """
-        hi = self.buf.shape[0] - (self.seen - end)
+    def window(self, end: int, n: int) -> tuple[np.ndarray, list[bool]] | None:
+        """Samples [end - n, end) of every lead (decimated index), shape (lead, n), and whether
+        each lead is valid throughout; None when they are not (or no longer) in the buffer."""
+        hi = self.buf.shape[1] - (self.seen - end)
         lo = hi - n
-        if lo < 0 or hi > self.buf.shape[0] or n <= 0:
+        if lo < 0 or hi > self.buf.shape[1] or n <= 0:
             return None
-        return self.buf[lo:hi], self.ok[lo:hi].all(axis=0)
+        ok = [True] * self.n_leads
+        for lead, a, b in self.invalid:  # rare: only around gaps and lost signal
+            if a < end and b > end - n:
+                ok[lead] = False
+        return self.buf[:, lo:hi], ok
 
 
 def decimate(x: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """A whole (n, n_leads) signal through `Decimated` (design and tests): samples, ok, rate."""
+    """A whole (n, n_leads) signal through `Decimated` (design and tests): samples (m, leads),
+    validity (m, leads) and the decimated rate."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
     d = Decimated(fs, x.shape[1], keep_s=x.shape[0] / fs + 1.0)
     d.feed(x)
-    return d.buf, d.ok, d.fs
+    ok = np.ones(d.buf.shape, dtype=bool)
+    for lead, a, b in d.invalid:
+        ok[lead, a:b] = False
+    return d.buf.T, ok.T, d.fs

@@ -8,8 +8,11 @@ a logistic model fitted with record-wise cross-validation on cudb, mitdb DS1 (20
 and DS1 with nstdb `em`/`ma` noise added (`python -m detector.rhythms.vf_design`). A window
 below `min_amp_mv` is not VF (asystole or a flat lead: the policy's asystole); a window with
 non-finite samples (lost lead, gap) is not scored. VF starts after `on_windows` consecutive
-windows at `p >= p_on`, at the end time of the first; it ends after `off_windows` windows below
-`p_off` (or `lost_windows` unscored ones), at the end time of the first of them.
+windows at `p >= p_on`, at the end time of the first (in artifact that the bed's `noisy`
+condition saw before the VF-like windows began, after `on_windows_artifact` windows at
+`p >= p_on_artifact`: VF raises `noisy` itself, so a VF onset from clean rhythm is not slowed);
+it ends after `off_windows` windows below `p_off` (or `lost_windows` unscored ones), at the end
+time of the first of them.
 """
 
 from __future__ import annotations
@@ -91,6 +94,9 @@ class VFConfig:
     off_windows: int = 3
     lost_windows: int = 3
     min_amp_mv: float = 0.1
+    # in artifact that began before the VF-like windows (not raised by VF itself), more proof
+    p_on_artifact: float = 0.97
+    on_windows_artifact: int = 4
 
     def __post_init__(self) -> None:
         check_positive(
@@ -103,9 +109,11 @@ class VFConfig:
             off_windows=self.off_windows,
             lost_windows=self.lost_windows,
             min_amp_mv=self.min_amp_mv,
+            p_on_artifact=self.p_on_artifact,
+            on_windows_artifact=self.on_windows_artifact,
         )
-        if not (self.p_off <= self.p_on < 1.0):
-            raise ValueError("VFConfig.p_on must be < 1 and >= p_off")
+        if not (self.p_off <= self.p_on <= self.p_on_artifact < 1.0):
+            raise ValueError("VFConfig.p_on must be < 1, >= p_off and <= p_on_artifact")
         if self.window_s != WINDOW_S or self.hop_s != HOP_S:
             raise ValueError("VFConfig.window_s/hop_s: the model is fitted for 4 s / 1 s")
 
@@ -118,33 +126,56 @@ class VFDetector:
         self.active = False
         self.onset_t = math.nan
         self.high: list[float] = []  # end times of consecutive windows at p >= p_on
+        self.strong: list[float] = []  # ... at p >= p_on_artifact
         self.low: list[float] = []  # ... below p_off (or unscored) while active
         self.lost = 0
         self.last: tuple[float, VFFeatures | None] = (0.0, None)
 
-    def window(self, x: np.ndarray | None, fs: float, t_end: float) -> list[EpisodeChange]:
-        """The window ending at `t_end` (None or non-finite: not analysable)."""
+    def window(
+        self, x: np.ndarray | None, fs: float, t_end: float, artifact_since: float | None = None
+    ) -> list[EpisodeChange]:
+        """The window ending at `t_end` (None or non-finite: not analysable).
+
+        `artifact_since`: start of the bed's `noisy` condition, if active.
+        """
         c = self.config
         if x is None or x.size < fs or not np.isfinite(x).all():
-            self.high = []
+            self.high, self.strong = [], []
             self.lost += 1
             self.last = (0.0, None)
             if self.active and self.lost >= c.lost_windows:
                 return self._end(t_end - (c.lost_windows - 1) * c.hop_s, {"lost": True})
             return []
-        return self.window_features(vf_features(x, fs), t_end)
+        return self.window_features(vf_features(x, fs), t_end, artifact_since)
 
-    def window_features(self, f: VFFeatures, t_end: float) -> list[EpisodeChange]:
-        """The same, from the window's features (computed once for VF and quality)."""
+    def probability(self, f: VFFeatures) -> float:
+        """VF probability of one lead's window (0 below the amplitude floor)."""
+        return vf_probability(f) if f.amp_mv >= self.config.min_amp_mv else 0.0
+
+    def window_features(
+        self,
+        f: VFFeatures,
+        t_end: float,
+        artifact_since: float | None = None,
+        p: float | None = None,
+    ) -> list[EpisodeChange]:
+        """The same, from the window's features (computed once for VF and quality); `p`: the
+        probability when the caller combined several leads (else computed from `f`)."""
         c = self.config
         self.lost = 0
-        p = vf_probability(f) if f.amp_mv >= c.min_amp_mv else 0.0
+        if p is None:
+            p = self.probability(f)
         self.last = (p, f)
         if not self.active:
             self.high = self.high + [t_end] if p >= c.p_on else []
-            if len(self.high) >= c.on_windows:
+            self.strong = self.strong + [t_end] if p >= c.p_on_artifact else []
+            run = self.high
+            if run and artifact_since is not None and artifact_since < run[0] - c.window_s:
+                # artifact older than the first VF-like window (VF did not raise it): more proof
+                run = self.strong if len(self.strong) >= c.on_windows_artifact else []
+            if len(run) >= c.on_windows:
                 self.active = True
-                self.onset_t = self.high[0]
+                self.onset_t = run[0]
                 self.low = []
                 return [
                     EpisodeChange(
@@ -180,7 +211,7 @@ class VFDetector:
         if not self.active:
             return []
         self.active = False
-        self.high, self.low = [], []
+        self.high, self.strong, self.low = [], [], []
         return [
             EpisodeChange(
                 "vf", False, t, {"hr_bpm": None, "beats": None, "onset_t": self.onset_t, **detail}

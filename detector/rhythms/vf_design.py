@@ -18,7 +18,7 @@ import numpy as np
 
 from detector.rhythms.stream import decimate
 from detector.rhythms.vf import HOP_S, WINDOW_S, transform
-from detector.rhythms.vf_features import FEATURES, vf_features
+from detector.rhythms.vf_features import FEATURES, QUALITY, vf_features
 from ecgcommon.aami import DS1, beat_mask
 from ecgcommon.records import load_record
 
@@ -69,10 +69,11 @@ def windows(x: np.ndarray, fs: float, label: np.ndarray) -> tuple[np.ndarray, np
             continue
         ends.append(end / fs_d)
         frac = float(np.mean(lab[end - w : end]))
-        rows.append(vf_features(y[end - w : end, 0], fs_d).as_array())
+        f = vf_features(y[end - w : end, 0], fs_d)
+        rows.append(np.r_[f.as_array(), [getattr(f, q) for q in QUALITY]])
         labels.append(1 if frac >= 0.99 else 0 if frac <= 0.0 else -1)
     return (
-        np.array(rows).reshape(-1, len(FEATURES)),
+        np.array(rows).reshape(-1, len(FEATURES) + len(QUALITY)),
         np.array(labels, dtype=np.int64),
         np.array(ends),
     )
@@ -148,7 +149,7 @@ def predict(model, z: np.ndarray) -> np.ndarray:
 
 def cross_validate(d: dict[str, np.ndarray], folds: int = 6) -> np.ndarray:
     """Out-of-fold probabilities, folds by record (a mitdb record with its noisy copies)."""
-    z, y, g = transform(d["X"]), d["y"], d["group"]
+    z, y, g = transform(d["X"][:, : len(FEATURES)]), d["y"], d["group"]
     ok = y >= 0
     names = sorted(set(g.tolist()))
     cu = [n for n in names if n.startswith("cu")]
@@ -181,7 +182,7 @@ def main() -> None:
             cells.append(f"{k} {np.mean(p[pos] >= th):.3f}|{np.mean(p[neg] >= th):.4f}")
         print(f"  p>={th}: " + ", ".join(cells))
     ok = y >= 0
-    mu, sd, b = fit(transform(d["X"][ok]), y[ok])
+    mu, sd, b = fit(transform(d["X"][ok, : len(FEATURES)]), y[ok])
     np.set_printoptions(precision=5, suppress=True, floatmode="maxprec")
     print("MU =", repr(mu), "\nSD =", repr(sd), "\nB =", repr(b))
 

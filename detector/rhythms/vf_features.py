@@ -19,6 +19,9 @@ and Arafat 2011):
   (x(t), x(t - 0.5 s)) that the trajectory visits (VF fills the plane, a QRS rhythm draws a
   thin loop).
 - `dkurt`: kurtosis of the first difference (steep QRS upstrokes make it spiky, VF is smooth).
+- `spread` (signal quality, not VF): interquartile range over the full range; a clean ECG
+  spends most of its time near the baseline between narrow QRS complexes (small), noise fills
+  the gaps (larger).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FEATURES = ("tcsc", "leakage", "a2", "m", "peak_hz", "hf", "kurt", "amp_mv", "psr", "dkurt")
+QUALITY = ("spread",)  # computed with them, for detector.quality only
 
 _PLAN: dict[tuple[int, float], tuple] = {}
 
@@ -66,6 +70,7 @@ class VFFeatures:
     amp_mv: float
     psr: float = 0.0
     dkurt: float = 0.0
+    spread: float = 0.0
 
     def as_array(self) -> np.ndarray:
         return np.array([getattr(self, f) for f in FEATURES], dtype=np.float64)
@@ -105,7 +110,7 @@ def vf_features(y: np.ndarray, fs: float) -> VFFeatures:
     total = float(spec[i0:i1].sum())
     var = float(y @ y) / n
     if total <= 0 or var <= 0:
-        return VFFeatures(tcsc, leakage, 0.0, 10.0, peak_hz, 0.0, 0.0, amp)
+        return VFFeatures(tcsc, leakage, 0.0, 10.0, peak_hz, 0.0, 0.0, amp, 0.0, 0.0, 0.0)
     j0 = int(np.searchsorted(f, 0.7 * peak_hz))
     j1 = int(np.searchsorted(f, 1.4 * peak_hz, side="right"))
     a2 = float(spec[j0:j1].sum()) / total
@@ -124,4 +129,5 @@ def vf_features(y: np.ndarray, fs: float) -> VFFeatures:
     dv = float(dy @ dy) / dy.size
     dy2 = dy * dy
     dkurt = float(dy2 @ dy2) / dy.size / (dv * dv) if dv > 0 else 0.0
-    return VFFeatures(tcsc, leakage, a2, m, peak_hz, hf, kurt, amp, psr, dkurt)
+    spread = float(srt[(3 * (n - 1)) // 4] - srt[(n - 1) // 4]) / span if span > 0 else 0.0
+    return VFFeatures(tcsc, leakage, a2, m, peak_hz, hf, kurt, amp, psr, dkurt, spread)
