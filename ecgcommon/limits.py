@@ -30,11 +30,10 @@ BED_IDLE_S = 600.0
 # A device clock may differ from the receiver's by this much; beyond, its data is refused and a
 # `clock_skew` technical condition is raised. Past timestamps may also be late by the transport
 # and analysis delay.
-MAX_CLOCK_SKEW_S = 30.0
-MAX_LATENESS_S = 60.0
-# A `first_sample` this far (in seconds of signal) before the stream's newest sample starts a new
-# stream instead of being dropped as out of order (forward jumps past the NaN fill restart too).
-MAX_SAMPLE_JUMP_S = 10.0
+MAX_CLOCK_SKEW_S = 10.0
+MAX_LATENESS_S = 30.0
+# A `first_sample` jump (either way) longer than the detector's `max_fill_s` (10 s) starts a new
+# stream (detector/integrity.py): no separate constant, the NaN-fill bound is the jump bound.
 # Integers in JSON messages: at most this many digits (Python refuses > 4300 with a ValueError,
 # and anything beyond int64 is meaningless on this wire).
 MAX_INT_DIGITS = 20

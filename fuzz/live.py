@@ -34,7 +34,7 @@ from fuzz import inputs
 ROOT = Path(__file__).resolve().parent.parent
 WARD = "fuzz-live"
 GOOD_BED = "01"
-GOOD_RECORD = "112"  # regular sinus rhythm: no RR above 0.75 s in its first 10 minutes
+GOOD_RECORD = "112"  # a regular rhythm: every reference RR interval under 1 s
 TOKEN = "fuzz-alerting-token-0123"
 DETECTOR_TOKEN = "fuzz-detector-token-0123"
 
@@ -247,7 +247,8 @@ def _http_request(
     body: bytes,
     raw: bytes | None = None,
 ) -> int:
-    """One request over a plain socket (so malformed ones can be sent); the status or 0."""
+    """One request over a plain socket (so malformed ones can be sent): the status, 0 when the
+    server closed without a status line (e.g. to a garbage request line), -1 on a timeout."""
     if raw is None:
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -256,9 +257,14 @@ def _http_request(
         raw = head.encode("latin-1", "replace") + b"\r\n" + body
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(raw)
-            s.shutdown(socket.SHUT_WR)
+            try:
+                s.sendall(raw)
+                s.shutdown(socket.SHUT_WR)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered (and closed) before the whole request was sent
             answer = s.recv(64)
+    except TimeoutError:
+        return -1
     except OSError:
         return 0
     parts = answer.split(b" ", 2)
@@ -349,7 +355,8 @@ def http_attack(
                 ]
             )
         status = _http_request(ports[service], method, path, headers, body, raw)
-        codes[f"{service}:{status // 100}xx" if status else f"{service}:no_answer"] += 1
+        label = {0: "closed_without_answer", -1: "timed_out"}.get(status, f"{status // 100}xx")
+        codes[f"{service}:{label}"] += 1
         if status >= 500:
             codes[f"{service}:5xx:{method} {path[:40]}"] += 1
 
@@ -422,6 +429,7 @@ def run(
             "http_status": {k: v for k, v in sorted(codes.items()) if k.count(":") == 1},
             "http_5xx": sum(v for k, v in codes.items() if k.count(":") == 1 and ":5xx" in k),
             "http_5xx_routes": {k: v for k, v in codes.items() if k.count(":") == 2},
+            "http_timeouts": sum(v for k, v in codes.items() if k.endswith(":timed_out")),
             "dead_services": stack.dead(),
             "internal_errors": {
                 "detector": det.get("internal_error", 0.0),
