@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from ecgcommon.limits import BED_IDLE_S, MAX_CLOCK_SKEW_S
 from ecgcommon.mqtt_auth import check_settings
+from ecgcommon.subjects import parse_bus
 from ecgcommon.topics import DEFAULT_WARD
 
 _FORBIDDEN_LEVEL = frozenset("/+#\x00")
@@ -49,6 +50,7 @@ class AlertingConfig:
     mqtt_username: str = ""  # empty: connect anonymously (docs/security.md)
     mqtt_password_file: str = ""  # the password alone in a file, never on the command line
     mqtt_ca_file: str = ""  # set: TLS, the broker's certificate checked against this CA
+    bus: str = ""  # "" (or "mqtt"): the MQTT broker; nats://h:p[,h:p]: NATS JetStream (scaling.md)
 
     def __post_init__(self) -> None:
         for name in ("mqtt_host", "http_host", "db_path"):
@@ -58,6 +60,7 @@ class AlertingConfig:
             raise ValueError(f"ward {self.ward!r} must be non-empty without '/', '+', '#'")
         if not 1 <= self.mqtt_port <= 65535:
             raise ValueError(f"mqtt_port must be 1-65535, got {self.mqtt_port}")
+        parse_bus(self.bus)  # ValueError names the bad part
         if not 0 <= self.http_port <= 65535:
             raise ValueError(f"http_port must be 0-65535, got {self.http_port}")
         if len(self.token) < 8:
@@ -119,6 +122,7 @@ ENV_VARS: dict[str, str] = {
     "MQTT_USERNAME": "mqtt_username",
     "MQTT_PASSWORD_FILE": "mqtt_password_file",
     "MQTT_CA_FILE": "mqtt_ca_file",
+    "ECG_BUS": "bus",
 }
 
 
@@ -158,5 +162,6 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument("--mqtt-username")
     p.add_argument("--mqtt-password-file", help="a file holding the password alone")
     p.add_argument("--mqtt-ca-file", help="TLS to the broker, verified against this CA")
+    p.add_argument("--bus", help="nats://host:port[,...] for NATS JetStream; default MQTT")
     args = vars(p.parse_args(list(argv) if argv is not None else None))
     return AlertingConfig.from_env(env, **args)

@@ -45,6 +45,7 @@ from alerting.server import ServerMetrics, create_app
 from alerting.store import AlarmStore
 from ecgcommon import mqtt_auth, protocol, topics
 from ecgcommon.limits import MAX_LATENESS_S, LogLimiter
+from ecgcommon.subjects import parse_bus
 
 log = logging.getLogger("alerting")
 
@@ -502,7 +503,12 @@ class AlertingService:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
-        self.mqtt = MqttLink(self.config, loop, self._on_message)
+        if parse_bus(self.config.bus).is_nats:  # the distributed bus (alerting/nats_link.py)
+            from alerting.nats_link import NatsLink
+
+            self.mqtt = NatsLink(self.config, loop, self._on_message)  # type: ignore[assignment]
+        else:
+            self.mqtt = MqttLink(self.config, loop, self._on_message)
         self.core = AlertingCore(
             self.config, hub=self.hub, policy=self.policy, store=self.store,
             metrics=self.metrics, registry=self.registry,

@@ -10,7 +10,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ecgcommon.mqtt_auth import check_settings
-from ecgcommon.limits import BED_IDLE_S, MAX_BEDS
+from ecgcommon.limits import BED_IDLE_S, MAX_BEDS, valid_name
+from ecgcommon.subjects import PARTITIONS, parse_bus
 from ecgcommon.topics import TopicError, status_topic
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "artifacts"
@@ -46,6 +47,11 @@ class DetectorConfig:
     token: str = ""  # bearer token of POST /v1/score; empty: one is generated and printed once
     max_beds: int = MAX_BEDS  # beds tracked at once (the longest-idle one makes room)
     bed_idle_s: float = BED_IDLE_S  # a bed with no message this long is forgotten
+    bus: str = ""  # "" (or "mqtt"): the MQTT broker above; nats://h:p[,h:p]: NATS (scaling.md)
+    worker_id: str = ""  # NATS: this worker's name (leases); empty: the host name
+    partitions: int = PARTITIONS  # NATS: must match the servers' subject mapping
+    checkpoint_s: float = 10.0  # NATS: how often each bed's state is checkpointed
+    lease_ttl_s: float = 3.0  # NATS: a partition whose owner stops renewing moves after this
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -86,6 +92,15 @@ class DetectorConfig:
             raise ValueError(f"max_beds must be in 1..1000000, got {self.max_beds}")
         if not (math.isfinite(self.bed_idle_s) and self.bed_idle_s > 0):
             raise ValueError(f"bed_idle_s must be finite seconds > 0, got {self.bed_idle_s}")
+        parse_bus(self.bus)  # ValueError names the bad part
+        if self.worker_id and not valid_name(self.worker_id):
+            raise ValueError(f"worker_id must be a plain name, got {self.worker_id!r:.80}")
+        if not 1 <= self.partitions <= 1024:
+            raise ValueError(f"partitions must be in 1..1024, got {self.partitions}")
+        if not (math.isfinite(self.checkpoint_s) and 0.5 <= self.checkpoint_s <= 600):
+            raise ValueError(f"checkpoint_s must be in 0.5..600 seconds, got {self.checkpoint_s}")
+        if not (math.isfinite(self.lease_ttl_s) and 1 <= self.lease_ttl_s <= 60):
+            raise ValueError(f"lease_ttl_s must be in 1..60 seconds, got {self.lease_ttl_s}")
         if not 5 <= self.keepalive_s <= 3600:
             raise ValueError(f"keepalive_s must be in 5..3600 seconds, got {self.keepalive_s}")
         check_settings(self.mqtt_username, self.mqtt_password_file, self.mqtt_ca_file)
@@ -113,6 +128,11 @@ _ENV = {
     "token": "ECG_DETECTOR_TOKEN",
     "max_beds": "DETECTOR_MAX_BEDS",
     "bed_idle_s": "DETECTOR_BED_IDLE_S",
+    "bus": "ECG_BUS",
+    "worker_id": "DETECTOR_WORKER_ID",
+    "partitions": "ECG_PARTITIONS",
+    "checkpoint_s": "DETECTOR_CHECKPOINT_S",
+    "lease_ttl_s": "DETECTOR_LEASE_TTL_S",
 }
 
 

@@ -36,6 +36,7 @@ from detector.metrics import DetectorMetrics
 from detector.scorer import ModelMismatchError, OnnxScorer
 from ecgcommon import mqtt_auth
 from ecgcommon.protocol import DecodeError, parse_json
+from ecgcommon.subjects import parse_bus
 from ecgcommon.topics import subscription
 
 log = logging.getLogger("detector")
@@ -155,6 +156,13 @@ class DetectorService:
         self._worker = threading.Thread(
             target=self._profiled, args=("worker", self._work), name="detector-worker", daemon=True
         )
+        if parse_bus(config.bus).is_nats:  # the distributed bus instead (detector/nats_link.py)
+            from detector.nats_link import NatsWorker
+
+            self._worker = threading.Thread(
+                target=self._profiled, args=("worker", NatsWorker(self).run), name="detector-nats",
+                daemon=True,
+            )
         self._http_thread = threading.Thread(
             target=self.http.serve_forever, name="detector-http", daemon=True
         )

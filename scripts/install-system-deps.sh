@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install the real components the tests run: Mosquitto, Prometheus (promtool), Chromium.
+# Install the real components the tests run: Mosquitto, Prometheus (promtool), Chromium, NATS.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing from Debian's packages: ${need[*]}"
 sudo=""

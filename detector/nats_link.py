@@ -1,0 +1,471 @@
+"""The detector as one worker of many on the NATS bus (`ECG_BUS=nats://…`).
+
+Around the same `DetectorEngine` as the MQTT path:
+- Partitions: the servers map each bed's samples and status into `part.{k}.{ward}.{bed}.*`
+  (ecgcommon.subjects). A worker owns a partition while it holds its lease in the KV bucket
+  `ecg_leases` (a key per partition, TTL `lease_ttl_s`, renewed every second with a
+  compare-and-set on the revision). Live workers announce themselves in `ecg_members` (same TTL);
+  each wants the partitions that rendezvous hashing gives it among the live members, so N workers
+  split the partitions, a dead worker's partitions go to the survivors once its lease expires,
+  and a worker restarted under the same id takes its leases straight back.
+- Order and replay: an owned partition is read with an ordered consumer of the stream `ECG_IN`
+  from the sequence its checkpoint covers, so each bed is analysed by one worker, in order.
+- Checkpoints: every `checkpoint_s` the worker flushes the batcher, snapshots each bed's state
+  (pipeline, QRS, filters, patient adapter, classes, rhythms) with the newest stream sequence,
+  waits until every result so far is acknowledged by `ECG_OUT`, then writes the snapshot to the
+  KV bucket `ecg_ckpt`: the committed sequence is the partition's acknowledgement. A new owner
+  loads the states and replays from there, so nothing is lost and no patient is re-learnt.
+- No duplicates: results carry a `Nats-Msg-Id` (a hash of subject and payload; the stream drops
+  repeats), and after a takeover the beats up to the newest one already in `ECG_OUT` for a bed
+  are dropped before they are sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import pickle
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import nats
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from ecgcommon import protocol, subjects
+from ecgcommon.topics import TopicError, parse_topic
+
+if TYPE_CHECKING:
+    from detector.engine import Bed, Publication
+    from detector.service import DetectorService
+
+log = logging.getLogger("detector.nats")
+RENEW_S = 1.0  # lease and membership renewal period
+IN_MAX_AGE_S = 600.0  # how far back ECG_IN keeps samples (replay horizon)
+OUT_MAX_AGE_S = 600.0
+SETTLE_TIMEOUT_S = 5.0  # results must be acknowledged this fast for a checkpoint to commit
+
+
+def _msg_id(subj: str, payload: bytes) -> str:
+    return hashlib.blake2b(subj.encode() + b"\0" + payload, digest_size=12).hexdigest()
+
+
+def _rank(k: int, member: str) -> bytes:
+    """Rendezvous hashing: the live member with the highest rank owns partition `k`."""
+    return hashlib.blake2b(f"{k}:{member}".encode(), digest_size=8).digest()
+
+
+def desired(members: list[str], me: str, partitions: int) -> set[int]:
+    """The partitions `me` should own among `members` (rendezvous hashing, stable on churn)."""
+    live = sorted(set(members) | {me})
+    return {k for k in range(partitions) if max(live, key=lambda m: _rank(k, m)) == me}
+
+
+@dataclass
+class Partition:
+    """An owned partition: lease, consumer and the beds seen in it."""
+
+    k: int
+    lease_rev: int
+    valid_until: float  # monotonic; past it the lease may be someone else's: stop
+    seq: int = 0  # newest ECG_IN sequence handled
+    beds: set[tuple[str, str]] = field(default_factory=set)
+    skip: dict[tuple[str, str], int] = field(default_factory=dict)  # in the checkpoint already
+    sent: dict[tuple[str, str], int] = field(default_factory=dict)  # newest beat sample sent
+    sub: Any = None
+    next_ckpt: float = 0.0
+    closed: bool = False
+
+
+class Outbox:
+    """Results published with acknowledgement, in order; failed ones are sent again in order
+    (their message ids make a repeat harmless)."""
+
+    def __init__(self, js: Any) -> None:
+        self.js = js
+        self.pending: deque[tuple[str, bytes, str, asyncio.Future]] = deque()
+
+    async def send(self, subj: str, payload: bytes) -> None:
+        mid = _msg_id(subj, payload)
+        fut = await self.js.publish_async(subj, payload, headers={"Nats-Msg-Id": mid})
+        self.pending.append((subj, payload, mid, fut))
+
+    async def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
+        """Wait until everything sent so far is stored; resend what failed. False: not all."""
+        deadline = time.monotonic() + timeout
+        while self.pending:
+            subj, payload, mid, fut = self.pending[0]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), left)
+                self.pending.popleft()
+            except TimeoutError:
+                return False
+            except Exception as exc:  # no stream leader for a moment, or a lost connection
+                log.warning("result not stored (%s); sending the rest again", exc)
+                await self._resend()
+                await asyncio.sleep(0.2)
+        return True
+
+    def trim(self) -> None:
+        """Forget the acknowledged head (keeps the deque short between checkpoints)."""
+        while self.pending and self.pending[0][3].done() and not self.pending[0][3].exception():
+            self.pending.popleft()
+
+    async def _resend(self) -> None:
+        old, self.pending = self.pending, deque()
+        for subj, payload, _mid, fut in old:
+            if not fut.done():
+                fut.cancel()
+            await self.send(subj, payload)
+
+
+class NatsWorker:
+    """Runs the engine of a `DetectorService` on the NATS bus; `run()` blocks until stopping."""
+
+    def __init__(self, service: DetectorService) -> None:
+        self.service = service
+        self.engine = service.engine
+        cfg = service.config
+        self.servers = list(subjects.parse_bus(cfg.bus).servers)
+        self.me = cfg.worker_id or socket.gethostname()
+        self.partitions = cfg.partitions
+        self.ttl = cfg.lease_ttl_s
+        self.checkpoint_s = cfg.checkpoint_s
+        self.owned: dict[int, Partition] = {}
+        self.nc: Any = None
+        self.js: Any = None
+        self.out: Outbox | None = None
+        self.leases: Any = None
+        self.members: Any = None
+        self.ckpt: Any = None
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    # ------------------------------------------------------------------ connection
+    async def _connect(self) -> None:
+        svc = self.service
+
+        async def on_disc() -> None:
+            svc.connected.clear()
+            svc.metrics.up.set(0)
+            log.warning("disconnected from the NATS servers; reconnecting")
+
+        async def on_reconn() -> None:
+            svc.connected.set()
+            svc.metrics.up.set(1)
+            log.info("reconnected to %s", self.nc.connected_url.netloc)
+
+        async def on_err(exc: Exception) -> None:
+            log.debug("nats: %s", exc)
+
+        while not svc._stopping.is_set():
+            try:
+                self.nc = await nats.connect(
+                    servers=self.servers,
+                    name=f"detector-{self.me}",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    ping_interval=2,
+                    max_outstanding_pings=2,
+                    disconnected_cb=on_disc,
+                    reconnected_cb=on_reconn,
+                    error_cb=on_err,
+                    allow_reconnect=True,
+                )
+                break
+            except Exception as exc:
+                log.warning("cannot reach the NATS servers %s (%s); retrying", self.servers, exc)
+                await asyncio.sleep(1.0)
+        if self.nc is None:
+            return
+        self.js = self.nc.jetstream()
+        self.out = Outbox(self.js)
+        await subjects.ensure_stream(
+            self.js, subjects.IN_STREAM, [f"{subjects.PART}.>"], IN_MAX_AGE_S
+        )
+        await subjects.ensure_stream(
+            self.js, subjects.OUT_STREAM, subjects.output_subjects(), OUT_MAX_AGE_S
+        )
+        self.leases = await subjects.ensure_kv(self.js, subjects.LEASES, self.ttl)
+        self.members = await subjects.ensure_kv(self.js, subjects.MEMBERS, self.ttl)
+        self.ckpt = await subjects.ensure_kv(self.js, subjects.CHECKPOINTS, None)
+        svc.connected.set()
+        svc.metrics.up.set(1)
+        log.info("worker %s on %s: %d partitions", self.me, self.servers, self.partitions)
+
+    async def _main(self) -> None:
+        await self._connect()
+        if self.nc is None:
+            return
+        tick = asyncio.create_task(self._tick_loop())
+        try:
+            while not self.service._stopping.is_set():
+                try:
+                    await self._rebalance()
+                except Exception as exc:  # a server away for a moment: try again next round
+                    log.warning("lease round failed: %s", exc)
+                await asyncio.sleep(RENEW_S)
+        finally:
+            tick.cancel()
+            for part in list(self.owned.values()):
+                try:
+                    await self._release(part)
+                except Exception as exc:
+                    log.warning("releasing partition %d: %s", part.k, exc)
+            try:
+                await self.members.delete(self.me)
+            except Exception:
+                pass
+            await self.nc.close()
+
+    # ------------------------------------------------------------------ leases
+    async def _live_members(self) -> list[str]:
+        try:
+            return list(await self.members.keys())
+        except Exception:  # no keys yet
+            return []
+
+    async def _rebalance(self) -> None:
+        await self.members.put(self.me, str(time.time()).encode())
+        want = desired(await self._live_members(), self.me, self.partitions)
+        now = time.monotonic()
+        for k, part in list(self.owned.items()):
+            if k not in want:
+                await self._release(part)
+                continue
+            try:
+                part.lease_rev = await self.leases.update(
+                    f"p{k}", self.me.encode(), last=part.lease_rev
+                )
+                part.valid_until = now + self.ttl * 0.8
+            except Exception as exc:
+                log.warning("lost the lease of partition %d (%s)", k, exc)
+                self._drop(part)
+        for k in sorted(want - set(self.owned)):
+            rev = await self._take_lease(k)
+            if rev is not None:
+                await self._acquire(k, rev)
+
+    async def _take_lease(self, k: int) -> int | None:
+        key = f"p{k}"
+        try:
+            return int(await self.leases.create(key, self.me.encode()))
+        except Exception:
+            pass
+        try:  # my own lease from before a restart: take it back at once
+            entry = await self.leases.get(key)
+            if entry.value == self.me.encode():
+                return int(await self.leases.update(key, self.me.encode(), last=entry.revision))
+        except Exception:
+            pass
+        return None
+
+    # ------------------------------------------------------------------ partitions
+    async def _acquire(self, k: int, rev: int) -> None:
+        now = time.monotonic()
+        part = Partition(k, rev, now + self.ttl * 0.8)
+        part.next_ckpt = now + self.checkpoint_s * (0.5 + (k % 8) / 16)
+        start = await self._restore(part)
+        self.owned[k] = part
+
+        async def on_msg(msg: Any) -> None:
+            await self._on_msg(part, msg)
+
+        part.sub = await self.js.subscribe(
+            subjects.partition_filter(k),
+            stream=subjects.IN_STREAM,
+            cb=on_msg,
+            ordered_consumer=True,
+            idle_heartbeat=1.0,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=ConsumerConfig(opt_start_seq=start),
+        )
+        log.info(
+            "worker %s owns partition %d from sequence %d (%d beds restored)",
+            self.me,
+            k,
+            start,
+            len(part.beds),
+        )
+
+    async def _restore(self, part: Partition) -> int:
+        """Load the partition's checkpoint into the engine; the sequence to read from."""
+        k = part.k
+        try:
+            index = pickle.loads((await self.ckpt.get(f"p{k}")).value)
+        except Exception:
+            index = None
+        if index is None:  # never checkpointed: from now on, and say so at once
+            info = await self.js.stream_info(subjects.IN_STREAM)
+            part.seq = int(info.state.last_seq)
+            await self.ckpt.put(f"p{k}", pickle.dumps((part.seq, [])))
+            return part.seq + 1
+        seq, keys = index
+        part.seq = seq
+        now = time.monotonic()
+        start = seq + 1
+        for key in keys:
+            ward, bed_name = key
+            try:
+                bed_seq, bed = pickle.loads((await self.ckpt.get(f"p{k}.{ward}.{bed_name}")).value)
+            except Exception as exc:
+                log.warning("no checkpoint for %s/%s (%s): it starts afresh", ward, bed_name, exc)
+                continue
+            self._install(bed, now)
+            part.beds.add(key)
+            part.skip[key] = bed_seq
+            start = min(start, bed_seq + 1)
+            last = await self._last_sent_sample(ward, bed_name)
+            if last is not None:
+                part.sent[key] = last
+        part.seq = start - 1
+        return start
+
+    def _install(self, bed: Bed, now: float) -> None:
+        bed.last_rx = now if bed.last_rx != -math.inf else bed.last_rx
+        bed.last_msg = now
+        bed.queued = 0
+        self.engine.beds[(bed.ward, bed.bed)] = bed
+
+    async def _last_sent_sample(self, ward: str, bed: str) -> int | None:
+        """The newest beat already in ECG_OUT for the bed (the old owner may have gone past its
+        checkpoint before it died)."""
+        subj = f"{subjects.PREFIX}.{subjects.VERSION}.{ward}.{bed}.beats"
+        try:
+            raw = await self.js.get_last_msg(subjects.OUT_STREAM, subj)
+            msg = protocol.decode_beats_message(raw.data)
+        except Exception:
+            return None
+        return max((b.sample for b in msg.beats), default=None)
+
+    def _drop(self, part: Partition) -> None:
+        """Stop working on a partition (lease lost or given back)."""
+        part.closed = True
+        self.owned.pop(part.k, None)
+        for key in part.beds:
+            self.engine.beds.pop(key, None)
+        if part.sub is not None:
+            asyncio.ensure_future(part.sub.unsubscribe())
+
+    async def _release(self, part: Partition) -> None:
+        """Checkpoint, stop and give the lease back (rebalancing, shutdown)."""
+        if part.sub is not None:
+            await part.sub.unsubscribe()
+            part.sub = None
+        await self._checkpoint(part)
+        self._drop(part)
+        try:
+            await self.leases.delete(f"p{part.k}")
+        except Exception as exc:
+            log.warning("giving back partition %d: %s", part.k, exc)
+        log.info("worker %s gave back partition %d at sequence %d", self.me, part.k, part.seq)
+
+    async def _checkpoint(self, part: Partition) -> None:
+        """Snapshot every bed of the partition at its newest sequence (no await in between),
+        then commit it once every result so far is acknowledged."""
+        await self._publish(self.engine.flush(time.monotonic()))
+        seq = part.seq
+        snaps: list[tuple[str, bytes]] = []
+        keys = []
+        for key in sorted(part.beds):
+            bed = self.engine.beds.get(key)
+            if bed is None:
+                continue
+            keys.append(key)
+            snaps.append((f"p{part.k}.{key[0]}.{key[1]}", pickle.dumps((seq, bed), protocol=5)))
+        assert self.out is not None
+        if not await self.out.settle():
+            log.warning("partition %d: results not acknowledged; checkpoint skipped", part.k)
+            return
+        for name, blob in snaps:
+            await self.ckpt.put(name, blob)
+        await self.ckpt.put(f"p{part.k}", pickle.dumps((seq, keys)))
+        log.debug("partition %d: checkpoint of %d beds at sequence %d", part.k, len(keys), seq)
+
+    # ------------------------------------------------------------------ messages
+    async def _on_msg(self, part: Partition, msg: Any) -> None:
+        if part.closed:
+            return
+        now = time.monotonic()
+        if now > part.valid_until:  # the lease may have moved on: never two owners
+            log.warning("partition %d: lease not renewed in time, stopping", part.k)
+            self._drop(part)
+            return
+        seq = int(msg.metadata.sequence.stream)
+        if seq <= part.seq:
+            return
+        part.seq = seq
+        try:
+            topic = subjects.topic_of(msg.subject)
+            t = parse_topic(topic)
+        except TopicError as exc:
+            self.engine.bad("bad_topic", "%s", exc)
+            return
+        key = (t.ward, t.bed)
+        if part.skip.get(key, 0) >= seq:
+            return
+        part.beds.add(key)
+        await self._publish(self.engine.handle(topic, msg.data, now), part)
+
+    async def _publish(self, pubs: list[Publication], part: Partition | None = None) -> None:
+        out = self.out
+        assert out is not None
+        for p in pubs:
+            payload = p.payload
+            if part is not None and part.sent and p.topic.endswith("/beats"):
+                payload = self._unsent(part, p.topic, payload)
+                if payload is None:
+                    continue
+            try:
+                subj = subjects.subject(p.topic)
+            except TopicError as exc:
+                self.engine.bad("bad_topic", "%s", exc)
+                continue
+            await out.send(subj, payload)
+        out.trim()
+
+    def _unsent(self, part: Partition, topic: str, payload: bytes) -> bytes | None:
+        """A replayed beats message without the beats the old owner already sent."""
+        t = parse_topic(topic)
+        last = part.sent.get((t.ward, t.bed))
+        if last is None:
+            return payload
+        msg = protocol.decode_beats_message(payload)
+        keep = [b for b in msg.beats if b.sample > last]
+        if keep:
+            del part.sent[(t.ward, t.bed)]  # caught up: from here on nothing is a repeat
+        if len(keep) == len(msg.beats):
+            return payload
+        if not keep and msg.analysed_until is None:
+            return None
+        extra = {}
+        if getattr(msg, "analysed_from", None) is not None:
+            extra["analysed_from"] = msg.analysed_from
+        return protocol.encode_beats(keep, analysed_until=msg.analysed_until, **extra)
+
+    async def _tick_loop(self) -> None:
+        """The batching deadlines and silence sweeps; checkpoints when due."""
+        engine = self.engine
+        while True:
+            now = time.monotonic()
+            try:
+                await self._publish(engine.tick(now))
+                for part in list(self.owned.values()):
+                    if now >= part.next_ckpt and not part.closed:
+                        part.next_ckpt = now + self.checkpoint_s
+                        await self._checkpoint(part)
+            except Exception:
+                self.service.metrics.bad_messages.labels("internal_error").inc()
+                log.exception("error in tick")
+            deadline = engine.next_deadline()
+            wait = 0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(wait)
