@@ -185,6 +185,13 @@ class AlarmPolicy:
             out += self._escalate_and_realarm(b, now)
         return out
 
+    def restart_gap(self, bed: str, t: float) -> list[AlarmChange]:
+        """The bed's analysis restarts at signal time `t` after a hole (a new detector stream,
+        missing samples): the asystole and pause clocks start again there, since a fault is no
+        arrhythmia (docs/faults.md). No change now; the criteria run on the next beat or tick."""
+        self._bed(bed).restart_gap(t)
+        return []
+
     def forget(self, bed: str) -> bool:
         """Drop an idle bed's analysis state (the service bounds its bed table); refused (False)
         while the bed has open alarms. Staff-set limits are kept."""

@@ -240,7 +240,8 @@ class BedRules:
         out += self._expire_holds(t)
         out += self._gap_criteria(t, beat)
         self._last_beat_t = t
-        self._ref_t = t
+        # a beat from before a restart of the analysis (published late) leaves its clock there
+        self._ref_t = t if self._ref_t is None else max(self._ref_t, t)
         rr = (
             beat.rr_s
             if beat.rr_s is not None
@@ -343,6 +344,13 @@ class BedRules:
             if type_ not in self.present:
                 out.append(self._set(type_, True, now, {**ev, "resumed": True}))
         return out
+
+    def restart_gap(self, t: float) -> None:
+        """The detector's analysis of the bed was broken until signal time `t` (a new detector
+        stream, a hole in the samples): the silent interval starts again at `t`, and no pause
+        spans the hole (docs/faults.md). Rate and rhythm state are kept."""
+        self._ref_t = t if self._ref_t is None else max(self._ref_t, t)
+        self._last_beat_t = None
 
     def reset(self, now: float) -> None:
         """Forget all analysis state (a technical condition makes the signal unjudgeable);

@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import math
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -60,6 +61,9 @@ MAX_JSON_BODY = 64 * 1024
 MAX_UPLOAD_BODY = MAX_UPLOAD_BYTES + 65536
 SESSION_COOKIE = "ecg_session"
 PUBLIC_PATHS = ("/healthz",)
+# The websocket sends a heartbeat this often with the service's bus state; the page shows OFFLINE
+# when heartbeats stop (3 s) or say the bus is down, never stale LIVE values (docs/faults.md).
+HEARTBEAT_S = 1.0
 PUBLIC_PREFIXES = ("/static/",)
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (
@@ -455,10 +459,13 @@ def create_app(
         sub = hub.subscribe(ready.set)
         m.ws_clients.inc()
         reader = asyncio.create_task(_drain_incoming(websocket))
+        loop = asyncio.get_running_loop()
+        next_heartbeat = loop.time()
         try:
             while not reader.done():
                 waiter = asyncio.create_task(ready.wait())
-                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED,
+                                   timeout=max(0.0, next_heartbeat - loop.time()))
                 waiter.cancel()
                 ready.clear()
                 if sub.overflowed:
@@ -470,6 +477,9 @@ def create_app(
                     await websocket.send_text(text)
                 m.ws_dropped.inc(max(0, sub.dropped - before))
                 sub.dropped = 0
+                if loop.time() >= next_heartbeat:
+                    await websocket.send_text(_heartbeat(health))
+                    next_heartbeat = loop.time() + HEARTBEAT_S
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
         finally:
@@ -497,6 +507,14 @@ def create_app(
     app = Starlette(routes=routes)
     app.add_middleware(_Guard, auth=auth, on_refused=m.auth_failures.inc)
     return app
+
+
+def _heartbeat(health: Callable[[], dict[str, Any]] | None) -> str:
+    """The heartbeat frame: the service is alive, and whether its bus connection is up."""
+    state = health() if health is not None else {}
+    up = state.get("status", "ok") == "ok"
+    return json.dumps({"type": "heartbeat", "t": round(time.time(), 3), "bus_connected": up,
+                       "status": state.get("status", "ok")}, separators=(",", ":"))
 
 
 async def _drain_incoming(websocket: WebSocket) -> None:

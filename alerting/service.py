@@ -19,7 +19,6 @@ import math
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,8 +52,10 @@ KINDS = ("samples", "beats", "events", "status")
 # The policy's asystole/pause clock follows the detector's analysis watermark (every beat
 # before it has been published), never the raw samples, so a slow detector is not an asystole.
 # Samples this far ahead of the watermark while the lead is on mean the detector has stopped
-# analysing the bed: a technical alarm, since asystole could no longer be detected.
-STALL_S = 8.0
+# analysing the bed: a technical alarm, since asystole could no longer be detected. It is shorter
+# than the 4 s asystole criterion, so a detector outage is reported before an asystole could be
+# (the watermark normally trails the samples by up to a chunk + 1.4 s, docs/faults.md).
+STALL_S = 3.0
 _UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
 # A bed whose timestamps have all been off the receiver's clock this long has a wrong device
 # clock (clock_skew technical alarm); a single forged or corrupt timestamp is only dropped.
@@ -109,6 +110,11 @@ class AlertingCore:
             "ecg_alerting_store_errors_total", "Alarm changes that could not be stored",
             registry=registry,
         )
+        self.holes = Counter(
+            "ecg_alerting_analysis_holes_total",
+            "Holes in a bed's analysis (a new detector stream, missing samples): the asystole and "
+            "pause clocks restart after them", registry=registry,
+        )
         for kind in KINDS:
             self.messages.labels(kind)
         self._last_beat_t: dict[str, float] = {}
@@ -120,6 +126,7 @@ class AlertingCore:
         self._skew_since: dict[str, float] = {}  # wall time of the first skewed message in a row
         self._skewed: set[str] = set()  # beds with clock_skew active
         self._log_drop = LogLimiter(log)
+        self._n_holes = 0
 
     # -- start-up ------------------------------------------------------------------------
     def restore(self) -> int:
@@ -267,6 +274,18 @@ class AlertingCore:
                                                                 detail=detail)))
 
     def _beats(self, bed: str, msg: protocol.BeatsMessage, topic: str) -> None:
+        known = self._analysed.get(bed)
+        since = msg.analysed_from
+        if since is not None and known is not None and since > known:
+            # the detector's unbroken analysis began after what it had analysed before: a hole
+            # (detector restart, lost samples) is no pause or asystole, the clocks restart
+            self._analysed[bed] = since
+            self.holes.inc()
+            self._n_holes += 1
+            if self._n_holes <= 20 or self._n_holes % 1000 == 0:  # a detector restart: every bed
+                log.info("bed %s: no analysis from %.2f to %.2f (%.1f s, hole #%d): gap clocks "
+                         "restart", bed, known, since, since - known, self._n_holes)
+            self.commit(self.policy.restart_gap(bed, since))
         self._beat_list(bed, msg.beats, topic)
         marks = [b.t for b in msg.beats if b.bed == bed]
         if msg.analysed_until is not None:
@@ -411,19 +430,33 @@ def _times(msg: Any) -> list[float]:
     return []
 
 
+# Reconnect backoff bounds (s): a broker that comes back is used again within a few seconds.
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 2
+# Kinds subscribed at QoS 1 in the persistent session, so the broker keeps them while the service
+# is away (restart, crash) and hands them over on reconnect; samples (waveform only) are QoS 0.
+DURABLE_KINDS = ("beats", "events", "status")
+
+
 class MqttLink:
-    """paho-mqtt 2 client in its own thread; messages are handed to the asyncio loop."""
+    """paho-mqtt 2 client in its own thread; messages are handed to the asyncio loop.
+
+    The session is durable (docs/faults.md): a fixed client id per alerting instance
+    (`alerting-{ward}` unless configured) and a persistent session (clean_session False), so
+    the beats and events published while the service was down are delivered when it is back.
+    """
 
     def __init__(self, config: AlertingConfig, loop: asyncio.AbstractEventLoop,
                  on_message: Callable[[str, bytes], None]) -> None:
         self.config = config
         self.loop = loop
         self.connected = threading.Event()
-        client_id = config.mqtt_client_id or f"alerting-{config.ward}-{uuid.uuid4().hex[:8]}"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client_id = config.mqtt_client_id or f"alerting-{config.ward}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                  clean_session=False)
         mqtt_auth.apply_files(self.client, config.mqtt_username, config.mqtt_password_file,
                               config.mqtt_ca_file)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -446,11 +479,13 @@ class MqttLink:
         if getattr(reason, "is_failure", False):
             log.error("MQTT connect refused: %s", reason)
             return
-        subs = [(topics.subscription(kind, ward=self.config.ward), 1) for kind in KINDS]
+        subs = [(topics.subscription(kind, ward=self.config.ward),
+                 1 if kind in DURABLE_KINDS else 0) for kind in KINDS]
         client.subscribe(subs)
         self.connected.set()
-        log.info("MQTT connected to %s:%d, ward %s", self.config.mqtt_host,
-                 self.config.mqtt_port, self.config.ward)
+        log.info("MQTT connected to %s:%d as %s, ward %s (session %s)", self.config.mqtt_host,
+                 self.config.mqtt_port, self.client_id, self.config.ward,
+                 "resumed" if getattr(_f, "session_present", False) else "new")
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any,
                        _p: object) -> None:

@@ -31,12 +31,12 @@ class DetectorConfig:
     signal_timeout_s: float = 5.0  # no chunk this long: signal_lost event, bed inactive
     max_fill_s: float = 10.0  # longer gaps restart the bed's pipeline instead of NaN-filling
     qos_in: int = 0  # subscription QoS for samples (status is always QoS 1)
-    qos_beats: int = 0
+    qos_beats: int = 1  # QoS 1: a durable subscriber (alerting) gets what it missed (faults.md)
     qos_events: int = 1
     http_host: str = "0.0.0.0"
     http_port: int = 8000  # /metrics, /healthz, POST /v1/score; 0 = any free port
     reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    reconnect_max_s: float = 3.0  # capped: a broker that is back is used within a few seconds
     keepalive_s: int = 30
     client_id: str = "detector"  # the broker of `make ward` replaces it with the username
     mqtt_username: str = ""  # empty: connect anonymously (docs/security.md)

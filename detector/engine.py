@@ -75,6 +75,9 @@ class Bed:
     queued: int = 0  # beats waiting in the batcher
     last_beat_t: float = -math.inf  # signal time of the newest published beat
     mark_t: float = -math.inf  # newest analysis watermark published
+    # where the unbroken analysis began (a new stream or a hole in the samples restarts it): sent
+    # as `analysed_from`, so alerting never measures a pause or asystole across a hole
+    span_from: float | None = None
     classes: PatientClasses | None = None  # beat-class state, made on the first classified beat
     rhythms: RhythmAnalyser = field(default_factory=RhythmAnalyser)  # VT/SVT/AF/VF, noisy
 
@@ -228,6 +231,9 @@ class DetectorEngine:
             return pubs
         bed.last_rx = now
         bed.last_signal_t = chunk.t0 + chunk.duration_s
+        if out.restart or any(e.type == "gap" and e.detail.get("missing_samples")
+                              for e in out.events):
+            bed.span_from = chunk.t0
         if bed.offline and now - bed.offline_rx > OFFLINE_CONTRADICTED_S:
             bed.offline = False
             detail = {"contradicted_by": "samples"}
@@ -265,7 +271,7 @@ class DetectorEngine:
         if bed.queued or until - bed.last_beat_t < WATERMARK_AFTER_S or until <= bed.mark_t:
             return []
         bed.mark_t = until
-        payload = encode_beats((), analysed_until=until)
+        payload = encode_beats((), analysed_until=until, analysed_from=bed.span_from)
         return [Publication(beats_topic(bed.ward, bed.bed), payload, self.settings.qos_beats)]
 
     def _on_status(
@@ -354,12 +360,15 @@ class DetectorEngine:
                     )
                 )
         for (ward, bed_name), results in by_bed.items():
+            rbed = self.beds.get((ward, bed_name))
+            since = None if rbed is None else rbed.span_from
             pubs.append(
                 Publication(
-                    beats_topic(ward, bed_name), encode_beats(results), self.settings.qos_beats
+                    beats_topic(ward, bed_name),
+                    encode_beats(results, analysed_from=since),
+                    self.settings.qos_beats,
                 )
             )
-            rbed = self.beds.get((ward, bed_name))
             if rbed is not None:  # rhythm episodes from the classified beats, in time order
                 changes = rbed.rhythms.feed_beats(
                     RhythmBeat(r.sample, r.t, r.rr_s, r.hr_bpm, r.cls, r.score) for r in results

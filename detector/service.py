@@ -177,6 +177,7 @@ class DetectorService:
         c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id)
         mqtt_auth.apply_files(c, cfg.mqtt_username, cfg.mqtt_password_file, cfg.mqtt_ca_file)
         c.max_queued_messages_set(100_000)
+        c.max_inflight_messages_set(1000)  # QoS 1 beats: acks must not throttle publication
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message

@@ -420,16 +420,27 @@ def beat_to_dict(beat: BeatResult) -> dict[str, Any]:
     return doc
 
 
-def encode_beats(beats: Sequence[BeatResult], analysed_until: float | None = None) -> bytes:
+def encode_beats(
+    beats: Sequence[BeatResult],
+    analysed_until: float | None = None,
+    analysed_from: float | None = None,
+) -> bytes:
     """One beats message: `{"beats": [...]}`; the detector sends one per bed per batch.
 
     `analysed_until` (unix s), when given, promises that every beat of the bed whose R-peak is
     before that time has been published: during a pause the detector sends it with no beats, so
     an asystole can be told from a detector that is merely slow.
+
+    `analysed_from` (unix s), when given, is where the detector's current unbroken analysis of
+    the bed began (its stream started, restarted or resumed after a hole in the samples): a
+    receiver that knows the bed analysed only up to an earlier time has a hole in between, and
+    never measures a pause or asystole across it (docs/faults.md).
     """
     doc: dict[str, Any] = {"beats": [beat_to_dict(b) for b in beats]}
     if analysed_until is not None:
         doc["analysed_until"] = round(float(analysed_until), 4)
+    if analysed_from is not None:
+        doc["analysed_from"] = round(float(analysed_from), 4)
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -472,6 +483,7 @@ class BeatsMessage:
 
     beats: list[BeatResult]
     analysed_until: float | None = None
+    analysed_from: float | None = None  # start of the detector's unbroken analysis (faults.md)
 
 
 def decode_beats_message(payload: bytes | str) -> BeatsMessage:
@@ -484,7 +496,10 @@ def decode_beats_message(payload: bytes | str) -> BeatsMessage:
         until = _opt_float(doc, "analysed_until")
         if until is not None and not math.isfinite(until):
             raise BadField("analysed_until", "must be a finite unix time")
-        return BeatsMessage([beat_from_dict(d) for d in items], until)
+        since = _opt_float(doc, "analysed_from")
+        if since is not None and not math.isfinite(since):
+            raise BadField("analysed_from", "must be a finite unix time")
+        return BeatsMessage([beat_from_dict(d) for d in items], until, since)
     return BeatsMessage([beat_from_dict(doc)])
 
 

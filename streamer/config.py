@@ -30,7 +30,7 @@ class StreamerConfig:
     duration_s: float | None = None  # seconds of signal per bed, then stop; None = forever
     json_payload: bool = False  # send the JSON form instead of binary
     reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    reconnect_max_s: float = 3.0  # capped: a broker that is back is used within a few seconds
     keepalive_s: int = 30
     client_prefix: str = "streamer"  # client ids; with credentials, each device's username
     device_credentials: str = ""  # streamer-devices.json (ecgcommon.provision); empty: anonymous

@@ -28,7 +28,8 @@ const rhythmLevel = (r) => !r ? "" : /^(VF|VT|ASYS)/.test(r) ? "r-high"
 const DEFAULT_WINDOW = { pre_s: 0.24, post_s: 0.40, fs: 100, n_points: 64 };
 
 // Counters the browser tests read; they never grow beyond a few numbers.
-const stats = { wsFrames: 0, framesDrawn: 0, samplesIn: 0, acks: 0, connected: false };
+const stats = { wsFrames: 0, framesDrawn: 0, samplesIn: 0, acks: 0, connected: false,
+  live: false, heartbeats: 0 };
 window.__ecg = stats;
 
 // ---------------------------------------------------------------- token and API
@@ -226,14 +227,15 @@ class BedTile {
     const leadOff = v.lead_ok === false;
     const offline = st.state === "offline" || st.device_offline === true;
     const noSignal = st.signal_lost === true;
-    const unusable = leadOff || offline || noSignal;
+    const unusable = !feedLive || leadOff || offline || noSignal;
     const hr = v.hr_bpm;
     this.hrEl.textContent = unusable ? "---" : hr == null ? "--" : String(Math.round(hr));
     this.hrEl.classList.toggle("stale", unusable || hr == null);
     const rhythm = unusable ? "" : v.rhythm || "";
     this.rhythmEl.textContent = rhythm;
     this.rhythmEl.className = "rhythm " + rhythmLevel(rhythm);
-    this.leadEl.textContent = offline ? "OFFLINE" : noSignal ? "NO SIGNAL" : leadOff ? "LEAD OFF"
+    this.leadEl.textContent = !feedLive || offline ? "OFFLINE" : noSignal ? "NO SIGNAL"
+      : leadOff ? "LEAD OFF"
       : st.noisy === true ? "NOISY" : "";
     this.leadEl.classList.toggle("bad", unusable || st.noisy === true);
     const a = v.alarm;
@@ -365,12 +367,41 @@ function connect() {
   };
 }
 
+// The feed is LIVE only while the websocket is open, its heartbeats (1 s) keep coming and they
+// say the alerting service has its message bus; otherwise OFFLINE, and no bed shows live values.
+const HEARTBEAT_TIMEOUT_MS = 3000;
+let wsUp = false;
+let busUp = false;
+let lastHeartbeat = 0;
+let feedLive = false;
+
 function setConn(up) {
   stats.connected = up;
-  const el = $("conn");
-  el.textContent = up ? "LIVE" : "OFFLINE";
-  el.className = "conn " + (up ? "conn-up" : "conn-down");
+  wsUp = up;
+  if (!up) busUp = false;
+  checkFeed();
 }
+
+function checkFeed() {
+  const fresh = wsUp && Date.now() - lastHeartbeat < HEARTBEAT_TIMEOUT_MS;
+  const live = fresh && busUp;
+  const why = !wsUp ? "no connection to the alerting service"
+    : !fresh ? "no heartbeat from the alerting service"
+    : !busUp ? "the alerting service has lost the message bus" : "";
+  stats.live = live;
+  const el = $("conn");
+  el.textContent = live ? "LIVE" : "OFFLINE";
+  el.className = "conn " + (live ? "conn-up" : "conn-down");
+  const banner = $("offline-banner");
+  banner.hidden = live;
+  banner.textContent = live ? "" : `OFFLINE: ${why}. Bed values are not live; check the patients.`;
+  if (live !== feedLive) {
+    feedLive = live;
+    document.body.classList.toggle("feed-down", !live);
+    for (const t of beds.values()) if (t.vitals) t.setVitals(t.vitals);
+  }
+}
+setInterval(checkFeed, 500);
 
 function handle(msg) {
   if (msg.type === "hello") {
@@ -388,6 +419,11 @@ function handle(msg) {
     for (const [bed, w] of Object.entries(msg.wave)) bedTile(bed).ingest(w);
     for (const [bed, v] of Object.entries(msg.vitals)) bedTile(bed).setVitals(v);
     if (detailBed && msg.beats.some((b) => b.bed === detailBed)) detailDirty = true;
+  } else if (msg.type === "heartbeat") {
+    stats.heartbeats += 1;
+    lastHeartbeat = Date.now();
+    busUp = msg.bus_connected === true;
+    checkFeed();
   } else if (msg.type === "alarm") {
     upsertAlarm(msg.alarm);
     if (msg.bed) bedTile(msg.bed.bed).setVitals(msg.bed);
