@@ -49,7 +49,7 @@ eval-model: venv
 # engine -> alerting core, a nurse acknowledging after 30 s) on every annotated record of DATA_DIR,
 # scored against the reference (EC57 beats, VT/VF/AF/SVT episodes, alarms): reports/arrhythmia.json.
 # cudb: make eval-arrhythmia DATA_DIR=../shared/data/cudb OUT=reports/arrhythmia-cudb.json
-# Noise stress (nstdb recipe, em and ma noise at 12, 6 and 0 dB on MIT-BIH 100, 103, 118, 119
+# Noise stress (nstdb recipe, em and ma noise at 12, 6 and 0 dB on MIT-BIH 100, 118, 119
 # unless RECORDS says otherwise): make eval-noise -> reports/arrhythmia-noise.json
 .PHONY: eval-arrhythmia eval-noise
 eval-arrhythmia: venv
