@@ -422,8 +422,9 @@ def _times(msg: Any) -> list[float]:
         return [msg.t0, msg.t0 + msg.duration_s]
     if isinstance(msg, protocol.BeatsMessage):
         out = [b.t for b in msg.beats]
-        if msg.analysed_until is not None:
-            out.append(msg.analysed_until)
+        for mark in (msg.analysed_until, getattr(msg, "analysed_from", None)):
+            if mark is not None:
+                out.append(mark)
         return out
     if isinstance(msg, protocol.Event):
         return [msg.t]
