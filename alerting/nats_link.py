@@ -105,6 +105,16 @@ class NatsLink:
                 await asyncio.sleep(1.0)
 
     async def _run(self) -> None:
+        while True:  # a refused setup (no stream leader yet, say) is tried again, not fatal
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("NATS session failed (%s); starting again", exc)
+                await asyncio.sleep(1.0)
+
+    async def _session(self) -> None:
         await self._connect()
         try:
             js = self.nc.jetstream()

@@ -19,7 +19,7 @@ PART = "part"
 INPUT_KINDS = ("samples", "status")  # partitioned, consumed by the detector workers
 OUTPUT_KINDS = ("beats", "events")  # the detector's results, consumed durably by alerting
 IN_STREAM = "ECG_IN"  # part.> : device samples and status, in order per partition
-OUT_STREAM = "ECG_OUT"  # ecg.v1.*.*.beats|events : results, deduplicated by message id
+OUT_STREAM = "ECG_OUT"  # ecg.v1.*.*.* : results (and alarms), deduplicated by message id
 LEASES = "ecg_leases"  # KV: partition -> owning worker, with a TTL
 MEMBERS = "ecg_members"  # KV: live workers, with a TTL
 CHECKPOINTS = "ecg_ckpt"  # KV: per-bed detector state and the stream sequence it covers
@@ -115,7 +115,9 @@ def live_filter(ward: str) -> str:
 
 
 def output_subjects() -> list[str]:
-    return [f"{PREFIX}.{VERSION}.*.*.{kind}" for kind in OUTPUT_KINDS]
+    """ECG_OUT's subjects: every unmapped kind (beats, events, and alerting's alarms); one
+    wildcard, since a 2.9 consumer filters on one subject that must lie within one of them."""
+    return [f"{PREFIX}.{VERSION}.*.*.*"]
 
 
 def mappings(partitions: int = PARTITIONS) -> dict[str, str]:

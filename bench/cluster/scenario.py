@@ -1,0 +1,263 @@
+"""Pieces of a cluster run, shared by tests/test_nats_cluster.py and `make bench-cluster`:
+detector workers as processes, a real-time device feeder over NATS's MQTT port, an observer of
+every result on the bus, and the reference beats of the same chunks analysed by one engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from ecgcommon.records import load_record
+from streamer.core import Source, make_streams, schedule
+
+ROOT = Path(__file__).resolve().parents[2]
+FS = 360.0
+
+
+def start_worker(
+    bus: str,
+    worker_id: str,
+    ward: str,
+    log: Path,
+    *,
+    checkpoint_s: float = 2.0,
+    lease_ttl_s: float = 3.0,
+    extra: list[str] | None = None,
+) -> subprocess.Popen:
+    """`python -m detector` as one worker of the NATS bus."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ECG_DETECTOR_TOKEN": "bench-token-0123"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "detector",
+        "--bus",
+        bus,
+        "--worker-id",
+        worker_id,
+        "--ward",
+        ward,
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--checkpoint-s",
+        str(checkpoint_s),
+        "--lease-ttl-s",
+        str(lease_ttl_s),
+        *(extra or []),
+    ]
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def sources(data_dir: str | Path | None, records: list[str], seconds: float) -> list[Source]:
+    return [
+        Source.from_record(
+            load_record(r, data_dir, annotations=False, sampto=int(FS * (seconds + 400)))
+        )
+        for r in records
+    ]
+
+
+class Feeder(threading.Thread):
+    """Devices in real time: `beds` beds of the records, 0.5 s chunks, over MQTT (QoS 1)."""
+
+    def __init__(
+        self,
+        port: int,
+        ward: str,
+        srcs: list[Source],
+        beds: int,
+        seconds: float,
+        chunk_s: float = 0.5,
+    ) -> None:
+        super().__init__(name="feeder", daemon=True)
+        self.t_start = time.time() + 0.5
+        self.streams = make_streams(
+            srcs,
+            ward,
+            beds,
+            chunk_s,
+            t_start=self.t_start,
+            stride_s=61.0,
+            max_samples=int(round(seconds * FS)),
+        )
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"feeder-{ward}")
+        self.client.max_queued_messages_set(0)
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        self.sent = 0
+        self.stop_event = threading.Event()
+        self.payloads: list[tuple[str, bytes]] = []  # every chunk, for the reference analysis
+
+    def run(self) -> None:
+        mono0 = time.monotonic() + (self.t_start - time.time())
+        for msg in schedule(self.streams):
+            wait = mono0 + msg.due_s - time.monotonic()
+            if wait > 0 and self.stop_event.wait(wait):
+                break
+            self.client.publish(msg.topic, msg.payload, qos=1)
+            self.payloads.append((msg.topic, msg.payload))
+            self.sent += 1
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.join(5)
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@dataclass
+class Seen:
+    """Results seen on the bus."""
+
+    beats: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # bed: (sample, rx)
+    ids: dict[str, int] = field(default_factory=dict)  # beat id: times seen
+    events: list[dict] = field(default_factory=list)
+
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.ids.values() if n > 1)
+
+
+class Observer(threading.Thread):
+    """Every beat and event of the ward on the bus (core NATS), with its receipt time."""
+
+    def __init__(self, servers: list[str], ward: str) -> None:
+        super().__init__(name="observer", daemon=True)
+        self.servers, self.ward = servers, ward
+        self.seen = Seen()
+        self.ready = threading.Event()
+        self._done = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        import nats
+
+        nc = await nats.connect(
+            servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.3
+        )
+
+        async def on_msg(msg: object) -> None:
+            now = time.time()
+            kind = msg.subject.rsplit(".", 1)[1]  # type: ignore[attr-defined]
+            doc = json.loads(msg.data)  # type: ignore[attr-defined]
+            with self.lock:
+                if kind == "beats":
+                    for b in doc.get("beats", []):
+                        self.seen.beats.setdefault(b["bed"], []).append((b["sample"], now))
+                        self.seen.ids[b["beat_id"]] = self.seen.ids.get(b["beat_id"], 0) + 1
+                else:
+                    doc["rx"] = now
+                    self.seen.events.append(doc)
+
+        await nc.subscribe(f"ecg.v1.{self.ward}.*.beats", cb=on_msg, pending_msgs_limit=-1)
+        await nc.subscribe(f"ecg.v1.{self.ward}.*.events", cb=on_msg, pending_msgs_limit=-1)
+        await nc.flush()
+        self.ready.set()
+        while not self._done.is_set():
+            await asyncio.sleep(0.1)
+        await nc.close()
+
+    def close(self) -> None:
+        self._done.set()
+        self.join(5)
+
+
+def reference_beats(payloads: list[tuple[str, bytes]]) -> dict[str, list[int]]:
+    """The beat samples one engine finds in the same chunks (the ground truth of a run)."""
+    from prometheus_client import CollectorRegistry
+
+    from detector.config import DetectorConfig
+    from detector.service import DetectorService
+
+    svc = DetectorService(
+        DetectorConfig(http_port=0, http_host="127.0.0.1"), registry=CollectorRegistry()
+    )
+    try:
+        engine = svc.engine
+        pubs = []
+        now = time.monotonic()
+        for topic, payload in payloads:
+            pubs += engine.handle(topic, payload, now)
+        pubs += engine.flush(now)
+    finally:
+        svc.http.server_close()
+    out: dict[str, list[int]] = {}
+    for p in pubs:
+        if p.topic.endswith("/beats"):
+            for b in json.loads(p.payload).get("beats", []):
+                out.setdefault(b["bed"], []).append(b["sample"])
+    return {bed: sorted(s) for bed, s in out.items()}
+
+
+def compare(seen: Seen, ref: dict[str, list[int]]) -> dict[str, int]:
+    """Missing and extra beats against the reference, and repeats of one beat id."""
+    missing = extra = 0
+    for bed, samples in ref.items():
+        got = {s for s, _ in seen.beats.get(bed, [])}
+        missing += len(set(samples) - got)
+        extra += len(got - set(samples))
+    return {"missing": missing, "extra": extra, "duplicates": seen.duplicates()}
+
+
+def max_silence_s(seen: Seen, after: float) -> float:
+    """Longest wait between two beats of one bed received after `after` (unix time)."""
+    worst = 0.0
+    for rows in seen.beats.values():
+        times = sorted(rx for _, rx in rows if rx >= after)
+        worst = max([worst] + [b - a for a, b in zip(times, times[1:], strict=False)])
+    return worst
+
+
+async def _lease_owners(servers: list[str]) -> dict[int, str]:
+    import nats
+
+    from ecgcommon.subjects import LEASES
+
+    nc = await nats.connect(servers=servers, connect_timeout=2)
+    try:
+        kv = await nc.jetstream().key_value(LEASES)
+        out = {}
+        try:
+            keys = await kv.keys()
+        except Exception:
+            keys = []
+        for key in keys:
+            try:
+                out[int(key[1:])] = (await kv.get(key)).value.decode()
+            except Exception:
+                pass
+        return out
+    finally:
+        await nc.close()
+
+
+def lease_owners(servers: list[str]) -> dict[int, str]:
+    """Partition -> the worker holding its lease now."""
+    try:
+        return asyncio.run(_lease_owners(servers))
+    except Exception:
+        return {}
+
+
+def wait_owned(servers: list[str], partitions: int, owners: set[str], timeout: float) -> bool:
+    """Every partition leased, by exactly the workers `owners`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = lease_owners(servers)
+        if len(got) == partitions and set(got.values()) == owners:
+            return True
+        time.sleep(0.3)
+    return False
