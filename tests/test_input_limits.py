@@ -341,3 +341,56 @@ def test_alerting_junk_bed_names_never_lock_a_new_real_bed_out(
         assert wait_for(lambda: newest_beat_t(svc.port, "1") > t0, timeout=10)
     finally:
         pub.close()
+
+
+# ---------------------------------------------------------------- the limits themselves
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b'{"seq":1,"first_sample":0,"t0":1' + b"0" * 400 + b',"fs":360,"samples":[1]}',
+         "bad_number"),
+        (b'{"seq":1,"first_sample":0,"t0":1e999,"fs":360,"samples":[1]}', "bad_number"),
+        (b'{"seq":1,"first_sample":0,"t0":NaN,"fs":360,"samples":[1]}', "bad_number"),
+        (b'{"seq":1,"first_sample":0,"t0":1,"fs":100000,"samples":[1]}', "bad_fs"),
+        (b'{"seq":1,"first_sample":0,"t0":1,"fs":99.9,"samples":[1]}', "bad_fs"),
+        (b'{"seq":1,"first_sample":0,"t0":1,"fs":360,"samples":[' + b"1," * 10_000 + b"1]}",
+         "bad_samples"),
+        (b'{"samples":' + b"[" * 100_000, "bad_json"),
+    ],
+)
+def test_decoders_refuse_out_of_limit_chunks_with_a_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(protocol.DecodeError) as err:
+        protocol.decode_samples(payload)
+    assert err.value.reason == reason
+
+
+def test_binary_chunks_over_the_sample_limit_are_refused() -> None:
+    n = limits.MAX_CHUNK_SAMPLES + 1
+    chunk = SampleChunk(0, 0, 1.0, 1000.0, 1.0, "mV", ("I",), np.zeros((n, 1), np.int16))
+    with pytest.raises(protocol.DecodeError) as err:
+        protocol.decode_samples(encode_samples(chunk))
+    assert err.value.reason == "bad_samples"
+
+
+@pytest.mark.parametrize("name", ["a" * 65, "bed:1", "bed 1", "-x", ".", "béd", ""])
+def test_bed_names_outside_the_limits_are_refused_on_parse(name: str) -> None:
+    from ecgcommon.topics import TopicError, parse_topic
+
+    with pytest.raises(TopicError):
+        parse_topic(f"ecg/v1/ward-a/{name}/samples")
+    assert parse_topic(f"ecg/v1/ward-a/{'b' * 64}/samples").bed == "b" * 64
+
+
+def test_drops_are_logged_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    limiter = limits.LogLimiter(logging.getLogger("limits-test"))
+    with caplog.at_level(logging.WARNING, logger="limits-test"):
+        for i in range(2500):
+            limiter("bad_fs", "drop %d", i)
+        limiter("bad_json", "other")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 5 + 2 + 1  # the first 5, the 1000th and 2000th, and a new reason
+    assert "#2000" in lines[-2] and "bad_json" in lines[-1]
