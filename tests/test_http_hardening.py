@@ -229,8 +229,12 @@ def detector(broker) -> Iterator[DetectorService]:
 
 def _detector(cfg: DetectorConfig) -> DetectorService:
     onnx = OnnxScorer(cfg.model_dir)  # the autoencoder only: enough for the HTTP side
-    return DetectorService(cfg, registry=CollectorRegistry(), scorer=onnx,
-                           anomaly=AnomalyConfig.from_manifest(onnx.manifest))
+    return DetectorService(
+        cfg,
+        registry=CollectorRegistry(),
+        scorer=onnx,
+        anomaly=AnomalyConfig.from_manifest(onnx.manifest),
+    )
 
 
 def _post(port: int, body: bytes, token: str | None, extra: str = "") -> bytes:

@@ -83,8 +83,9 @@ class Pub(Publisher):
 
     def __init__(self, broker: Broker, ward: str) -> None:
         self.ward = ward
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"attacker-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"attacker-{uuid.uuid4().hex[:8]}"
+        )
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         self.seq: dict[str, int] = {}
@@ -116,8 +117,15 @@ def raw(data_dir: Path) -> np.ndarray:
 def detector(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
     cfg = DetectorConfig(
-        host=broker.host, port=broker.port, ward=unique_ward, http_host="127.0.0.1",
-        http_port=0, signal_timeout_s=1.5, max_wait_s=0.02, model_dir=model_dir, max_beds=64,
+        host=broker.host,
+        port=broker.port,
+        ward=unique_ward,
+        http_host="127.0.0.1",
+        http_port=0,
+        signal_timeout_s=1.5,
+        max_wait_s=0.02,
+        model_dir=model_dir,
+        max_beds=64,
     )
     svc = detector_service(cfg)
     svc.start()
@@ -130,8 +138,12 @@ def detector(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
 def detector_service(cfg: DetectorConfig) -> DetectorService:
     """The real detector with the real autoencoder (the beat-class network is not needed here)."""
     onnx = OnnxScorer(cfg.model_dir)
-    return DetectorService(cfg, registry=CollectorRegistry(), scorer=onnx,
-                           anomaly=AnomalyConfig.from_manifest(onnx.manifest))
+    return DetectorService(
+        cfg,
+        registry=CollectorRegistry(),
+        scorer=onnx,
+        anomaly=AnomalyConfig.from_manifest(onnx.manifest),
+    )
 
 
 def bad(svc: DetectorService, reason: str) -> float:
@@ -154,18 +166,27 @@ def test_detector_first_sample_jump_fs_declaration_and_junk_beds_leave_the_bed_m
         assert wait_for(lambda: len(sub.beats_of("07")) >= 5, timeout=20)
         topic = samples_topic(unique_ward, "07")
         # one chunk 2^40 samples ahead: a new stream, then the real one is a new stream again
-        jump = SampleChunk(dev.k, 2**40, time.time(), FS, 200.0, "mV", ("MLII",),
-                           raw[:CHUNK].reshape(-1, 1))
+        jump = SampleChunk(
+            dev.k, 2**40, time.time(), FS, 200.0, "mV", ("MLII",), raw[:CHUNK].reshape(-1, 1)
+        )
         evil.send(topic, encode_samples(jump))
         # 100 kHz declared: refused by the decoder, counted
-        evil.send(topic, encode_samples_json(SampleChunk(
-            dev.k, 0, time.time(), 100_000.0, 1.0, "mV", ("I",), np.zeros((100, 1)))))
+        evil.send(
+            topic,
+            encode_samples_json(
+                SampleChunk(dev.k, 0, time.time(), 100_000.0, 1.0, "mV", ("I",), np.zeros((100, 1)))
+            ),
+        )
         # 10k junk bed names: valid and invalid, every one refused or bounded
         for i in range(10_000):
             name = f"junk{i}" if i % 2 else f"junk:{i}"  # ':' is not allowed in a bed name
-            evil.client.publish(samples_topic(unique_ward, name) if i % 2 else
-                                f"ecg/v1/{unique_ward}/{name}/samples",
-                                encode_samples(jump), qos=0)
+            evil.client.publish(
+                samples_topic(unique_ward, name)
+                if i % 2
+                else f"ecg/v1/{unique_ward}/{name}/samples",
+                encode_samples(jump),
+                qos=0,
+            )
         mark = dev.k * CHUNK
         # the real bed keeps getting beats from chunks sent after all of it
         assert wait_for(lambda: beats_after(sub, "07", mark + int(4 * FS)) >= 5, timeout=30)
@@ -191,13 +212,31 @@ def test_detector_chunks_that_cannot_be_analysed_raise_signal_lost(
         topic = samples_topic(unique_ward, "03")
         t0 = time.time()
         for k in range(8):  # the bed streams ...
-            evil.send(topic, encode_samples(SampleChunk(
-                k, k * CHUNK, t0 + k * CHUNK / FS, FS, 200.0, "mV", ("MLII",),
-                raw[k * CHUNK : (k + 1) * CHUNK].reshape(-1, 1))))
+            evil.send(
+                topic,
+                encode_samples(
+                    SampleChunk(
+                        k,
+                        k * CHUNK,
+                        t0 + k * CHUNK / FS,
+                        FS,
+                        200.0,
+                        "mV",
+                        ("MLII",),
+                        raw[k * CHUNK : (k + 1) * CHUNK].reshape(-1, 1),
+                    )
+                ),
+            )
         # ... then only sends chunks that cannot be analysed: duplicates and a bad rate
         for _ in range(30):
-            evil.send(topic, encode_samples(SampleChunk(
-                7, 7 * CHUNK, t0, FS, 200.0, "mV", ("MLII",), raw[:CHUNK].reshape(-1, 1))))
+            evil.send(
+                topic,
+                encode_samples(
+                    SampleChunk(
+                        7, 7 * CHUNK, t0, FS, 200.0, "mV", ("MLII",), raw[:CHUNK].reshape(-1, 1)
+                    )
+                ),
+            )
             evil.send(topic, b'{"seq":1,"first_sample":0,"t0":1,"fs":5e4,"samples":[1,2]}')
             time.sleep(0.1)
         assert wait_for(lambda: any(e.active for e in sub.events_of("03", "signal_lost")), 10)
@@ -219,8 +258,14 @@ def test_detector_offline_status_is_overruled_by_samples_still_flowing(
         assert wait_for(lambda: len(sub.beats_of("05")) >= 3, timeout=20)
         status = encode_status(protocol.Status("offline", time.time() - 60, "forged"))
         evil.send(status_topic(unique_ward, "05"), status, retain=True)
-        assert wait_for(lambda: [e for e in sub.events_of("05", "device_offline") if not e.active
-                                 and e.detail.get("contradicted_by") == "samples"], 10)
+        assert wait_for(
+            lambda: [
+                e
+                for e in sub.events_of("05", "device_offline")
+                if not e.active and e.detail.get("contradicted_by") == "samples"
+            ],
+            10,
+        )
         # a detector that subscribes later gets the retained status: older than the samples
         # it then sees, it is ignored (counted), and no device_offline is raised at all
         n_before = len(sub.events_of("05", "device_offline"))
@@ -330,8 +375,10 @@ def test_alerting_junk_bed_names_never_lock_a_new_real_bed_out(
         assert len(get_json(svc.port, "/api/beds")["beds"]) <= 20
         time.sleep(1.2)  # junk beds are idle now
         t0 = time.time()
-        beats = [beat(unique_ward, "real", round((0.2 + i * 0.8) * FS), FS, t0,
-                      None if i == 0 else 0.8) for i in range(3)]
+        beats = [
+            beat(unique_ward, "real", round((0.2 + i * 0.8) * FS), FS, t0, None if i == 0 else 0.8)
+            for i in range(3)
+        ]
         pub.stream("real", t0, np.zeros(int(2.5 * FS)), beats)
         summary = wait_for(lambda: http(svc.port, "/api/beds/real")[0] == 200, timeout=10)
         assert summary
@@ -349,14 +396,18 @@ def test_alerting_junk_bed_names_never_lock_a_new_real_bed_out(
 @pytest.mark.parametrize(
     "payload, reason",
     [
-        (b'{"seq":1,"first_sample":0,"t0":1' + b"0" * 400 + b',"fs":360,"samples":[1]}',
-         "bad_number"),
+        (
+            b'{"seq":1,"first_sample":0,"t0":1' + b"0" * 400 + b',"fs":360,"samples":[1]}',
+            "bad_number",
+        ),
         (b'{"seq":1,"first_sample":0,"t0":1e999,"fs":360,"samples":[1]}', "bad_number"),
         (b'{"seq":1,"first_sample":0,"t0":NaN,"fs":360,"samples":[1]}', "bad_number"),
         (b'{"seq":1,"first_sample":0,"t0":1,"fs":100000,"samples":[1]}', "bad_fs"),
         (b'{"seq":1,"first_sample":0,"t0":1,"fs":99.9,"samples":[1]}', "bad_fs"),
-        (b'{"seq":1,"first_sample":0,"t0":1,"fs":360,"samples":[' + b"1," * 10_000 + b"1]}",
-         "bad_samples"),
+        (
+            b'{"seq":1,"first_sample":0,"t0":1,"fs":360,"samples":[' + b"1," * 10_000 + b"1]}",
+            "bad_samples",
+        ),
         (b'{"samples":' + b"[" * 100_000, "bad_json"),
     ],
 )
