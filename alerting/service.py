@@ -276,6 +276,10 @@ class AlertingCore:
     def _beats(self, bed: str, msg: protocol.BeatsMessage, topic: str) -> None:
         known = self._analysed.get(bed)
         since = msg.analysed_from
+        newest = [b.t for b in msg.beats if b.bed == bed] + (
+            [] if msg.analysed_until is None else [msg.analysed_until])
+        if since is not None:  # never past the message's own (skew-checked) times
+            since = min(since, max(newest)) if newest else None
         if since is not None and known is not None and since > known:
             # the detector's unbroken analysis began after what it had analysed before: a hole
             # (detector restart, lost samples) is no pause or asystole, the clocks restart
@@ -422,9 +426,10 @@ def _times(msg: Any) -> list[float]:
         return [msg.t0, msg.t0 + msg.duration_s]
     if isinstance(msg, protocol.BeatsMessage):
         out = [b.t for b in msg.beats]
-        for mark in (msg.analysed_until, getattr(msg, "analysed_from", None)):
-            if mark is not None:
-                out.append(mark)
+        # not analysed_from: it is where the stream began (hours ago is fine); `_beats` never
+        # lets it past this message's own checked times
+        if msg.analysed_until is not None:
+            out.append(msg.analysed_until)
         return out
     if isinstance(msg, protocol.Event):
         return [msg.t]
