@@ -316,3 +316,18 @@ def test_small_real_run_mitdb_and_cudb(tmp_path: Path) -> None:
     assert rec["fs"] == 250.0 and rec["leads"] == 1
     assert doc["lethal"]["n"] == 1 and doc["episodes"]["vf"]["n"] == 1  # VF from 214 s
     assert doc["beats"]["records"] == ["cu01"]  # not MIT-BIH: every record's beats count
+
+
+@pytest.mark.slow
+def test_a_ward_of_records_gives_each_record_what_it_gives_alone() -> None:
+    from bench.arrhythmia.chain import run_chain, run_ward
+    from ecgcommon.records import load_record
+
+    recs = [load_record(n, DATA / "mitdb", sampto=int(90 * FS)) for n in ("100", "233", "119")]
+    together = run_ward(recs)
+    alone = run_chain(recs[2])  # the third bed plays with the largest phase within a chunk
+    assert together[2].beat_t.size == alone.beat_t.size > 80
+    assert np.allclose(together[2].beat_t, alone.beat_t, atol=1e-3)
+    assert together[2].beat_cls == alone.beat_cls
+    assert [a["type"] for a in together[2].alarms] == [a["type"] for a in alone.alarms]
+    assert together[0].beat_t[0] < 1.5 and together[1].beat_t.size != together[0].beat_t.size

@@ -66,26 +66,30 @@ class AlarmLog:
                 "bed": alarm.bed,
                 "type": alarm.type.value,
                 "priority": alarm.priority.value,
-                "started_at": alarm.started_at - T0,
+                "started_at": alarm.started_at,
                 "evidence": _small(alarm.evidence),
                 "sounded": [],  # (published at, cause time), s from the record's start
                 "ended_at": None,
             }
         if announced:
             cause = alarm.started_at if kind is ChangeKind.RAISED else alarm.updated_at
-            a["sounded"].append((round(now - T0, 3), round(cause - T0, 3)))
+            a["sounded"].append((now, cause))
         if not alarm.open:
-            a["ended_at"] = (alarm.ended_at if alarm.ended_at is not None else now) - T0
+            a["ended_at"] = alarm.ended_at if alarm.ended_at is not None else now
 
-    def listing(self, end_s: float, bed: str | None = None) -> list[dict[str, Any]]:
-        """Alarms (of one bed, if given) in order of start; one still open ends with the record."""
+    def listing(
+        self, end_s: float, bed: str | None = None, origin: float = T0
+    ) -> list[dict[str, Any]]:
+        """Alarms (of one bed, if given) in order of start, times in s after `origin` (the
+        signal time of the record's first sample); one still open ends with the record."""
         out = []
         for a in sorted(self.alarms.values(), key=lambda a: a["started_at"]):
             if bed is not None and a["bed"] != bed:
                 continue
             a = dict(a)
-            if a["ended_at"] is None:
-                a["ended_at"] = end_s
+            a["started_at"] -= origin
+            a["sounded"] = [(round(p - origin, 3), round(c - origin, 3)) for p, c in a["sounded"]]
+            a["ended_at"] = end_s if a["ended_at"] is None else a["ended_at"] - origin
             out.append(a)
         return out
 
@@ -252,6 +256,7 @@ def run_ward(
         for i, src in enumerate(sources)
     ]
     logs = {bed_name(i): _BedLog() for i in range(n)}
+    origin = {bed_name(i): T0 + st.phase_s for i, st in enumerate(streams)}  # first sample
 
     def deliver(pubs: list[Any], now: float) -> None:
         for p in pubs:
@@ -259,7 +264,7 @@ def run_ward(
             if kind == "beats":
                 for b in protocol.decode_beats_message(p.payload).beats:
                     log_ = logs[b.bed]
-                    log_.beat_t.append(b.t - T0)
+                    log_.beat_t.append(b.t - origin[b.bed])
                     log_.beat_cls.append(b.cls)
                     log_.beat_anom.append(b.anomalous)
             elif kind == "events":
@@ -269,8 +274,8 @@ def run_ward(
                         {
                             "type": ev.type,
                             "active": ev.active,
-                            "t": ev.t - T0,
-                            "published": now - T0,
+                            "t": ev.t - origin[ev.bed],
+                            "published": now - origin[ev.bed],
                             "detail": dict(ev.detail),
                         }
                     )
@@ -315,7 +320,7 @@ def run_ward(
                 beat_cls=log_.beat_cls,
                 beat_anomalous=np.asarray(log_.beat_anom, dtype=bool),
                 events=log_.events,
-                alarms=ward.log.listing(duration, bed_name(i)),
+                alarms=ward.log.listing(duration, bed_name(i), origin[bed_name(i)]),
                 wall_s=wall / n,
                 bad_messages=bad,
                 classifier=engine.classifier is not None,
