@@ -316,20 +316,29 @@ def _healthy(url: str) -> bool:
         return False
 
 
+# Supervision: a dead child is restarted after RESTART_MIN_S, doubling to RESTART_MAX_S while it
+# keeps dying; a child that has run RESTART_RESET_S is back to the minimum.
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 10.0
+RESTART_RESET_S = 60.0
+
+
 class Ward:
-    """Starts the plan's children, watches them, and stops them in order."""
+    """Starts the plan's children, supervises them (restart with backoff), stops them in order."""
 
     def __init__(self, cfg: WardConfig, out: TextIO = sys.stdout) -> None:
         self.cfg = cfg
         self.out = out
         self.children: list[tuple[Launch, subprocess.Popen[bytes]]] = []
         self.stop_requested = False
+        self.restarts: dict[str, int] = {}  # child name -> restarts so far
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
     def _start(self, launch: Launch) -> subprocess.Popen[bytes]:
-        log = open(self.cfg.run_dir / f"{launch.name}.log", "wb")  # noqa: SIM115 (child owns it)
+        # appended: a restarted child's log keeps the lines of the run that died
+        log = open(self.cfg.run_dir / f"{launch.name}.log", "ab")  # noqa: SIM115 (child owns it)
         env = {**os.environ, **launch.env, "PYTHONUNBUFFERED": "1"}
         # Own session: a terminal's Ctrl-C reaches only the ward, which stops children in order.
         proc = subprocess.Popen(
@@ -342,7 +351,12 @@ class Ward:
             start_new_session=True,
         )
         log.close()
-        self.children.append((launch, proc))
+        for i, (old, _) in enumerate(self.children):
+            if old.name == launch.name:  # a restart takes the dead child's place (stop order)
+                self.children[i] = (launch, proc)
+                break
+        else:
+            self.children.append((launch, proc))
         return proc
 
     def log_tail(self, name: str, lines: int = 15) -> str:
@@ -383,11 +397,33 @@ class Ward:
         return True
 
     def watch(self) -> str | None:
-        """Block until a stop is requested (None) or a child dies (its name)."""
+        """Supervise until a stop is requested (then None): a child that dies is logged and
+        restarted after a backoff (RESTART_MIN_S doubling to RESTART_MAX_S; back to the minimum
+        once it has run RESTART_RESET_S), so one crash is not the end of the ward."""
+        backoff: dict[str, float] = {}
+        due: dict[str, float] = {}  # child name -> monotonic time of its restart
+        started = {launch.name: time.monotonic() for launch, _ in self.children}
         while not self.stop_requested:
-            for launch, proc in self.children:
-                if proc.poll() is not None:
-                    return launch.name
+            now = time.monotonic()
+            for launch, proc in list(self.children):
+                name = launch.name
+                if name in due:
+                    if now >= due[name]:
+                        del due[name]
+                        self.restarts[name] = self.restarts.get(name, 0) + 1
+                        self.say(f"ward: restarting {name} (restart #{self.restarts[name]})")
+                        self._start(launch)
+                        started[name] = now
+                    continue
+                if proc.poll() is None:
+                    if now - started.get(name, now) >= RESTART_RESET_S:
+                        backoff.pop(name, None)
+                    continue
+                wait = backoff.get(name, RESTART_MIN_S)
+                backoff[name] = min(RESTART_MAX_S, wait * 2)
+                due[name] = now + wait
+                self.say(f"ward: {name} exited unexpectedly (code {proc.returncode}); "
+                         f"restarting it in {wait:g} s:\n{self.log_tail(name)}")
             time.sleep(0.2)
         return None
 

@@ -1,0 +1,67 @@
+"""`make ward` supervises its children (docs/faults.md): a child that dies is logged and
+restarted with backoff, and the ward goes on; it is not the end of the ward."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_ward import RunningWard, _get, _line_of, _metric
+
+pytestmark = pytest.mark.slow
+
+
+def _child_pid(parent: int, module: str) -> int:
+    """The pid of the ward's child running `python -m <module>` (read from /proc)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"-m" in argv and module.encode() in argv:
+            return int(entry)
+    raise AssertionError(f"no child `-m {module}` of {parent}")
+
+
+def _wait(cond, timeout: float, what: str, run: RunningWard) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert run.proc.poll() is None, "the ward exited:\n" + "\n".join(run.lines)
+        assert time.monotonic() < deadline, f"{what}:\n" + "\n".join(run.lines)
+        time.sleep(0.2)
+
+
+def test_ward_restarts_a_killed_detector_and_goes_on(tmp_path: Path, data_dir: Path) -> None:
+    run = RunningWard(tmp_path, "--broker", "mosquitto", "--beds", "100", "--speed", "1",
+                      "--data-dir", str(data_dir), "--ward", "ward-faults")
+    try:
+        run.wait_banner()
+        detector = next(u for u in run.urls("metrics:") if "(detector)" in _line_of(run, u))
+        health = detector.replace("/metrics", "/healthz")
+        old = _child_pid(run.proc.pid, "detector")
+        os.kill(old, signal.SIGKILL)
+        _wait(lambda: any(ln.startswith("ward: restarting detector") for ln in run.lines), 20,
+              "the dead detector was not restarted", run)
+        assert any("detector exited unexpectedly (code -9)" in ln for ln in run.lines)
+        assert _child_pid(run.proc.pid, "detector") != old
+
+        def scoring() -> bool:
+            try:
+                return _get(health)[0] == 200 and _metric(
+                    _get(detector)[1], "ecg_detector_beats_total") > 0
+            except OSError:
+                return False
+
+        _wait(scoring, 90, "the restarted detector does not score beats", run)
+        assert run.proc.poll() is None  # the ward goes on
+        assert run.interrupt() == 0, "\n".join(run.lines)
+    finally:
+        run.kill()
