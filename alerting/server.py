@@ -59,6 +59,8 @@ UPLOAD_DISPLAY_HZ = 180.0
 MAX_JSON_BODY = 64 * 1024
 # An upload (multipart: the file plus a few fields) larger than this is refused while streaming.
 MAX_UPLOAD_BODY = MAX_UPLOAD_BYTES + 65536
+# A body still arriving after this long is refused (a slow client never holds a handler).
+BODY_TIMEOUT_S = 30.0
 SESSION_COOKIE = "ecg_session"
 PUBLIC_PATHS = ("/healthz",)
 # The websocket sends a heartbeat this often with the service's bus state; the page shows OFFLINE
@@ -169,7 +171,11 @@ class _Auth:
 
 
 class _TooLarge(Exception):
-    """A request body over its limit (answered 413)."""
+    """A request body refused while it streamed in: over its limit (413) or too slow (408)."""
+
+    def __init__(self, message: str, status: int = 413) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -180,12 +186,15 @@ async def _read_limited(request: Request, limit: int) -> bytes:
         raise _TooLarge(f"body of {declared} bytes is over the {limit} byte limit")
     body = bytearray()
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise _TooLarge(f"body is over the {limit} byte limit")
+        async with asyncio.timeout(BODY_TIMEOUT_S):  # a client that stops sending is let go
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _TooLarge(f"body is over the {limit} byte limit")
     except ClientDisconnect:
-        raise _TooLarge("the client left before its body ended") from None
+        raise _TooLarge("the client left before its body ended", 400) from None
+    except TimeoutError:
+        raise _TooLarge(f"the body did not arrive within {BODY_TIMEOUT_S:g} s", 408) from None
     return bytes(body)
 
 
@@ -332,7 +341,7 @@ def create_app(
         try:
             body = await _read_limited(request, MAX_JSON_BODY)
         except _TooLarge as exc:
-            return _error(413, str(exc))
+            return _error(exc.status, str(exc))
         if body.strip():
             try:
                 doc = json.loads(body)
@@ -387,8 +396,9 @@ def create_app(
         try:
             raw = await _read_limited(request, MAX_UPLOAD_BODY)
         except _TooLarge as exc:
-            m.uploads.labels("too_large").inc()
-            return _error(413, f"upload refused: {exc} (files up to {MAX_UPLOAD_BYTES} bytes)")
+            m.uploads.labels("too_large" if exc.status == 413 else "bad_file").inc()
+            return _error(exc.status,
+                          f"upload refused: {exc} (files up to {MAX_UPLOAD_BYTES} bytes)")
         sent = False
 
         async def replay() -> Message:

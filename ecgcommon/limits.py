@@ -67,4 +67,20 @@ class LogLimiter:
         n = self.counts.get(reason, 0) + 1
         self.counts[reason] = n
         if n <= self.first or n % self.every == 0:
-            self.logger.warning("dropped message (%s, #%d): " + msg, reason, n, *args)
+            self.logger.warning("dropped message (%s, #%d): %s", reason, n, log_safe(msg, *args))
+
+
+# Control characters (newlines, NUL, escapes) of untrusted text never reach a log line as such.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+MAX_LOG_CHARS = 300
+
+
+def log_safe(msg: str, *args: object) -> str:
+    """`msg % args` with control characters escaped and cut to MAX_LOG_CHARS: untrusted text
+    (topics, field values) cannot forge or flood log lines."""
+    try:
+        text = msg % args if args else msg
+    except (TypeError, ValueError):
+        text = " ".join(map(str, (msg, *args)))
+    text = text.translate(_CONTROL)
+    return text if len(text) <= MAX_LOG_CHARS else text[:MAX_LOG_CHARS] + "..."

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="../shared/data/mitdb")
     p.add_argument("--out", default="reports/fuzz.json")
     p.add_argument("--seed", type=int, default=10)
-    p.add_argument("--decoder-inputs", type=int, default=50_000)
+    p.add_argument("--decoder-inputs", type=int, default=60_000)
     p.add_argument("--hypothesis-inputs", type=int, default=4_000)
     p.add_argument("--upload-inputs", type=int, default=1_000)
     p.add_argument("--handler-inputs", type=int, default=30_000)

@@ -10,6 +10,7 @@ message kind, wrong wards and versions), and every HTTP route of both services.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -414,7 +415,9 @@ def run(
         rss1 = {n: rss_mb(p) for n, p in pids.items()}
         _, det_metrics = _get(f"http://127.0.0.1:{stack.ports['detector']}/metrics")
         _, alert_metrics = _get(f"http://127.0.0.1:{stack.ports['alerting']}/metrics", TOKEN)
-        _, bed = _get(f"http://127.0.0.1:{stack.ports['alerting']}/api/beds/{GOOD_BED}", TOKEN)
+        bed_status, bed = _get(
+            f"http://127.0.0.1:{stack.ports['alerting']}/api/beds/{GOOD_BED}", TOKEN
+        )
         det = _counter_samples(det_metrics.decode(), "ecg_detector_bad_messages_total")
         alerting = _counter_samples(alert_metrics.decode(), "ecg_alerting_dropped_messages_total")
         try:
@@ -442,7 +445,14 @@ def run(
             "rss_growth_mb": {n: round(rss1[n] - rss0[n], 1) for n in pids},
             "good_bed_max_gap_s": round(watch.max_gap(t_start, t_end), 3),
             "good_bed_beats_during_attack": sum(1 for t in watch.arrivals if t_start <= t),
-            "good_bed_hr_bpm_at_alerting": good.get("hr_bpm"),
+            "good_bed_at_alerting": {
+                "status": bed_status,
+                "hr_bpm": good.get("hr_bpm"),
+                "beats_held": len(good.get("beats", [])),
+                "newest_beat_age_s": round(
+                    time.time() - max((b["t"] for b in good.get("beats", [])), default=math.nan), 1
+                ),
+            },
             "attack_s": round(t_end - t_start, 1),
         }
     finally:

@@ -206,6 +206,23 @@ def test_malformed_bodies_get_a_4xx_never_a_5xx(svc: AlertingService) -> None:
     assert http(svc.port, "/healthz", token=None)[0] == 200
 
 
+def test_a_body_that_stops_arriving_does_not_hold_the_handler(
+    svc: AlertingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alerting.server
+
+    monkeypatch.setattr(alerting.server, "BODY_TIMEOUT_S", 1.0)
+    start = time.monotonic()
+    answer = _raw(
+        svc.port,
+        b"POST /api/alarms/x/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b'\r\nContent-Length: 100\r\n\r\n{"by"',
+        timeout=10,
+    )
+    assert _status(answer) == 408 and time.monotonic() - start < 5
+
+
 # ---------------------------------------------------------------- the detector's HTTP
 
 

@@ -445,3 +445,9 @@ def test_drops_are_logged_rate_limited(caplog: pytest.LogCaptureFixture) -> None
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 5 + 2 + 1  # the first 5, the 1000th and 2000th, and a new reason
     assert "#2000" in lines[-2] and "bad_json" in lines[-1]
+
+
+def test_untrusted_text_cannot_forge_log_lines() -> None:
+    line = limits.log_safe("%s: %s", "ecg/v1/w/b\nWARNING forged\x00/samples", "x" * 1000)
+    assert "\n" not in line and "\x00" not in line and "\\x0a" in line
+    assert len(line) <= limits.MAX_LOG_CHARS + 3
