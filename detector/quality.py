@@ -170,6 +170,20 @@ class NoisyGate:
             return self.end(self.first_good_t, detail)
         return []
 
+    def force(self, since: float, lead: str) -> list[EpisodeChange]:
+        """Start the condition now, from `since` (the beat finder lost the beats: no window
+        vote needed); it ends as usual, after `off_windows` clean windows."""
+        if self.active:
+            self.good_run = 0
+            return []
+        self.active = True
+        self.good_run = 0
+        self.since = since
+        self.spans.append((since, math.inf))
+        return [
+            EpisodeChange("noisy", True, since, {"lead": lead, "sqi": None, "beats_lost": True})
+        ]
+
     def end(self, t: float, detail: dict | None = None) -> list[EpisodeChange]:
         """End the condition (recovered, or the stream restarted)."""
         if not self.active:

@@ -95,3 +95,24 @@ def test_bad_input_is_ignored() -> None:
     assert d.window(np.full(400, np.nan), 100.0, 2.0) == []
     f = vf_features(np.zeros(400), 100.0)
     assert f.amp_mv == 0 and f.tcsc == 0
+
+
+def test_two_leads_must_agree_artifact_on_one_lead_is_not_vf(data_dir) -> None:
+    from ecgcommon.records import load_record
+
+    # MIT-BIH 108 (DS1) ~1650..1760 s: artifact that looks like VF on lead 0 only
+    rec = load_record("108", data_dir)
+    x = rec.signal[int(1600 * rec.fs) : int(1760 * rec.fs)]
+    assert of(feed(x, rec.fs, 180), "vf") == []
+    # MIT-BIH 207 (DS1): ventricular flutter [ at 40.7 s, on both leads
+    rec = load_record("207", data_dir, sampto=int(70 * rec.fs))
+    vf = of(feed(rec.signal, rec.fs, 180), "vf")
+    assert vf and 40.7 <= vf[0].detail["detected_t"] - T0 <= 40.7 + 8.0
+
+
+@pytest.mark.parametrize("chunk", [1, 250, 999])
+def test_two_lead_chunking_gives_the_same_episodes(data_dir, chunk: int) -> None:
+    from ecgcommon.records import load_record
+
+    rec = load_record("207", data_dir, sampto=int(90 * 360))
+    assert feed(rec.signal, rec.fs, chunk) == feed(rec.signal, rec.fs, 180)

@@ -14,6 +14,7 @@ than their samples (window and batch delay), so the artifact verdict is known fo
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -40,6 +41,9 @@ class AnalyserConfig:
     lead: int = 0  # the analysed lead (the pipeline's beat-finding lead)
     max_leads: int = 3  # leads that vote on VF (cost: one feature set per voting lead)
     calm_p: float = 0.05  # below this VF probability (and clean) the next window is skipped
+    defer_s: float = 2.0  # beats wait until the quality this long after them is judged
+    beat_gap_s: float = 3.0  # no beat for this long while the lead is active: artifact
+    active_ratio: float = 0.5  # ... active: last 2 s span >= this share of the clean amplitude
 
 
 class RhythmAnalyser:
@@ -57,7 +61,10 @@ class RhythmAnalyser:
         self.lead_name = "?"
         self.t_anchor = 0.0  # signal time of decimated sample 0
         self.next_hop = 0
-        self.last_beat_t = -math.inf
+        self.last_beat_t = -math.inf  # newest beat analysed
+        self.last_rx_t = -math.inf  # newest beat received
+        self.pending: deque[RhythmBeat] = deque()  # received, waiting for their quality verdict
+        self.judged_until = -math.inf  # end of the newest window judged for quality
         self.calm = False  # skip the next window (see _hop)
 
     # ------------------------------------------------------------------ samples
@@ -109,11 +116,12 @@ class RhythmAnalyser:
         """
         dec = self.dec
         assert dec is not None
-        if self.calm:
-            self.calm = False
-            return []
         t_end = self.t_anchor + end * dec.q / dec.fs_in
         t_start = t_end - self.win / dec.fs
+        if self.calm:
+            self.calm = False
+            self.judged_until = t_end  # calm: clean, as the window before
+            return self._release()
         got = dec.window(end, self.win)
         if got is None:  # stream younger than a window
             return []
@@ -130,9 +138,31 @@ class RhythmAnalyser:
             out = self.vf.window_features(f, t_end, since, p)
             q = self.sqi.update(f)
             c = self.config
-            self.calm = p < c.calm_p and not q.bad and not self.gate.active and not self.vf.active
+            lost_beats = self._beats_lost(y[0], dec.fs, t_end)
+            self.calm = (
+                p < c.calm_p
+                and not q.bad
+                and not self.gate.active
+                and not self.vf.active
+                and t_end - self.last_rx_t < c.beat_gap_s / 2
+            )
+            if lost_beats and not self.vf.active:
+                # beats stopped but the lead still shows QRS-sized activity: the beat finder
+                # lost them in artifact, which must not be called a pause or asystole
+                out += self.gate.force(t_end - 1.0, self.lead_name)
         out += self.gate.update(q, t_start, t_end, self.lead_name)
-        return out
+        self.judged_until = t_end
+        return out + self._release()
+
+    def _beats_lost(self, y: np.ndarray, fs: float, t_end: float) -> bool:
+        """No beat for `beat_gap_s` while the last 2 s of the lead span at least
+        `active_ratio` of its clean amplitude (a true pause or asystole is quiet there)."""
+        c = self.config
+        base = self.sqi.base.get("amp_mv", math.nan)
+        if not (t_end - self.last_rx_t >= c.beat_gap_s and math.isfinite(self.last_rx_t)):
+            return False
+        tail = y[-int(round(2.0 * fs)) :]
+        return bool(base > 0 and float(tail.max() - tail.min()) >= c.active_ratio * base)
 
     def _agreed(self, p0: float, y: np.ndarray, ok: list[bool]) -> float:
         """VF is global, artifact mostly is not: with two or more leads carrying signal, the
@@ -151,17 +181,34 @@ class RhythmAnalyser:
 
     def _restart(self, t: float) -> list[EpisodeChange]:
         self.calm = False
+        self.judged_until = -math.inf
+        self.last_rx_t = -math.inf
+        self.pending.clear()
         out = self.vf.close(t) + self.gate.end(t, {"restart": True})
         self.sqi = LeadSQI(self.config.quality)
         return out
 
     # ------------------------------------------------------------------ beats
     def feed_beats(self, beats: Iterable[RhythmBeat]) -> list[EpisodeChange]:
-        """Classified beats of this bed in time order (older or repeated ones are ignored)."""
-        out: list[EpisodeChange] = []
+        """Classified beats of this bed in time order (older or repeated ones are ignored).
+
+        A beat is analysed once the signal quality of `defer_s` after it has been judged (the
+        artifact verdict needs a window or two): episodes start that much later, but never on
+        beats of an artifact's first seconds.
+        """
         for b in beats:
-            if not b.valid or b.t <= self.last_beat_t:
+            if not b.valid or b.t <= self.last_rx_t:
                 continue
+            self.last_rx_t = b.t
+            self.pending.append(b)
+        return self._release()
+
+    def _release(self) -> list[EpisodeChange]:
+        out: list[EpisodeChange] = []
+        # without any waveform there is no quality verdict to wait for
+        limit = math.inf if self.dec is None else self.judged_until - self.config.defer_s
+        while self.pending and self.pending[0].t <= limit:
+            b = self.pending.popleft()
             self.last_beat_t = b.t
             noisy = self.gate.noisy_at(b.t)
             out += self.vt.feed(b, noisy)

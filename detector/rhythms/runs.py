@@ -60,13 +60,15 @@ class BeatRunDetector:
     def _end(self) -> list[EpisodeChange]:
         out: list[EpisodeChange] = []
         if self.active:
-            last = self.run[-1]
+            first, last = self.run[0], self.run[-1]
+            span = last.t - first.t
+            hr = round(60.0 * (len(self.run) - 1) / span, 1) if span > 0 else None
             out.append(
                 EpisodeChange(
                     self.config.episode,
                     False,
                     last.t,
-                    {"beats": len(self.run), "onset_t": self.run[0].t, "hr_bpm": None},
+                    {"beats": len(self.run), "onset_t": first.t, "hr_bpm": hr},
                 )
             )
         self.active = False

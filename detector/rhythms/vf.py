@@ -31,14 +31,14 @@ HOP_S = 1.0
 # Logistic model on `transform(features)`: standardise with MU/SD, then B[0] + B[1:] . z.
 # Fitted by `python -m detector.rhythms.vf_design` (all design records; see docs/arrhythmia.md).
 MU = np.array(
-    [0.30026, 0.76773, 0.28806, 1.13196, 2.54344, -1.88457, 1.70979, 0.26608, 0.13394, 2.43064]
+    [0.29984, 0.76827, 0.28699, 1.13449, 2.54406, -1.87529, 1.70992, 0.26529, 0.13393, 2.43064]
 )
 SD = np.array(
-    [0.12954, 0.06408, 0.12094, 0.53766, 1.55717, 1.02531, 0.49741, 0.66148, 0.03443, 0.58082]
+    [0.12888, 0.06288, 0.11942, 0.53669, 1.55838, 1.0157, 0.49543, 0.66122, 0.03428, 0.57711]
 )
 B = np.array(
-    [-3.52844, 0.26694, -0.56846, 1.19934, 0.35191, 0.668, -0.162, 0.82475, -0.52598, 1.33416]
-    + [-1.02332]
+    [-3.65282, 0.03099, -0.61825, 1.11661, -0.11315, 0.40158, 0.24356, 0.26389, -0.70087]
+    + [1.22976, -1.12521]
 )
 
 _MU, _SD, _B = MU.tolist(), SD.tolist(), B[1:].tolist()
@@ -170,8 +170,9 @@ class VFDetector:
             self.high = self.high + [t_end] if p >= c.p_on else []
             self.strong = self.strong + [t_end] if p >= c.p_on_artifact else []
             run = self.high
-            if run and artifact_since is not None and artifact_since < run[0] - c.window_s:
-                # artifact older than the first VF-like window (VF did not raise it): more proof
+            if run and artifact_since is not None and artifact_since < run[0] - 2 * c.window_s:
+                # artifact well before the first VF-like window (VF did not raise it; VF's own
+                # onset makes windows bad a few seconds early): more proof
                 run = self.strong if len(self.strong) >= c.on_windows_artifact else []
             if len(run) >= c.on_windows:
                 self.active = True
