@@ -110,6 +110,7 @@ class PatientClasses:
         self._since_learnt = 0  # beats in a row kept out of the template
         self._template: np.ndarray | None = None
         self._rr: deque[float] = deque(maxlen=RR_HISTORY)
+        self._steps: deque[float] = deque(maxlen=RR_HISTORY - 1)  # |successive RR differences|
         self.prev_decorr = math.nan  # qrs_decorr of the previous beat (NaN: none yet)
         # the patient's usual value of each RELATIVE_OF feature: a noisy or aberrant patient's
         # normal beats all differ from the template, so the departure from that usual counts
@@ -129,25 +130,38 @@ class PatientClasses:
 
     def irregularity(self) -> float:
         """Median |successive RR difference| / mean RR of the recent intervals (0: too few)."""
-        if len(self._rr) < 3:
+        n = len(self._rr)
+        if n < 3:
             return 0.0
-        rr = np.fromiter(self._rr, dtype=np.float64)
-        return float(np.median(np.abs(np.diff(rr))) / rr.mean())
+        # plain Python: ~15 numbers, where numpy's per-call overhead would dominate
+        d = sorted(self._steps)
+        m = len(d)
+        med = d[m // 2] if m % 2 else 0.5 * (d[m // 2 - 1] + d[m // 2])
+        return med * n / sum(self._rr)
 
     def last_rr(self) -> float:
         """The previous RR interval in seconds (NaN when unknown)."""
         return self._rr[-1] if self._rr else math.nan
 
-    def learn_one(self, beat: np.ndarray, rr_ratio: float, rr_s: float, valid: bool) -> None:
-        """Add a beat (grid row, baseline removed) and its RR to the state; no labels."""
+    def learn_one(self, beat: np.ndarray, rr_ratio: float, rr_s: float, valid: bool) -> bool:
+        """Add a beat (grid row, baseline removed) and its RR to the state; no labels.
+
+        The template learns only beats that come on time (premature beats, most S and V beats,
+        stay out of the reference), unless LEARN_FORCE_AFTER beats in a row were kept out.
+        True when the template learnt it. (A shape gate as well, keeping beats whose QRS
+        correlates < 0.8 with the template out, scored lower in DS1 CV: docs/model.md.)
+        """
         if not math.isfinite(rr_s):  # the RR sequence restarted (gap, lead-off)
             self._rr.clear()
+            self._steps.clear()
         else:
+            if self._rr:
+                self._steps.append(abs(rr_s - self._rr[-1]))
             self._rr.append(rr_s)
         early = valid and rr_ratio < LEARN_MIN_RATIO
         if early and self._n and self._since_learnt < LEARN_FORCE_AFTER:
             self._since_learnt += 1
-            return
+            return False
         self._since_learnt = 0
         self._ring[self._next] = beat
         self._next = (self._next + 1) % TEMPLATE_HISTORY
@@ -155,6 +169,7 @@ class PatientClasses:
         self._since_refresh += 1
         if self._n < TEMPLATE_REFRESH or self._since_refresh >= TEMPLATE_REFRESH:
             self._template = None
+        return True
 
 
 def grid_beats(beats: Sequence[DetectedBeat]) -> np.ndarray:

@@ -233,3 +233,28 @@ def test_pvcs_of_a_ds2_record_are_classified_v(engine: DetectorEngine, data_dir:
     precision = float((called_v & is_v).sum()) / max(1, int(called_v.sum()))
     assert recall >= 0.6, recall
     assert precision >= 0.9, precision
+
+
+def test_premature_beats_stay_out_of_the_template() -> None:
+    """Premature beats (most S and V beats) are not learnt, unless 8 come in a row."""
+    from detector.classifier import GRID_OFFSETS_S, LEARN_FORCE_AFTER
+
+    t = GRID_OFFSETS_S
+    normal = np.exp(-0.5 * (t / 0.012) ** 2) + 0.2 * np.exp(-0.5 * ((t - 0.25) / 0.04) ** 2)
+    wide = -0.8 * np.exp(-0.5 * (t / 0.045) ** 2)
+    st = PatientClasses()
+    for _ in range(40):
+        assert st.learn_one(normal, 1.0, 0.8, True)
+    # bigeminy: a premature wide beat, then an on-time normal one
+    learnt = [
+        st.learn_one(wide, 0.6, 0.48, True)
+        for _ in range(30)
+        if st.learn_one(normal, 1.2, 1.0, True)
+    ]
+    assert not any(learnt)
+    tpl = st.template()
+    assert tpl is not None and np.corrcoef(tpl, normal)[0, 1] > 0.999
+    # a sustained early rhythm is learnt after LEARN_FORCE_AFTER beats kept out
+    assert st.learn_one(normal, 1.0, 0.8, True)
+    run = [st.learn_one(wide, 0.6, 0.48, True) for _ in range(LEARN_FORCE_AFTER + 1)]
+    assert run == [False] * LEARN_FORCE_AFTER + [True]
