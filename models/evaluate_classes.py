@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,13 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from detector.anomaly import AnomalyConfig
-from detector.classifier import BeatClassifier
+from detector.classifier import BeatClassifier, PatientClasses, beat_features
 from detector.engine import DetectorEngine
 from detector.metrics import DetectorMetrics
 from detector.scorer import DEFAULT_MODEL_DIR, OnnxScorer
 from ecgcommon.aami import DS1, DS2, PACED_RECORDS, aami_labels, beat_mask
 from ecgcommon.records import annotated_records, load_record, resolve_data_dir
-from models.classify_data import MATCH_WINDOW_S, match
+from models.classify_data import MATCH_WINDOW_S, load_records, match
 
 
 def make_engine(model_dir: Path, profile: str = "icu") -> DetectorEngine:
@@ -90,6 +91,36 @@ def gross(pairs: dict[str, int]) -> dict[str, dict[str, float | int]]:
     return out
 
 
+def time_classifier(
+    engine: DetectorEngine,
+    name: str,
+    data_dir: Path,
+    model_dir: Path,
+    beds: int = 64,
+    steps: int = 300,
+) -> float:
+    """µs per beat of `beat_features` + `BeatClassifier.predict` at batch `beds`, one beat of
+    each of `beds` beds per batch (the engine's case), after 100 beats of warm-up per bed."""
+    assert engine.classifier is not None
+    rb = load_records([name], data_dir, model_dir)[0]
+    beats = rb.beats()[: 100 + steps]
+    states = [PatientClasses() for _ in range(beds)]
+    t0, n = 0.0, 0
+    for k in range(len(beats)):
+        if k == 100:
+            t0, n = time.perf_counter(), 0
+        f = beat_features(
+            states,
+            [beats[k]] * beds,
+            np.full(beds, rb.errors[k]),
+            np.full(beds, rb.refs[k]),
+            np.full(beds, rb.scores[k]),
+        )
+        engine.classifier.predict(f)
+        n += beds
+    return (time.perf_counter() - t0) / max(1, n) * 1e6
+
+
 def evaluate(records: list[str], data_dir: Path, model_dir: Path) -> dict[str, Any]:
     """Per-record and pooled figures of the live classifier."""
     engine = make_engine(model_dir)
@@ -110,6 +141,9 @@ def evaluate(records: list[str], data_dir: Path, model_dir: Path) -> dict[str, A
         if engine.classifier
         else None,
         "definitions": __doc__.split("Gross statistics", 1)[1].strip(),
+        "classifier_us_per_beat_batch64": round(
+            time_classifier(engine, records[0], data_dir, model_dir), 1
+        ),
     }
 
 
@@ -148,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print("note: DS1 records are training data for the classifier", file=sys.stderr)
     report = evaluate(records, data_dir, Path(a.model_dir))
     print_table(report)
+    print(f"classifier: {report['classifier_us_per_beat_batch64']} µs per beat (batch 64)")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
