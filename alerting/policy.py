@@ -82,6 +82,7 @@ class AlarmPolicy:
         self._index: dict[tuple[str, AlarmType], str] = {}  # (bed, type) -> open alarm id
         self._technical: dict[str, set[AlarmType]] = {}  # technical conditions present
         self._silenced_until: dict[str, float] = {}
+        self._beat_seen: dict[str, float] = {}  # newest beat per bed, judged or not
         # restored alarms awaiting re-confirmation: id -> deadline (None until the bed is seen)
         self._unconfirmed: dict[str, float | None] = {}
 
@@ -90,6 +91,7 @@ class AlarmPolicy:
         """A scored beat. Beats of one bed must come in time order."""
         bed = beat.bed
         rules = self._bed(bed)
+        self._beat_seen[bed] = beat.t
         out = self._confirm_window(bed, beat.t)
         for aid in [a for a, _ in self._unconfirmed.items() if self._open[a].bed == bed]:
             alarm = self._open[aid]
@@ -143,7 +145,10 @@ class AlarmPolicy:
             if aid is not None:
                 out += self._close(self._open[aid], t, "cleared", {})
             if was and not present:
-                rules.reset(t)  # analysis (and the asystole timer) restarts now
+                rules.reset(t)  # analysis (and the asystole timer) restarts now ...
+                seen = self._beat_seen.get(bed)
+                if seen is not None and seen > t:  # ... or at a beat the detector sent since:
+                    rules.note_beat(seen)  # the end of a condition is known only after it
                 # an episode that went on through it is raised again, unless it is a medium one
                 # already announced (one announcement per episode, not one per artifact)
                 resumed = [
@@ -198,6 +203,7 @@ class AlarmPolicy:
         if any(a.bed == bed for a in self._open.values()):
             return False
         self._rules.pop(bed, None)
+        self._beat_seen.pop(bed, None)
         self._technical.pop(bed, None)
         self._silenced_until.pop(bed, None)
         return True

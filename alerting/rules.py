@@ -352,6 +352,13 @@ class BedRules:
         self._ref_t = t if self._ref_t is None else max(self._ref_t, t)
         self._last_beat_t = None
 
+    def note_beat(self, t: float) -> None:
+        """A beat at `t` that was not judged (it came during a technical condition whose end
+        is reported later): the heart beats, so the asystole clock starts there."""
+        if self._ref_t is None or t > self._ref_t:
+            self._ref_t = t
+            self._last_beat_t = t
+
     def reset(self, now: float) -> None:
         """Forget all analysis state (a technical condition makes the signal unjudgeable);
         the detector's episode table is kept (it ends them itself)."""

@@ -1093,3 +1093,19 @@ def test_no_pause_right_after_analysis_restarts_but_asystole_still() -> None:
     assert [a.type for a in w.raised()] == [AlarmType.NOISY]
     w.wait("b1", last + 9.1)  # but 4 s without a beat is asystole
     assert w.raised(AlarmType.ASYSTOLE)
+
+
+def test_beats_sent_before_a_late_end_of_artifact_restart_the_asystole_clock() -> None:
+    """The detector knows an artifact ended only some seconds after it did: the beats it sent
+    meanwhile (ignored, the bed was still noisy) prove the heart beats; no asystole 4 s after
+    the reported end."""
+    w = Ward()
+    last = normal(w)
+    w.event("b1", "noisy", True, last + 0.5)
+    last = normal(w, start=last, seconds=8)  # beats, not judged
+    w.event("b1", "noisy", False, last - 3.5)  # reported late: it ended 3.5 s ago
+    last = normal(w, start=last + 0.7, seconds=10)  # the next beat 0.7 s after the last
+    assert [a.type for a in w.raised()] == [AlarmType.NOISY]
+    w.wait("b1", last + 4.1)
+    (asys,) = w.raised(AlarmType.ASYSTOLE)
+    assert asys.started_at == pytest.approx(last + 4.0)
