@@ -294,42 +294,52 @@ def beat_features(
     if n == 0:
         return np.zeros((0, len(FEATURES)), dtype=np.float32)
     x = grid_beats(beats)
-    templates = np.empty_like(x)
-    irregular = np.empty(n)
-    prev_rr = np.empty(n)
-    rhythm = np.empty((n, 3))
-    prev_idx = np.full(n, -1)
-    prev_val = np.empty(n)
+    # the per-bed walk, in plain Python lists (numpy's per-element overhead would dominate)
+    templates: list[np.ndarray] = []
+    irregular: list[float] = []
+    prev_rr: list[float] = []
+    rhythm_rows: list[tuple[float, float, float]] = []
+    prev_idx: list[int] = []
+    prev_val: list[float] = []
     last_of: dict[int, int] = {}
     for i, (st, b) in enumerate(zip(states, beats, strict=True)):
         t = st.template()
-        templates[i] = x[i] if t is None else t
-        irregular[i] = st.irregularity()
-        prev_rr[i] = st.last_rr()
+        row = x[i]
+        templates.append(row if t is None else t)
+        irregular.append(st.irregularity())
+        prev_rr.append(st.last_rr())
         r = b.rhythm
-        rhythm[i] = (r.rr_ratio, r.prev_ratio, r.short_ratio)
+        rhythm_rows.append((r.rr_ratio, r.prev_ratio, r.short_ratio))
         key = id(st)
-        prev_idx[i] = last_of.get(key, -1)
-        prev_val[i] = st.prev_decorr
+        prev_idx.append(last_of.get(key, -1))
+        prev_val.append(st.prev_decorr)
         last_of[key] = i
-        st.learn_one(x[i], r.rr_ratio, r.rr_s, r.valid)
-    morph = morphology(x, templates)
+        st.learn_one(row, r.rr_ratio, r.rr_s, r.valid)
+    morph = morphology(x, np.stack(templates))
     decorr = morph[:, 3]
-    prev = np.where(prev_idx >= 0, decorr[np.maximum(prev_idx, 0)], prev_val)
+    pidx = np.array(prev_idx)
+    prev = np.where(pidx >= 0, decorr[np.maximum(pidx, 0)], np.array(prev_val))
     prev = np.where(np.isfinite(prev), prev, decorr)  # no previous beat: the beat's own
     for key, i in last_of.items():
         del key
         states[i].prev_decorr = float(decorr[i])
     cols = [FEATURES.index(f) for f in RELATIVE_OF]
-    rel = np.empty((n, len(cols)))
-    for i, st in enumerate(states):  # time order within each bed: causal running medians
-        for k, (c, med) in enumerate(zip(cols, st.usual, strict=True)):
-            v = float(morph[i, c])
-            rel[i, k] = v - med.median() if len(med) else 0.0
+    values = morph[:, cols].tolist()
+    rel_rows = []
+    for st, vals in zip(states, values, strict=True):  # time order within each bed: causal
+        row_rel = []
+        for v, med in zip(vals, st.usual, strict=True):
+            row_rel.append(v - med.median() if len(med) else 0.0)
             med.add(v)
+        rel_rows.append(row_rel)
+    rel = np.array(rel_rows, dtype=np.float64)
+    rhythm = np.array(rhythm_rows, dtype=np.float64)
+    irregular_a = np.array(irregular)
+    prev_rr_a = np.array(prev_rr)
     rhythm = np.clip(np.nan_to_num(rhythm, nan=1.0), 0.0, 3.0)
     rr_s = np.array([b.rhythm.rr_s for b in beats], dtype=np.float64)
-    step = np.log(np.where(np.isfinite(rr_s) & np.isfinite(prev_rr), rr_s / prev_rr, 1.0))
+    ok = np.isfinite(rr_s) & np.isfinite(prev_rr_a)
+    step = np.log(np.where(ok, rr_s / np.where(ok, prev_rr_a, 1.0), 1.0))
     log_err = np.log(errors + 1e-6)
     s = np.clip(scores, 1e-6, 1 - 1e-6)
     out = np.column_stack(
@@ -342,8 +352,8 @@ def beat_features(
             np.log(s / (1 - s)),
             rhythm,
             np.clip(step, -2.0, 2.0),
-            irregular,
-            (1.0 - rhythm[:, 0]) / (irregular + 0.02),
+            irregular_a,
+            (1.0 - rhythm[:, 0]) / (irregular_a + 0.02),
         ]
     )
     return out.astype(np.float32)

@@ -99,7 +99,7 @@ def time_classifier(
     beds: int = 64,
     steps: int = 300,
 ) -> float:
-    """µs per beat of `beat_features` + `BeatClassifier.predict` at batch `beds`, one beat of
+    """CPU µs per beat of `beat_features` + `BeatClassifier.predict` at batch `beds`, one beat of
     each of `beds` beds per batch (the engine's case), after 100 beats of warm-up per bed."""
     assert engine.classifier is not None
     rb = load_records([name], data_dir, model_dir)[0]
@@ -108,7 +108,7 @@ def time_classifier(
     t0, n = 0.0, 0
     for k in range(len(beats)):
         if k == 100:
-            t0, n = time.perf_counter(), 0
+            t0, n = time.process_time(), 0
         f = beat_features(
             states,
             [beats[k]] * beds,
@@ -118,7 +118,7 @@ def time_classifier(
         )
         engine.classifier.predict(f)
         n += beds
-    return (time.perf_counter() - t0) / max(1, n) * 1e6
+    return (time.process_time() - t0) / max(1, n) * 1e6
 
 
 def evaluate(records: list[str], data_dir: Path, model_dir: Path) -> dict[str, Any]:
