@@ -218,6 +218,7 @@ class BedRules:
         self._ref_t: float | None = None  # start of the current "no beat" interval
         self._rr: deque[float] = deque(maxlen=config.hr_average_beats)
         self._recent: deque[Beat] = deque(maxlen=config.hr_confirm_beats)
+        self._history: deque[Beat] = deque(maxlen=MAX_EVIDENCE_BEATS)  # for episode evidence
         self._vrun: list[Beat] = []  # the current run of consecutive V beats
         self._vt_beats = False  # VT present from the V-beat criterion
         self._pvcs = RateCounter()
@@ -256,6 +257,7 @@ class BedRules:
         )
         b = Beat(beat.beat_id, t, beat.score, beat.cls)
         self._recent.append(b)
+        self._history.append(b)
         out += self._hr_criteria(t)
         out += self._ventricular_criteria(b)
         if beat.anomalous and beat.cls in (None, "N"):  # unusual, and no class explains it
@@ -313,6 +315,10 @@ class BedRules:
                 return []
             self.ignored.discard(type_)
             ev = _episode_evidence(ep)
+            onset = ev["onset_t"] if isinstance(ev.get("onset_t"), int | float) else ep.t
+            during = [b for b in self._history if onset - 0.5 <= b.t <= ep.t + 0.5]
+            if during:  # the beats of the episode so far (VF has none), as beat alarms keep
+                ev.update({k: v for k, v in self._beat_evidence(during).items() if k != "hr_bpm"})
             self.episodes[type_] = ev
             self._hold_until.pop(type_, None)
             return [self._set(type_, True, ep.t, ev)]

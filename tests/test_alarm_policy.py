@@ -429,12 +429,14 @@ def test_anomalous_beats_alone_never_raise_vt_or_ectopy_alarms() -> None:
 def test_vt_episode_alarm_names_it_and_keeps_the_detector_evidence() -> None:
     w = Ward()
     last = normal(w)
+    w.rhythm("b1", last, [0.375] * 5, pvc=lambda i: True)
     w.episode("b1", "vt", True, last + 2.0, hr_bpm=160.0, beats=5, onset_t=last, lead="MLII")
     (vt,) = w.raised(AlarmType.VTACH)
     assert vt.priority is Priority.HIGH and vt.started_at == last + 2.0
     assert vt.type.label == "VTACH" and vt.to_dict()["label"] == "VTACH"
     ev = vt.evidence
     assert ev["source"] == "episode" and ev["episode"] == "vt"
+    assert ev["classes"] == ["N"] + ["V"] * 5  # the beats since onset (and the one at it)
     assert (ev["hr_bpm"], ev["beats"], ev["onset_t"], ev["lead"]) == (160.0, 5, last, "MLII")
     w.episode("b1", "vt", False, last + 9.0, hr_bpm=158.0, beats=20)
     assert w.policy.get(vt.id).state is AlarmState.LATCHED  # until acknowledged
