@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from ecgcommon import protocol, subjects
 from ecgcommon.topics import TopicError, parse_topic
@@ -48,6 +49,7 @@ RENEW_S = 1.0  # lease and membership renewal period
 IN_MAX_AGE_S = 600.0  # how far back ECG_IN keeps samples (replay horizon)
 OUT_MAX_AGE_S = 600.0
 SETTLE_TIMEOUT_S = 5.0  # results must be acknowledged this fast for a checkpoint to commit
+JS_TIMEOUT_S = 2.0  # a JetStream request unanswered this long is retried next round
 
 
 def _msg_id(subj: str, payload: bytes) -> str:
@@ -75,7 +77,6 @@ class Partition:
     seq: int = 0  # newest ECG_IN sequence handled
     beds: set[tuple[str, str]] = field(default_factory=set)
     skip: dict[tuple[str, str], int] = field(default_factory=dict)  # in the checkpoint already
-    sent: dict[tuple[str, str], int] = field(default_factory=dict)  # newest beat sample sent
     sub: Any = None
     next_ckpt: float = 0.0
     closed: bool = False
@@ -104,7 +105,8 @@ class Outbox:
                 return False
             try:
                 await asyncio.wait_for(asyncio.shield(fut), left)
-                self.pending.popleft()
+                if self.pending and self.pending[0][3] is fut:  # trim() may have taken it
+                    self.pending.popleft()
             except TimeoutError:
                 return False
             except Exception as exc:  # no stream leader for a moment, or a lost connection
@@ -139,6 +141,7 @@ class NatsWorker:
         self.ttl = cfg.lease_ttl_s
         self.checkpoint_s = cfg.checkpoint_s
         self.owned: dict[int, Partition] = {}
+        self.sent: dict[tuple[str, str], int] = {}  # after a takeover: newest beat already out
         self.nc: Any = None
         self.js: Any = None
         self.out: Outbox | None = None
@@ -187,7 +190,7 @@ class NatsWorker:
                 await asyncio.sleep(1.0)
         if self.nc is None:
             return
-        self.js = self.nc.jetstream()
+        self.js = self.nc.jetstream(timeout=JS_TIMEOUT_S)
         self.out = Outbox(self.js)
         await subjects.ensure_stream(
             self.js, subjects.IN_STREAM, [f"{subjects.PART}.>"], IN_MAX_AGE_S
@@ -229,31 +232,41 @@ class NatsWorker:
 
     # ------------------------------------------------------------------ leases
     async def _live_members(self) -> list[str]:
+        """Workers whose membership key has not expired: read from the bucket's stream state
+        (no consumer is created, so this stays cheap on the cluster's meta layer)."""
+        stream = f"KV_{subjects.MEMBERS}"
+        prefix = f"$KV.{subjects.MEMBERS}."
+        info = await self.js.stream_info(stream, subjects_filter=prefix + ">")
+        return [name[len(prefix) :] for name in (info.state.subjects or {})]
+
+    async def _renew(self, part: Partition) -> None:
+        now = time.monotonic()
         try:
-            return list(await self.members.keys())
-        except Exception:  # no keys yet
-            return []
+            part.lease_rev = await self.leases.update(
+                f"p{part.k}", self.me.encode(), last=part.lease_rev
+            )
+            part.valid_until = now + self.ttl * 0.9
+        except KeyWrongLastSequenceError as exc:  # expired, or someone else's now
+            log.warning("lost the lease of partition %d (%s)", part.k, exc)
+            self._drop(part)
+        except Exception as exc:  # the bucket is electing a leader: kept until the fence
+            log.warning("lease of partition %d not renewed (%s)", part.k, exc)
 
     async def _rebalance(self) -> None:
+        # renewals first and together: nothing else may delay them
+        await asyncio.gather(*(self._renew(p) for p in list(self.owned.values())))
         await self.members.put(self.me, str(time.time()).encode())
         want = desired(await self._live_members(), self.me, self.partitions)
-        now = time.monotonic()
         for k, part in list(self.owned.items()):
             if k not in want:
                 await self._release(part)
-                continue
-            try:
-                part.lease_rev = await self.leases.update(
-                    f"p{k}", self.me.encode(), last=part.lease_rev
-                )
-                part.valid_until = now + self.ttl * 0.8
-            except Exception as exc:
-                log.warning("lost the lease of partition %d (%s)", k, exc)
-                self._drop(part)
         for k in sorted(want - set(self.owned)):
             rev = await self._take_lease(k)
             if rev is not None:
-                await self._acquire(k, rev)
+                try:
+                    await self._acquire(k, rev)
+                except Exception as exc:  # checkpoint unreadable just now: next round
+                    log.warning("partition %d not taken up yet (%s)", k, exc)
 
     async def _take_lease(self, k: int) -> int | None:
         key = f"p{k}"
@@ -274,6 +287,8 @@ class NatsWorker:
         now = time.monotonic()
         part = Partition(k, rev, now + self.ttl * 0.8)
         part.next_ckpt = now + self.checkpoint_s * (0.5 + (k % 8) / 16)
+        assert self.out is not None
+        await self.out.settle()  # our own results in flight land before the newest is read
         start = await self._restore(part)
         self.owned[k] = part
 
@@ -298,11 +313,13 @@ class NatsWorker:
         )
 
     async def _restore(self, part: Partition) -> int:
-        """Load the partition's checkpoint into the engine; the sequence to read from."""
+        """Load the partition's checkpoint into the engine; the sequence to read from. Every
+        read happens before anything is installed: an unanswered read raises, and the lease
+        round tries again (a missing answer is not a missing checkpoint)."""
         k = part.k
         try:
             index = pickle.loads((await self.ckpt.get(f"p{k}")).value)
-        except Exception:
+        except KeyNotFoundError:
             index = None
         if index is None:  # never checkpointed: from now on, and say so at once
             info = await self.js.stream_info(subjects.IN_STREAM)
@@ -310,23 +327,25 @@ class NatsWorker:
             await self.ckpt.put(f"p{k}", pickle.dumps((part.seq, [])))
             return part.seq + 1
         seq, keys = index
-        part.seq = seq
-        now = time.monotonic()
         start = seq + 1
+        loaded = []
         for key in keys:
             ward, bed_name = key
             try:
-                bed_seq, bed = pickle.loads((await self.ckpt.get(f"p{k}.{ward}.{bed_name}")).value)
-            except Exception as exc:
-                log.warning("no checkpoint for %s/%s (%s): it starts afresh", ward, bed_name, exc)
+                entry = await self.ckpt.get(f"p{k}.{ward}.{bed_name}")
+            except KeyNotFoundError:
+                log.warning("no checkpoint for %s/%s: it starts afresh", ward, bed_name)
                 continue
+            bed_seq, bed = pickle.loads(entry.value)
+            loaded.append((key, bed_seq, bed, await self._last_sent_sample(ward, bed_name)))
+            start = min(start, bed_seq + 1)
+        now = time.monotonic()
+        for key, bed_seq, bed, last in loaded:
             self._install(bed, now)
             part.beds.add(key)
             part.skip[key] = bed_seq
-            start = min(start, bed_seq + 1)
-            last = await self._last_sent_sample(ward, bed_name)
             if last is not None:
-                part.sent[key] = last
+                self.sent[key] = last
         part.seq = start - 1
         return start
 
@@ -342,8 +361,11 @@ class NatsWorker:
         subj = f"{subjects.PREFIX}.{subjects.VERSION}.{ward}.{bed}.beats"
         try:
             raw = await self.js.get_last_msg(subjects.OUT_STREAM, subj)
+        except NotFoundError:
+            return None
+        try:
             msg = protocol.decode_beats_message(raw.data)
-        except Exception:
+        except protocol.DecodeError:
             return None
         return max((b.sample for b in msg.beats), default=None)
 
@@ -353,6 +375,7 @@ class NatsWorker:
         self.owned.pop(part.k, None)
         for key in part.beds:
             self.engine.beds.pop(key, None)
+            self.sent.pop(key, None)
         if part.sub is not None:
             asyncio.ensure_future(part.sub.unsubscribe())
 
@@ -414,15 +437,15 @@ class NatsWorker:
         if part.skip.get(key, 0) >= seq:
             return
         part.beds.add(key)
-        await self._publish(self.engine.handle(topic, msg.data, now), part)
+        await self._publish(self.engine.handle(topic, msg.data, now))
 
-    async def _publish(self, pubs: list[Publication], part: Partition | None = None) -> None:
+    async def _publish(self, pubs: list[Publication]) -> None:
         out = self.out
         assert out is not None
         for p in pubs:
             payload = p.payload
-            if part is not None and part.sent and p.topic.endswith("/beats"):
-                payload = self._unsent(part, p.topic, payload)
+            if self.sent and p.topic.endswith("/beats"):  # batches flush from tick() too
+                payload = self._unsent(p.topic, payload)
                 if payload is None:
                     continue
             try:
@@ -433,16 +456,16 @@ class NatsWorker:
             await out.send(subj, payload)
         out.trim()
 
-    def _unsent(self, part: Partition, topic: str, payload: bytes) -> bytes | None:
+    def _unsent(self, topic: str, payload: bytes) -> bytes | None:
         """A replayed beats message without the beats the old owner already sent."""
         t = parse_topic(topic)
-        last = part.sent.get((t.ward, t.bed))
+        last = self.sent.get((t.ward, t.bed))
         if last is None:
             return payload
         msg = protocol.decode_beats_message(payload)
         keep = [b for b in msg.beats if b.sample > last]
         if keep:
-            del part.sent[(t.ward, t.bed)]  # caught up: from here on nothing is a repeat
+            del self.sent[(t.ward, t.bed)]  # caught up: from here on nothing is a repeat
         if len(keep) == len(msg.beats):
             return payload
         if not keep and msg.analysed_until is None:

@@ -50,7 +50,9 @@ def node_config(
     text = (
         f"server_name: {name}\nlisten: 127.0.0.1:{port}\n"
         f'jetstream {{ store_dir: "{store_dir}", max_memory_store: 268435456 }}\n'
-        f"mqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n"
+        f"mqtt {{ listen: 127.0.0.1:{mqtt_port}"
+        + (", stream_replicas: 3" if routes else "")
+        + " }\n"
         "max_payload: 4194304\n"
     )
     if routes:

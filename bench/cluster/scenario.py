@@ -69,7 +69,8 @@ def sources(data_dir: str | Path | None, records: list[str], seconds: float) -> 
 
 
 class Feeder(threading.Thread):
-    """Devices in real time: `beds` beds of the records, 0.5 s chunks, over MQTT (QoS 1)."""
+    """Devices in real time: `beds` beds of the records, 0.5 s chunks, over MQTT (QoS 0 as the
+    streamer's default; JetStream stores each chunk as it arrives)."""
 
     def __init__(
         self,
@@ -96,6 +97,7 @@ class Feeder(threading.Thread):
         self.client.connect("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
         self.sent = 0
+        self.qos = 0
         self.stop_event = threading.Event()
         self.payloads: list[tuple[str, bytes]] = []  # every chunk, for the reference analysis
 
@@ -105,7 +107,7 @@ class Feeder(threading.Thread):
             wait = mono0 + msg.due_s - time.monotonic()
             if wait > 0 and self.stop_event.wait(wait):
                 break
-            self.client.publish(msg.topic, msg.payload, qos=1)
+            self.client.publish(msg.topic, msg.payload, qos=self.qos)
             self.payloads.append((msg.topic, msg.payload))
             self.sent += 1
 
@@ -129,7 +131,7 @@ class Seen:
 
 
 class Observer(threading.Thread):
-    """Every beat and event of the ward on the bus (core NATS), with its receipt time."""
+    """Every beat and event of the ward stored in ECG_OUT, with its receipt time."""
 
     def __init__(self, servers: list[str], ward: str) -> None:
         super().__init__(name="observer", daemon=True)
@@ -152,6 +154,8 @@ class Observer(threading.Thread):
         async def on_msg(msg: object) -> None:
             now = time.time()
             kind = msg.subject.rsplit(".", 1)[1]  # type: ignore[attr-defined]
+            if kind not in ("beats", "events"):
+                return
             doc = json.loads(msg.data)  # type: ignore[attr-defined]
             with self.lock:
                 if kind == "beats":
@@ -162,9 +166,22 @@ class Observer(threading.Thread):
                     doc["rx"] = now
                     self.seen.events.append(doc)
 
-        await nc.subscribe(f"ecg.v1.{self.ward}.*.beats", cb=on_msg, pending_msgs_limit=-1)
-        await nc.subscribe(f"ecg.v1.{self.ward}.*.events", cb=on_msg, pending_msgs_limit=-1)
-        await nc.flush()
+        from nats.js.api import DeliverPolicy
+
+        from ecgcommon.subjects import OUT_STREAM, ensure_stream, output_filter, output_subjects
+
+        js = nc.jetstream()
+        await ensure_stream(js, OUT_STREAM, output_subjects(), 600.0)
+        # what is stored in ECG_OUT, as the durable alerting consumer gets it
+        await js.subscribe(
+            output_filter(self.ward),
+            stream=OUT_STREAM,
+            cb=on_msg,
+            ordered_consumer=True,
+            idle_heartbeat=1.0,
+            deliver_policy=DeliverPolicy.NEW,
+            pending_msgs_limit=-1,
+        )
         self.ready.set()
         while not self._done.is_set():
             await asyncio.sleep(0.1)
@@ -212,11 +229,11 @@ def compare(seen: Seen, ref: dict[str, list[int]]) -> dict[str, int]:
     return {"missing": missing, "extra": extra, "duplicates": seen.duplicates()}
 
 
-def max_silence_s(seen: Seen, after: float) -> float:
-    """Longest wait between two beats of one bed received after `after` (unix time)."""
+def max_silence_s(seen: Seen, after: float, before: float = float("inf")) -> float:
+    """Longest wait between two beats of one bed received between `after` and `before`."""
     worst = 0.0
     for rows in seen.beats.values():
-        times = sorted(rx for _, rx in rows if rx >= after)
+        times = sorted(rx for _, rx in rows if after <= rx <= before)
         worst = max([worst] + [b - a for a, b in zip(times, times[1:], strict=False)])
     return worst
 
@@ -261,3 +278,61 @@ def wait_owned(servers: list[str], partitions: int, owners: set[str], timeout: f
             return True
         time.sleep(0.3)
     return False
+
+
+async def _stored(servers: list[str], ward: str) -> Seen:
+    import nats
+
+    from ecgcommon.subjects import OUT_STREAM, output_filter
+
+    seen = Seen()
+    nc = await nats.connect(servers=servers, connect_timeout=2)
+    try:
+        js = nc.jetstream()
+        for attempt in range(15):  # the cluster may still be electing leaders after a fault
+            try:
+                sub = await js.subscribe(
+                    output_filter(ward), stream=OUT_STREAM, ordered_consumer=True
+                )
+                break
+            except Exception:
+                if attempt == 14:
+                    raise
+                await asyncio.sleep(2.0)
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=2.0)
+            except Exception:  # nothing more within 2 s: the end of the stream
+                break
+            kind = msg.subject.rsplit(".", 1)[1]
+            doc = json.loads(msg.data)
+            if kind == "beats":
+                for b in doc.get("beats", []):
+                    seen.beats.setdefault(b["bed"], []).append((b["sample"], 0.0))
+                    seen.ids[b["beat_id"]] = seen.ids.get(b["beat_id"], 0) + 1
+            elif kind == "events":
+                seen.events.append(doc)
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return seen
+
+
+def stored(servers: list[str], ward: str) -> Seen:
+    """Every beat and event of the ward in ECG_OUT now: what a durable consumer gets."""
+    return asyncio.run(_stored(servers, ward))
+
+
+def describe(seen: Seen, ref: dict[str, list[int]]) -> str:
+    """Where the beats differ from the reference (for a failing check)."""
+    lines = []
+    for bed, samples in sorted(ref.items()):
+        got = [s for s, _ in seen.beats.get(bed, [])]
+        miss = sorted(set(samples) - set(got))
+        dup = sorted({s for s in got if got.count(s) > 1})
+        if miss or dup:
+            lines.append(
+                f"{bed}: {len(samples)} ref, missing {miss[:3]}..{miss[-3:]} "
+                f"({len(miss)}), repeated {dup[:5]}"
+            )
+    return "; ".join(lines)
