@@ -372,3 +372,49 @@ def test_healthcheck_script_mqtt_status(broker: Broker, unique_ward: str) -> Non
 
 def _run_healthcheck(url: str) -> int:
     return subprocess.run([sys.executable, str(HEALTHCHECK), url], timeout=30).returncode
+
+
+# ---------------------------------------------------------------- the cluster file (scaling.md)
+CLUSTER = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+NATS_CONF = ROOT / "deploy" / "nats" / "nats.conf"
+
+
+def test_cluster_file_has_three_engine_nodes_and_detector_replicas() -> None:
+    """3 NATS nodes on the same config, routed to each other, N detector workers and alerting on
+    the bus naming every node, the streamer on NATS's MQTT port; the mapping in the nodes'
+    config is the one ecgcommon.subjects makes (the workers assume its partitions)."""
+    from bench.cluster.engine import mapping_block
+    from ecgcommon.subjects import PARTITIONS, parse_bus
+
+    services = CLUSTER["services"]
+    nodes = sorted(s for s in services if s.startswith("nats-"))
+    assert nodes == ["nats-1", "nats-2", "nats-3"]
+    text = NATS_CONF.read_text()
+    for node in nodes:
+        svc = services[node]
+        assert "./deploy/nats/nats.conf:/etc/nats/nats.conf:ro" in svc["volumes"]
+        assert svc["environment"]["NATS_NAME"] == node
+        assert f"nats-route://{node}:6222" in text
+        assert "healthcheck" in svc and svc["restart"] == "unless-stopped"
+    assert mapping_block(PARTITIONS) in text
+    assert "stream_replicas: 3" in text and "jetstream" in text
+    det = services["detector"]
+    assert compose_default(det["deploy"]["replicas"]) == "2"
+    for name in ("detector", "alerting"):
+        env = services[name]["environment"]
+        bus = parse_bus(env["ECG_BUS"])
+        assert sorted(s.split("//")[1].split(":")[0] for s in bus.servers) == nodes
+        assert "ECG_BUS" in variables_read_by(name)
+    assert services["detector"]["environment"]["ECG_PARTITIONS"] == str(PARTITIONS)
+    assert services["streamer"]["environment"]["MQTT_HOST"] in nodes
+
+
+def test_cluster_nats_config_is_accepted_by_nats_server() -> None:
+    import shutil
+
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not Path(binary).exists():
+        raise AssertionError("nats-server is not installed; run scripts/install-system-deps.sh")
+    out = subprocess.run([binary, "-t", "-c", str(NATS_CONF)], capture_output=True, text=True,
+                         env={**os.environ, "NATS_NAME": "nats-1"}, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
