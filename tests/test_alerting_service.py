@@ -264,3 +264,45 @@ def test_a_detector_that_stops_analysing_is_a_technical_alarm_not_asystole(
             assert not [a for a in high if a["type"] == "asystole"]
         finally:
             pub.close()
+
+
+def test_rhythm_episodes_over_the_broker_raise_named_alarms_and_label_the_bed(
+    broker, unique_ward, tmp_path: Path
+) -> None:
+    """The detector's `vf` and `afib` events: a VFIB alarm (high, its evidence the detector's
+    detail) replacing the asystole its silence gave, an AFIB alarm, and the bed's rhythm label;
+    a malformed episode event is counted and dropped."""
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    with running_alerting(cfg) as svc:
+        pub = Publisher(broker, unique_ward)
+        try:
+            t0 = time.time() - 20.0
+            y = ecg_like(int(10 * FS), FS, 0.8)
+            beats = [beat(unique_ward, "8", round((0.2 + i * 0.8) * FS), FS, t0,
+                          None if i == 0 else 0.8, cls="N") for i in range(5)]
+            pub.stream("8", t0, y, beats, watermark=True)  # beats stop at 3.4 s: asystole
+            wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=8&state=open")[
+                "alarms"] if a["type"] == "asystole"])
+            pub.event("8", "vf", True, t0 + 9.0, {"hr_bpm": None, "beats": None,
+                                                   "onset_t": t0 + 3.5, "lead": "MLII"})
+            vf = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=8&state=open")[
+                "alarms"] if a["type"] == "vfib"])[0]
+            assert vf["priority"] == "high" and vf["label"] == "VFIB"
+            assert vf["evidence"]["lead"] == "MLII" and vf["evidence"]["source"] == "episode"
+            assert [a["type"] for a in get_json(svc.port, "/api/alarms?bed=8&state=open")[
+                "alarms"]] == ["vfib"], "the asystole gave way to the VF that explains it"
+            assert get_json(svc.port, "/api/beds/8")["rhythm"] == "VF"
+            pub.event("8", "vf", False, t0 + 12.0)
+            pub.event("8", "afib", True, t0 + 12.5, {"hr_bpm": 96.0, "beats": 10})
+            wait_for(lambda: get_json(svc.port, "/api/beds/8")["rhythm"] == "AFIB")  # no rate
+            af = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=8")["alarms"]
+                                   if a["type"] == "afib"])[0]
+            assert af["priority"] == "medium" and af["label"] == "AFIB"
+            # a malformed episode event (detail not an object) is counted and dropped
+            pub.raw("8", "events", json.dumps({"bed": "8", "type": "vt", "active": True,
+                                               "t": t0 + 13, "detail": ["x"]}).encode())
+            wait_for(lambda: metric_value(svc.port, "ecg_alerting_dropped_messages_total",
+                                          reason="bad_detail") == 1)
+            assert get_json(svc.port, "/api/beds/8")["rhythm"] == "AFIB"
+        finally:
+            pub.close()
