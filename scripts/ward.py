@@ -243,6 +243,8 @@ def service_env(cfg: WardConfig, ports: Mapping[str, int], token: str) -> dict[s
         "DETECTOR_URL": f"http://{cfg.http_host}:{ports['detector']}",
         # the detector's POST /v1/score token, the same for the detector and alerting
         "ECG_DETECTOR_TOKEN": hashlib.sha256(f"detector:{token}".encode()).hexdigest()[:32],
+        # a token that opens alerting's /metrics only (what a Prometheus scraping it is given)
+        "ALERTING_METRICS_TOKEN": hashlib.sha256(f"metrics:{token}".encode()).hexdigest()[:32],
     }
     if cfg.speed != 1:  # accelerated replay: the signal clock runs ahead of the wall clock
         env["ALERTING_MAX_CLOCK_SKEW_S"] = "0"

@@ -220,6 +220,7 @@ def test_same_services_variables_and_defaults_as_make_ward(tmp_path: Path) -> No
         "MQTT_PASSWORD_FILE",
         "STREAMER_DEVICE_CREDENTIALS",
         "ECG_DETECTOR_TOKEN",  # a secret: the host sets it (compose), or derived (make ward)
+        "ALERTING_METRICS_TOKEN",  # the same
     }
     for key in set(ward_env) - site_specific:
         assert ward_env[key] == compose_env[key], key
