@@ -16,7 +16,7 @@ lead and carries over to other leads, gains and rates. Model fitted on MIT-BIH D
 DS1 with nstdb `em`/`ma` noise at 0 and -6 dB, record-wise cross-validated
 (`python -m detector.rhythms.quality_design`). `NoisyGate` turns the per-window verdicts into
 the `noisy` condition with hysteresis: on after `on_windows` bad windows of the last `on_of`,
-off after `off_windows` consecutive clean ones.
+off after `off_windows` consecutive clean ones (at the end of the last of them).
 """
 
 from __future__ import annotations
@@ -167,7 +167,9 @@ class NoisyGate:
         if self.good_run == 1:
             self.first_good_t = t_end
         if self.good_run >= c.off_windows:
-            return self.end(self.first_good_t, detail)
+            # ends when decided (beats up to now went out as class Q under it), not back at
+            # the first clean window: the policy restarts its analysis from here
+            return self.end(t_end, {**detail, "clean_since": self.first_good_t})
         return []
 
     def force(self, since: float, lead: str) -> list[EpisodeChange]:
