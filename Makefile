@@ -63,6 +63,12 @@ eval-noise: venv
 bench: venv system-deps
 	$(PY) -m bench --data-dir $(DATA_DIR) --out $(or $(OUT),reports/bench.json)
 
+# Benchmark, not a test: the detector on the NATS bus (3 NATS nodes, 1/2/4 workers, kill -9
+# failover, the engine hop next to Mosquitto): reports/cluster.json (docs/scaling.md).
+.PHONY: bench-cluster
+bench-cluster: venv system-deps
+	$(PY) -m bench.cluster --data-dir $(DATA_DIR) --out $(or $(OUT),reports/cluster.json)
+
 # Benchmark, not a test: alarm timing through the detector and the policy, alarm load on the
 # MIT-BIH records, dashboard latency (real broker, service, headless chromium): reports/alarms.json.
 .PHONY: bench-alarms

@@ -141,7 +141,7 @@ class NatsWorker:
         self.ttl = cfg.lease_ttl_s
         self.checkpoint_s = cfg.checkpoint_s
         self.owned: dict[int, Partition] = {}
-        self.sent: dict[tuple[str, str], int] = {}  # after a takeover: newest beat already out
+        self.sent: dict[tuple[str, str], float] = {}  # after a takeover: results out up to t
         self.nc: Any = None
         self.js: Any = None
         self.out: Outbox | None = None
@@ -337,7 +337,7 @@ class NatsWorker:
                 log.warning("no checkpoint for %s/%s: it starts afresh", ward, bed_name)
                 continue
             bed_seq, bed = pickle.loads(entry.value)
-            loaded.append((key, bed_seq, bed, await self._last_sent_sample(ward, bed_name)))
+            loaded.append((key, bed_seq, bed, await self._last_sent(ward, bed_name)))
             start = min(start, bed_seq + 1)
         now = time.monotonic()
         for key, bed_seq, bed, last in loaded:
@@ -355,9 +355,9 @@ class NatsWorker:
         bed.queued = 0
         self.engine.beds[(bed.ward, bed.bed)] = bed
 
-    async def _last_sent_sample(self, ward: str, bed: str) -> int | None:
-        """The newest beat already in ECG_OUT for the bed (the old owner may have gone past its
-        checkpoint before it died)."""
+    async def _last_sent(self, ward: str, bed: str) -> float | None:
+        """How far the bed's results in ECG_OUT go (signal time of the newest beat, or the
+        analysis watermark of a pause): the old owner may have gone past its checkpoint."""
         subj = f"{subjects.PREFIX}.{subjects.VERSION}.{ward}.{bed}.beats"
         try:
             raw = await self.js.get_last_msg(subjects.OUT_STREAM, subj)
@@ -367,7 +367,10 @@ class NatsWorker:
             msg = protocol.decode_beats_message(raw.data)
         except protocol.DecodeError:
             return None
-        return max((b.sample for b in msg.beats), default=None)
+        marks = [b.t for b in msg.beats]
+        if msg.analysed_until is not None:
+            marks.append(msg.analysed_until)
+        return max(marks, default=None)
 
     def _drop(self, part: Partition) -> None:
         """Stop working on a partition (lease lost or given back)."""
@@ -463,7 +466,7 @@ class NatsWorker:
         if last is None:
             return payload
         msg = protocol.decode_beats_message(payload)
-        keep = [b for b in msg.beats if b.sample > last]
+        keep = [b for b in msg.beats if b.t > last]
         if keep:
             del self.sent[(t.ward, t.bed)]  # caught up: from here on nothing is a repeat
         if len(keep) == len(msg.beats):

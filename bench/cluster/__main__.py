@@ -1,0 +1,400 @@
+"""`make bench-cluster`: the detector on the NATS bus, measured on this machine.
+
+A 3-node NATS cluster (JetStream, MQTT listener, the bed-partition mapping) on loopback, then:
+- capacity: 1, 2 and 4 detector workers (`python -m detector --bus nats://…`) under
+  `bench.loadgen` over NATS's MQTT port, 0.5 s chunks, at a modest list of bed counts; a count
+  is sustained when the beats' p99 latency (bench.LatencyProbe, over MQTT) is <= 1 s and the
+  load generator stays on schedule. `worker_cores` is the CPU the workers used together;
+  `scaling_efficiency_2_workers` = (beds / worker-core, 2 workers) / (the same, 1 worker);
+- failover: 2 workers, a few beds in real time; a worker is killed with -9 three times (and
+  restarted in between); per kill, the longest wait of a bed for its next beat. Every beat in
+  ECG_OUT is checked against one engine's analysis of the same chunks (missing, repeated), and
+  an alerting service on the bus counts false pause, asystole and signal-lost alarms;
+- the engine hop: the same load through Mosquitto (bench.trial) and through NATS, latency and
+  the NATS servers' CPU per message.
+
+    python -m bench.cluster --out reports/cluster.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from alerting.store import AlarmStore
+from bench.__main__ import (
+    FS,
+    LATE_P99_MAX_S,
+    LATENCY_P99_MAX_S,
+    LatencyProbe,
+    proc_cpu_s,
+    trial,
+)
+from bench.cluster.engine import NatsCluster
+from bench.cluster.scenario import (
+    ROOT,
+    Feeder,
+    Observer,
+    compare,
+    reference_beats,
+    sources,
+    start_worker,
+    stored,
+    wait_owned,
+)
+from ecgcommon.subjects import PARTITIONS
+
+FALSE_TYPES = ("asystole", "pause", "signal_lost")
+
+
+def _loadgen(
+    port: int,
+    ward: str,
+    beds: int,
+    chunk_s: float,
+    seconds: float,
+    start_at: float,
+    data_dir: str | None,
+) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--port",
+        str(port),
+        "--ward",
+        ward,
+        "--beds",
+        str(beds),
+        "--chunk-s",
+        str(chunk_s),
+        "--duration-s",
+        str(seconds),
+        "--start-at",
+        str(start_at),
+    ] + (["--data-dir", data_dir] if data_dir else [])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def capacity_trial(
+    cluster: NatsCluster, n_workers: int, beds: int, args: argparse.Namespace, work: Path
+) -> dict:
+    """One run: n workers, `beds` beds in real time; latency, worker CPU, sustained or not."""
+    ward = f"cap{n_workers}w{beds}"
+    servers = [n.url for n in cluster.nodes]
+    ids = [f"{ward}-{i}" for i in range(n_workers)]
+    workers = [
+        start_worker(
+            cluster.bus,
+            wid,
+            ward,
+            work / f"{wid}.log",
+            checkpoint_s=args.checkpoint_s,
+            extra=["--max-beds", str(beds + 16)],
+        )
+        for wid in ids
+    ]
+    node = cluster.nodes[0]
+    chunk_n = int(round(args.chunk_s * FS))
+    try:
+        if not wait_owned(servers, PARTITIONS, set(ids), 90):
+            raise RuntimeError(f"{n_workers} workers did not split the partitions")
+        probe = LatencyProbe(node.mqtt_port, ward, chunk_n)
+        nats_pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+        total = args.warmup_s + args.measure_s
+        start_at = time.time() + 1.0
+        gen = _loadgen(node.mqtt_port, ward, beds, args.chunk_s, total, start_at, args.data_dir)
+        time.sleep(max(0.0, start_at + args.warmup_s - time.time()))
+        probe.measure_from = time.time()
+        cpu0 = sum(proc_cpu_s(w.pid) for w in workers)
+        ncpu0 = sum(proc_cpu_s(p) for p in nats_pids)
+        wall0 = time.monotonic()
+        out, err = gen.communicate(timeout=total + 120)
+        wall = time.monotonic() - wall0
+        cores = (sum(proc_cpu_s(w.pid) for w in workers) - cpu0) / wall
+        nats_cores = (sum(proc_cpu_s(p) for p in nats_pids) - ncpu0) / wall
+        time.sleep(1.5)
+        probe.close()
+        if gen.returncode != 0:
+            raise RuntimeError(f"load generator failed: {err.decode()[-2000:]}")
+        doc = json.loads(out.decode().strip().splitlines()[-1])
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGINT)
+        for w in workers:
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+    lat = np.asarray(probe.latencies) if probe.latencies else np.array([np.inf])
+    msgs_per_s = doc["published"] / (args.warmup_s + args.measure_s)
+    r = {
+        "workers": n_workers,
+        "beds": beds,
+        "latency_s": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
+        "worker_cores": cores,
+        "nats_server_cores": nats_cores,
+        "msgs_per_s": msgs_per_s,
+        "loadgen_late_p99_s": doc["late_p99_s"],
+        "beats_timed": len(probe.latencies),
+    }
+    r["sustained"] = bool(
+        r["latency_s"]["p99"] <= LATENCY_P99_MAX_S
+        and doc["late_p99_s"] <= LATE_P99_MAX_S
+        and len(probe.latencies) > beds
+    )
+    print(
+        f"{n_workers} workers {beds:5d} beds: {'ok  ' if r['sustained'] else 'FAIL'} p50 "
+        f"{r['latency_s']['p50']:.3f} p99 {r['latency_s']['p99']:.3f} s, workers "
+        f"{cores:.2f} cores, nats {nats_cores:.2f} cores",
+        flush=True,
+    )
+    return r
+
+
+def _alerting(bus: str, ward: str, db: Path) -> tuple[object, threading.Thread]:
+    from alerting.config import AlertingConfig
+    from alerting.service import AlertingService
+
+    cfg = AlertingConfig(
+        ward=ward, http_port=0, token="bench-token-0123456789", db_path=str(db), bus=bus
+    )
+    svc = AlertingService(cfg)
+    thread = threading.Thread(target=lambda: asyncio.run(svc.run()), daemon=True)
+    thread.start()
+    if not svc.ready.wait(20):
+        raise RuntimeError("alerting did not start")
+    return svc, thread
+
+
+def failover_run(cluster: NatsCluster, args: argparse.Namespace, work: Path) -> dict:
+    """2 workers, kill -9 one three times (restarted between kills); what the bus holds."""
+    ward = "failover"
+    servers = [n.url for n in cluster.nodes]
+    seconds = args.failover_s
+    observer = Observer(servers, ward)
+    observer.start()
+    observer.ready.wait(10)
+    procs = {
+        w: start_worker(cluster.bus, w, ward, work / f"fo-{w}.log", checkpoint_s=args.checkpoint_s)
+        for w in ("f1", "f2")
+    }
+    if not wait_owned(servers, PARTITIONS, {"f1", "f2"}, 90):
+        raise RuntimeError("failover workers did not split the partitions")
+    alerting, thread = _alerting(cluster.bus, ward, work / "failover-alarms.db")
+    time.sleep(2)
+    feeder = Feeder(
+        cluster.nodes[0].mqtt_port,
+        ward,
+        sources(args.data_dir, ["100", "103", "113", "117"], seconds),
+        args.failover_beds,
+        seconds,
+    )
+    feeder.start()
+    kills: list[float] = []
+    plan = [(10.0, "f1"), (22.0, "f2"), (34.0, "f1")]
+    t0 = time.time()
+    for at, victim in plan:
+        time.sleep(max(0.0, t0 + at - time.time()))
+        kills.append(time.time())
+        os.kill(procs[victim].pid, signal.SIGKILL)
+        procs[victim].wait(10)
+        time.sleep(6.0)  # then it comes back (and takes its share again)
+        procs[victim] = start_worker(
+            cluster.bus, victim, ward, work / f"fo-{victim}.log", checkpoint_s=args.checkpoint_s
+        )
+    feeder.join(seconds + 60)
+    last, stable = -1, 0
+    while stable < 6:
+        time.sleep(0.5)
+        n = sum(len(v) for v in observer.seen.beats.values())
+        stable, last = (stable + 1 if n == last else 0), n
+    alerting.stop()  # type: ignore[attr-defined]
+    thread.join(15)
+    with AlarmStore(str(work / "failover-alarms.db")) as store:
+        alarms = store.query(limit=1000)
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            p.wait(30)
+    observer.close()
+    feeder.close()
+    ref = reference_beats(feeder.payloads)
+    truth = stored(servers, ward)
+    diff = compare(truth, ref)
+    waits = []
+    for k in kills:
+        worst = 0.0
+        for rows in observer.seen.beats.values():
+            after = sorted(rx for _, rx in rows if rx > k)
+            if after:
+                worst = max(worst, after[0] - k)
+        waits.append(worst)
+    gaps = [e for e in truth.events if e.get("type") == "gap"]
+    # once the devices stop at the end, signal_lost is true: only alarms raised while they
+    # streamed count as false
+    feed_end = feeder.t_start + seconds
+    false = [
+        a
+        for a in alarms
+        if str(getattr(a.type, "value", a.type)) in FALSE_TYPES and a.started_at < feed_end
+    ]
+    print(
+        f"failover: waits {[round(w, 2) for w in waits]} s, {diff}, {len(gaps)} gap events, "
+        f"{len(false)} false alarms",
+        flush=True,
+    )
+    return {
+        "beds": args.failover_beds,
+        "seconds": seconds,
+        "kills": len(kills),
+        "waits_s": waits,
+        "beats_reference": sum(len(v) for v in ref.values()),
+        "beats_missing": diff["missing"],
+        "beats_extra": diff["extra"],
+        "duplicate_beats": diff["duplicates"],
+        "gap_events": len(gaps),
+        "false_alarms": [
+            f"{a.bed}:{getattr(a.type, 'value', a.type)}@{a.started_at - feeder.t_start:.1f}s"
+            for a in false
+        ],
+        "kills_at_s": [round(k - feeder.t_start, 1) for k in kills],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", default="reports/cluster.json")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--chunk-s", type=float, default=0.5)
+    p.add_argument("--warmup-s", type=float, default=8.0)
+    p.add_argument("--measure-s", type=float, default=15.0)
+    p.add_argument("--beds", default="100,200", help="the bed counts tried per worker count")
+    p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--checkpoint-s", type=float, default=5.0)
+    p.add_argument("--failover-beds", type=int, default=8)
+    p.add_argument("--failover-s", type=float, default=48.0)
+    p.add_argument("--hop-beds", type=int, default=100)
+    args = p.parse_args(argv)
+    bed_list = [int(x) for x in args.beds.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="ecg-cluster-"))
+    cluster = NatsCluster(work, n=3)
+    cluster.start()
+    runs: list[dict] = []
+    try:
+        workers: dict[str, dict] = {}
+        for n in [int(x) for x in args.workers.split(",")]:
+            best = None
+            for beds in bed_list:
+                r = capacity_trial(cluster, n, beds, args, work)
+                runs.append(r)
+                if not r["sustained"]:
+                    break
+                best = r
+            workers[str(n)] = (
+                {
+                    "beds": best["beds"],
+                    "worker_cores": best["worker_cores"],
+                    "latency_p99_s": best["latency_s"]["p99"],
+                }
+                if best
+                else {"beds": 0, "worker_cores": None}
+            )
+        fo = failover_run(cluster, args, work)
+    finally:
+        cluster.stop()
+    hop_nats = next((r for r in runs if r["workers"] == 1 and r["beds"] == args.hop_beds), None)
+    mq = trial(
+        args.hop_beds,
+        argparse.Namespace(
+            chunk_s=args.chunk_s,
+            max_batch=256,
+            max_wait_s=0.05,
+            warmup_s=args.warmup_s,
+            measure_s=args.measure_s,
+            data_dir=args.data_dir,
+        ),
+    )
+    print(f"mosquitto {args.hop_beds} beds: p50 {mq['latency_s']['p50']:.3f} s", flush=True)
+
+    def per_core(w: dict) -> float | None:
+        return w["beds"] / w["worker_cores"] if w.get("worker_cores") else None
+
+    e1, e2 = per_core(workers.get("1", {})), per_core(workers.get("2", {}))
+    report = {
+        "workers": workers,
+        "scaling_efficiency_2_workers": (e2 / e1) if e1 and e2 else None,
+        "failover_s": {"p50": float(np.median(fo["waits_s"])), "max": max(fo["waits_s"])},
+        "chunks_lost": fo["gap_events"] + fo["beats_missing"],
+        "duplicate_beats": fo["duplicate_beats"],
+        "false_alarms_after_failover": len(fo["false_alarms"]),
+        "failover": fo,
+        "engine_hop": {
+            "beds": args.hop_beds,
+            "mosquitto": {"latency_s": mq["latency_s"], "detector_cores": mq["detector_cpu_cores"]},
+            "nats": None
+            if hop_nats is None
+            else {
+                "latency_s": hop_nats["latency_s"],
+                "worker_cores": hop_nats["worker_cores"],
+                "nats_server_cores": hop_nats["nats_server_cores"],
+                "msgs_per_s": hop_nats["msgs_per_s"],
+            },
+        },
+        "chunk_s": args.chunk_s,
+        "criteria": {
+            "latency_p99_max_s": LATENCY_P99_MAX_S,
+            "loadgen_late_p99_max_s": LATE_P99_MAX_S,
+        },
+        "bounded": (
+            f"a modest search (beds {bed_list} per worker count, {args.measure_s:g} s each) on "
+            f"a {os.cpu_count()}-core machine shared with other jobs: 3 NATS nodes, the workers, "
+            "the load generator and the probe share these cores, so beds are what this box "
+            "gives, and efficiency (beds per worker-core) is the scaling figure"
+        ),
+        "command": "make bench-cluster  (python -m bench.cluster --out reports/cluster.json)",
+        "runs": runs,
+    }
+    if hop_nats is not None:
+        hop = report["engine_hop"]
+        hop["added_latency_p50_s"] = hop_nats["latency_s"]["p50"] - mq["latency_s"]["p50"]
+        # per device chunk: its store and 3-way replication, and the results it leads to
+        hop["nats_server_cpu_us_per_chunk"] = (
+            hop_nats["nats_server_cores"] / hop_nats["msgs_per_s"] * 1e6
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in (
+                    "workers",
+                    "scaling_efficiency_2_workers",
+                    "failover_s",
+                    "chunks_lost",
+                    "duplicate_beats",
+                    "false_alarms_after_failover",
+                )
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
