@@ -85,6 +85,10 @@ class AlarmPolicy:
         self._beat_seen: dict[str, float] = {}  # newest beat per bed, judged or not
         # restored alarms awaiting re-confirmation: id -> deadline (None until the bed is seen)
         self._unconfirmed: dict[str, float | None] = {}
+        # the same grace on the receiver's wall clock, started by the first wall tick after the
+        # bed's first input: a bed whose signal clock stops still expires them, but beats
+        # replayed from a durable session (signal time long past) get their full grace
+        self._unconfirmed_wall: dict[str, float] = {}
 
     # ------------------------------------------------------------------ inputs
     def on_beat(self, beat: BeatInput) -> list[AlarmChange]:
@@ -185,8 +189,11 @@ class AlarmPolicy:
                 out += self._apply(bed, rules.on_time(now), now)
             out += self._expire_unconfirmed(bed, now)
             return out
+        for aid, deadline in self._unconfirmed.items():
+            if deadline is not None:
+                self._unconfirmed_wall.setdefault(aid, now + self.config.restore_grace_s)
         for b in sorted({a.bed for a in self._open.values()}):
-            out += self._expire_unconfirmed(b, now)
+            out += self._expire_unconfirmed(b, now, wall=True)
             out += self._escalate_and_realarm(b, now)
         return out
 
@@ -454,13 +461,16 @@ class AlarmPolicy:
                 self._unconfirmed[aid] = now + self.config.restore_grace_s
         return []
 
-    def _expire_unconfirmed(self, bed: str, now: float) -> list[AlarmChange]:
+    def _expire_unconfirmed(self, bed: str, now: float, wall: bool = False) -> list[AlarmChange]:
         out: list[AlarmChange] = []
         for aid, deadline in list(self._unconfirmed.items()):
             alarm = self._open[aid]
+            if wall:
+                deadline = self._unconfirmed_wall.get(aid)
             if alarm.bed != bed or deadline is None or now < deadline:
                 continue
             del self._unconfirmed[aid]
+            self._unconfirmed_wall.pop(aid, None)
             if alarm.state is AlarmState.LATCHED:
                 continue
             if alarm.priority is Priority.TECHNICAL:

@@ -57,6 +57,10 @@ KINDS = ("samples", "beats", "events", "status")
 # (the watermark normally trails the samples by up to a chunk + 1.4 s, docs/faults.md).
 STALL_S = 3.0
 _UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
+# A resumed durable session's backlog (beats, events queued while alerting was away) may be this
+# old; it is told from live data by coming before the first samples, within REPLAY_WINDOW_S.
+REPLAY_MAX_S = 3600.0
+REPLAY_WINDOW_S = 10.0
 # A bed whose timestamps have all been off the receiver's clock this long has a wrong device
 # clock (clock_skew technical alarm); a single forged or corrupt timestamp is only dropped.
 SKEW_CONFIRM_S = 3.0
@@ -127,6 +131,13 @@ class AlertingCore:
         self._skewed: set[str] = set()  # beds with clock_skew active
         self._log_drop = LogLimiter(log)
         self._n_holes = 0
+        self._replay_until = -math.inf  # wall time; see begin_replay
+
+    def begin_replay(self) -> None:
+        """The bus resumed this service's durable session: the beats and events it queued while
+        the service was away come first, and may be up to REPLAY_MAX_S old. The backlog ends at
+        the first samples message (QoS 0, never queued) or after REPLAY_WINDOW_S."""
+        self._replay_until = self.clock() + REPLAY_WINDOW_S
 
     # -- start-up ------------------------------------------------------------------------
     def restore(self) -> int:
@@ -161,7 +172,12 @@ class AlertingCore:
             if not self._admit(t.bed, now):
                 self.drop("too_many_beds", topic, f"already {len(self._beds)} beds, none idle")
                 return
-            if t.kind != "status" and not self._clock_ok(t.bed, _times(msg), topic, now):
+            if t.kind == "samples":  # samples are QoS 0, never queued: the backlog is over
+                self._replay_until = -math.inf
+            backlog = t.kind in ("beats", "events") and now < self._replay_until
+            if t.kind != "status" and not self._clock_ok(
+                t.bed, _times(msg), topic, now, late_s=REPLAY_MAX_S if backlog else None
+            ):
                 return
             if t.kind == "samples":
                 self._samples(t.bed, msg)
@@ -222,14 +238,16 @@ class AlertingCore:
                     metric.remove(*values)
         return True
 
-    def _clock_ok(self, bed: str, times: list[float], topic: str, now: float) -> bool:
+    def _clock_ok(self, bed: str, times: list[float], topic: str, now: float,
+                  late_s: float | None = None) -> bool:
         """Device timestamps within the allowed skew of the receiver's clock (late ones by
-        MAX_LATENESS_S more); others are dropped, and a bed whose timestamps stay off for
-        SKEW_CONFIRM_S gets a clock_skew technical alarm until they are right again."""
+        MAX_LATENESS_S more, or `late_s` for a durable session's backlog); others are dropped,
+        and a bed whose timestamps stay off for SKEW_CONFIRM_S gets a clock_skew technical alarm
+        until they are right again."""
         skew = self.config.max_clock_skew_s
         if skew <= 0 or not times:
             return True
-        lo, hi = now - skew - MAX_LATENESS_S, now + skew
+        lo, hi = now - skew - (MAX_LATENESS_S if late_s is None else late_s), now + skew
         bad = [x for x in times if not lo <= x <= hi]
         if not bad:
             self._skew_since.pop(bed, None)
@@ -452,10 +470,12 @@ class MqttLink:
     """
 
     def __init__(self, config: AlertingConfig, loop: asyncio.AbstractEventLoop,
-                 on_message: Callable[[str, bytes], None]) -> None:
+                 on_message: Callable[[str, bytes], None],
+                 on_resume: Callable[[], None] | None = None) -> None:
         self.config = config
         self.loop = loop
         self.connected = threading.Event()
+        self._on_resume = on_resume  # called (in the loop) when the broker resumed the session
         self.client_id = config.mqtt_client_id or f"alerting-{config.ward}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   clean_session=False)
@@ -485,6 +505,9 @@ class MqttLink:
         if getattr(reason, "is_failure", False):
             log.error("MQTT connect refused: %s", reason)
             return
+        if getattr(_f, "session_present", False) and self._on_resume is not None:
+            with contextlib.suppress(RuntimeError):  # before the backlog's first message
+                self.loop.call_soon_threadsafe(self._on_resume)
         subs = [(topics.subscription(kind, ward=self.config.ward),
                  1 if kind in DURABLE_KINDS else 0) for kind in KINDS]
         client.subscribe(subs)
@@ -549,7 +572,7 @@ class AlertingService:
 
             self.mqtt = NatsLink(self.config, loop, self._on_message)  # type: ignore[assignment]
         else:
-            self.mqtt = MqttLink(self.config, loop, self._on_message)
+            self.mqtt = MqttLink(self.config, loop, self._on_message, on_resume=self._on_resume)
         self.core = AlertingCore(
             self.config, hub=self.hub, policy=self.policy, store=self.store,
             metrics=self.metrics, registry=self.registry,
@@ -594,6 +617,10 @@ class AlertingService:
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self.core is not None:
             self.core.on_message(topic, payload)
+
+    def _on_resume(self) -> None:
+        if self.core is not None:
+            self.core.begin_replay()
 
     def _flush(self) -> None:
         self.hub.flush(time.time())

@@ -20,7 +20,15 @@ from alerting.store import AlarmStore
 from detector.config import DetectorConfig
 from detector.service import DetectorService
 from ecgcommon.records import load_record
-from tests.alerting_harness import TOKEN, WardFeeder, http, make_config, running_alerting
+from tests.alerting_harness import (
+    TOKEN,
+    WardFeeder,
+    get_json,
+    http,
+    make_config,
+    running_alerting,
+    wait_for,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -183,7 +191,9 @@ def test_tiles_show_the_rhythm_and_beats_their_class(browser: Browser, ward) -> 
     feeder.pub.event("3", "vt", False, now + 3, {"hr_bpm": 170.0, "beats": 12})
     page.wait_for_function(f"() => {rhythm('3')} === 'ST 170'")
 
-    # bed 2: every 4th beat is a PVC (class V, anomalous); the list names the classes
+    # bed 2: every 4th beat is a PVC (class V, anomalous); the list names the classes. The
+    # detail selects the newest anomalous beat when it opens: open it once bed 2 has one
+    wait_for(lambda: any(b["cls"] == "V" for b in get_json(svc.port, "/api/beds/2")["beats"]))
     page.click('.tile[data-bed="2"]')
     page.wait_for_selector("#beat-list li.cls-V", timeout=10000)
     rows = page.eval_on_selector_all(

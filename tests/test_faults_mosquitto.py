@@ -218,13 +218,21 @@ def test_alerting_kill_9_and_restart_raises_the_alarm_whose_cause_fell_in_the_ou
         fast = [beat(chain.ward, "4", round((t1 - t0 + i * rr) * FS), FS, t0, rr, cls="N")
                 for i in range(12)]
         pub.beats("4", fast)  # QoS 1, while alerting is down
+        # bed 5: beats 80 s old by the restart (a long outage), older than live data may be
+        t5 = time.time() - 80.0
+        old = [beat(chain.ward, "5", round((0.3 + i * rr) * FS), FS, t5, None if i == 0 else rr,
+                    cls="N") for i in range(12)]
+        pub.beats("5", old)
         chain.start_alerting()
         chain.wait_healthy(chain.alerting_port)
-        raised = wait_for(lambda: [a for a in chain.alarms() if a["type"] == "extreme_tachy"],
-                          timeout=20)
+        raised = wait_for(lambda: [a for a in chain.alarms() if a["type"] == "extreme_tachy"
+                                   and a["bed"] == "4"], timeout=20)
         assert len(raised) == 1
         assert t1 <= raised[0]["started_at"] <= fast[-1].t  # its cause fell in the outage
         assert chain.beats_seen("4") == 12  # the replayed beats, each once
+        late = wait_for(lambda: [a for a in chain.alarms() if a["bed"] == "5"], timeout=10)
+        assert [a["type"] for a in late] == ["extreme_tachy"]  # no clock_skew for the backlog
+        assert old[0].t <= late[0]["started_at"] <= old[-1].t
     finally:
         pub.close()
 
@@ -266,3 +274,39 @@ def test_broker_kill_makes_healthz_unhealthy_and_the_feed_offline_within_5_s(
         assert time.monotonic() - t_back < 6.0
         while not heartbeat(3.0)["bus_connected"]:
             pass
+
+
+def test_a_restored_alarm_whose_cause_goes_on_is_not_ended_at_the_restore_grace(
+    chain: Chain,
+) -> None:
+    """A tachycardia alarm is open when alerting is killed (-9); the tachycardia goes on for
+    18 s of signal while it is down. Restarted, the alarm is restored, and the replayed beats
+    (their signal time more than the 15 s restore grace before the receiver's clock) re-confirm
+    it: it is neither ended at the restore grace nor raised twice."""
+    chain.start_alerting()
+    chain.wait_healthy(chain.alerting_port)
+    pub = Publisher(chain.broker, chain.ward)
+    rr = 60.0 / 130.0  # above the 120 bpm limit: a medium alarm after 10 s, not latching
+    t0 = time.time() - 38.0  # all within the receiver's lateness bound (ecgcommon.limits)
+    beats = [beat(chain.ward, "6", round((0.3 + i * rr) * FS), FS, t0, None if i == 0 else rr,
+                  cls="N") for i in range(int(36.0 / rr))]
+    before = [b for b in beats if b.t < t0 + 18.0]
+    during = beats[len(before):]
+    try:
+        pub.beats("6", before)
+        (tachy,) = wait_for(lambda: [a for a in chain.alarms() if a["type"] == "tachy"],
+                            timeout=20)
+        chain.kill("alerting")
+        for k in range(0, len(during), 10):  # as the detector sends them: a few per message
+            pub.beats("6", during[k:k + 10])
+        chain.start_alerting()
+        chain.wait_healthy(chain.alerting_port)
+        wait_for(lambda: chain.beats_seen("6") == len(during), timeout=20)
+        # a few wall-clock ticks (1 s) after the replay: the restored alarm is still open
+        ticks = time.monotonic() + 3.0
+        while time.monotonic() < ticks:
+            found = [a for a in chain.alarms() if a["type"] == "tachy"]
+            assert [(a["id"], a["state"]) for a in found] == [(tachy["id"], "active")], found
+            time.sleep(0.25)
+    finally:
+        pub.close()
