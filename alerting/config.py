@@ -122,6 +122,7 @@ ENV_VARS: dict[str, str] = {
     "MQTT_USERNAME": "mqtt_username",
     "MQTT_PASSWORD_FILE": "mqtt_password_file",
     "MQTT_CA_FILE": "mqtt_ca_file",
+    "ALERTING_MQTT_CLIENT_ID": "mqtt_client_id",  # the durable session's id (docs/faults.md)
     "ECG_BUS": "bus",
 }
 

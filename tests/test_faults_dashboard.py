@@ -17,8 +17,16 @@ from tests.alerting_harness import TOKEN, WardFeeder
 from tests.test_faults_mosquitto import Chain
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 pytestmark = pytest.mark.slow
 
 LIVE = """() => window.__ecg.live && document.querySelector('#conn').textContent === 'LIVE'

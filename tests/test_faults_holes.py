@@ -23,27 +23,49 @@ FS = 360.0
 RR = 0.8
 
 
-def _send(pub: Publisher, bed: str, beats: list[protocol.BeatResult],
-          since: float | None = None) -> None:
+def _send(
+    pub: Publisher, bed: str, beats: list[protocol.BeatResult], since: float | None = None
+) -> None:
     pub.raw(bed, "beats", protocol.encode_beats(beats, analysed_from=since))
 
 
-def test_a_new_detector_stream_after_a_hole_is_no_pause(broker, unique_ward, tmp_path: Path
-                                                        ) -> None:
+def test_a_new_detector_stream_after_a_hole_is_no_pause(
+    broker, unique_ward, tmp_path: Path
+) -> None:
     cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
     with running_alerting(cfg) as svc:
         pub = Publisher(broker, unique_ward)
         try:
             t0 = time.time() - 30.0
             for bed in ("8", "9"):
-                first = [beat(unique_ward, bed, round((0.2 + i * RR) * FS), FS, t0,
-                              None if i else RR, cls="N") for i in range(8)]
+                first = [
+                    beat(
+                        unique_ward,
+                        bed,
+                        round((0.2 + i * RR) * FS),
+                        FS,
+                        t0,
+                        None if i else RR,
+                        cls="N",
+                    )
+                    for i in range(8)
+                ]
                 _send(pub, bed, first, since=t0)
                 # 3.2 s without a beat (> the 2.5 s pause): on bed 8 the detector says its
                 # analysis only began again 2.9 s after the last beat (a restart, lost samples)
                 s1 = first[-1].sample + round(3.2 * FS)
-                second = [beat(unique_ward, bed, s1 + round(i * RR * FS), FS, t0,
-                               None if i == 0 else RR, cls="N") for i in range(6)]
+                second = [
+                    beat(
+                        unique_ward,
+                        bed,
+                        s1 + round(i * RR * FS),
+                        FS,
+                        t0,
+                        None if i == 0 else RR,
+                        cls="N",
+                    )
+                    for i in range(6)
+                ]
                 _send(pub, bed, second, since=first[-1].t + 2.9 if bed == "8" else None)
             wait_for(lambda: metric_value(svc.port, "ecg_bed_beats_total", bed="9") == 14)
             wait_for(lambda: metric_value(svc.port, "ecg_bed_beats_total", bed="8") == 14)
@@ -56,8 +78,9 @@ def test_a_new_detector_stream_after_a_hole_is_no_pause(broker, unique_ward, tmp
             pub.close()
 
 
-def test_analysed_from_never_moves_the_clock_past_the_message(broker, unique_ward,
-                                                              tmp_path: Path) -> None:
+def test_analysed_from_never_moves_the_clock_past_the_message(
+    broker, unique_ward, tmp_path: Path
+) -> None:
     """A corrupt `analysed_from` an hour ahead cannot hold the asystole clock off for an hour:
     it is bounded by the message's own (clock-checked) times, so the asystole after the last
     beat still fires 4 s after it."""
@@ -66,14 +89,23 @@ def test_analysed_from_never_moves_the_clock_past_the_message(broker, unique_war
         pub = Publisher(broker, unique_ward)
         try:
             t0 = time.time() - 30.0
-            beats = [beat(unique_ward, "5", round((0.2 + i * RR) * FS), FS, t0,
-                          None if i else RR, cls="N") for i in range(6)]
+            beats = [
+                beat(
+                    unique_ward, "5", round((0.2 + i * RR) * FS), FS, t0, None if i else RR, cls="N"
+                )
+                for i in range(6)
+            ]
             _send(pub, "5", beats[:3], since=t0)
             _send(pub, "5", beats[3:], since=t0 + 3600.0)  # forged: an hour ahead
             until = beats[-1].t + 5.0
             pub.raw("5", "beats", protocol.encode_beats([], analysed_until=until))
-            got = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms")["alarms"]
-                                    if a["type"] == "asystole"])
+            got = wait_for(
+                lambda: [
+                    a
+                    for a in get_json(svc.port, "/api/alarms")["alarms"]
+                    if a["type"] == "asystole"
+                ]
+            )
             assert abs(got[0]["started_at"] - (beats[-1].t + 4.0)) < 0.01
         finally:
             pub.close()

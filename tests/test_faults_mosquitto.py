@@ -42,8 +42,10 @@ class Chain:
         self.tmp, self.ward = tmp, ward
         self.mqtt_port = free_port()
         self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\n"
-                             "persistence false\nmax_queued_messages 100000\n")
+        self.conf.write_text(
+            f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\n"
+            "persistence false\nmax_queued_messages 100000\n"
+        )
         self.broker = Broker("127.0.0.1", self.mqtt_port)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.alerting_port = free_port()
@@ -56,27 +58,72 @@ class Chain:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.tmp / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", *argv], cwd=ROOT, env={**os.environ, **(env or {})},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [sys.executable, "-m", *argv],
+                cwd=ROOT,
+                env={**os.environ, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def start_detector(self) -> None:
-        self._spawn("detector", ["detector", "--host", "127.0.0.1", "--port",
-                                 str(self.mqtt_port), "--ward", self.ward, "--http-host",
-                                 "127.0.0.1", "--http-port", str(self.detector_port)],
-                    {"ECG_DETECTOR_TOKEN": "t" * 24})
+        self._spawn(
+            "detector",
+            [
+                "detector",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.mqtt_port),
+                "--ward",
+                self.ward,
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(self.detector_port),
+            ],
+            {"ECG_DETECTOR_TOKEN": "t" * 24},
+        )
 
     def start_alerting(self) -> None:
-        self._spawn("alerting", ["alerting"], {
-            "MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(self.mqtt_port), "ECG_WARD": self.ward,
-            "ALERTING_PORT": str(self.alerting_port), "ALERTING_TOKEN": TOKEN,
-            "ALERTING_DB": str(self.tmp / "alarms.db")})
+        self._spawn(
+            "alerting",
+            ["alerting"],
+            {
+                "MQTT_HOST": "127.0.0.1",
+                "MQTT_PORT": str(self.mqtt_port),
+                "ECG_WARD": self.ward,
+                "ALERTING_PORT": str(self.alerting_port),
+                "ALERTING_TOKEN": TOKEN,
+                "ALERTING_DB": str(self.tmp / "alarms.db"),
+            },
+        )
 
     def start_streamer(self, data_dir: Path) -> None:
-        self._spawn("streamer", ["streamer", "--host", "127.0.0.1", "--port",
-                                 str(self.mqtt_port), "--ward", self.ward, "--beds",
-                                 str(len(RECORDS)), "--records", *RECORDS, "--speed", "1",
-                                 "--data-dir", str(data_dir), "--http-host", "127.0.0.1",
-                                 "--http-port", "0"])
+        self._spawn(
+            "streamer",
+            [
+                "streamer",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.mqtt_port),
+                "--ward",
+                self.ward,
+                "--beds",
+                str(len(RECORDS)),
+                "--records",
+                *RECORDS,
+                "--speed",
+                "1",
+                "--data-dir",
+                str(data_dir),
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                "0",
+            ],
+        )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
@@ -142,8 +189,7 @@ def _ward_running(chain: Chain, data_dir: Path) -> None:
 def _beats_after(chain: Chain, counts: dict[str, float], more: int, timeout: float) -> None:
     """Wait until every bed has `more` beats beyond `counts` (the new detector analyses it)."""
     for bed in _beds():
-        wait_for(lambda b=bed: chain.beats_seen(b) >= counts[b] + more, timeout=timeout,
-                 every=0.2)
+        wait_for(lambda b=bed: chain.beats_seen(b) >= counts[b] + more, timeout=timeout, every=0.2)
 
 
 def _no_false_gap_alarms(chain: Chain) -> None:
@@ -170,8 +216,11 @@ def test_detector_kill_9_and_restart_is_signal_lost_never_asystole_or_pause(
     lost = {a["bed"] for a in chain.alarms(priority="technical") if a["type"] == "signal_lost"}
     assert lost == set(_beds()), "the detector outage (> 3 s) must be reported on every bed"
     # ... and it ends once the new detector analyses the bed again
-    wait_for(lambda: not [a for a in chain.alarms(state="open") if a["type"] == "signal_lost"],
-             timeout=30, every=0.2)
+    wait_for(
+        lambda: not [a for a in chain.alarms(state="open") if a["type"] == "signal_lost"],
+        timeout=30,
+        every=0.2,
+    )
 
 
 def test_detector_down_3_s_is_signal_lost_not_asystole(chain: Chain, data_dir: Path) -> None:
@@ -181,9 +230,14 @@ def test_detector_down_3_s_is_signal_lost_not_asystole(chain: Chain, data_dir: P
     chain.kill("detector", signal.SIGSTOP)
     t_stop = time.monotonic()
     try:
-        lost = wait_for(lambda: {a["bed"] for a in chain.alarms(priority="technical")
-                                 if a["type"] == "signal_lost"} == set(_beds()),
-                        timeout=10, every=0.1)
+        lost = wait_for(
+            lambda: (
+                {a["bed"] for a in chain.alarms(priority="technical") if a["type"] == "signal_lost"}
+                == set(_beds())
+            ),
+            timeout=10,
+            every=0.1,
+        )
         assert lost
         assert time.monotonic() - t_stop < 4.0 + 1.0  # raised within ~3 s of samples
         time.sleep(max(0.0, 3.0 - (time.monotonic() - t_stop)))  # the outage itself
@@ -192,8 +246,11 @@ def test_detector_down_3_s_is_signal_lost_not_asystole(chain: Chain, data_dir: P
     counts = {bed: chain.beats_seen(bed) for bed in _beds()}
     _beats_after(chain, counts, 10, timeout=60)
     _no_false_gap_alarms(chain)
-    wait_for(lambda: not [a for a in chain.alarms(state="open") if a["type"] == "signal_lost"],
-             timeout=30, every=0.2)
+    wait_for(
+        lambda: not [a for a in chain.alarms(state="open") if a["type"] == "signal_lost"],
+        timeout=30,
+        every=0.2,
+    )
 
 
 def test_alerting_kill_9_and_restart_raises_the_alarm_whose_cause_fell_in_the_outage(
@@ -207,26 +264,44 @@ def test_alerting_kill_9_and_restart_raises_the_alarm_whose_cause_fell_in_the_ou
     pub = Publisher(chain.broker, chain.ward)
     try:
         t0 = time.time() - 20.0
-        normal = [beat(chain.ward, "4", round((0.3 + i * 0.8) * FS), FS, t0,
-                       None if i == 0 else 0.8, cls="N") for i in range(10)]
+        normal = [
+            beat(
+                chain.ward,
+                "4",
+                round((0.3 + i * 0.8) * FS),
+                FS,
+                t0,
+                None if i == 0 else 0.8,
+                cls="N",
+            )
+            for i in range(10)
+        ]
         pub.beats("4", normal)
         wait_for(lambda: chain.beats_seen("4") == 10, timeout=20)
         assert chain.alarms() == []
         chain.kill("alerting")
         rr = 60.0 / 175.0
         t1 = normal[-1].t + rr
-        fast = [beat(chain.ward, "4", round((t1 - t0 + i * rr) * FS), FS, t0, rr, cls="N")
-                for i in range(12)]
+        fast = [
+            beat(chain.ward, "4", round((t1 - t0 + i * rr) * FS), FS, t0, rr, cls="N")
+            for i in range(12)
+        ]
         pub.beats("4", fast)  # QoS 1, while alerting is down
         # bed 5: beats 80 s old by the restart (a long outage), older than live data may be
         t5 = time.time() - 80.0
-        old = [beat(chain.ward, "5", round((0.3 + i * rr) * FS), FS, t5, None if i == 0 else rr,
-                    cls="N") for i in range(12)]
+        old = [
+            beat(
+                chain.ward, "5", round((0.3 + i * rr) * FS), FS, t5, None if i == 0 else rr, cls="N"
+            )
+            for i in range(12)
+        ]
         pub.beats("5", old)
         chain.start_alerting()
         chain.wait_healthy(chain.alerting_port)
-        raised = wait_for(lambda: [a for a in chain.alarms() if a["type"] == "extreme_tachy"
-                                   and a["bed"] == "4"], timeout=20)
+        raised = wait_for(
+            lambda: [a for a in chain.alarms() if a["type"] == "extreme_tachy" and a["bed"] == "4"],
+            timeout=20,
+        )
         assert len(raised) == 1
         assert t1 <= raised[0]["started_at"] <= fast[-1].t  # its cause fell in the outage
         assert chain.beats_seen("4") == 12  # the replayed beats, each once
@@ -249,6 +324,7 @@ def test_broker_kill_makes_healthz_unhealthy_and_the_feed_offline_within_5_s(
     chain.wait_healthy(chain.detector_port)
     ws = connect(f"ws://127.0.0.1:{chain.alerting_port}/ws?token={TOKEN}", open_timeout=5)
     with ws:
+
         def heartbeat(timeout: float) -> dict:
             deadline = time.monotonic() + timeout
             while True:
@@ -262,10 +338,16 @@ def test_broker_kill_makes_healthz_unhealthy_and_the_feed_offline_within_5_s(
         while heartbeat(3.0)["bus_connected"]:
             assert time.monotonic() - t_kill < 5.0, "heartbeats still say the bus is up"
         assert time.monotonic() - t_kill < 5.0
-        wait_for(lambda: chain.healthz(chain.alerting_port) == 503, timeout=5 - (
-            time.monotonic() - t_kill), every=0.1)
-        wait_for(lambda: chain.healthz(chain.detector_port) == 503, timeout=5.5 - (
-            time.monotonic() - t_kill), every=0.1)
+        wait_for(
+            lambda: chain.healthz(chain.alerting_port) == 503,
+            timeout=5 - (time.monotonic() - t_kill),
+            every=0.1,
+        )
+        wait_for(
+            lambda: chain.healthz(chain.detector_port) == 503,
+            timeout=5.5 - (time.monotonic() - t_kill),
+            every=0.1,
+        )
         time.sleep(3.0)  # the broker stays down a while: backoff grows, but it is capped
         chain.start_broker()
         t_back = time.monotonic()
@@ -288,17 +370,18 @@ def test_a_restored_alarm_whose_cause_goes_on_is_not_ended_at_the_restore_grace(
     pub = Publisher(chain.broker, chain.ward)
     rr = 60.0 / 130.0  # above the 120 bpm limit: a medium alarm after 10 s, not latching
     t0 = time.time() - 38.0  # all within the receiver's lateness bound (ecgcommon.limits)
-    beats = [beat(chain.ward, "6", round((0.3 + i * rr) * FS), FS, t0, None if i == 0 else rr,
-                  cls="N") for i in range(int(36.0 / rr))]
+    beats = [
+        beat(chain.ward, "6", round((0.3 + i * rr) * FS), FS, t0, None if i == 0 else rr, cls="N")
+        for i in range(int(36.0 / rr))
+    ]
     before = [b for b in beats if b.t < t0 + 18.0]
-    during = beats[len(before):]
+    during = beats[len(before) :]
     try:
         pub.beats("6", before)
-        (tachy,) = wait_for(lambda: [a for a in chain.alarms() if a["type"] == "tachy"],
-                            timeout=20)
+        (tachy,) = wait_for(lambda: [a for a in chain.alarms() if a["type"] == "tachy"], timeout=20)
         chain.kill("alerting")
         for k in range(0, len(during), 10):  # as the detector sends them: a few per message
-            pub.beats("6", during[k:k + 10])
+            pub.beats("6", during[k : k + 10])
         chain.start_alerting()
         chain.wait_healthy(chain.alerting_port)
         wait_for(lambda: chain.beats_seen("6") == len(during), timeout=20)

@@ -40,23 +40,40 @@ def _wait(cond, timeout: float, what: str, run: RunningWard) -> None:  # noqa: A
 
 
 def test_ward_restarts_a_killed_detector_and_goes_on(tmp_path: Path, data_dir: Path) -> None:
-    run = RunningWard(tmp_path, "--broker", "mosquitto", "--beds", "100", "--speed", "1",
-                      "--data-dir", str(data_dir), "--ward", "ward-faults")
+    run = RunningWard(
+        tmp_path,
+        "--broker",
+        "mosquitto",
+        "--beds",
+        "100",
+        "--speed",
+        "1",
+        "--data-dir",
+        str(data_dir),
+        "--ward",
+        "ward-faults",
+    )
     try:
         run.wait_banner()
         detector = next(u for u in run.urls("metrics:") if "(detector)" in _line_of(run, u))
         health = detector.replace("/metrics", "/healthz")
         old = _child_pid(run.proc.pid, "detector")
         os.kill(old, signal.SIGKILL)
-        _wait(lambda: any(ln.startswith("ward: restarting detector") for ln in run.lines), 20,
-              "the dead detector was not restarted", run)
+        _wait(
+            lambda: any(ln.startswith("ward: restarting detector") for ln in run.lines),
+            20,
+            "the dead detector was not restarted",
+            run,
+        )
         assert any("detector exited unexpectedly (code -9)" in ln for ln in run.lines)
         assert _child_pid(run.proc.pid, "detector") != old
 
         def scoring() -> bool:
             try:
-                return _get(health)[0] == 200 and _metric(
-                    _get(detector)[1], "ecg_detector_beats_total") > 0
+                return (
+                    _get(health)[0] == 200
+                    and _metric(_get(detector)[1], "ecg_detector_beats_total") > 0
+                )
             except OSError:
                 return False
 
