@@ -61,6 +61,11 @@ def _rank(k: int, member: str) -> bytes:
     return hashlib.blake2b(f"{k}:{member}".encode(), digest_size=8).digest()
 
 
+def lease_scope(ward: str) -> str:
+    """The KV key prefix of a worker's group: its ward, or `all` for every ward."""
+    return "all" if ward == "+" else ward
+
+
 def desired(members: list[str], me: str, partitions: int) -> set[int]:
     """The partitions `me` should own among `members` (rendezvous hashing, stable on churn)."""
     live = sorted(set(members) | {me})
@@ -140,6 +145,8 @@ class NatsWorker:
         self.partitions = cfg.partitions
         self.ttl = cfg.lease_ttl_s
         self.checkpoint_s = cfg.checkpoint_s
+        self.ward = cfg.ward  # "+": every ward
+        self.scope = lease_scope(cfg.ward)
         self.owned: dict[int, Partition] = {}
         self.sent: dict[tuple[str, str], float] = {}  # after a takeover: results out up to t
         self.nc: Any = None
@@ -210,6 +217,7 @@ class NatsWorker:
         if self.nc is None:
             return
         tick = asyncio.create_task(self._tick_loop())
+        renew = asyncio.create_task(self._renew_loop())
         try:
             while not self.service._stopping.is_set():
                 try:
@@ -219,23 +227,29 @@ class NatsWorker:
                 await asyncio.sleep(RENEW_S)
         finally:
             tick.cancel()
+            renew.cancel()
             for part in list(self.owned.values()):
                 try:
                     await self._release(part)
                 except Exception as exc:
                     log.warning("releasing partition %d: %s", part.k, exc)
             try:
-                await self.members.delete(self.me)
+                await self.members.delete(f"{self.scope}.{self.me}")
             except Exception:
                 pass
             await self.nc.close()
 
     # ------------------------------------------------------------------ leases
+    def _key(self, k: int) -> str:
+        """The KV key of partition `k` (leases, checkpoints) for the wards this worker serves:
+        workers serving different wards never share a lease or a checkpoint."""
+        return f"{self.scope}.p{k}"
+
     async def _live_members(self) -> list[str]:
         """Workers whose membership key has not expired: read from the bucket's stream state
         (no consumer is created, so this stays cheap on the cluster's meta layer)."""
         stream = f"KV_{subjects.MEMBERS}"
-        prefix = f"$KV.{subjects.MEMBERS}."
+        prefix = f"$KV.{subjects.MEMBERS}.{self.scope}."
         info = await self.js.stream_info(stream, subjects_filter=prefix + ">")
         return [name[len(prefix) :] for name in (info.state.subjects or {})]
 
@@ -243,7 +257,7 @@ class NatsWorker:
         now = time.monotonic()
         try:
             part.lease_rev = await self.leases.update(
-                f"p{part.k}", self.me.encode(), last=part.lease_rev
+                self._key(part.k), self.me.encode(), last=part.lease_rev
             )
             part.valid_until = now + self.ttl * 0.9
         except KeyWrongLastSequenceError as exc:  # expired, or someone else's now
@@ -252,10 +266,18 @@ class NatsWorker:
         except Exception as exc:  # the bucket is electing a leader: kept until the fence
             log.warning("lease of partition %d not renewed (%s)", part.k, exc)
 
+    async def _renew_loop(self) -> None:
+        """Leases and membership, every second, on their own: a slow takeover never delays
+        them past the fence."""
+        while True:
+            try:
+                await asyncio.gather(*(self._renew(p) for p in list(self.owned.values())))
+                await self.members.put(f"{self.scope}.{self.me}", str(time.time()).encode())
+            except Exception as exc:
+                log.warning("membership not renewed (%s)", exc)
+            await asyncio.sleep(RENEW_S)
+
     async def _rebalance(self) -> None:
-        # renewals first and together: nothing else may delay them
-        await asyncio.gather(*(self._renew(p) for p in list(self.owned.values())))
-        await self.members.put(self.me, str(time.time()).encode())
         want = desired(await self._live_members(), self.me, self.partitions)
         for k, part in list(self.owned.items()):
             if k not in want:
@@ -269,7 +291,7 @@ class NatsWorker:
                     log.warning("partition %d not taken up yet (%s)", k, exc)
 
     async def _take_lease(self, k: int) -> int | None:
-        key = f"p{k}"
+        key = self._key(k)
         try:
             return int(await self.leases.create(key, self.me.encode()))
         except Exception:
@@ -296,7 +318,7 @@ class NatsWorker:
             await self._on_msg(part, msg)
 
         part.sub = await self.js.subscribe(
-            subjects.partition_filter(k),
+            subjects.partition_filter(k, self.ward),
             stream=subjects.IN_STREAM,
             cb=on_msg,
             ordered_consumer=True,
@@ -318,13 +340,13 @@ class NatsWorker:
         round tries again (a missing answer is not a missing checkpoint)."""
         k = part.k
         try:
-            index = pickle.loads((await self.ckpt.get(f"p{k}")).value)
+            index = pickle.loads((await self.ckpt.get(self._key(k))).value)
         except KeyNotFoundError:
             index = None
         if index is None:  # never checkpointed: from now on, and say so at once
             info = await self.js.stream_info(subjects.IN_STREAM)
             part.seq = int(info.state.last_seq)
-            await self.ckpt.put(f"p{k}", pickle.dumps((part.seq, [])))
+            await self.ckpt.put(self._key(k), pickle.dumps((part.seq, [])))
             return part.seq + 1
         seq, keys = index
         start = seq + 1
@@ -332,7 +354,7 @@ class NatsWorker:
         for key in keys:
             ward, bed_name = key
             try:
-                entry = await self.ckpt.get(f"p{k}.{ward}.{bed_name}")
+                entry = await self.ckpt.get(f"{self._key(k)}.{ward}.{bed_name}")
             except KeyNotFoundError:
                 log.warning("no checkpoint for %s/%s: it starts afresh", ward, bed_name)
                 continue
@@ -390,7 +412,7 @@ class NatsWorker:
         await self._checkpoint(part)
         self._drop(part)
         try:
-            await self.leases.delete(f"p{part.k}")
+            await self.leases.delete(self._key(part.k))
         except Exception as exc:
             log.warning("giving back partition %d: %s", part.k, exc)
         log.info("worker %s gave back partition %d at sequence %d", self.me, part.k, part.seq)
@@ -407,14 +429,15 @@ class NatsWorker:
             if bed is None:
                 continue
             keys.append(key)
-            snaps.append((f"p{part.k}.{key[0]}.{key[1]}", pickle.dumps((seq, bed), protocol=5)))
+            name = f"{self._key(part.k)}.{key[0]}.{key[1]}"
+            snaps.append((name, pickle.dumps((seq, bed), protocol=5)))
         assert self.out is not None
         if not await self.out.settle():
             log.warning("partition %d: results not acknowledged; checkpoint skipped", part.k)
             return
         for name, blob in snaps:
             await self.ckpt.put(name, blob)
-        await self.ckpt.put(f"p{part.k}", pickle.dumps((seq, keys)))
+        await self.ckpt.put(self._key(part.k), pickle.dumps((seq, keys)))
         log.debug("partition %d: checkpoint of %d beds at sequence %d", part.k, len(keys), seq)
 
     # ------------------------------------------------------------------ messages

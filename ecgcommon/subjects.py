@@ -97,9 +97,12 @@ def partition_of(subj: str) -> int:
     return int(parts[1])
 
 
-def partition_filter(k: int) -> str:
-    """Every input message of partition `k`."""
-    return f"{PART}.{k}.>"
+def partition_filter(k: int, ward: str = "+") -> str:
+    """Every input message of partition `k` (of one ward, or of every ward with "+")."""
+    if ward == "+":
+        return f"{PART}.{k}.>"
+    _nats_safe("ward", ward)
+    return f"{PART}.{k}.{ward}.>"
 
 
 def output_filter(ward: str) -> str:

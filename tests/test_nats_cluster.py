@@ -50,7 +50,9 @@ def test_worker_and_engine_node_killed_mid_stream(
         assert observer.ready.wait(10)
         for wid in ("w1", "w2"):
             workers[wid] = start_worker(cluster.bus, wid, unique_ward, tmp_path / f"{wid}.log")
-        assert wait_owned(servers, subjects.PARTITIONS, {"w1", "w2"}, 60), lease_owners(servers)
+        assert wait_owned(servers, unique_ward, subjects.PARTITIONS, {"w1", "w2"}, 60), (
+            lease_owners(servers, unique_ward)
+        )
         cfg = make_config(_Addr(), unique_ward, tmp_path / "alarms.db", bus=cluster.bus)
         with running_alerting(cfg) as alerting:
             ingress = cluster.nodes[0]
@@ -66,7 +68,9 @@ def test_worker_and_engine_node_killed_mid_stream(
             victim = "w1"
             killed_at = time.time()
             os.kill(workers[victim].pid, signal.SIGKILL)
-            assert wait_owned(servers, subjects.PARTITIONS, {"w2"}, 15), lease_owners(servers)
+            assert wait_owned(servers, unique_ward, subjects.PARTITIONS, {"w2"}, 15), lease_owners(
+                servers, unique_ward
+            )
             time.sleep(8)
             # an engine node that neither takes the devices' MQTT nor leads ECG_IN
             leader = asyncio.run(stream_leader(ingress.url, subjects.IN_STREAM))

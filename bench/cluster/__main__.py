@@ -109,7 +109,7 @@ def capacity_trial(
     node = cluster.nodes[0]
     chunk_n = int(round(args.chunk_s * FS))
     try:
-        if not wait_owned(servers, PARTITIONS, set(ids), 90):
+        if not wait_owned(servers, ward, PARTITIONS, set(ids), 90):
             raise RuntimeError(f"{n_workers} workers did not split the partitions")
         probe = LatencyProbe(node.mqtt_port, ward, chunk_n)
         nats_pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
@@ -192,7 +192,7 @@ def failover_run(cluster: NatsCluster, args: argparse.Namespace, work: Path) -> 
         w: start_worker(cluster.bus, w, ward, work / f"fo-{w}.log", checkpoint_s=args.checkpoint_s)
         for w in ("f1", "f2")
     }
-    if not wait_owned(servers, PARTITIONS, {"f1", "f2"}, 90):
+    if not wait_owned(servers, ward, PARTITIONS, {"f1", "f2"}, 90):
         raise RuntimeError("failover workers did not split the partitions")
     alerting, thread = _alerting(cluster.bus, ward, work / "failover-alarms.db")
     time.sleep(2)

@@ -238,7 +238,7 @@ def max_silence_s(seen: Seen, after: float, before: float = float("inf")) -> flo
     return worst
 
 
-async def _lease_owners(servers: list[str]) -> dict[int, str]:
+async def _lease_owners(servers: list[str], ward: str) -> dict[int, str]:
     import nats
 
     from ecgcommon.subjects import LEASES
@@ -251,9 +251,12 @@ async def _lease_owners(servers: list[str]) -> dict[int, str]:
             keys = await kv.keys()
         except Exception:
             keys = []
+        prefix = f"{ward}.p"
         for key in keys:
+            if not key.startswith(prefix):
+                continue
             try:
-                out[int(key[1:])] = (await kv.get(key)).value.decode()
+                out[int(key[len(prefix) :])] = (await kv.get(key)).value.decode()
             except Exception:
                 pass
         return out
@@ -261,19 +264,21 @@ async def _lease_owners(servers: list[str]) -> dict[int, str]:
         await nc.close()
 
 
-def lease_owners(servers: list[str]) -> dict[int, str]:
-    """Partition -> the worker holding its lease now."""
+def lease_owners(servers: list[str], ward: str) -> dict[int, str]:
+    """Partition -> the worker holding its lease now (the workers serving `ward`)."""
     try:
-        return asyncio.run(_lease_owners(servers))
+        return asyncio.run(_lease_owners(servers, ward))
     except Exception:
         return {}
 
 
-def wait_owned(servers: list[str], partitions: int, owners: set[str], timeout: float) -> bool:
-    """Every partition leased, by exactly the workers `owners`."""
+def wait_owned(
+    servers: list[str], ward: str, partitions: int, owners: set[str], timeout: float
+) -> bool:
+    """Every partition of the ward's workers leased, by exactly the workers `owners`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = lease_owners(servers)
+        got = lease_owners(servers, ward)
         if len(got) == partitions and set(got.values()) == owners:
             return True
         time.sleep(0.3)
