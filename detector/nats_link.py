@@ -93,44 +93,63 @@ class Outbox:
 
     def __init__(self, js: Any) -> None:
         self.js = js
-        self.pending: deque[tuple[str, bytes, str, asyncio.Future]] = deque()
+        # (number, subject, payload, ack future), oldest first; numbers only grow
+        self.pending: deque[tuple[int, str, bytes, asyncio.Future]] = deque()
+        self._count = 0
+        self._resend_at = 0.0  # a stream without a leader is not hammered: one resend a 0.5 s
 
-    async def send(self, subj: str, payload: bytes) -> None:
-        mid = _msg_id(subj, payload)
-        fut = await self.js.publish_async(subj, payload, headers={"Nats-Msg-Id": mid})
-        self.pending.append((subj, payload, mid, fut))
+    async def send(self, subj: str, payload: bytes, number: int | None = None) -> None:
+        if number is None:
+            self._count += 1
+            number = self._count
+        fut = await self.js.publish_async(
+            subj, payload, headers={"Nats-Msg-Id": _msg_id(subj, payload)}
+        )
+        self.pending.append((number, subj, payload, fut))
 
     async def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
-        """Wait until everything sent so far is stored; resend what failed. False: not all."""
+        """Wait until everything sent before this call is stored, resending what failed;
+        False when that did not happen within `timeout`."""
+        upto = self._count
         deadline = time.monotonic() + timeout
-        while self.pending:
-            subj, payload, mid, fut = self.pending[0]
+        while self.pending and self.pending[0][0] <= upto:
+            fut = self.pending[0][3]
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             try:
                 await asyncio.wait_for(asyncio.shield(fut), left)
-                if self.pending and self.pending[0][3] is fut:  # trim() may have taken it
-                    self.pending.popleft()
             except TimeoutError:
                 return False
             except Exception as exc:  # no stream leader for a moment, or a lost connection
                 log.warning("result not stored (%s); sending the rest again", exc)
                 await self._resend()
                 await asyncio.sleep(0.2)
+                continue
+            if self.pending and self.pending[0][3] is fut:  # trim() may have taken it
+                self.pending.popleft()
         return True
 
-    def trim(self) -> None:
-        """Forget the acknowledged head (keeps the deque short between checkpoints)."""
-        while self.pending and self.pending[0][3].done() and not self.pending[0][3].exception():
+    async def trim(self) -> None:
+        """Forget the acknowledged head; a failed head is sent again (with what follows)."""
+        while self.pending and self.pending[0][3].done():
+            if self.pending[0][3].cancelled() or self.pending[0][3].exception() is not None:
+                if time.monotonic() >= self._resend_at:
+                    log.warning("result not stored; sending the rest again")
+                    await self._resend()
+                return
             self.pending.popleft()
 
     async def _resend(self) -> None:
+        self._resend_at = time.monotonic() + 0.5
         old, self.pending = self.pending, deque()
-        for subj, payload, _mid, fut in old:
-            if not fut.done():
+        for number, subj, payload, fut in old:
+            if fut.done():
+                if not fut.cancelled():
+                    fut.exception()  # retrieved: asyncio need not report it
+            else:
                 fut.cancel()
-            await self.send(subj, payload)
+            await self.send(subj, payload, number)
 
 
 class NatsWorker:
@@ -218,6 +237,7 @@ class NatsWorker:
             return
         tick = asyncio.create_task(self._tick_loop())
         renew = asyncio.create_task(self._renew_loop())
+        ckpt = asyncio.create_task(self._checkpoint_loop())
         try:
             while not self.service._stopping.is_set():
                 try:
@@ -228,6 +248,7 @@ class NatsWorker:
         finally:
             tick.cancel()
             renew.cancel()
+            ckpt.cancel()
             for part in list(self.owned.values()):
                 try:
                     await self._release(part)
@@ -421,6 +442,8 @@ class NatsWorker:
         """Snapshot every bed of the partition at its newest sequence (no await in between),
         then commit it once every result so far is acknowledged."""
         await self._publish(self.engine.flush(time.monotonic()))
+        if part.closed:  # dropped meanwhile: its beds are gone from the engine
+            return
         seq = part.seq
         snaps: list[tuple[str, bytes]] = []
         keys = []
@@ -480,7 +503,7 @@ class NatsWorker:
                 self.engine.bad("bad_topic", "%s", exc)
                 continue
             await out.send(subj, payload)
-        out.trim()
+        await out.trim()
 
     def _unsent(self, topic: str, payload: bytes) -> bytes | None:
         """A replayed beats message without the beats the old owner already sent."""
@@ -502,19 +525,28 @@ class NatsWorker:
         return protocol.encode_beats(keep, analysed_until=msg.analysed_until, **extra)
 
     async def _tick_loop(self) -> None:
-        """The batching deadlines and silence sweeps; checkpoints when due."""
+        """The batching deadlines and silence sweeps (never held up by a checkpoint)."""
         engine = self.engine
         while True:
-            now = time.monotonic()
             try:
-                await self._publish(engine.tick(now))
-                for part in list(self.owned.values()):
-                    if now >= part.next_ckpt and not part.closed:
-                        part.next_ckpt = now + self.checkpoint_s
-                        await self._checkpoint(part)
+                await self._publish(engine.tick(time.monotonic()))
             except Exception:
                 self.service.metrics.bad_messages.labels("internal_error").inc()
                 log.exception("error in tick")
             deadline = engine.next_deadline()
             wait = 0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic()))
             await asyncio.sleep(wait)
+
+    async def _checkpoint_loop(self) -> None:
+        """Each owned partition's checkpoint when due (its own task: its waits for
+        acknowledgements and KV writes must not delay the batching deadlines)."""
+        while True:
+            now = time.monotonic()
+            for part in list(self.owned.values()):
+                if now >= part.next_ckpt and not part.closed:
+                    part.next_ckpt = now + self.checkpoint_s
+                    try:
+                        await self._checkpoint(part)
+                    except Exception as exc:  # the bucket away for a moment: next time
+                        log.warning("partition %d: checkpoint failed (%s)", part.k, exc)
+            await asyncio.sleep(0.2)
