@@ -1,0 +1,125 @@
+"""`python -m bench.qos`: the detector-side CPU of one beats message at QoS 0 and at QoS 1.
+
+QoS 1 lets a durable subscriber (the alerting service) get what it missed (docs/faults.md); its
+cost is the client's bookkeeping of in-flight messages and their PUBACKs. This drives the
+detector's own MQTT client class (`BufferedClient`) from one thread, as the detector's worker
+does (`select`, `loop_read`, `loop_write`, `loop_misc` every 50 publications), against a real
+Mosquitto on a free loopback port, and prints the process CPU per message for each QoS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from detector.service import BufferedClient, _BufferedSocket
+from ecgcommon import protocol
+
+PAYLOAD = protocol.encode_beats(
+    [
+        protocol.BeatResult(
+            bed="01",
+            sample=123456,
+            t=1.7e9,
+            rr_s=0.8,
+            hr_bpm=75.0,
+            score=0.31,
+            threshold=1.0,
+            anomalous=False,
+            beat_id="w:01:123456",
+            cls="N",
+        )
+    ],
+    analysed_from=1.7e9,
+)
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _turn(c: mqtt.Client, timeout: float) -> None:
+    sock = c.socket()
+    if sock is None:
+        return
+    buffered = isinstance(sock, _BufferedSocket) and sock.pending() > 0
+    w = [sock] if c.want_write() else []
+    readable, writable, _ = select.select([sock], w, [], 0.0 if buffered else timeout)
+    if readable or buffered:
+        c.loop_read()
+    if writable and c.socket() is not None:
+        c.loop_write()
+    c.loop_misc()
+
+
+def cpu_per_message_us(port: int, qos: int, n: int) -> float:
+    """Process CPU (µs) per beats message published with `qos`, all of them delivered."""
+    c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=f"qos{qos}-{time.time_ns()}")
+    c.max_inflight_messages_set(1000)  # as the detector sets it
+    c.max_queued_messages_set(100_000)
+    c.connect("127.0.0.1", port)
+    for _ in range(20):
+        _turn(c, 0.01)
+    t0 = _cpu_s()
+    for i in range(n):
+        c.publish(f"ecg/v1/w/{i % 1000:04d}/beats", PAYLOAD, qos)
+        if i % 50 == 49:
+            _turn(c, 0.0)
+    deadline = time.monotonic() + 60
+    while (c.want_write() or (qos and c._out_messages)) and time.monotonic() < deadline:
+        _turn(c, 0.01)
+    used = _cpu_s() - t0
+    c.disconnect()
+    return used / n * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.qos", description=__doc__)
+    p.add_argument("--messages", type=int, default=20_000)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    conf = Path(tempfile.mkdtemp(prefix="ecg-qos-")) / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 100000\n"
+    )
+    broker = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        runs: dict[int, list[float]] = {0: [], 1: []}
+        for _ in range(args.repeats):
+            for qos in (0, 1):
+                runs[qos].append(cpu_per_message_us(port, qos, args.messages))
+        best = {qos: min(v) for qos, v in runs.items()}
+        print(
+            json.dumps(
+                {
+                    "us_cpu_per_beats_message": {str(q): round(v, 1) for q, v in best.items()},
+                    "qos1_extra_us": round(best[1] - best[0], 1),
+                    "runs": {str(q): [round(x, 1) for x in v] for q, v in runs.items()},
+                }
+            )
+        )
+    finally:
+        broker.terminate()
+        broker.wait(5)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
