@@ -259,6 +259,8 @@ class DetectorEngine:
             for batch in self.batcher.add(queued, now):
                 pubs.extend(self._score(batch, now))
         if out.analysed_until is not None:
+            if not bed.queued:  # every beat before it has reached the rhythm analysis
+                bed.rhythms.note_analysed(out.analysed_until)
             pubs.extend(self._watermark(bed, out.analysed_until))
         return pubs
 

@@ -43,6 +43,7 @@ class AFConfig:
     tpr_low: float = 0.45
     tpr_high: float = 0.85
     max_gap_s: float = 10.0  # no kept interval for this long: the window starts over
+    decide_every: int = 4  # the window is judged every this many kept intervals (cost)
 
     def __post_init__(self) -> None:
         check_positive(
@@ -56,6 +57,7 @@ class AFConfig:
             tpr_low=self.tpr_low,
             tpr_high=self.tpr_high,
             max_gap_s=self.max_gap_s,
+            decide_every=self.decide_every,
         )
         if self.window_beats < 12 or 4 * self.trim >= self.window_beats:
             raise ValueError("AFConfig.window_beats must be >= 12 and > 4 * trim")
@@ -100,6 +102,7 @@ class AFDetector:
         self.prev: RhythmBeat | None = None
         self.prev_kept = False  # the previous interval was kept (for `chain`)
         self.last_kept_t = -math.inf
+        self.kept = 0  # intervals kept since the start
         self.active = False
         self.onset_t = math.nan
         self.end_t = -math.inf  # end of the previous episode
@@ -131,9 +134,10 @@ class AFDetector:
         self.times.append(prev.t)
         self.prev_kept = True
         self.last_kept_t = beat.t
+        self.kept += 1
         if self.active:
             self.beats += 1
-        if len(self.rr) < self.config.window_beats:
+        if len(self.rr) < self.config.window_beats or self.kept % self.config.decide_every:
             return out
         return out + self._decide(beat)
 

@@ -148,6 +148,11 @@ class VFDetector:
             return []
         return self.window_features(vf_features(x, fs), t_end, artifact_since)
 
+    def quiet_window(self) -> None:
+        """A window that is plainly no VF (the analyser's screen): p = 0, nothing decided."""
+        self.lost = 0
+        self.high, self.strong = [], []
+
     def probability(self, f: VFFeatures) -> float:
         """VF probability of one lead's window (0 below the amplitude floor)."""
         return vf_probability(f) if f.amp_mv >= self.config.min_amp_mv else 0.0
