@@ -60,6 +60,9 @@ _UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
 # A resumed durable session's backlog (beats, events queued while alerting was away) may be this
 # old; it is told from live data by coming before the first samples, within REPLAY_WINDOW_S.
 REPLAY_MAX_S = 3600.0
+# A rhythm episode's `t` is its onset (or end) on the signal clock, known to the detector only
+# once its window has seen enough beats (AF: tens of seconds), so it may be this much older.
+EPISODE_LATENESS_S = 600.0
 REPLAY_WINDOW_S = 10.0
 # A bed whose timestamps have all been off the receiver's clock this long has a wrong device
 # clock (clock_skew technical alarm); a single forged or corrupt timestamp is only dropped.
@@ -133,6 +136,11 @@ class AlertingCore:
         self._n_holes = 0
         self._replay_until = -math.inf  # wall time; see begin_replay
 
+    @property
+    def stalled_beds(self) -> frozenset[str]:
+        """Beds whose samples arrive but the detector does not analyse (signal_lost raised)."""
+        return frozenset(self._stalled)
+
     def begin_replay(self) -> None:
         """The bus resumed this service's durable session: the beats and events it queued while
         the service was away come first, and may be up to REPLAY_MAX_S old. The backlog ends at
@@ -175,8 +183,11 @@ class AlertingCore:
             if t.kind == "samples":  # samples are QoS 0, never queued: the backlog is over
                 self._replay_until = -math.inf
             backlog = t.kind in ("beats", "events") and now < self._replay_until
+            late_s = REPLAY_MAX_S if backlog else None
+            if isinstance(msg, protocol.Event) and msg.type in EPISODE_ALARMS and not backlog:
+                late_s = EPISODE_LATENESS_S  # an episode's onset/end is found after the fact
             if t.kind != "status" and not self._clock_ok(
-                t.bed, _times(msg), topic, now, late_s=REPLAY_MAX_S if backlog else None
+                t.bed, _times(msg), topic, now, late_s=late_s
             ):
                 return
             if t.kind == "samples":
@@ -559,8 +570,12 @@ class AlertingService:
         return lambda: bed_report(self.config.ward, bed, alarms, beats)
 
     def _health(self) -> dict[str, Any]:
+        """Unhealthy while the bus is down; also how many beds the detector is not analysing
+        (their `signal_lost` stall alarms: all of them means the detector is down)."""
         up = self.mqtt is not None and self.mqtt.connected.is_set()
-        return {"status": "ok" if up else "degraded", "mqtt_connected": up}
+        stalled = len(self.core.stalled_beds) if self.core is not None else 0
+        return {"status": "ok" if up else "degraded", "mqtt_connected": up,
+                "beds_not_analysed": stalled}
 
     async def run(self) -> None:
         """Serve until `stop()` (or a signal when installed by `main`)."""

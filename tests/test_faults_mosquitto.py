@@ -239,6 +239,8 @@ def test_detector_down_3_s_is_signal_lost_not_asystole(chain: Chain, data_dir: P
             every=0.1,
         )
         assert lost
+        health = get_json(chain.alerting_port, "/healthz", token=None)
+        assert health["beds_not_analysed"] == len(RECORDS) and health["status"] == "ok"
         assert time.monotonic() - t_stop < 4.0 + 1.0  # raised within ~3 s of samples
         time.sleep(max(0.0, 3.0 - (time.monotonic() - t_stop)))  # the outage itself
     finally:
