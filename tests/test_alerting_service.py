@@ -298,11 +298,17 @@ def test_rhythm_episodes_over_the_broker_raise_named_alarms_and_label_the_bed(
             af = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=8")["alarms"]
                                    if a["type"] == "afib"])[0]
             assert af["priority"] == "medium" and af["label"] == "AFIB"
+            # an episode is found after the fact: its onset may lie a minute back
+            onset = time.time() - 60.0
+            pub.event("8", "vt", True, onset, {"hr_bpm": 150.0, "beats": 5})
+            vt = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=8")["alarms"]
+                                   if a["type"] == "vtach"])[0]
+            assert vt["started_at"] == pytest.approx(onset, abs=1e-3)
             # a malformed episode event (detail not an object) is counted and dropped
             pub.raw("8", "events", json.dumps({"bed": "8", "type": "vt", "active": True,
                                                "t": t0 + 13, "detail": ["x"]}).encode())
             wait_for(lambda: metric_value(svc.port, "ecg_alerting_dropped_messages_total",
                                           reason="bad_detail") == 1)
-            assert get_json(svc.port, "/api/beds/8")["rhythm"] == "AFIB"
+            assert get_json(svc.port, "/api/beds/8")["rhythm"] == "VT"
         finally:
             pub.close()
