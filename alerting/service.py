@@ -136,6 +136,11 @@ class AlertingCore:
         self._n_holes = 0
         self._replay_until = -math.inf  # wall time; see begin_replay
 
+    @property
+    def stalled_beds(self) -> frozenset[str]:
+        """Beds whose samples arrive but the detector does not analyse (signal_lost raised)."""
+        return frozenset(self._stalled)
+
     def begin_replay(self) -> None:
         """The bus resumed this service's durable session: the beats and events it queued while
         the service was away come first, and may be up to REPLAY_MAX_S old. The backlog ends at
@@ -565,8 +570,12 @@ class AlertingService:
         return lambda: bed_report(self.config.ward, bed, alarms, beats)
 
     def _health(self) -> dict[str, Any]:
+        """Unhealthy while the bus is down; also how many beds the detector is not analysing
+        (their `signal_lost` stall alarms: all of them means the detector is down)."""
         up = self.mqtt is not None and self.mqtt.connected.is_set()
-        return {"status": "ok" if up else "degraded", "mqtt_connected": up}
+        stalled = len(self.core.stalled_beds) if self.core is not None else 0
+        return {"status": "ok" if up else "degraded", "mqtt_connected": up,
+                "beds_not_analysed": stalled}
 
     async def run(self) -> None:
         """Serve until `stop()` (or a signal when installed by `main`)."""
