@@ -395,3 +395,21 @@ def test_a_restored_alarm_whose_cause_goes_on_is_not_ended_at_the_restore_grace(
             time.sleep(0.25)
     finally:
         pub.close()
+
+
+def test_broker_kill_and_return_raises_no_false_asystole_or_pause(
+    chain: Chain, data_dir: Path
+) -> None:
+    """kill -9 Mosquitto for a few seconds mid-stream (real records at 1x), then start it
+    again: the samples lost meanwhile are a hole in every bed's analysis, never a pause or an
+    asystole once everything has reconnected."""
+    _ward_running(chain, data_dir)
+    chain.kill("mosquitto")
+    wait_for(lambda: chain.healthz(chain.alerting_port) == 503, timeout=5, every=0.1)
+    time.sleep(4.0)  # the outage itself: longer than the 2.5 s pause criterion
+    counts = {bed: chain.beats_seen(bed) for bed in _beds()}
+    chain.start_broker()
+    _beats_after(chain, counts, 12, timeout=60)
+    _no_false_gap_alarms(chain)
+    holes = metric_value(chain.alerting_port, "ecg_alerting_analysis_holes_total")
+    assert holes >= len(RECORDS), chain.log("alerting")
