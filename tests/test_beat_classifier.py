@@ -161,12 +161,12 @@ def test_engine_survives_a_refused_batch(engine: DetectorEngine, snippet) -> Non
 
 def test_onnx_matches_pytorch(classifier: BeatClassifier, snippet) -> None:
     torch = pytest.importorskip("torch")
-    from models.classify import BeatNet, predict_proba
+    from models.classify import Ensemble, predict_proba
 
     man = classifier.manifest
     state = DEFAULT_MODEL_DIR / man["torch_state_file"]
     assert sha256_file(state) == man["torch_state_sha256"]
-    net = BeatNet(len(FEATURES), man["net"]["hidden"])
+    net = Ensemble(len(FEATURES), man["net"]["hidden"], man["net"].get("ensemble", 1))
     net.load_state_dict(torch.load(state, weights_only=True))
     net.eval()
     feats = np.concatenate(
