@@ -66,10 +66,26 @@ def lease_scope(ward: str) -> str:
     return "all" if ward == "+" else ward
 
 
+def assignment(members: list[str] | set[str], partitions: int) -> dict[int, str]:
+    """Partition -> owner: rendezvous hashing with a cap of ceil(partitions / members) each, so
+    the shares stay even (plain hashing may leave a worker idle) and a member coming or going
+    moves few partitions. Every worker computes the same answer from the same members."""
+    live = sorted(set(members))
+    cap = -(-partitions // len(live))
+    load = dict.fromkeys(live, 0)
+    out: dict[int, str] = {}
+    for k in range(partitions):
+        for m in sorted(live, key=lambda m: _rank(k, m), reverse=True):
+            if load[m] < cap:
+                out[k] = m
+                load[m] += 1
+                break
+    return out
+
+
 def desired(members: list[str], me: str, partitions: int) -> set[int]:
-    """The partitions `me` should own among `members` (rendezvous hashing, stable on churn)."""
-    live = sorted(set(members) | {me})
-    return {k for k in range(partitions) if max(live, key=lambda m: _rank(k, m)) == me}
+    """The partitions `me` should own among the live `members`."""
+    return {k for k, m in assignment(set(members) | {me}, partitions).items() if m == me}
 
 
 @dataclass

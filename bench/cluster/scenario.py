@@ -16,6 +16,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from detector.nats_link import assignment
 from ecgcommon.records import load_record
 from streamer.core import Source, make_streams, schedule
 
@@ -275,11 +276,11 @@ def lease_owners(servers: list[str], ward: str) -> dict[int, str]:
 def wait_owned(
     servers: list[str], ward: str, partitions: int, owners: set[str], timeout: float
 ) -> bool:
-    """Every partition of the ward's workers leased, by exactly the workers `owners`."""
+    """Every partition of the ward's workers leased as the workers `owners` split them."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = lease_owners(servers, ward)
-        if len(got) == partitions and set(got.values()) == owners:
+        if got == assignment(owners, partitions):
             return True
         time.sleep(0.3)
     return False
