@@ -17,7 +17,7 @@ const ALARM_LABELS = {
   frequent_pvcs: "PVCs/min HIGH", pvc_run: "PVC run", pvc_couplet: "PVC couplet",
   pause: "PAUSE", unusual_beats: "Unusual beats", anomaly_trend: "Unusual beats rising",
   lead_off: "LEAD OFF", signal_lost: "SIGNAL LOST", device_offline: "DEVICE OFFLINE",
-  noisy: "ARTIFACT: arrhythmia analysis suspended",
+  noisy: "ARTIFACT: arrhythmia analysis suspended", clock_skew: "CLOCK SKEW",
 };
 // AAMI beat classes as the beat list names them (the server also sends `class_name`).
 const CLASS_NAMES = { N: "normal", S: "PAC", V: "PVC", F: "fusion", Q: "unclassified" };
