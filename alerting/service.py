@@ -290,7 +290,7 @@ class AlertingCore:
         if scale is None:
             self.drop("bad_units", bed, chunk.units)
             return
-        x = chunk.samples[:, 0].astype(np.float64) * (scale / chunk.gain)
+        x = chunk.physical()[:, 0] * scale
         self.hub.on_samples(bed, chunk.fs, chunk.first_sample, x, chunk.t0)
         analysed = self._analysed.get(bed)
         if analysed is None or bed in self._lead_off or bed in self._stalled:

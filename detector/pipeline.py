@@ -163,7 +163,7 @@ class Pipeline:
             self._reset(chunk)
         out.accepted = True
         out.restart = verdict.action != ACCEPT
-        signal = chunk.samples[verdict.skip :].astype(np.float64) / chunk.gain
+        signal = chunk.physical()[verdict.skip :]
         x = np.ascontiguousarray(signal[:, self.lead])
         if verdict.fill:
             self.rr.reset()

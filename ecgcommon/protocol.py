@@ -26,6 +26,9 @@ HEADER = struct.Struct("<4sBBHIqdddI")
 MAX_SEQ = 2**32 - 1
 MAX_LEADS = 16
 MAX_NAME_BYTES = 255
+# A binary sample of this raw value is missing (no signal), as in WFDB's format 16: it reads as
+# NaN, which the detector treats as a gap in the lead, never as a -32768-count spike.
+MISSING_SAMPLE = -32768
 
 # Rhythm episodes found by the detector, sent as conditions on the events topic: `active` True
 # at onset (`t` = onset, signal clock), False at the end (`t` = end). `detail` carries the
@@ -129,8 +132,13 @@ class SampleChunk:
         return self.n_samples / self.fs
 
     def physical(self) -> np.ndarray:
-        """Samples in physical units, float64 (n, n_leads)."""
-        return self.samples.astype(np.float64) / self.gain
+        """Samples in physical units, float64 (n, n_leads); `MISSING_SAMPLE` reads as NaN."""
+        x = self.samples.astype(np.float64) / self.gain
+        if self.samples.dtype.kind == "i":  # raw counts (binary, or integer JSON)
+            missing = self.samples == MISSING_SAMPLE
+            if missing.any():
+                x[missing] = np.nan
+        return x
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecgcommon.protocol import SampleChunk, encode_samples, encode_samples_json
+from ecgcommon.protocol import MISSING_SAMPLE, SampleChunk, encode_samples, encode_samples_json
 from ecgcommon.records import Record
 from ecgcommon.topics import samples_topic
 
@@ -53,7 +53,9 @@ class Source:
             first = record.lead_names.index("MLII")
             order = [first] + [i for i in order if i != first]
         signal = record.signal[:, order]
-        raw = np.clip(np.rint(signal * gain), -32768, 32767).astype(np.int16)
+        # a missing sample (NaN in the record) goes on the wire as MISSING_SAMPLE
+        scaled = np.clip(np.rint(np.nan_to_num(signal * gain, nan=0.0)), -32767, 32767)
+        raw = np.where(np.isnan(signal), MISSING_SAMPLE, scaled).astype(np.int16)
         units = record.units[order[0]] if record.units else "mV"
         leads = tuple(record.lead_names[i] for i in order)
         return cls(record.name, record.fs, gain, units, leads, raw)

@@ -104,8 +104,15 @@ def test_dashboards_and_datasource_are_provisioned() -> None:
 
 def test_promtool_checks_config_rules_and_panel_queries(tmp_path: Path) -> None:
     promtool = _binary("promtool")
+    # the shipped config, but for where compose's entrypoint writes the metrics token
+    conf = tmp_path / "prometheus.yml"
+    shipped = (PROM_DIR / "prometheus.yml").read_text()
+    assert "credentials_file: /tmp/metrics-token" in shipped
+    conf.write_text(shipped.replace("/tmp/metrics-token", str(tmp_path / "metrics-token")))
+    (tmp_path / "metrics-token").write_text("t" * 32)
+    shutil.copy(PROM_DIR / "rules.yml", tmp_path / "rules.yml")
     for args in (
-        ["check", "config", str(PROM_DIR / "prometheus.yml")],
+        ["check", "config", str(conf)],
         ["check", "rules", str(PROM_DIR / "rules.yml")],
     ):
         done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ecgcommon.protocol import (
     HEADER,
     MAGIC,
+    MISSING_SAMPLE,
     BadField,
     BadJSON,
     BadMagic,
@@ -255,3 +256,12 @@ def test_beats_message_carries_the_analysis_watermark() -> None:
     assert decode_beats_message(encode_beats([])).analysed_until is None
     with pytest.raises(DecodeError):
         decode_beats_message(b'{"beats": [], "analysed_until": "soon"}')
+
+
+def test_missing_sample_reads_as_nan_in_that_lead_only() -> None:
+    raw = np.array([[100, -5], [MISSING_SAMPLE, 7], [-32767, MISSING_SAMPLE]], dtype=np.int16)
+    chunk = SampleChunk(0, 0, 1.7e9, 360.0, 200.0, "mV", ("MLII", "V5"), raw)
+    back = decode_samples(encode_samples(chunk)).physical()
+    assert back[0].tolist() == [0.5, -0.025]
+    assert math.isnan(back[1, 0]) and back[1, 1] == 0.035
+    assert back[2, 0] == -32767 / 200.0 and math.isnan(back[2, 1])

@@ -299,3 +299,12 @@ def test_reconnects_after_broker_restart(tmp_path: Path, unique_ward: str) -> No
         proc.communicate(timeout=15)
         mq.terminate()
         mq.wait(5)
+
+
+def test_missing_record_samples_go_out_as_missing_not_junk() -> None:
+    from ecgcommon.protocol import MISSING_SAMPLE
+    from ecgcommon.records import Record
+
+    signal = np.array([[0.5], [np.nan], [-200.0]])
+    src = Source.from_record(Record("x", 250.0, signal, ("ECG",), ("mV",)), gain=200.0)
+    assert src.raw[:, 0].tolist() == [100, MISSING_SAMPLE, -32767]
