@@ -56,6 +56,11 @@ KINDS = ("samples", "beats", "events", "status")
 # than the 4 s asystole criterion, so a detector outage is reported before an asystole could be
 # (the watermark normally trails the samples by up to a chunk + 1.4 s, docs/faults.md).
 STALL_S = 3.0
+# After missing samples the detector's QRS re-learns (QRSConfig.learn_s, 2 s) before it analyses
+# again: the stall is measured from then, so a short transmission gap is no signal_lost. A gap
+# is a jump of more than SAMPLE_GAP_S between one chunk's end and the next one's start.
+RELEARN_S = 2.0
+SAMPLE_GAP_S = 0.1
 _UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
 # A resumed durable session's backlog (beats, events queued while alerting was away) may be this
 # old; it is told from live data by coming before the first samples, within REPLAY_WINDOW_S.
@@ -135,6 +140,8 @@ class AlertingCore:
         self._log_drop = LogLimiter(log)
         self._n_holes = 0
         self._replay_until = -math.inf  # wall time; see begin_replay
+        self._sample_end: dict[str, float] = {}  # signal time after the newest sample
+        self._resumed: dict[str, float] = {}  # signal time the samples came back after a gap
 
     @property
     def stalled_beds(self) -> frozenset[str]:
@@ -235,7 +242,8 @@ class AlertingCore:
             return False
         self.hub.forget(bed)
         self._beds.pop(bed, None)
-        for table in (self._last_beat_t, self._analysed, self._skew_since):
+        for table in (self._last_beat_t, self._analysed, self._skew_since, self._sample_end,
+                      self._resumed):
             table.pop(bed, None)
         for group in (self._lead_off, self._stalled, self._skewed, self._has_beats):
             group.discard(bed)
@@ -292,10 +300,15 @@ class AlertingCore:
             return
         x = chunk.physical()[:, 0] * scale
         self.hub.on_samples(bed, chunk.fs, chunk.first_sample, x, chunk.t0)
+        t_end = chunk.t0 + chunk.n_samples / chunk.fs
+        prev_end = self._sample_end.get(bed)
+        if prev_end is not None and chunk.t0 - prev_end > SAMPLE_GAP_S:
+            self._resumed[bed] = chunk.t0  # samples were missing: the detector re-learns
+        self._sample_end[bed] = t_end if prev_end is None else max(prev_end, t_end)
         analysed = self._analysed.get(bed)
         if analysed is None or bed in self._lead_off or bed in self._stalled:
             return  # not analysed yet (e.g. the detector is starting), or already reported
-        t_end = chunk.t0 + chunk.n_samples / chunk.fs
+        analysed = max(analysed, self._resumed.get(bed, -math.inf) + RELEARN_S)
         if t_end - analysed > STALL_S:
             self._stalled.add(bed)
             detail = f"no analysis from the detector for {t_end - analysed:.1f} s"

@@ -12,6 +12,7 @@ from ecgcommon import protocol
 from tests.alerting_harness import (
     Publisher,
     beat,
+    ecg_like,
     get_json,
     make_config,
     metric_value,
@@ -107,5 +108,46 @@ def test_analysed_from_never_moves_the_clock_past_the_message(
                 ]
             )
             assert abs(got[0]["started_at"] - (beats[-1].t + 4.0)) < 0.01
+        finally:
+            pub.close()
+
+
+def test_a_short_gap_in_the_samples_is_no_stall_but_a_dead_detector_after_it_is(
+    broker, unique_ward, tmp_path: Path
+) -> None:
+    """Samples missing for 1 s, then 2.5 s while the detector re-learns (no beat, no
+    watermark): no `signal_lost`. The same gap followed by 6 s without analysis: `signal_lost`
+    (the re-learning allowance is 2 s, then the 3 s stall applies)."""
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    with running_alerting(cfg) as svc:
+        pub = Publisher(broker, unique_ward)
+        try:
+            t0 = time.time() - 40.0
+            for bed, silent_s in (("3", 2.5), ("4", 6.0)):
+                y = ecg_like(int(4 * FS), FS, RR)
+                beats = [
+                    beat(unique_ward, bed, round((0.2 + i * RR) * FS), FS, t0, None if i else RR)
+                    for i in range(5)
+                ]
+                pub.stream(bed, t0, y, beats, watermark=True)
+                start = int(5 * FS)  # 1 s of samples never arrive
+                for k in range(start, start + int(silent_s * FS), 36):
+                    pub.samples(bed, k, t0 + k / FS, ecg_like(36, FS, RR, start=k))
+            lost = wait_for(
+                lambda: [
+                    a
+                    for a in get_json(svc.port, "/api/alarms")["alarms"]
+                    if a["type"] == "signal_lost"
+                ]
+            )
+            assert [a["bed"] for a in lost] == ["4"]
+            wait_for(
+                lambda: (
+                    metric_value(svc.port, "ecg_alerting_messages_total", kind="samples")
+                    >= 2 * 40 + int(8.5 * FS / 36)
+                )
+            )
+            alarms = get_json(svc.port, "/api/alarms?bed=3")["alarms"]
+            assert alarms == []
         finally:
             pub.close()
