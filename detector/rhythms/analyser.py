@@ -44,9 +44,9 @@ class AnalyserConfig:
     defer_s: float = 2.0  # beats wait until the quality this long after them is judged
     beat_gap_s: float = 3.0  # no beat for this long while the lead is active: artifact
     active_ratio: float = 0.5  # ... active: last 2 s span >= this share of the clean amplitude
-    screen_kurt: float = 4.5  # a window passing the screen (_ordinary) skips the full features
+    screen_kurt: float = 5.0  # a window passing the screen (_ordinary) skips the full features
     screen_spread: float = 0.15
-    screen_ratio: float = 1.4
+    screen_ratio: float = 1.2
 
 
 class RhythmAnalyser:
@@ -171,7 +171,7 @@ class RhythmAnalyser:
     def _ordinary(self, y: np.ndarray) -> bool:
         """The cheap screen: kurtosis >= `screen_kurt` (QRS spikes), interquartile share <=
         `screen_spread` (quiet baseline) and amplitude, kurtosis and spread within
-        `screen_ratio` of the lead's clean baseline. 1.9 % of cudb/207 VF windows and 87 % of
+        `screen_ratio` of the lead's clean baseline. 1.5 % of cudb/207 VF windows and 83 % of
         clean DS1 windows pass the absolute part (design windows of `vf_design`)."""
         base = self.sqi.base
         if not base or self.vf.active or self.gate.active:
