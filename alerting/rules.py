@@ -331,9 +331,15 @@ class BedRules:
             self.present -= {AlarmType.ASYSTOLE, AlarmType.PAUSE}
             self._hold_until.pop(AlarmType.PAUSE, None)
             self._ref_t = ep.t if self._ref_t is None else max(self._ref_t, ep.t)
-        if had is None or type_ not in self.present:
+        if had is None:
             return out
         ev = {**_episode_evidence(ep), "onset_t": had.get("onset_t")}
+        if type_ not in self.present:
+            # a technical condition's reset forgot its presence while the episode went on (VF is
+            # judged through noise): its alarm, if still open, ends now, or it would stay open and
+            # swallow the next episode's announcement
+            out.append(self._set(type_, False, ep.t, ev))
+            return out
         if type_ in _EPISODE_HELD and self.config.episode_hold_s > 0:
             self._hold_until[type_] = ep.t + self.config.episode_hold_s
             return out

@@ -508,6 +508,30 @@ def test_vf_alarms_through_artifact_other_episodes_do_not() -> None:
     assert w.policy.get(vf.id) is not None
 
 
+def test_vf_that_ends_in_artifact_ends_its_alarm_so_the_next_vf_is_announced() -> None:
+    """cudb cu03: VF raised, artifact starts (the rules reset), VF ends during the artifact.
+    Its alarm must end (latch), or the acknowledged alarm stays open and the next, real VF is
+    only an update of it: no announcement."""
+    w = Ward()
+    last = normal(w)
+    w.episode("b1", "vf", True, last + 2.0)
+    (vf,) = w.raised(AlarmType.VFIB)
+    w.event("b1", "noisy", True, last + 4.0)
+    assert w.policy.get(vf.id).state is AlarmState.ACTIVE, "VF goes on through artifact"
+    w.policy.acknowledge(vf.id, last + 5.0, by="nurse")
+    w.episode("b1", "vf", False, last + 8.0)
+    assert w.policy.get(vf.id) is None, "acknowledged and its cause ended: over"
+    w.event("b1", "noisy", False, last + 10.0)
+    last = normal(w, start=last + 10.0, seconds=20)
+    w.episode("b1", "vf", True, last + 1.0)
+    first, second = w.raised(AlarmType.VFIB)
+    assert second.id != first.id and w.policy.get(second.id).state is AlarmState.ACTIVE
+    # unacknowledged VF ending in artifact latches (high alarms stay until acknowledged)
+    w.event("b1", "noisy", True, last + 3.0)
+    w.episode("b1", "vf", False, last + 6.0)
+    assert w.policy.get(second.id).state is AlarmState.LATCHED
+
+
 def test_ectopy_and_rate_during_artifact_are_ignored_not_queued() -> None:
     w = Ward()
     last = normal(w)
