@@ -95,8 +95,8 @@ class VFConfig:
     lost_windows: int = 3
     min_amp_mv: float = 0.1
     # in artifact that began before the VF-like windows (not raised by VF itself), more proof
-    p_on_artifact: float = 0.97
-    on_windows_artifact: int = 4
+    p_on_artifact: float = 0.95
+    on_windows_artifact: int = 3
 
     def __post_init__(self) -> None:
         check_positive(
