@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-s", type=float, default=0.5)
     p.add_argument("--warmup-s", type=float, default=8.0)
     p.add_argument("--measure-s", type=float, default=15.0)
-    p.add_argument("--beds", default="100,200", help="the bed counts tried per worker count")
+    p.add_argument("--beds", default="100,200,400", help="the bed counts tried per worker count")
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--checkpoint-s", type=float, default=5.0)
     p.add_argument("--failover-beds", type=int, default=8)
