@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ecgcommon.mqtt_auth import check_settings
 from ecgcommon.limits import BED_IDLE_S, MAX_BEDS, valid_name
+from ecgcommon.mqtt_auth import check_settings
 from ecgcommon.subjects import PARTITIONS, parse_bus
 from ecgcommon.topics import TopicError, status_topic
 
