@@ -166,12 +166,14 @@ class AlarmPolicy:
     def on_episode(self, episode: EpisodeInput) -> list[AlarmChange]:
         """A rhythm episode from the detector starts or ends: VT and VF (high, latching), AF
         and SVT (medium). One that starts while the bed's analysis is suspended (lead off,
-        artifact, ...) raises nothing, then or later; VF alarms through artifact."""
+        artifact, ...) raises nothing, then or later; VF alarms through artifact, and so does
+        a VT the detector marks `organised` (a regular run it found inside the artifact)."""
         bed = episode.bed
         rules = self._bed(bed)
         out = self._confirm_window(bed, episode.t)
         type_ = EPISODE_ALARMS[episode.type]
-        signals = rules.on_episode(episode, suspended=self._suspended(bed, type_))
+        organised = episode.detail.get("organised") is True
+        signals = rules.on_episode(episode, suspended=self._suspended(bed, type_, organised))
         out += self._apply(bed, signals, episode.t)
         return out
 
@@ -411,12 +413,23 @@ class AlarmPolicy:
         self._forget(done)
         return [AlarmChange(kind, done)]
 
-    def _suspended(self, bed: str, type_: AlarmType) -> bool:
-        """True when a technical condition on the bed stops `type_` from being judged."""
+    def _suspended(self, bed: str, type_: AlarmType, organised: bool | None = None) -> bool:
+        """True when a technical condition on the bed stops `type_` from being judged. Only
+        `noisy` lets VF through, and a VT the detector marks `organised` (a regular V run it
+        found inside what its quality index calls artifact: slow VT is wide and large against
+        the lead's clean past, mitdb 223); `organised` None: the bed's current VT episode's."""
         present = self._technical.get(bed)
         if not present:
             return False
-        return not (type_ in _THROUGH_NOISE and present <= {AlarmType.NOISY})
+        if not present <= {AlarmType.NOISY}:
+            return True
+        if type_ is AlarmType.VTACH:
+            if organised is None:
+                rules = self._rules.get(bed)
+                ep = {} if rules is None else rules.episodes.get(type_, {})
+                organised = ep.get("organised") is True
+            return not organised
+        return type_ not in _THROUGH_NOISE
 
     def _suppress(self, alarm: Alarm, t: float, by: AlarmType) -> list[AlarmChange]:
         """A higher or technical alarm takes over: latch a high one, end anything else. A high

@@ -323,8 +323,10 @@ class DetectorEngine:
             errors,
             windows,
         )
+        raw_cls: dict[int, str | None] = {}  # the classifier's class, before artifact's Q
         for q, step, score, cls in zip(batch, steps, scores, classes, strict=True):
             bed, beat = q.bed, q.beat
+            raw_cls[id(beat)] = cls
             if bed.rhythms.noisy_at(beat.t):
                 cls = "Q"  # found in artifact (detector.quality): no class to build rhythms on
             anomalous = score >= self.threshold
@@ -343,6 +345,7 @@ class DetectorEngine:
                 cls=cls,
             )
             by_bed.setdefault((bed.ward, bed.bed), []).append(result)
+            raw_cls[id(result)] = raw_cls.pop(id(beat))
             bed.queued -= 1
             bed.last_beat_t = max(bed.last_beat_t, beat.t)
             if anomalous:
@@ -372,8 +375,11 @@ class DetectorEngine:
                 )
             )
             if rbed is not None:  # rhythm episodes from the classified beats, in time order
+                # with the classifier's own class: the analyser knows which beats are in
+                # artifact, and an organised V run there is still VT (detector.rhythms.runs)
                 changes = rbed.rhythms.feed_beats(
-                    RhythmBeat(r.sample, r.t, r.rr_s, r.hr_bpm, r.cls, r.score) for r in results
+                    RhythmBeat(r.sample, r.t, r.rr_s, r.hr_bpm, raw_cls[id(r)], r.score)
+                    for r in results
                 )
                 pubs.extend(self._rhythm(rbed, changes))
         self.metrics.beats.inc(len(batch))

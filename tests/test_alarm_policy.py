@@ -508,6 +508,29 @@ def test_vf_alarms_through_artifact_other_episodes_do_not() -> None:
     assert w.policy.get(vf.id) is not None
 
 
+def test_organised_vt_alarms_through_artifact_but_not_through_lead_off() -> None:
+    """The detector marks a VT it found as a regular V run inside `noisy` (slow VT looks like
+    artifact to the quality index, mitdb 223) `organised`: it alarms like VF; without the mark,
+    or under another technical condition, it does not."""
+    w = Ward()
+    last = normal(w)
+    w.event("b1", "noisy", True, last + 0.5)
+    w.episode("b1", "vt", True, last + 1.0, hr_bpm=110.0, beats=8)
+    assert not w.raised(AlarmType.VTACH)
+    w.episode("b1", "vt", False, last + 3.0, hr_bpm=110.0, beats=9)
+    w.episode("b1", "vt", True, last + 4.0, hr_bpm=110.0, beats=8, organised=True)
+    (vt,) = w.raised(AlarmType.VTACH)
+    assert vt.evidence["organised"] is True and w.policy.get(vt.id).state is AlarmState.ACTIVE
+    w.episode("b1", "vt", False, last + 9.0, hr_bpm=110.0, beats=20)
+    assert w.policy.get(vt.id).state is AlarmState.LATCHED
+    w2 = Ward()
+    last = normal(w2)
+    w2.event("b1", "noisy", True, last + 0.5)
+    w2.event("b1", "lead_off", True, last + 0.6)
+    w2.episode("b1", "vt", True, last + 1.0, hr_bpm=110.0, beats=8, organised=True)
+    assert not w2.raised(AlarmType.VTACH)
+
+
 def test_vf_that_ends_in_artifact_ends_its_alarm_so_the_next_vf_is_announced() -> None:
     """cudb cu03: VF raised, artifact starts (the rules reset), VF ends during the artifact.
     Its alarm must end (latch), or the acknowledged alarm stays open and the next, real VF is

@@ -266,6 +266,42 @@ def test_a_detector_that_stops_analysing_is_a_technical_alarm_not_asystole(
             pub.close()
 
 
+def test_vf_alarms_through_artifact_and_each_vf_in_it_is_announced(
+    broker, unique_ward, tmp_path: Path
+) -> None:
+    """cudb cu03/cu31 end to end: `noisy` and `vf` in either order give a VFIB alarm; a VF that
+    ends inside the artifact latches its alarm (it was left open, so the next VF was no new
+    announcement), and the next VF sounds again."""
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    with running_alerting(cfg) as svc:
+        pub = Publisher(broker, unique_ward)
+        try:
+            t0 = time.time() - 30.0
+            y = ecg_like(int(10 * FS), FS, 0.8)
+            beats = [beat(unique_ward, "9", round((0.2 + i * 0.8) * FS), FS, t0,
+                          None if i == 0 else 0.8, cls="N") for i in range(12)]
+            pub.stream("9", t0, y, beats, watermark=True)
+
+            def vfib() -> list[dict]:
+                return [a for a in get_json(svc.port, "/api/alarms?bed=9&state=open")["alarms"]
+                        if a["type"] == "vfib"]
+
+            pub.event("9", "noisy", True, t0 + 9.6, {"lead": "MLII", "sqi": 0.1})
+            pub.event("9", "vf", True, t0 + 10.0, {"onset_t": t0 + 9.0})
+            (vf,) = wait_for(vfib)
+            assert vf["state"] == "active"
+            pub.event("9", "vf", False, t0 + 14.0)  # ends inside the artifact
+            wait_for(lambda: [a for a in vfib() if a["state"] == "latched"])
+            pub.event("9", "vf", True, t0 + 16.0, {"onset_t": t0 + 15.0})
+            again = wait_for(lambda: [a for a in vfib() if a["state"] == "active"])
+            assert again[0]["id"] == vf["id"] and again[0]["evidence"]["occurrences"] == 2
+            types = {a["type"] for a in get_json(svc.port, "/api/alarms?bed=9&state=open")[
+                "alarms"]}
+            assert types == {"vfib", "noisy"}
+        finally:
+            pub.close()
+
+
 def test_rhythm_episodes_over_the_broker_raise_named_alarms_and_label_the_bed(
     broker, unique_ward, tmp_path: Path
 ) -> None:

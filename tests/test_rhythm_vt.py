@@ -54,10 +54,33 @@ def test_svt_is_a_run_of_s_beats_and_never_vt() -> None:
 
 def test_no_run_starts_in_artifact_but_a_running_one_continues() -> None:
     stream = beats("V" * 10, 150.0)
-    assert run(VTDetector(), stream, noisy=True) == []
+    # the V beats artifact makes are irregular: nothing starts
+    jitter = [0.0, 0.12, -0.1, 0.15, 0.0, -0.12, 0.1, 0.0, 0.14, -0.1]
+    shaken = [
+        RhythmBeat(b.sample, b.t + j, b.rr_s, b.hr_bpm, b.cls)
+        for b, j in zip(stream, jitter, strict=True)
+    ]
+    assert run(VTDetector(), shaken, noisy=True) == []
+    assert run(SVTDetector(), beats("S" * 10, 150.0), noisy=True) == []
     det = VTDetector()
     out = run(det, stream[:6]) + run(det, stream[6:], noisy=True)
     assert [c.active for c in out] == [True]
+
+
+def test_an_organised_v_run_starts_in_artifact_after_more_beats() -> None:
+    """Slow VT looks like artifact to the quality index (mitdb 223): a regular run of
+    `organised_beats` V beats starts VT there, marked organised; alternans timing is regular."""
+    stream = beats("V" * 12, 110.0)
+    alt = [RhythmBeat(b.sample, b.t + (0.08 if i % 2 else 0.0), b.rr_s, b.hr_bpm, b.cls)
+           for i, b in enumerate(stream)]
+    for s in (stream, alt):
+        out = run(VTDetector(), s, noisy=True)
+        assert [c.active for c in out] == [True]
+        assert out[0].detail["organised"] is True and out[0].detail["beats"] == 8
+        assert out[0].t == s[0].t
+    assert run(VTDetector(), stream[:7], noisy=True) == []
+    with pytest.raises(ValueError, match="organised"):
+        RunConfig("vt", ("V",), organised_beats=2)
 
 
 def test_bad_beats_are_ignored() -> None:
