@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from alerting.alarms import (
@@ -138,7 +138,7 @@ class AlarmPolicy:
                 if (
                     alarm.priority is not Priority.TECHNICAL
                     and alarm.state in _CONDITION_PRESENT
-                    and self._suspended(bed, alarm.type)
+                    and self._suspended(bed, alarm.type, self._going_on(bed, alarm.type))
                 ):
                     out += self._suppress(alarm, t, type_)
             rules.reset(t)
@@ -172,8 +172,8 @@ class AlarmPolicy:
         rules = self._bed(bed)
         out = self._confirm_window(bed, episode.t)
         type_ = EPISODE_ALARMS[episode.type]
-        organised = episode.detail.get("organised") is True
-        signals = rules.on_episode(episode, suspended=self._suspended(bed, type_, organised))
+        suspended = self._suspended(bed, type_, episode.detail)
+        signals = rules.on_episode(episode, suspended=suspended)
         out += self._apply(bed, signals, episode.t)
         return out
 
@@ -413,23 +413,41 @@ class AlarmPolicy:
         self._forget(done)
         return [AlarmChange(kind, done)]
 
-    def _suspended(self, bed: str, type_: AlarmType, organised: bool | None = None) -> bool:
+    def _suspended(
+        self, bed: str, type_: AlarmType, episode: Mapping[str, Any] | None = None
+    ) -> bool:
         """True when a technical condition on the bed stops `type_` from being judged. Only
-        `noisy` lets VF through, and a VT the detector marks `organised` (a regular V run it
-        found inside what its quality index calls artifact: slow VT is wide and large against
-        the lead's clean past, mitdb 223); `organised` None: the bed's current VT episode's."""
+        `noisy` lets VF through, and a VT episode (`episode`: its detail; None: the bed's
+        current one) that the detector found on beats it judged clean, starting before the
+        artifact (its event may come after the `noisy` one), or marks `organised` (a regular V
+        run inside what its quality index calls artifact: slow VT is wide and large against
+        the lead's clean past, mitdb 223)."""
         present = self._technical.get(bed)
         if not present:
             return False
         if not present <= {AlarmType.NOISY}:
             return True
         if type_ is AlarmType.VTACH:
-            if organised is None:
+            if episode is None:
                 rules = self._rules.get(bed)
-                ep = {} if rules is None else rules.episodes.get(type_, {})
-                organised = ep.get("organised") is True
-            return not organised
+                episode = {} if rules is None else rules.episodes.get(type_, {})
+            if episode.get("organised") is True:
+                return False
+            onset = episode.get("onset_t")
+            aid = self._index.get((bed, AlarmType.NOISY))
+            noisy_since = self._open[aid].started_at if aid is not None else None
+            return not (
+                isinstance(onset, int | float) and noisy_since is not None and onset < noisy_since
+            )
         return type_ not in _THROUGH_NOISE
+
+    def _going_on(self, bed: str, type_: AlarmType) -> dict[str, Any]:
+        """What a technical condition that starts now judges a present episode by: only its
+        `organised` mark (a VT that started on clean beats is suppressed by the artifact and
+        sounds again after it, as any other)."""
+        rules = self._rules.get(bed)
+        ep = {} if rules is None else rules.episodes.get(type_, {})
+        return {"organised": ep.get("organised") is True}
 
     def _suppress(self, alarm: Alarm, t: float, by: AlarmType) -> list[AlarmChange]:
         """A higher or technical alarm takes over: latch a high one, end anything else. A high

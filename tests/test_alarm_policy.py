@@ -531,6 +531,23 @@ def test_organised_vt_alarms_through_artifact_but_not_through_lead_off() -> None
     assert not w2.raised(AlarmType.VTACH)
 
 
+def test_vt_found_on_clean_beats_alarms_though_its_event_comes_after_the_noisy_one() -> None:
+    """mitdb 205 @298.8, 210 @421.0: the VT starts on beats the detector judged clean, the
+    artifact right after; the `noisy` event (back-dated) reaches the policy first. The VT still
+    alarms; one whose onset lies inside the artifact does not."""
+    w = Ward()
+    last = normal(w)
+    w.event("b1", "noisy", True, last + 1.0)
+    w.episode("b1", "vt", True, last + 2.5, onset_t=last + 0.2, hr_bpm=160.0, beats=5)
+    (vt,) = w.raised(AlarmType.VTACH)
+    assert vt.started_at == pytest.approx(last + 2.5)
+    w2 = Ward()
+    last = normal(w2)
+    w2.event("b1", "noisy", True, last + 1.0)
+    w2.episode("b1", "vt", True, last + 2.5, onset_t=last + 1.2, hr_bpm=160.0, beats=5)
+    assert not w2.raised(AlarmType.VTACH)
+
+
 def test_vf_that_ends_in_artifact_ends_its_alarm_so_the_next_vf_is_announced() -> None:
     """cudb cu03: VF raised, artifact starts (the rules reset), VF ends during the artifact.
     Its alarm must end (latch), or the acknowledged alarm stays open and the next, real VF is
