@@ -92,3 +92,22 @@ def test_engine_raises_noisy_in_strong_electrode_motion_and_marks_beats_q(scorer
     assert inside and all(b.cls == "Q" for b in inside)
     clean = [b for b in beats if b.t < T0 + 55]
     assert clean and not any(b.cls == "Q" for b in clean)
+
+
+@pytest.mark.slow
+def test_beats_lost_on_a_lead_that_falls_quiet_while_another_beats_on_is_artifact(
+    scorer, data_dir
+) -> None:
+    """mitdb 116 @1355: MLII falls to ~0.2 mV for 6 s, V1 beats on (the reference has every
+    beat): the beat finder loses the beats, which is `noisy` (beats lost), never quiet enough to
+    be left to the policy's asystole; the quiet lead alone would be."""
+    from ecgcommon.records import load_record
+
+    rec = load_record("116", data_dir, sampto=int(360 * 1366))
+    x = rec.signal[int(1300 * rec.fs) :]
+    events, _ = replay(scorer, x, rec.fs)
+    lost = [e for e in events if e.type == "noisy" and e.active and e.detail.get("beats_lost")]
+    assert lost and 54.0 <= lost[0].t - T0 <= 58.0
+    events1, _ = replay(scorer, x[:, :1], rec.fs)
+    assert not [e for e in events1 if e.type == "noisy" and e.detail.get("beats_lost")
+                and 54.0 <= e.t - T0 <= 58.0]

@@ -44,6 +44,7 @@ class AnalyserConfig:
     defer_s: float = 2.0  # beats wait until the quality this long after them is judged
     beat_gap_s: float = 3.0  # no beat for this long while the lead is active: artifact
     active_ratio: float = 0.5  # ... active: last 2 s span >= this share of the clean amplitude
+    other_lead_mv: float = 0.5  # ... or another lead's last 2 s span (QRS-sized) is this large
     screen_kurt: float = 5.0  # a window passing the screen (_ordinary) skips the full features
     screen_spread: float = 0.15
     screen_ratio: float = 1.2
@@ -142,7 +143,7 @@ class RhythmAnalyser:
             out = []
             gap = self.analysed_until - self.last_rx_t
             self.calm = not self.gate.active and gap < self.config.beat_gap_s / 2
-            if self._beats_lost(y[0], dec.fs):
+            if self._beats_lost(y, ok, dec.fs):
                 out += self.gate.force(t_end - 1.0, self.lead_name)
         else:
             f = vf_features(y[0], dec.fs)
@@ -152,7 +153,7 @@ class RhythmAnalyser:
             out = self.vf.window_features(f, t_end, since, p)
             q = self.sqi.update(f)
             c = self.config
-            lost_beats = self._beats_lost(y[0], dec.fs)
+            lost_beats = self._beats_lost(y, ok, dec.fs)
             self.calm = (
                 p < c.calm_p
                 and not q.bad
@@ -187,17 +188,23 @@ class RhythmAnalyser:
             and spread <= base["spread"] * r
         )
 
-    def _beats_lost(self, y: np.ndarray, fs: float) -> bool:
+    def _beats_lost(self, y: np.ndarray, ok: list[bool], fs: float) -> bool:
         """No beat for `beat_gap_s` up to the beat finder's watermark (`note_analysed`) while
-        the last 2 s of the lead span at least `active_ratio` of its clean amplitude (a true
-        pause or asystole is quiet there)."""
+        the last 2 s of the lead span at least `active_ratio` of its clean amplitude, or
+        another lead with signal spans at least `other_lead_mv` there (a true pause or
+        asystole is quiet on every lead; mitdb 116 @1355: MLII falls to 0.2 mV, V1 beats on)."""
         c = self.config
         base = self.sqi.base.get("amp_mv", math.nan)
         gap = self.analysed_until - self.last_rx_t
         if not (gap >= c.beat_gap_s and math.isfinite(gap)):
             return False
-        tail = y[-int(round(2.0 * fs)) :]
-        return bool(base > 0 and float(tail.max() - tail.min()) >= c.active_ratio * base)
+        n = int(round(2.0 * fs))
+        tail = y[0, -n:]
+        if base > 0 and float(tail.max() - tail.min()) >= c.active_ratio * base:
+            return True
+        return any(
+            ok[k] and float(np.ptp(y[k, -n:])) >= c.other_lead_mv for k in range(1, y.shape[0])
+        )
 
     def _agreed(self, p0: float, y: np.ndarray, ok: list[bool]) -> float:
         """VF is global, artifact mostly is not: with two or more leads carrying signal, the
