@@ -471,6 +471,7 @@ def create_app(
         reader = asyncio.create_task(_drain_incoming(websocket))
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time()
+        waiter: asyncio.Task[Any] | None = None
         try:
             while not reader.done():
                 waiter = asyncio.create_task(ready.wait())
@@ -492,9 +493,11 @@ def create_app(
                     next_heartbeat = loop.time() + HEARTBEAT_S
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
-        finally:
+        finally:  # also on cancellation at shutdown: leave no task of this client behind
             hub.unsubscribe(sub)
             m.ws_clients.dec()
+            if waiter is not None:
+                waiter.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader

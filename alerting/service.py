@@ -41,6 +41,7 @@ from alerting.metrics import AlertingMetrics
 from alerting.policy import AlarmPolicy
 from alerting.server import ServerMetrics, create_app
 from alerting.store import AlarmStore
+from alerting.ws_protocol import ShutdownSafeWebSocketProtocol
 from ecgcommon import mqtt_auth, protocol, topics
 from ecgcommon.limits import MAX_LATENESS_S, LogLimiter
 from ecgcommon.subjects import parse_bus
@@ -614,7 +615,7 @@ class AlertingService:
             metrics_token=self.config.metrics_token, detector_token=self.config.detector_token,
         )
         ucfg = uvicorn.Config(app, host=self.config.http_host, port=self.config.http_port,
-                              ws="websockets-sansio", lifespan="off", log_level="warning",
+                              ws=ShutdownSafeWebSocketProtocol, lifespan="off", log_level="warning",
                               access_log=False, timeout_graceful_shutdown=3)
         ucfg.load()
         server = uvicorn.Server(ucfg)
