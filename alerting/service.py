@@ -509,6 +509,8 @@ class MqttLink:
         self.client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self._sub_mid: int | None = None
         self.client.on_message = self._on_message
         self._deliver = on_message
 
@@ -534,11 +536,22 @@ class MqttLink:
                 self.loop.call_soon_threadsafe(self._on_resume)
         subs = [(topics.subscription(kind, ward=self.config.ward),
                  1 if kind in DURABLE_KINDS else 0) for kind in KINDS]
-        client.subscribe(subs)
-        self.connected.set()
+        # `connected` waits for the SUBACK: until the broker has the subscriptions (a new
+        # session has none), messages published to the ward are not delivered to this service
+        _, self._sub_mid = client.subscribe(subs)
         log.info("MQTT connected to %s:%d as %s, ward %s (session %s)", self.config.mqtt_host,
                  self.config.mqtt_port, self.client_id, self.config.ward,
                  "resumed" if getattr(_f, "session_present", False) else "new")
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, mid: int, reasons: Any,
+                      _p: object) -> None:
+        if mid != self._sub_mid:
+            return
+        failed = [r for r in reasons if getattr(r, "is_failure", False)]
+        if failed:
+            log.error("MQTT subscription refused: %s", failed)
+        if len(failed) < len(reasons):
+            self.connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any,
                        _p: object) -> None:
