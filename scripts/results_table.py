@@ -1,7 +1,8 @@
 """Fill the README's results table from the JSON reports under reports/.
 
 Run after `make eval-qrs`, `make eval-model`, `make bench`, `make bench-alarms`,
-`make eval-arrhythmia` (mitdb, and cudb to reports/arrhythmia-cudb.json), `make eval-noise`:
+`make eval-arrhythmia` (mitdb, and cudb to reports/arrhythmia-cudb.json), `make eval-noise`,
+`make fuzz`, `make bench-cluster`:
     python scripts/results_table.py          # rewrites the table between the README markers
 """
 
@@ -88,6 +89,33 @@ def rows() -> list[tuple[str, str, str, str]]:
              "report", "make bench-alarms"),
         ]
     out += _arrhythmia_rows()
+    out += _robustness_rows()
+    return out
+
+
+def _robustness_rows() -> list[tuple[str, str, str, str]]:
+    """Rows of `make fuzz` and `make bench-cluster`."""
+    out: list[tuple[str, str, str, str]] = []
+    if f := _load("fuzz.json"):
+        out += [
+            ("fuzz: inputs / crashes / unhandled errors / HTTP 5xx",
+             f"{f['inputs']} / {f['crashes']} / {f['unhandled_errors']} / {f['http_5xx']}",
+             "≥ 100000 / 0 / 0 / 0", "make fuzz"),
+            ("fuzz: RSS growth / largest beat gap on a real bed",
+             f"{_num(f['rss_growth_mb'], '{:.1f}')} MB / {_num(f['good_bed_max_gap_s'])} s",
+             "≤ 50 MB / ≤ 1 s", "make fuzz"),
+        ]
+    if c := _load("cluster.json"):
+        fo = c["failover_s"]
+        out += [
+            ("cluster: scaling efficiency, 2 detector workers",
+             _num(c["scaling_efficiency_2_workers"], "{:.2f}"), "≥ 0.9", "make bench-cluster"),
+            ("cluster: failover p50 / max", f"{_num(fo['p50'])} s / {_num(fo['max'])} s",
+             "≤ 10 s", "make bench-cluster"),
+            ("cluster: chunks lost / duplicate beats / false alarms after failover",
+             f"{c['chunks_lost']} / {c['duplicate_beats']} / {c['false_alarms_after_failover']}",
+             "0 / 0 / 0", "make bench-cluster"),
+        ]
     return out
 
 
