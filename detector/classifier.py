@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from detector.anomaly import RunningMedian
 from detector.pipeline import DetectedBeat
-from detector.scorer import DEFAULT_MODEL_DIR, ModelMismatchError, sha256_file
+from detector.scorer import DEFAULT_MODEL_DIR, ModelMismatchError, open_session, sha256_file
 
 MODEL_FILE = "beat_classes.onnx"
 MANIFEST_FILE = "beat_classes.manifest.json"
@@ -375,16 +374,7 @@ class BeatClassifier:
         self.classes: tuple[str, ...] = tuple(self.manifest["classes"])
         offsets = self.manifest["decision"]["log_offsets"]
         self._offsets = np.array([float(offsets[c]) for c in self.classes])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self._session = ort.InferenceSession(
-                str(model_path), opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own types for bad graphs
-            raise ModelMismatchError(f"onnxruntime cannot load {model_path}: {exc}") from exc
+        self._session = open_session(model_path, threads)
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or inputs[0].shape[-1] != len(FEATURES):
             raise ModelMismatchError(

@@ -85,6 +85,18 @@ def check_manifest(
             )
 
 
+
+def open_session(model_path: Path, threads: int) -> ort.InferenceSession:
+    """A sequential CPU onnxruntime session on `threads` threads (every detector model)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for bad graphs
+        raise ModelMismatchError(f"onnxruntime cannot load {model_path}: {exc}") from exc
+
 class OnnxScorer:
     """Batch scorer: (n, L) float32 windows -> (errors (n,), per-timestep squared errors (n, L))."""
 
@@ -104,16 +116,7 @@ class OnnxScorer:
         self.manifest: dict[str, Any] = load_manifest(self.model_dir, manifest_file)
         model_path = self.model_dir / model_file
         check_manifest(self.manifest, model_path, spec)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self._session = ort.InferenceSession(
-                str(model_path), opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own types for bad graphs
-            raise ModelMismatchError(f"onnxruntime cannot load {model_path}: {exc}") from exc
+        self._session = open_session(model_path, threads)
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise ModelMismatchError(f"model has {len(inputs)} inputs, expected 1")
