@@ -68,8 +68,14 @@ class AlertingConfig:
         url = urlparse(self.detector_url)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise ValueError(f"detector_url must be an http(s) URL, got {self.detector_url!r}")
-        positive = ("wave_hz", "wave_window_s", "raw_window_s", "batch_s", "tick_s",
-                    "score_timeout_s")
+        positive = (
+            "wave_hz",
+            "wave_window_s",
+            "raw_window_s",
+            "batch_s",
+            "tick_s",
+            "score_timeout_s",
+        )
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -144,8 +150,9 @@ def _convert(name: str, type_name: str, raw: str) -> object:
     return raw
 
 
-def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
-               ) -> AlertingConfig:
+def parse_args(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> AlertingConfig:
     """CLI flags override environment variables, which override the defaults."""
     p = argparse.ArgumentParser(prog="python -m alerting", description=__doc__)
     p.add_argument("--mqtt-host")
@@ -158,8 +165,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument("--detector-url")
     p.add_argument("--wave-hz", type=float)
     p.add_argument("--batch-s", type=float)
-    p.add_argument("--no-publish-alarms", dest="publish_alarms", action="store_false",
-                   default=None)
+    p.add_argument("--no-publish-alarms", dest="publish_alarms", action="store_false", default=None)
     p.add_argument("--mqtt-username")
     p.add_argument("--mqtt-password-file", help="a file holding the password alone")
     p.add_argument("--mqtt-ca-file", help="TLS to the broker, verified against this CA")

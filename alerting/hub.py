@@ -314,8 +314,11 @@ class WardHub:
         and unix time `t0`."""
         st = self._bed(bed)
         x = np.asarray(samples, dtype=np.float64).ravel()
-        if st.fs != fs or st.next_sample is None or start < st.next_sample or (
-            start - st.next_sample > MAX_GAP_FILL_S * fs
+        if (
+            st.fs != fs
+            or st.next_sample is None
+            or start < st.next_sample
+            or (start - st.next_sample > MAX_GAP_FILL_S * fs)
         ):
             self._restart_wave(st, fs, start)
         elif start > st.next_sample:  # lost chunk(s): show the gap as NaN
@@ -364,8 +367,14 @@ class WardHub:
         and ectopic beats."""
         st = self._bed(bed)
         info = BeatInfo(
-            beat_id=str(beat_id), sample=int(sample), t=float(t), rr_s=rr_s, hr_bpm=hr_bpm,
-            score=float(score), threshold=float(threshold), anomalous=bool(anomalous),
+            beat_id=str(beat_id),
+            sample=int(sample),
+            t=float(t),
+            rr_s=rr_s,
+            hr_bpm=hr_bpm,
+            score=float(score),
+            threshold=float(threshold),
+            anomalous=bool(anomalous),
             errors=tuple(float(e) for e in errors or ()),
             cls=cls if cls in CLASS_NAMES else None,
         )
@@ -410,8 +419,10 @@ class WardHub:
         if type_ not in EPISODE_LABELS:
             return
         if active:
-            st.episodes[type_] = {"t": float(t), **{k: v for k, v in detail.items()
-                                                    if _jsonable(v)}}
+            st.episodes[type_] = {
+                "t": float(t),
+                **{k: v for k, v in detail.items() if _jsonable(v)},
+            }
         else:
             st.episodes.pop(type_, None)
         st.dirty = True
@@ -453,8 +464,13 @@ class WardHub:
                 st.dirty = False
         if not waves and not vitals and not self._pending_beats:
             return False
-        frame = {"type": "batch", "t": round(now, 3), "wave": waves, "vitals": vitals,
-                 "beats": self._pending_beats}
+        frame = {
+            "type": "batch",
+            "t": round(now, 3),
+            "wave": waves,
+            "vitals": vitals,
+            "beats": self._pending_beats,
+        }
         self._pending_beats = []
         self._broadcast(frame, droppable=True)
         return True
@@ -489,13 +505,21 @@ class WardHub:
             entry = st.vitals()
             if st.wave is not None and st.decimator is not None:
                 lo = st.wave.start
-                entry["wave"] = {"fs": st.decimator.fs_out, "i0": lo,
-                                 "y": _wave_list(st.wave.get(lo, st.wave.end))}
+                entry["wave"] = {
+                    "fs": st.decimator.fs_out,
+                    "i0": lo,
+                    "y": _wave_list(st.wave.get(lo, st.wave.end)),
+                }
             entry["beats"] = [b.summary() for b in list(st.beats)[-20:]]
             beds.append(entry)
         alarms = [a for st in self._beds.values() for a in st.alarms.values()]
-        return {"type": "hello", "ward": self.ward, "wave_hz": self.wave_hz, "beds": beds,
-                "alarms": alarms}
+        return {
+            "type": "hello",
+            "ward": self.ward,
+            "wave_hz": self.wave_hz,
+            "beds": beds,
+            "alarms": alarms,
+        }
 
     def bed_names(self) -> list[str]:
         return sorted(self._beds)
@@ -531,9 +555,17 @@ class WardHub:
             return None
         if info is None:
             info = detail["_info"]
-        out = {"bed": bed, **info.summary(), "errors": [_num(e, 5) for e in info.errors],
-               "window": {"pre_s": WINDOW.pre_s, "post_s": WINDOW.post_s, "fs": WINDOW.fs,
-                          "n_points": WINDOW.n_points}}
+        out = {
+            "bed": bed,
+            **info.summary(),
+            "errors": [_num(e, 5) for e in info.errors],
+            "window": {
+                "pre_s": WINDOW.pre_s,
+                "post_s": WINDOW.post_s,
+                "fs": WINDOW.fs,
+                "n_points": WINDOW.n_points,
+            },
+        }
         if detail is not None:
             out["signal"] = {k: v for k, v in detail.items() if not k.startswith("_")}
         return out
@@ -548,8 +580,13 @@ class WardHub:
         seg = st.raw.get(lo_held, hi)
         if seg.size == 0:
             return None
-        return {"fs": fs, "start": lo_held, "peak": info.sample,
-                "y": _wave_list(seg), "_info": info}
+        return {
+            "fs": fs,
+            "start": lo_held,
+            "peak": info.sample,
+            "y": _wave_list(seg),
+            "_info": info,
+        }
 
 
 def _jsonable(v: Any) -> bool:

@@ -51,16 +51,18 @@ def _draw_beat(ax: Any, detail: dict[str, Any]) -> None:
     segs = np.stack([np.column_stack([t[:-1], y[:-1]]), np.column_stack([t[1:], y[1:]])], axis=1)
     grey = np.isnan(colour)
     ax.add_collection(LineCollection(segs[grey], colors="#8a96a3", linewidths=1.2))
-    ax.add_collection(LineCollection(segs[~grey], array=colour[~grey], cmap=cmap, clim=(0, 1),
-                                     linewidths=2.0))
+    ax.add_collection(
+        LineCollection(segs[~grey], array=colour[~grey], cmap=cmap, clim=(0, 1), linewidths=2.0)
+    )
     ax.set_xlim(t[0], t[-1])
     lo, hi = np.nanmin(y), np.nanmax(y)
     ax.set_ylim(lo - 0.1 * (hi - lo + 1e-6), hi + 0.1 * (hi - lo + 1e-6))
     ax.axvspan(-win["pre_s"], win["post_s"], color="#000000", alpha=0.05)
     ax.set_xlabel("s from R-peak")
     ax.set_ylabel("mV")
-    ax.set_title(f"{detail['beat_id']}  score {detail['score']:.3g} / {detail['threshold']:.3g}",
-                 fontsize=8)
+    ax.set_title(
+        f"{detail['beat_id']}  score {detail['score']:.3g} / {detail['threshold']:.3g}", fontsize=8
+    )
 
 
 def evidence_beats(bed: str, alarms: Sequence[Alarm], hub: WardHub) -> dict[str, dict]:
@@ -90,16 +92,32 @@ def bed_report(ward: str, bed: str, alarms: Sequence[Alarm], beats: Mapping[str,
     with PdfPages(buf) as pdf:
         fig = Figure(figsize=(8.27, 11.69))
         fig.suptitle(f"Alarm report: ward {ward}, bed {bed}", fontsize=14, x=0.08, ha="left")
-        fig.text(0.08, 0.94, f"generated {_fmt(time.time())}; {len(alarms)} alarm(s), newest first",
-                 fontsize=9)
+        fig.text(
+            0.08,
+            0.94,
+            f"generated {_fmt(time.time())}; {len(alarms)} alarm(s), newest first",
+            fontsize=9,
+        )
         ax = fig.add_axes((0.05, 0.05, 0.9, 0.86))
         ax.axis("off")
-        rows = [[_fmt(a.started_at), a.type.value, a.priority.value, a.state.value,
-                 _fmt(a.ended_at), a.acknowledged_by or ""] for a in alarms[:45]]
+        rows = [
+            [
+                _fmt(a.started_at),
+                a.type.value,
+                a.priority.value,
+                a.state.value,
+                _fmt(a.ended_at),
+                a.acknowledged_by or "",
+            ]
+            for a in alarms[:45]
+        ]
         if rows:
-            table = ax.table(cellText=rows, colLabels=["started", "type", "priority", "state",
-                                                       "ended", "ack by"],
-                             loc="upper center", cellLoc="left")
+            table = ax.table(
+                cellText=rows,
+                colLabels=["started", "type", "priority", "state", "ended", "ack by"],
+                loc="upper center",
+                cellLoc="left",
+            )
             table.auto_set_font_size(False)
             table.set_fontsize(7)
             table.scale(1, 1.3)
@@ -109,17 +127,29 @@ def bed_report(ward: str, bed: str, alarms: Sequence[Alarm], beats: Mapping[str,
 
         for alarm in alarms[:MAX_ALARM_PAGES]:
             fig = Figure(figsize=(8.27, 11.69))
-            fig.suptitle(f"{alarm.type.value} ({alarm.priority.value}), bed {bed}", fontsize=13,
-                         x=0.08, ha="left")
-            info = (f"id {alarm.id}   state {alarm.state.value}\nstarted {_fmt(alarm.started_at)}"
-                    f"   ended {_fmt(alarm.ended_at)}   acknowledged "
-                    f"{_fmt(alarm.acknowledged_at)} {alarm.acknowledged_by or ''}")
+            fig.suptitle(
+                f"{alarm.type.value} ({alarm.priority.value}), bed {bed}",
+                fontsize=13,
+                x=0.08,
+                ha="left",
+            )
+            info = (
+                f"id {alarm.id}   state {alarm.state.value}\nstarted {_fmt(alarm.started_at)}"
+                f"   ended {_fmt(alarm.ended_at)}   acknowledged "
+                f"{_fmt(alarm.acknowledged_at)} {alarm.acknowledged_by or ''}"
+            )
             fig.text(0.08, 0.91, info, fontsize=8, va="top")
             beat_ids = list(alarm.evidence.get("beat_ids") or [])[-BEATS_PER_ALARM:]
             details = [beats[str(b)] for b in beat_ids if str(b) in beats]
             if not details:
-                fig.text(0.08, 0.8, "the beats of this alarm are no longer held in memory"
-                         if beat_ids else "no beats are attached to this alarm", fontsize=9)
+                fig.text(
+                    0.08,
+                    0.8,
+                    "the beats of this alarm are no longer held in memory"
+                    if beat_ids
+                    else "no beats are attached to this alarm",
+                    fontsize=9,
+                )
             for i, detail in enumerate(details):
                 ax = fig.add_axes((0.1, 0.66 - i * 0.2, 0.8, 0.15))
                 _draw_beat(ax, detail)

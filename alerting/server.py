@@ -111,23 +111,29 @@ class ServerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.ws_clients = Gauge(
-            "ecg_alerting_websocket_clients", "Dashboard websocket clients connected",
+            "ecg_alerting_websocket_clients",
+            "Dashboard websocket clients connected",
             registry=registry,
         )
         self.ws_dropped = Counter(
             "ecg_alerting_websocket_frames_dropped_total",
-            "Waveform frames dropped for slow websocket clients", registry=registry,
+            "Waveform frames dropped for slow websocket clients",
+            registry=registry,
         )
         self.ws_cut = Counter(
             "ecg_alerting_websocket_clients_cut_total",
-            "Websocket clients disconnected because they could not keep up", registry=registry,
+            "Websocket clients disconnected because they could not keep up",
+            registry=registry,
         )
         self.uploads = Counter(
-            "ecg_alerting_uploads_total", "ECG uploads for scoring by outcome", ["outcome"],
+            "ecg_alerting_uploads_total",
+            "ECG uploads for scoring by outcome",
+            ["outcome"],
             registry=registry,
         )
         self.auth_failures = Counter(
-            "ecg_alerting_auth_failures_total", "Requests refused for a missing or wrong token",
+            "ecg_alerting_auth_failures_total",
+            "Requests refused for a missing or wrong token",
             registry=registry,
         )
 
@@ -157,14 +163,15 @@ class _Auth:
     def ok(self, conn: HTTPConnection, allow_query: bool, metrics: bool = False) -> bool:
         bearer = self._bearer(conn)
         if bearer:
-            if metrics and self._metrics is not None and hmac.compare_digest(
-                bearer.encode("utf-8", "replace"), self._metrics
+            if (
+                metrics
+                and self._metrics is not None
+                and hmac.compare_digest(bearer.encode("utf-8", "replace"), self._metrics)
             ):
                 return True
             return self.token_ok(bearer)
         cookie = conn.cookies.get(SESSION_COOKIE, "")
-        if cookie and hmac.compare_digest(cookie.encode("utf-8", "replace"),
-                                          self.session.encode()):
+        if cookie and hmac.compare_digest(cookie.encode("utf-8", "replace"), self.session.encode()):
             return True
         query = conn.query_params.get("token", "") if allow_query else ""
         return bool(query) and self.token_ok(query)
@@ -235,21 +242,30 @@ class _Guard:
             return
         await self.app(scope, receive, send_headers)
 
-    async def _swap(self, conn: HTTPConnection, scope: Scope, receive: Receive,
-                    send: Send) -> None:
+    async def _swap(self, conn: HTTPConnection, scope: Scope, receive: Receive, send: Send) -> None:
         """`/?token=...`: a right token becomes the session cookie and the browser is sent to
         the same page without it (303), so it stays out of the address bar and history."""
         if not self.auth.token_ok(conn.query_params.get("token", "")):
             self.on_refused()
-            resp: Response = _error(401, "missing or wrong token",
-                                    **{"WWW-Authenticate": "Bearer"})
+            resp: Response = _error(401, "missing or wrong token", **{"WWW-Authenticate": "Bearer"})
         else:
             rest = [(k, v) for k, v in conn.query_params.multi_items() if k != "token"]
             query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in rest)
-            resp = Response(status_code=303, headers={
-                "Location": "/" + ("?" + query if query else ""), "Cache-Control": "no-store"})
-            resp.set_cookie(SESSION_COOKIE, self.auth.session, httponly=True, samesite="strict",
-                            path="/", secure=scope.get("scheme") == "https")
+            resp = Response(
+                status_code=303,
+                headers={
+                    "Location": "/" + ("?" + query if query else ""),
+                    "Cache-Control": "no-store",
+                },
+            )
+            resp.set_cookie(
+                SESSION_COOKIE,
+                self.auth.session,
+                httponly=True,
+                samesite="strict",
+                path="/",
+                secure=scope.get("scheme") == "https",
+            )
         await resp(scope, receive, send)
 
 
@@ -298,8 +314,12 @@ def create_app(
         return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
     async def healthz(request: Request) -> Response:
-        body: dict[str, Any] = {"status": "ok", "ward": hub.ward, "beds": len(hub.bed_names()),
-                                "websocket_clients": hub.n_subscribers}
+        body: dict[str, Any] = {
+            "status": "ok",
+            "ward": hub.ward,
+            "beds": len(hub.bed_names()),
+            "websocket_clients": hub.n_subscribers,
+        }
         if health is not None:
             body.update(health())
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
@@ -325,8 +345,9 @@ def create_app(
             return _error(400, f"limit must be an integer, got {q['limit']!r}")
         if not 1 <= limit <= MAX_LIMIT:
             return _error(400, f"limit must be 1-{MAX_LIMIT}, got {limit}")
-        alarms = desk.list_alarms(bed=q.get("bed") or None, priority=priority, state=state,
-                                  since=since, limit=limit)
+        alarms = desk.list_alarms(
+            bed=q.get("bed") or None, priority=priority, state=state, since=since, limit=limit
+        )
         return JSONResponse({"alarms": alarms})
 
     async def get_alarm(request: Request) -> Response:
@@ -346,16 +367,17 @@ def create_app(
             try:
                 doc = json.loads(body)
             except (ValueError, RecursionError):
-                return _error(400, "body must be JSON like {\"by\": \"nurse name\"} or empty")
+                return _error(400, 'body must be JSON like {"by": "nurse name"} or empty')
             if not isinstance(doc, dict) or not isinstance(doc.get("by", by), str):
-                return _error(400, "body must be JSON like {\"by\": \"nurse name\"} or empty")
+                return _error(400, 'body must be JSON like {"by": "nurse name"} or empty')
             by = (doc.get("by") or by).strip()[:80] or by
         outcome, alarm = desk.acknowledge(alarm_id, by)
         if outcome == "unknown":
             return _error(404, f"no open alarm {alarm_id!r}")
         if outcome == "closed":
-            return JSONResponse({"error": f"alarm {alarm_id!r} has already ended",
-                                 "alarm": alarm}, status_code=409)
+            return JSONResponse(
+                {"error": f"alarm {alarm_id!r} has already ended", "alarm": alarm}, status_code=409
+            )
         return JSONResponse({"alarm": alarm})
 
     async def beds(request: Request) -> Response:
@@ -379,26 +401,34 @@ def create_app(
             return _error(404, "PDF reports are not enabled")
         bed_name = request.path_params["bed"]
         if hub.bed_summary(bed_name) is None and not desk.list_alarms(
-                bed=bed_name, priority=None, state=None, since=None, limit=1):
+            bed=bed_name, priority=None, state=None, since=None, limit=1
+        ):
             return _error(404, f"no bed {bed_name!r} in ward {hub.ward!r}")
         try:
             pdf = await asyncio.to_thread(report(bed_name))
         except NotImplementedError as exc:
             return _error(501, str(exc))
-        return Response(pdf, media_type="application/pdf", headers={
-            "Content-Disposition": f'inline; filename="alarms-{hub.ward}-{bed_name}.pdf"'})
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="alarms-{hub.ward}-{bed_name}.pdf"'},
+        )
 
     async def score(request: Request) -> Response:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             m.uploads.labels("bad_file").inc()
-            return _error(400, "send the file as multipart/form-data (field 'file'; "
-                               "optional fields 'fs' in Hz and 'lead')")
+            return _error(
+                400,
+                "send the file as multipart/form-data (field 'file'; "
+                "optional fields 'fs' in Hz and 'lead')",
+            )
         try:
             raw = await _read_limited(request, MAX_UPLOAD_BODY)
         except _TooLarge as exc:
             m.uploads.labels("too_large" if exc.status == 413 else "bad_file").inc()
-            return _error(exc.status,
-                          f"upload refused: {exc} (files up to {MAX_UPLOAD_BYTES} bytes)")
+            return _error(
+                exc.status, f"upload refused: {exc} (files up to {MAX_UPLOAD_BYTES} bytes)"
+            )
         sent = False
 
         async def replay() -> Message:
@@ -422,8 +452,11 @@ def create_app(
             m.uploads.labels("bad_file").inc()
             return _error(400, f"the multipart body cannot be read: {exc}")
         try:
-            upload = parse_upload(files, fs if isinstance(fs, str) else None,
-                                  lead=lead if isinstance(lead, str) else None)
+            upload = parse_upload(
+                files,
+                fs if isinstance(fs, str) else None,
+                lead=lead if isinstance(lead, str) else None,
+            )
         except UploadError as exc:
             m.uploads.labels("bad_file").inc()
             return _error(400, str(exc))
@@ -444,23 +477,36 @@ def create_app(
         n_anom = sum(1 for b in beats if isinstance(b, dict) and b.get("anomalous"))
         hrs = [b.get("hr_bpm") for b in beats if isinstance(b, dict)]
         hrs = [h for h in hrs if isinstance(h, int | float) and math.isfinite(h)]
-        return JSONResponse({
-            "name": upload.name, "kind": upload.kind, "fs": upload.fs, "lead": upload.lead,
-            "leads": list(upload.leads), "n_samples": int(upload.samples.size),
-            "duration_s": round(upload.duration_s, 3),
-            "signal": {"fs": dec.fs_out, "factor": dec.factor,
-                       "y": np.round(shown, 4).tolist()},
-            "beats": beats,
-            "summary": {"n_beats": len(beats), "n_anomalous": n_anom,
-                        "median_hr_bpm": round(float(np.median(hrs)), 1) if hrs else None},
-        })
+        return JSONResponse(
+            {
+                "name": upload.name,
+                "kind": upload.kind,
+                "fs": upload.fs,
+                "lead": upload.lead,
+                "leads": list(upload.leads),
+                "n_samples": int(upload.samples.size),
+                "duration_s": round(upload.duration_s, 3),
+                "signal": {
+                    "fs": dec.fs_out,
+                    "factor": dec.factor,
+                    "y": np.round(shown, 4).tolist(),
+                },
+                "beats": beats,
+                "summary": {
+                    "n_beats": len(beats),
+                    "n_anomalous": n_anom,
+                    "median_hr_bpm": round(float(np.median(hrs)), 1) if hrs else None,
+                },
+            }
+        )
 
     async def ws(websocket: WebSocket) -> None:
         if not auth.ok(websocket, allow_query=True):  # query: scripts; the page sends its cookie
             m.auth_failures.inc()
             if "websocket.http.response" in websocket.scope.get("extensions", {}):
                 await websocket.send_denial_response(
-                    _error(401, "missing or wrong token", **{"WWW-Authenticate": "Bearer"}))
+                    _error(401, "missing or wrong token", **{"WWW-Authenticate": "Bearer"})
+                )
             else:
                 await websocket.close(code=1008)
             return
@@ -475,8 +521,11 @@ def create_app(
         try:
             while not reader.done():
                 waiter = asyncio.create_task(ready.wait())
-                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED,
-                                   timeout=max(0.0, next_heartbeat - loop.time()))
+                await asyncio.wait(
+                    {waiter, reader},
+                    return_when=asyncio.FIRST_COMPLETED,
+                    timeout=max(0.0, next_heartbeat - loop.time()),
+                )
                 waiter.cancel()
                 ready.clear()
                 if sub.overflowed:
@@ -526,8 +575,15 @@ def _heartbeat(health: Callable[[], dict[str, Any]] | None) -> str:
     """The heartbeat frame: the service is alive, and whether its bus connection is up."""
     state = health() if health is not None else {}
     up = state.get("status", "ok") == "ok"
-    return json.dumps({"type": "heartbeat", "t": round(time.time(), 3), "bus_connected": up,
-                       "status": state.get("status", "ok")}, separators=(",", ":"))
+    return json.dumps(
+        {
+            "type": "heartbeat",
+            "t": round(time.time(), 3),
+            "bus_connected": up,
+            "status": state.get("status", "ok"),
+        },
+        separators=(",", ":"),
+    )
 
 
 async def _drain_incoming(websocket: WebSocket) -> None:
@@ -559,10 +615,12 @@ def _post_json(url: str, body: dict[str, Any], timeout_s: float, token: str = ""
         with contextlib.suppress(ValueError, AttributeError):
             detail = json.loads(detail).get("error", detail)
         if 400 <= exc.code < 500:
-            raise _DetectorError(400, f"the detector refused the signal ({exc.code}): {detail}"
-                                 ) from None
-        raise _DetectorError(502, f"the detector failed while scoring ({exc.code}): {detail}"
-                             ) from None
+            raise _DetectorError(
+                400, f"the detector refused the signal ({exc.code}): {detail}"
+            ) from None
+        raise _DetectorError(
+            502, f"the detector failed while scoring ({exc.code}): {detail}"
+        ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise _DetectorError(502, f"the detector at {url} cannot be reached: {exc}") from None
     except ValueError:

@@ -115,17 +115,21 @@ class AlertingCore:
         self.publish = publish
         self.clock = clock
         self.messages = Counter(
-            "ecg_alerting_messages_total", "MQTT messages received, by kind", ["kind"],
+            "ecg_alerting_messages_total",
+            "MQTT messages received, by kind",
+            ["kind"],
             registry=registry,
         )
         self.store_errors = Counter(
-            "ecg_alerting_store_errors_total", "Alarm changes that could not be stored",
+            "ecg_alerting_store_errors_total",
+            "Alarm changes that could not be stored",
             registry=registry,
         )
         self.holes = Counter(
             "ecg_alerting_analysis_holes_total",
             "Holes in a bed's analysis (a new detector stream, missing samples): the asystole and "
-            "pause clocks restart after them", registry=registry,
+            "pause clocks restart after them",
+            registry=registry,
         )
         for kind in KINDS:
             self.messages.labels(kind)
@@ -242,23 +246,32 @@ class AlertingCore:
             return False
         self.hub.forget(bed)
         self._beds.pop(bed, None)
-        for table in (self._last_beat_t, self._analysed, self._skew_since, self._sample_end,
-                      self._resumed):
+        for table in (
+            self._last_beat_t,
+            self._analysed,
+            self._skew_since,
+            self._sample_end,
+            self._resumed,
+        ):
             table.pop(bed, None)
         for group in (self._lead_off, self._stalled, self._skewed, self._has_beats):
             group.discard(bed)
         m = self.metrics
         classes = (*protocol.BEAT_CLASSES, "unknown")
-        for metric, labels in ((m.bed_heart_rate, [(bed,)]), (m.bed_beats, [(bed,)]),
-                               (m.bed_anomalous, [(bed,)]),
-                               (m.bed_classes, [(bed, c) for c in classes])):
+        for metric, labels in (
+            (m.bed_heart_rate, [(bed,)]),
+            (m.bed_beats, [(bed,)]),
+            (m.bed_anomalous, [(bed,)]),
+            (m.bed_classes, [(bed, c) for c in classes]),
+        ):
             for values in labels:
                 with contextlib.suppress(KeyError):
                     metric.remove(*values)
         return True
 
-    def _clock_ok(self, bed: str, times: list[float], topic: str, now: float,
-                  late_s: float | None = None) -> bool:
+    def _clock_ok(
+        self, bed: str, times: list[float], topic: str, now: float, late_s: float | None = None
+    ) -> bool:
         """Device timestamps within the allowed skew of the receiver's clock (late ones by
         MAX_LATENESS_S more, or `late_s` for a durable session's backlog); others are dropped,
         and a bed whose timestamps stay off for SKEW_CONFIRM_S gets a clock_skew technical alarm
@@ -273,8 +286,7 @@ class AlertingCore:
             if bed in self._skewed:
                 self._skewed.discard(bed)
                 self.hub.on_status(bed, clock_skew=False)
-                self.commit(self.policy.on_technical(
-                    TechnicalInput(bed, "clock_skew", False, now)))
+                self.commit(self.policy.on_technical(TechnicalInput(bed, "clock_skew", False, now)))
             return True
         worst = max(bad, key=lambda x: abs(x - now))
         self.drop("clock_skew", topic, f"timestamp {worst:.3f} is {worst - now:+.1f} s off")
@@ -283,8 +295,11 @@ class AlertingCore:
             self._skewed.add(bed)
             self.hub.on_status(bed, clock_skew=True)
             detail = json.dumps({"offset_s": round(worst - now, 1), "allowed_s": skew})
-            self.commit(self.policy.on_technical(
-                TechnicalInput(bed, "clock_skew", True, now, detail=detail)))
+            self.commit(
+                self.policy.on_technical(
+                    TechnicalInput(bed, "clock_skew", True, now, detail=detail)
+                )
+            )
         return False
 
     def sweep(self, now: float) -> None:
@@ -312,14 +327,18 @@ class AlertingCore:
         if t_end - analysed > STALL_S:
             self._stalled.add(bed)
             detail = f"no analysis from the detector for {t_end - analysed:.1f} s"
-            self.commit(self.policy.on_technical(TechnicalInput(bed, "signal_lost", True, t_end,
-                                                                detail=detail)))
+            self.commit(
+                self.policy.on_technical(
+                    TechnicalInput(bed, "signal_lost", True, t_end, detail=detail)
+                )
+            )
 
     def _beats(self, bed: str, msg: protocol.BeatsMessage, topic: str) -> None:
         known = self._analysed.get(bed)
         since = msg.analysed_from
         newest = [b.t for b in msg.beats if b.bed == bed] + (
-            [] if msg.analysed_until is None else [msg.analysed_until])
+            [] if msg.analysed_until is None else [msg.analysed_until]
+        )
         if since is not None:  # never past the message's own (skew-checked) times
             since = min(since, max(newest)) if newest else None
         if since is not None and known is not None and since > known:
@@ -329,8 +348,14 @@ class AlertingCore:
             self.holes.inc()
             self._n_holes += 1
             if self._n_holes <= 20 or self._n_holes % 1000 == 0:  # a detector restart: every bed
-                log.info("bed %s: no analysis from %.2f to %.2f (%.1f s, hole #%d): gap clocks "
-                         "restart", bed, known, since, since - known, self._n_holes)
+                log.info(
+                    "bed %s: no analysis from %.2f to %.2f (%.1f s, hole #%d): gap clocks restart",
+                    bed,
+                    known,
+                    since,
+                    since - known,
+                    self._n_holes,
+                )
             self.commit(self.policy.restart_gap(bed, since))
         self._beat_list(bed, msg.beats, topic)
         marks = [b.t for b in msg.beats if b.bed == bed]
@@ -355,16 +380,33 @@ class AlertingCore:
                 self.drop("stale_beat", topic, f"beat {beat.beat_id} at {beat.t} <= {last}")
                 continue
             try:
-                inp = BeatInput(bed, beat.t, beat.beat_id, beat.anomalous, rr_s=beat.rr_s,
-                                hr_bpm=beat.hr_bpm, score=beat.score, cls=beat.cls)
+                inp = BeatInput(
+                    bed,
+                    beat.t,
+                    beat.beat_id,
+                    beat.anomalous,
+                    rr_s=beat.rr_s,
+                    hr_bpm=beat.hr_bpm,
+                    score=beat.score,
+                    cls=beat.cls,
+                )
             except ValueError as exc:
                 self.drop("invalid_beat", topic, exc)
                 continue
             self._last_beat_t[bed] = beat.t
-            self.hub.on_beat(bed, beat_id=beat.beat_id, sample=beat.sample, t=beat.t,
-                             score=beat.score, threshold=beat.threshold,
-                             anomalous=beat.anomalous, rr_s=beat.rr_s, hr_bpm=beat.hr_bpm,
-                             errors=beat.errors, cls=beat.cls)
+            self.hub.on_beat(
+                bed,
+                beat_id=beat.beat_id,
+                sample=beat.sample,
+                t=beat.t,
+                score=beat.score,
+                threshold=beat.threshold,
+                anomalous=beat.anomalous,
+                rr_s=beat.rr_s,
+                hr_bpm=beat.hr_bpm,
+                errors=beat.errors,
+                cls=beat.cls,
+            )
             self.metrics.observe_beat(bed, beat.anomalous, beat.hr_bpm, cls=beat.cls)
             self.commit(self.policy.on_beat(inp))
 
@@ -389,9 +431,13 @@ class AlertingCore:
             self.commit(self.policy.on_episode(episode))
             return
         try:
-            inp = TechnicalInput(bed, event.type, event.active, event.t,
-                                 detail=json.dumps(dict(event.detail), default=str)
-                                 if event.detail else "")
+            inp = TechnicalInput(
+                bed,
+                event.type,
+                event.active,
+                event.t,
+                detail=json.dumps(dict(event.detail), default=str) if event.detail else "",
+            )
         except ValueError as exc:
             self.drop("invalid_event", topic, exc)
             return
@@ -433,12 +479,22 @@ class AlertingCore:
         self.commit(self.policy.tick(None, wall))
         self.sweep(wall)
 
-    def list_alarms(self, *, bed: str | None, priority: str | None, state: str | None,
-                    since: float | None, limit: int) -> list[dict[str, Any]]:
+    def list_alarms(
+        self,
+        *,
+        bed: str | None,
+        priority: str | None,
+        state: str | None,
+        since: float | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
         if state == "open":
-            found = [a for a in self.policy.active(bed)
-                     if (priority is None or a.priority.value == priority)
-                     and (since is None or a.started_at >= since)]
+            found = [
+                a
+                for a in self.policy.active(bed)
+                if (priority is None or a.priority.value == priority)
+                and (since is None or a.started_at >= since)
+            ]
             found.sort(key=lambda a: (-a.started_at, a.id))
             return [a.to_dict() for a in found[:limit]]
         rows = self.store.query(bed=bed, priority=priority, state=state, since=since, limit=limit)
@@ -493,18 +549,24 @@ class MqttLink:
     the beats and events published while the service was down are delivered when it is back.
     """
 
-    def __init__(self, config: AlertingConfig, loop: asyncio.AbstractEventLoop,
-                 on_message: Callable[[str, bytes], None],
-                 on_resume: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: AlertingConfig,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[str, bytes], None],
+        on_resume: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.loop = loop
         self.connected = threading.Event()
         self._on_resume = on_resume  # called (in the loop) when the broker resumed the session
         self.client_id = config.mqtt_client_id or f"alerting-{config.ward}"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  clean_session=False)
-        mqtt_auth.apply_files(self.client, config.mqtt_username, config.mqtt_password_file,
-                              config.mqtt_ca_file)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False
+        )
+        mqtt_auth.apply_files(
+            self.client, config.mqtt_username, config.mqtt_password_file, config.mqtt_ca_file
+        )
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         self.client.on_connect = self._on_connect
@@ -526,25 +588,34 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: Any,
-                    _p: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, reason: Any, _p: object
+    ) -> None:
         if getattr(reason, "is_failure", False):
             log.error("MQTT connect refused: %s", reason)
             return
         if getattr(_f, "session_present", False) and self._on_resume is not None:
             with contextlib.suppress(RuntimeError):  # before the backlog's first message
                 self.loop.call_soon_threadsafe(self._on_resume)
-        subs = [(topics.subscription(kind, ward=self.config.ward),
-                 1 if kind in DURABLE_KINDS else 0) for kind in KINDS]
+        subs = [
+            (topics.subscription(kind, ward=self.config.ward), 1 if kind in DURABLE_KINDS else 0)
+            for kind in KINDS
+        ]
         # `connected` waits for the SUBACK: until the broker has the subscriptions (a new
         # session has none), messages published to the ward are not delivered to this service
         _, self._sub_mid = client.subscribe(subs)
-        log.info("MQTT connected to %s:%d as %s, ward %s (session %s)", self.config.mqtt_host,
-                 self.config.mqtt_port, self.client_id, self.config.ward,
-                 "resumed" if getattr(_f, "session_present", False) else "new")
+        log.info(
+            "MQTT connected to %s:%d as %s, ward %s (session %s)",
+            self.config.mqtt_host,
+            self.config.mqtt_port,
+            self.client_id,
+            self.config.ward,
+            "resumed" if getattr(_f, "session_present", False) else "new",
+        )
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: object, mid: int, reasons: Any,
-                      _p: object) -> None:
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, mid: int, reasons: Any, _p: object
+    ) -> None:
         if mid != self._sub_mid:
             return
         failed = [r for r in reasons if getattr(r, "is_failure", False)]
@@ -553,8 +624,9 @@ class MqttLink:
         if len(failed) < len(reasons):
             self.connected.set()
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any,
-                       _p: object) -> None:
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object
+    ) -> None:
         self.connected.clear()
         log.warning("MQTT disconnected: %s", reason)
 
@@ -572,9 +644,13 @@ class AlertingService:
         self.config = config
         self.registry = registry or CollectorRegistry()
         self.hub = WardHub(
-            config.ward, wave_hz=config.wave_hz, wave_window_s=config.wave_window_s,
-            raw_window_s=config.raw_window_s, client_queue=config.client_queue,
-            recent_beats=config.recent_beats, detail_beats=config.detail_beats,
+            config.ward,
+            wave_hz=config.wave_hz,
+            wave_window_s=config.wave_window_s,
+            raw_window_s=config.raw_window_s,
+            client_queue=config.client_queue,
+            recent_beats=config.recent_beats,
+            detail_beats=config.detail_beats,
         )
         self.store = AlarmStore(config.db_path)
         self.policy = AlarmPolicy()
@@ -600,8 +676,11 @@ class AlertingService:
         (their `signal_lost` stall alarms: all of them means the detector is down)."""
         up = self.mqtt is not None and self.mqtt.connected.is_set()
         stalled = len(self.core.stalled_beds) if self.core is not None else 0
-        return {"status": "ok" if up else "degraded", "mqtt_connected": up,
-                "beds_not_analysed": stalled}
+        return {
+            "status": "ok" if up else "degraded",
+            "mqtt_connected": up,
+            "beds_not_analysed": stalled,
+        }
 
     async def run(self) -> None:
         """Serve until `stop()` (or a signal when installed by `main`)."""
@@ -615,34 +694,59 @@ class AlertingService:
         else:
             self.mqtt = MqttLink(self.config, loop, self._on_message, on_resume=self._on_resume)
         self.core = AlertingCore(
-            self.config, hub=self.hub, policy=self.policy, store=self.store,
-            metrics=self.metrics, registry=self.registry,
+            self.config,
+            hub=self.hub,
+            policy=self.policy,
+            store=self.store,
+            metrics=self.metrics,
+            registry=self.registry,
             publish=self.mqtt.publish if self.config.publish_alarms else None,
         )
         restored = self.core.restore()
         log.info("restored %d open alarm(s) from %s", restored, self.config.db_path)
         app = create_app(
-            self.hub, self.core, self.config.token, self.registry,
-            detector_url=self.config.detector_url, score_timeout_s=self.config.score_timeout_s,
-            health=self._health, metrics=self.server_metrics, report=self._report,
-            metrics_token=self.config.metrics_token, detector_token=self.config.detector_token,
+            self.hub,
+            self.core,
+            self.config.token,
+            self.registry,
+            detector_url=self.config.detector_url,
+            score_timeout_s=self.config.score_timeout_s,
+            health=self._health,
+            metrics=self.server_metrics,
+            report=self._report,
+            metrics_token=self.config.metrics_token,
+            detector_token=self.config.detector_token,
         )
-        ucfg = uvicorn.Config(app, host=self.config.http_host, port=self.config.http_port,
-                              ws=ShutdownSafeWebSocketProtocol, lifespan="off", log_level="warning",
-                              access_log=False, timeout_graceful_shutdown=3)
+        ucfg = uvicorn.Config(
+            app,
+            host=self.config.http_host,
+            port=self.config.http_port,
+            ws=ShutdownSafeWebSocketProtocol,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
         ucfg.load()
         server = uvicorn.Server(ucfg)
         server.lifespan = ucfg.lifespan_class(ucfg)
         await server.startup()
         if not server.started:
-            raise RuntimeError(f"could not listen on {self.config.http_host}:"
-                               f"{self.config.http_port}")
+            raise RuntimeError(
+                f"could not listen on {self.config.http_host}:{self.config.http_port}"
+            )
         self.port = int(server.servers[0].sockets[0].getsockname()[1])
         self.mqtt.start()
-        tasks = [asyncio.create_task(self._every(self.config.batch_s, self._flush)),
-                 asyncio.create_task(self._every(self.config.tick_s, self.core.tick))]
-        log.info("alerting for ward %s on http://%s:%d/", self.config.ward,
-                 self.config.http_host, self.port)
+        tasks = [
+            asyncio.create_task(self._every(self.config.batch_s, self._flush)),
+            asyncio.create_task(self._every(self.config.tick_s, self.core.tick)),
+        ]
+        log.info(
+            "alerting for ward %s on http://%s:%d/",
+            self.config.ward,
+            self.config.http_host,
+            self.port,
+        )
         self.ready.set()
         try:
             await self._stop.wait()

@@ -165,6 +165,7 @@ class DetectorEngine:
     def _make_room(self, now: float) -> bool:
         """Evict the bed idle longest (one that never streamed first) if it has been idle for
         longer than the signal timeout: live beds are never evicted for a new name."""
+
         def idle_key(item: tuple[tuple[str, str], Bed]) -> tuple[bool, float]:
             b = item[1]
             return (b.has_samples, b.last_msg)
@@ -231,8 +232,9 @@ class DetectorEngine:
             return pubs
         bed.last_rx = now
         bed.last_signal_t = chunk.t0 + chunk.duration_s
-        if out.restart or any(e.type == "gap" and e.detail.get("missing_samples")
-                              for e in out.events):
+        if out.restart or any(
+            e.type == "gap" and e.detail.get("missing_samples") for e in out.events
+        ):
             bed.span_from = chunk.t0
         if bed.offline and now - bed.offline_rx > OFFLINE_CONTRADICTED_S:
             bed.offline = False
@@ -287,8 +289,9 @@ class DetectorEngine:
         t = status.t if math.isfinite(status.t) else self.wall()
         streaming = bed.has_samples and now - bed.last_rx <= self.settings.signal_timeout_s
         if status.state == "offline" and retained and streaming and t < bed.last_signal_t:
-            self.bad("stale_status", "%s/%s: retained offline older than the samples", ward,
-                     bed_name)
+            self.bad(
+                "stale_status", "%s/%s: retained offline older than the samples", ward, bed_name
+            )
             return []
         if status.state == "offline" and not bed.offline:
             bed.offline = True
@@ -490,8 +493,11 @@ class DetectorEngine:
             windows = windows_of(part, self.spec)
             errors, steps = self.scorer.score(windows)
             scores, classes = self._classify(
-                [adapter] * len(part), None if state is None else [state] * len(part), part,
-                errors, windows,
+                [adapter] * len(part),
+                None if state is None else [state] * len(part),
+                part,
+                errors,
+                windows,
             )
             for b, per, score, cls in zip(part, steps, scores, classes, strict=True):
                 out.append(

@@ -85,7 +85,6 @@ def check_manifest(
             )
 
 
-
 def open_session(model_path: Path, threads: int) -> ort.InferenceSession:
     """A sequential CPU onnxruntime session on `threads` threads (every detector model)."""
     opts = ort.SessionOptions()
@@ -96,6 +95,7 @@ def open_session(model_path: Path, threads: int) -> ort.InferenceSession:
         return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for bad graphs
         raise ModelMismatchError(f"onnxruntime cannot load {model_path}: {exc}") from exc
+
 
 class OnnxScorer:
     """Batch scorer: (n, L) float32 windows -> (errors (n,), per-timestep squared errors (n, L))."""
@@ -136,9 +136,7 @@ class OnnxScorer:
         if windows.dtype != np.float32:
             raise TypeError(f"windows must be float32, got {windows.dtype}")
         if windows.ndim != 2 or windows.shape[1] != self.n_points:
-            raise ValueError(
-                f"windows must have shape (n, {self.n_points}), got {windows.shape}"
-            )
+            raise ValueError(f"windows must have shape (n, {self.n_points}), got {windows.shape}")
         if windows.shape[0] == 0:
             return np.zeros(0, np.float32), np.zeros((0, self.n_points), np.float32)
         if not np.isfinite(windows).all():
@@ -149,6 +147,8 @@ class OnnxScorer:
             err, per_t = self._session.run(None, {self._input: x})
             return err, per_t
         # big offline batches go in slices: the LSTM's working memory grows with the batch
-        parts = [self._session.run(None, {self._input: x[i : i + MAX_BATCH]})
-                 for i in range(0, len(x), MAX_BATCH)]
+        parts = [
+            self._session.run(None, {self._input: x[i : i + MAX_BATCH]})
+            for i in range(0, len(x), MAX_BATCH)
+        ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -160,7 +160,9 @@ class DetectorService:
             from detector.nats_link import NatsWorker
 
             self._worker = threading.Thread(
-                target=self._profiled, args=("worker", NatsWorker(self).run), name="detector-nats",
+                target=self._profiled,
+                args=("worker", NatsWorker(self).run),
+                name="detector-nats",
                 daemon=True,
             )
         self._http_thread = threading.Thread(
@@ -310,8 +312,12 @@ class DetectorService:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if self._token_generated:  # printed once, never logged
-            print(f"detector: POST /v1/score token (set ECG_DETECTOR_TOKEN to choose one): "
-                  f"{self.token}", file=sys.stderr, flush=True)
+            print(
+                f"detector: POST /v1/score token (set ECG_DETECTOR_TOKEN to choose one): "
+                f"{self.token}",
+                file=sys.stderr,
+                flush=True,
+            )
         self._http_thread.start()
         self._worker.start()
         log.info(

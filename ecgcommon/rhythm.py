@@ -47,8 +47,9 @@ class RhythmFeatures:
 
 
 N_FEATURES = 3  # length of RhythmFeatures.as_array()
-NEUTRAL = RhythmFeatures(rr_s=math.nan, local_rr_s=math.nan, rr_ratio=1.0, prev_ratio=1.0,
-                         short_ratio=1.0, valid=False)
+NEUTRAL = RhythmFeatures(
+    rr_s=math.nan, local_rr_s=math.nan, rr_ratio=1.0, prev_ratio=1.0, short_ratio=1.0, valid=False
+)
 
 
 class RRTracker:
@@ -79,9 +80,7 @@ class RRTracker:
             self._last_peak = peak
             return NEUTRAL
         if peak <= self._last_peak:
-            raise ValueError(
-                f"peak_sample must increase: got {peak} after {self._last_peak}"
-            )
+            raise ValueError(f"peak_sample must increase: got {peak} after {self._last_peak}")
         rr = (peak - self._last_peak) / fs
         self._last_peak = peak
         if len(self._rrs) >= MIN_HISTORY:
@@ -96,8 +95,14 @@ class RRTracker:
                 valid=True,
             )
         else:
-            feats = RhythmFeatures(rr_s=rr, local_rr_s=math.nan, rr_ratio=1.0, prev_ratio=1.0,
-                                   short_ratio=1.0, valid=False)
+            feats = RhythmFeatures(
+                rr_s=rr,
+                local_rr_s=math.nan,
+                rr_ratio=1.0,
+                prev_ratio=1.0,
+                short_ratio=1.0,
+                valid=False,
+            )
         self._rrs.append(rr)
         return feats
 

@@ -181,14 +181,18 @@ def parse_csv(
             f"{name}: the header has {len(header)} columns but the first row has {width}"
         )
     columns = header or [f"column {i + 1}" for i in range(width)]
-    signal_cols = [
-        i for i, c in enumerate(columns) if c.lower() not in _TIME_COLUMNS | _INDEX_COLUMNS
-    ] if header else list(range(width))
+    signal_cols = (
+        [i for i, c in enumerate(columns) if c.lower() not in _TIME_COLUMNS | _INDEX_COLUMNS]
+        if header
+        else list(range(width))
+    )
     if header is None and width > 1:
         # Without a header a leading, strictly increasing column is a time or sample index.
         first = [_number(r[0]) if r else None for r in rows[:50]]
-        if all(v is not None for v in first) and len(first) > 2 and all(
-            b > a for a, b in zip(first, first[1:], strict=False)
+        if (
+            all(v is not None for v in first)
+            and len(first) > 2
+            and all(b > a for a, b in zip(first, first[1:], strict=False))
         ):
             signal_cols = signal_cols[1:]
     if not signal_cols:
@@ -199,8 +203,10 @@ def parse_csv(
     elif isinstance(lead, int) or str(lead).strip().isdigit():
         k = int(lead)
         if not 0 <= k < len(signal_cols):
-            raise UploadError(f"{name}: lead index {k} out of range; the file has "
-                              f"{len(signal_cols)} signal column(s)")
+            raise UploadError(
+                f"{name}: lead index {k} out of range; the file has "
+                f"{len(signal_cols)} signal column(s)"
+            )
         col = signal_cols[k]
     else:
         wanted = str(lead).strip().lower()
@@ -331,7 +337,7 @@ def parse_upload(
         raise UploadError(
             f"got {len(files)} files without a .hea header; send one CSV file, or a WFDB record"
         )
-    (fname, payload), = files.items()
+    ((fname, payload),) = files.items()
     ext = PurePath(fname).suffix.lower()
     if ext in {".dat", ".atr", ".xyz"}:
         raise UploadError(f"{fname}: a WFDB signal file needs its .hea header uploaded with it")

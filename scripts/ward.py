@@ -424,8 +424,10 @@ class Ward:
                 wait = backoff.get(name, RESTART_MIN_S)
                 backoff[name] = min(RESTART_MAX_S, wait * 2)
                 due[name] = now + wait
-                self.say(f"ward: {name} exited unexpectedly (code {proc.returncode}); "
-                         f"restarting it in {wait:g} s:\n{self.log_tail(name)}")
+                self.say(
+                    f"ward: {name} exited unexpectedly (code {proc.returncode}); "
+                    f"restarting it in {wait:g} s:\n{self.log_tail(name)}"
+                )
             time.sleep(0.2)
         return None
 

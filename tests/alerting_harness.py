@@ -28,8 +28,15 @@ TOKEN = "test-token-0123456789"
 
 def make_config(broker: Any, ward: str, db: Path, **overrides: Any) -> AlertingConfig:
     base = AlertingConfig(
-        mqtt_host=broker.host, mqtt_port=broker.port, ward=ward, http_port=0, token=TOKEN,
-        db_path=str(db), detector_url="http://127.0.0.1:9", batch_s=0.05, tick_s=0.5,
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        ward=ward,
+        http_port=0,
+        token=TOKEN,
+        db_path=str(db),
+        detector_url="http://127.0.0.1:9",
+        batch_s=0.05,
+        tick_s=0.5,
     )
     return replace(base, **overrides)
 
@@ -78,25 +85,34 @@ class Publisher:
     def status(self, bed: str, state: str = "online") -> None:
         self.raw(bed, "status", protocol.encode_status(protocol.Status(state, time.time(), "sim")))
 
-    def samples(self, bed: str, first: int, t0: float, y_mv: np.ndarray, fs: float = 360.0
-                ) -> None:
+    def samples(self, bed: str, first: int, t0: float, y_mv: np.ndarray, fs: float = 360.0) -> None:
         seq = self.seq.get(bed, 0)
         self.seq[bed] = seq + 1
         raw = np.round(np.asarray(y_mv) * 200).astype(np.int16)[:, None]
         chunk = protocol.SampleChunk(seq, first, t0, fs, 200.0, "mV", ("MLII",), raw)
         self.raw(bed, "samples", protocol.encode_samples(chunk))
 
-    def beats(self, bed: str, beats: list[protocol.BeatResult],
-              analysed_until: float | None = None) -> None:
+    def beats(
+        self, bed: str, beats: list[protocol.BeatResult], analysed_until: float | None = None
+    ) -> None:
         self.raw(bed, "beats", protocol.encode_beats(beats, analysed_until))
 
-    def event(self, bed: str, type_: str, active: bool, t: float,
-              detail: dict[str, Any] | None = None) -> None:
+    def event(
+        self, bed: str, type_: str, active: bool, t: float, detail: dict[str, Any] | None = None
+    ) -> None:
         event = protocol.Event(bed, type_, active, t, detail or {})
         self.raw(bed, "events", protocol.encode_event(event))
 
-    def stream(self, bed: str, t0: float, y_mv: np.ndarray, beats: list[protocol.BeatResult],
-               fs: float = 360.0, chunk: int = 36, watermark: bool = False) -> None:
+    def stream(
+        self,
+        bed: str,
+        t0: float,
+        y_mv: np.ndarray,
+        beats: list[protocol.BeatResult],
+        fs: float = 360.0,
+        chunk: int = 36,
+        watermark: bool = False,
+    ) -> None:
         """Sample chunks interleaved with the beats, each beat once 0.4 s after its R-peak has
         been sent, as the detector would report it; with `watermark`, also the detector's
         analysis watermark (every beat before it has been sent) after each chunk."""
@@ -105,7 +121,7 @@ class Publisher:
         for k in range(0, len(y_mv), chunk):
             self.samples(bed, k, t0 + k / fs, y_mv[k : k + chunk], fs)
             ready = [b for b in pending if b.sample + delay <= k + chunk]
-            pending = pending[len(ready):]
+            pending = pending[len(ready) :]
             until = t0 + (k + chunk - delay) / fs if watermark else None
             if ready or until is not None:
                 self.beats(bed, ready, until)
@@ -117,15 +133,31 @@ class Publisher:
         self.client.disconnect()
 
 
-def beat(ward: str, bed: str, sample: int, fs: float, t0: float, rr_s: float | None,
-         score: float = 0.3, threshold: float = 1.0, errors: list[float] | None = None,
-         cls: str | None = None) -> protocol.BeatResult:
+def beat(
+    ward: str,
+    bed: str,
+    sample: int,
+    fs: float,
+    t0: float,
+    rr_s: float | None,
+    score: float = 0.3,
+    threshold: float = 1.0,
+    errors: list[float] | None = None,
+    cls: str | None = None,
+) -> protocol.BeatResult:
     """A beat result as the detector publishes it."""
     return protocol.BeatResult(
-        bed=bed, sample=sample, t=t0 + sample / fs, rr_s=rr_s,
-        hr_bpm=None if rr_s is None else 60.0 / rr_s, score=score, threshold=threshold,
-        anomalous=score > threshold, beat_id=f"{ward}:{bed}:{sample}",
-        errors=tuple(errors) if errors is not None else None, cls=cls,
+        bed=bed,
+        sample=sample,
+        t=t0 + sample / fs,
+        rr_s=rr_s,
+        hr_bpm=None if rr_s is None else 60.0 / rr_s,
+        score=score,
+        threshold=threshold,
+        anomalous=score > threshold,
+        beat_id=f"{ward}:{bed}:{sample}",
+        errors=tuple(errors) if errors is not None else None,
+        cls=cls,
     )
 
 
@@ -133,18 +165,25 @@ def ecg_like(n: int, fs: float, rr_s: float, start: int = 0) -> np.ndarray:
     """A crude ECG: a narrow R wave every rr_s seconds on a small baseline wave (mV)."""
     t = (start + np.arange(n)) / fs
     phase = np.mod(t, rr_s)
-    return 1.2 * np.exp(-((phase - 0.2) / 0.012) ** 2) + 0.1 * np.sin(2 * np.pi * t / rr_s)
+    return 1.2 * np.exp(-(((phase - 0.2) / 0.012) ** 2)) + 0.1 * np.sin(2 * np.pi * t / rr_s)
 
 
-def http(port: int, path: str, *, method: str = "GET", token: str | None = TOKEN,
-         body: bytes | None = None, headers: dict[str, str] | None = None
-         ) -> tuple[int, dict[str, str], bytes]:
+def http(
+    port: int,
+    path: str,
+    *,
+    method: str = "GET",
+    token: str | None = TOKEN,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """A real HTTP request to the service on loopback."""
     h = dict(headers or {})
     if token is not None:
         h["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
-                                 headers=h)
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=h
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -173,8 +212,9 @@ def wait_for(what: Callable[[], Any], timeout: float = 10.0, every: float = 0.05
 def metric_value(port: int, name: str, **labels: str) -> float:
     """One sample of /metrics (0 when absent)."""
     _, _, body = http(port, "/metrics")
-    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
-                   if labels else "")
+    want = name + (
+        "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+    )
     for line in body.decode().splitlines():
         if line.startswith("#"):
             continue
@@ -191,9 +231,16 @@ class WardFeeder:
     and class V (PVCs), the others class N.
     """
 
-    def __init__(self, broker: Any, ward: str, beds: dict[str, tuple[float, int]],
-                 fs: float = 360.0, chunk_s: float = 0.1, speed: float = 1.0,
-                 lead_toggle: tuple[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        broker: Any,
+        ward: str,
+        beds: dict[str, tuple[float, int]],
+        fs: float = 360.0,
+        chunk_s: float = 0.1,
+        speed: float = 1.0,
+        lead_toggle: tuple[str, float] | None = None,
+    ) -> None:
         self.pub = Publisher(broker, ward)
         self.ward = ward
         self.beds = beds  # bed -> (bpm, anomaly_every; 0 = never)
@@ -236,10 +283,20 @@ class WardFeeder:
                     errors = None
                     if anomalous:
                         k = np.arange(64)
-                        errors = list(0.05 + 0.9 * np.exp(-((k - 34) / 6.0) ** 2))
-                    beats.append(beat(self.ward, bed, sample, self.fs, self.t0,
-                                      None if i == 0 else rr, score=1.8 if anomalous else 0.3,
-                                      errors=errors, cls="V" if anomalous else "N"))
+                        errors = list(0.05 + 0.9 * np.exp(-(((k - 34) / 6.0) ** 2)))
+                    beats.append(
+                        beat(
+                            self.ward,
+                            bed,
+                            sample,
+                            self.fs,
+                            self.t0,
+                            None if i == 0 else rr,
+                            score=1.8 if anomalous else 0.3,
+                            errors=errors,
+                            cls="V" if anomalous else "N",
+                        )
+                    )
                     next_beat[bed] = i + 1
                 if beats:
                     self.pub.beats(bed, beats)

@@ -1062,7 +1062,7 @@ def _drive(segments: list[tuple[float, int, int, str | None, bool]], chunk_s: fl
     t = T0
     w.beat("b1", t)  # monitoring starts with a beat at a time that does not depend on ticks
     for rr, n, every, event, pvc in segments:
-        marked = (lambda i, every=every: every > 0 and i % every == 0)  # noqa: E731
+        marked = lambda i, every=every: every > 0 and i % every == 0  # noqa: E731
         t = w.rhythm("b1", t, [rr] * n, pvc=marked if pvc else None, anomalous=marked)
         if event in ("vt", "vf", "afib", "svt"):
             w.episode("b1", event, True, t + 0.1, hr_bpm=60 / rr)

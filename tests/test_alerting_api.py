@@ -48,8 +48,14 @@ def detector(broker) -> Iterator[DetectorService]:
     """The real detector (ONNX model, HTTP /v1/score) on a free port."""
     # DETECTOR_MODEL_DIR as the detector itself reads it; default models/artifacts
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
-    cfg = DetectorConfig(host=broker.host, port=broker.port, ward=f"det-{uuid.uuid4().hex[:6]}",
-                         http_host="127.0.0.1", http_port=0, model_dir=model_dir)
+    cfg = DetectorConfig(
+        host=broker.host,
+        port=broker.port,
+        ward=f"det-{uuid.uuid4().hex[:6]}",
+        http_host="127.0.0.1",
+        http_port=0,
+        model_dir=model_dir,
+    )
     svc = DetectorService(cfg, registry=CollectorRegistry())
     svc.start()
     yield svc
@@ -59,9 +65,13 @@ def detector(broker) -> Iterator[DetectorService]:
 @pytest.fixture(scope="module")
 def scoring(broker, detector, tmp_path_factory) -> Iterator[AlertingService]:
     """An alerting service whose uploads go to the real detector."""
-    cfg = make_config(broker, f"up-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("up") / "a.db",
-                      detector_url=f"http://127.0.0.1:{detector.http_port}",
-                      detector_token=detector.token)
+    cfg = make_config(
+        broker,
+        f"up-{uuid.uuid4().hex[:8]}",
+        tmp_path_factory.mktemp("up") / "a.db",
+        detector_url=f"http://127.0.0.1:{detector.http_port}",
+        detector_token=detector.token,
+    )
     with running_alerting(cfg) as svc:
         yield svc
 
@@ -79,9 +89,19 @@ def api(broker, tmp_path_factory) -> Iterator[tuple[AlertingService, str]]:
         rr = 60.0 / 170.0
         y = ecg_like(int(8 * FS), FS, rr)
         errors = list(np.linspace(0.1, 0.9, WINDOW.n_points))
-        beats = [beat(ward, "a2", round((0.2 + i * rr) * FS), FS, t0, None if i == 0 else rr,
-                      score=1.5 if i == 12 else 0.3, errors=errors if i == 12 else None)
-                 for i in range(20)]
+        beats = [
+            beat(
+                ward,
+                "a2",
+                round((0.2 + i * rr) * FS),
+                FS,
+                t0,
+                None if i == 0 else rr,
+                score=1.5 if i == 12 else 0.3,
+                errors=errors if i == 12 else None,
+            )
+            for i in range(20)
+        ]
         pub.stream("a2", t0, y, beats)
         pub.event("a1", "lead_off", True, now - 5)
         pub.event("a1", "lead_off", False, now - 4)
@@ -121,7 +141,8 @@ def test_alarm_filters(api) -> None:
     everything = _alarms(svc.port)
     assert sorted(a["type"] for a in everything) == ["extreme_tachy", "lead_off", "lead_off"]
     assert [a["started_at"] for a in everything] == sorted(
-        (a["started_at"] for a in everything), reverse=True)
+        (a["started_at"] for a in everything), reverse=True
+    )
     assert [a["bed"] for a in _alarms(svc.port, "?priority=high")] == ["a2"]
     assert {a["bed"] for a in _alarms(svc.port, "?priority=technical")} == {"a1", "a3"}
     assert [a["bed"] for a in _alarms(svc.port, "?bed=a1")] == ["a1"]
@@ -131,9 +152,13 @@ def test_alarm_filters(api) -> None:
     assert len(_alarms(svc.port, "?limit=1")) == 1
     one = get_json(svc.port, f"/api/alarms/{everything[0]['id']}")
     assert one == everything[0]
-    for query, word in [("?priority=urgent", "priority"), ("?state=sleeping", "state"),
-                        ("?since=yesterday", "since"), ("?limit=0", "limit"),
-                        ("?limit=ten", "limit")]:
+    for query, word in [
+        ("?priority=urgent", "priority"),
+        ("?state=sleeping", "state"),
+        ("?since=yesterday", "since"),
+        ("?limit=0", "limit"),
+        ("?limit=ten", "limit"),
+    ]:
         status, _, body = http(svc.port, "/api/alarms" + query)
         assert status == 400 and word in json.loads(body)["error"], query
     assert http(svc.port, "/api/alarms/nope")[0] == 404
@@ -146,9 +171,13 @@ def test_acknowledge_goes_through_policy_store_and_feed(api) -> None:
         hello = json.loads(ws.recv(timeout=5))
         assert hello["type"] == "hello"
         assert tachy["id"] in {a["id"] for a in hello["alarms"]}
-        status, _, body = http(svc.port, f"/api/alarms/{tachy['id']}/ack", method="POST",
-                               body=b'{"by": "nurse kim"}',
-                               headers={"Content-Type": "application/json"})
+        status, _, body = http(
+            svc.port,
+            f"/api/alarms/{tachy['id']}/ack",
+            method="POST",
+            body=b'{"by": "nurse kim"}',
+            headers={"Content-Type": "application/json"},
+        )
         assert status == 200, body
         acked = json.loads(body)["alarm"]
         assert acked["state"] == "acknowledged" and acked["acknowledged_by"] == "nurse kim"
@@ -158,6 +187,7 @@ def test_acknowledge_goes_through_policy_store_and_feed(api) -> None:
                 frame = json.loads(ws.recv(timeout=5))
                 if frame["type"] == "alarm" and frame["alarm"]["id"] == tachy["id"]:
                     return frame
+
         frame = ack_frame()
         assert frame["alarm"]["state"] == "acknowledged"
         assert frame["bed"]["alarm"]["acknowledged_by"] == "nurse kim"
@@ -170,11 +200,11 @@ def test_acknowledge_goes_through_policy_store_and_feed(api) -> None:
     (ended,) = _alarms(svc.port, "?state=ended")
     status, _, body = http(svc.port, f"/api/alarms/{ended['id']}/ack", method="POST")
     assert status == 409 and "already ended" in json.loads(body)["error"]
-    status, _, body = http(svc.port, f"/api/alarms/{tachy['id']}/ack", method="POST",
-                           body=b"[1,2")
+    status, _, body = http(svc.port, f"/api/alarms/{tachy['id']}/ack", method="POST", body=b"[1,2")
     assert status == 400
-    assert metric_value(svc.port, "ecg_alarm_changes_total", kind="acknowledged",
-                        priority="high") == 1
+    assert (
+        metric_value(svc.port, "ecg_alarm_changes_total", kind="acknowledged", priority="high") == 1
+    )
 
 
 def test_beds_and_beat_detail_with_per_timestep_error(api) -> None:
@@ -187,8 +217,7 @@ def test_beds_and_beat_detail_with_per_timestep_error(api) -> None:
     anomalous = [b for b in a2["beats"] if b["anomalous"]]
     assert len(anomalous) == 1
     detail = get_json(svc.port, f"/api/beds/a2/beats/{anomalous[0]['beat_id']}")
-    assert detail["errors"] == pytest.approx(list(np.linspace(0.1, 0.9, WINDOW.n_points)),
-                                             abs=1e-4)
+    assert detail["errors"] == pytest.approx(list(np.linspace(0.1, 0.9, WINDOW.n_points)), abs=1e-4)
     assert detail["window"]["n_points"] == WINDOW.n_points
     sig = detail["signal"]
     assert sig["fs"] == FS
@@ -200,25 +229,30 @@ def test_beds_and_beat_detail_with_per_timestep_error(api) -> None:
     assert http(svc.port, "/api/beds/zz")[0] == 404
 
 
-def _post_files(port: int, files: list[tuple[str, bytes]], data: dict | None = None
-                ) -> httpx.Response:
+def _post_files(
+    port: int, files: list[tuple[str, bytes]], data: dict | None = None
+) -> httpx.Response:
     return httpx.post(
-        f"http://127.0.0.1:{port}/api/score", headers={"Authorization": f"Bearer {TOKEN}"},
+        f"http://127.0.0.1:{port}/api/score",
+        headers={"Authorization": f"Bearer {TOKEN}"},
         files=[("file", (name, io.BytesIO(content))) for name, content in files],
-        data=data or {}, timeout=60,
+        data=data or {},
+        timeout=60,
     )
 
 
 def test_upload_csv_is_scored_by_the_detector(scoring, data_dir: Path) -> None:
     svc = scoring
     rec = load_record("119", data_dir, sampto=int(FS * 30))
-    csv = "time_s,MLII\n" + "\n".join(
-        f"{i / FS:.4f},{v:.3f}" for i, v in enumerate(rec.lead(0)))
+    csv = "time_s,MLII\n" + "\n".join(f"{i / FS:.4f},{v:.3f}" for i, v in enumerate(rec.lead(0)))
     resp = _post_files(svc.port, [("119.csv", csv.encode())], {"fs": "360"})
     assert resp.status_code == 200, resp.text
     doc = resp.json()
-    truth = [s for s, sym in zip(rec.ann_samples, rec.ann_symbols, strict=True)
-             if aami_class(sym) is not None]
+    truth = [
+        s
+        for s, sym in zip(rec.ann_samples, rec.ann_symbols, strict=True)
+        if aami_class(sym) is not None
+    ]
     assert abs(doc["summary"]["n_beats"] - len(truth)) <= 3
     assert doc["fs"] == FS and doc["lead"] == "MLII" and doc["duration_s"] == 30.0
     assert all(len(b["errors"]) == WINDOW.n_points for b in doc["beats"])
@@ -230,8 +264,15 @@ def test_upload_csv_is_scored_by_the_detector(scoring, data_dir: Path) -> None:
 def test_upload_wfdb_record(scoring, data_dir: Path, tmp_path: Path) -> None:
     svc = scoring
     rec = load_record("100", data_dir, annotations=False, sampto=int(FS * 20))
-    wfdb.wrsamp("up100", fs=FS, units=["mV", "mV"], sig_name=["MLII", "V5"],
-                p_signal=rec.signal, fmt=["212", "212"], write_dir=str(tmp_path))
+    wfdb.wrsamp(
+        "up100",
+        fs=FS,
+        units=["mV", "mV"],
+        sig_name=["MLII", "V5"],
+        p_signal=rec.signal,
+        fmt=["212", "212"],
+        write_dir=str(tmp_path),
+    )
     files = [(n, (tmp_path / n).read_bytes()) for n in ("up100.hea", "up100.dat")]
     resp = _post_files(svc.port, files, {"lead": "V5"})
     assert resp.status_code == 200, resp.text
@@ -259,11 +300,17 @@ def test_bad_uploads_get_a_clear_error(scoring, files, data, message) -> None:
 
 def test_upload_needs_multipart_and_the_token(scoring) -> None:
     svc = scoring
-    status, _, body = http(svc.port, "/api/score", method="POST", body=b'{"fs": 360}',
-                           headers={"Content-Type": "application/json"})
+    status, _, body = http(
+        svc.port,
+        "/api/score",
+        method="POST",
+        body=b'{"fs": 360}',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 400 and "multipart/form-data" in json.loads(body)["error"]
-    resp = httpx.post(f"http://127.0.0.1:{svc.port}/api/score",
-                      files=[("file", ("a.csv", b"0.1"))], timeout=10)
+    resp = httpx.post(
+        f"http://127.0.0.1:{svc.port}/api/score", files=[("file", ("a.csv", b"0.1"))], timeout=10
+    )
     assert resp.status_code == 401
 
 

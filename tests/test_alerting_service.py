@@ -74,8 +74,15 @@ def test_tachycardia_beats_raise_an_alarm_everywhere(broker, unique_ward, tmp_pa
             rr = 60.0 / 170.0
             y = ecg_like(int(6 * FS), FS, rr)
             peaks = [round((0.2 + i * rr) * FS) for i in range(16)]
-            pub.stream("7", t0, y, [beat(unique_ward, "7", s, FS, t0, None if i == 0 else rr)
-                                    for i, s in enumerate(peaks)])
+            pub.stream(
+                "7",
+                t0,
+                y,
+                [
+                    beat(unique_ward, "7", s, FS, t0, None if i == 0 else rr)
+                    for i, s in enumerate(peaks)
+                ],
+            )
 
             def alarm_frames() -> list[dict]:
                 return [f["alarm"] for f in frames if f["type"] == "alarm"]
@@ -87,12 +94,14 @@ def test_tachycardia_beats_raise_an_alarm_everywhere(broker, unique_ward, tmp_pa
             with AlarmStore(cfg.db_path) as store:
                 stored = store.get(alarm["id"])
             assert stored is not None and stored.type.value == "extreme_tachy"
-            wait_for(lambda: any(p["alarm"]["id"] == alarm["id"] and p["kind"] == "raised"
-                                 for p in published))
+            wait_for(
+                lambda: any(
+                    p["alarm"]["id"] == alarm["id"] and p["kind"] == "raised" for p in published
+                )
+            )
 
             def waves() -> list[dict]:
-                return [f["wave"]["7"] for f in frames
-                        if f["type"] == "batch" and "7" in f["wave"]]
+                return [f["wave"]["7"] for f in frames if f["type"] == "batch" and "7" in f["wave"]]
 
             # all 6 s at 360 Hz arrive, decimated by 3 to 120 Hz, in order
             wait_for(lambda: sum(len(w["y"]) for w in waves()) == 6 * 120)
@@ -103,8 +112,12 @@ def test_tachycardia_beats_raise_an_alarm_everywhere(broker, unique_ward, tmp_pa
             assert round(bed["hr_bpm"]) == 170
             assert bed["status"]["state"] == "online"
             assert metric_value(svc.port, "ecg_alerting_messages_total", kind="samples") == 60
-            assert metric_value(svc.port, "ecg_alarms_raised_total",
-                                type="extreme_tachy", priority="high") == 1
+            assert (
+                metric_value(
+                    svc.port, "ecg_alarms_raised_total", type="extreme_tachy", priority="high"
+                )
+                == 1
+            )
         finally:
             stop.set()
             reader.join(5)
@@ -127,9 +140,27 @@ def test_malformed_messages_are_counted_and_the_service_carries_on(
             pub.raw("1", "beats", b"{not json")
             pub.raw("1", "events", b'{"bed": "1", "type": "lead_off"}')  # no t
             pub.raw("1", "status", b'{"state": "sleeping"}')
-            pub.raw("1", "beats", json.dumps({"beats": [{"bed": "9", "beat_id": "x",
-                    "sample": 1, "t": time.time(), "rr_s": None, "hr_bpm": None, "score": 0.1,
-                    "threshold": 1.0, "anomalous": False}]}).encode())
+            pub.raw(
+                "1",
+                "beats",
+                json.dumps(
+                    {
+                        "beats": [
+                            {
+                                "bed": "9",
+                                "beat_id": "x",
+                                "sample": 1,
+                                "t": time.time(),
+                                "rr_s": None,
+                                "hr_bpm": None,
+                                "score": 0.1,
+                                "threshold": 1.0,
+                                "anomalous": False,
+                            }
+                        ]
+                    }
+                ).encode(),
+            )
             # ... and a good message after them still raises its alarm
             pub.event("2", "lead_off", True, time.time())
             alarms = wait_for(lambda: get_json(svc.port, "/api/alarms?bed=2&state=open")["alarms"])
@@ -169,8 +200,13 @@ def test_restart_restores_open_alarms_without_duplicates(
         try:
             pub.event("12", "lead_off", True, t + 5)  # the same condition, seen again
             pub.event("12", "lead_off", False, t + 8)  # then the lead is back
-            ended = wait_for(lambda: [a for a in get_json(
-                svc.port, "/api/alarms?bed=12")["alarms"] if a["state"] == "ended"])
+            ended = wait_for(
+                lambda: [
+                    a
+                    for a in get_json(svc.port, "/api/alarms?bed=12")["alarms"]
+                    if a["state"] == "ended"
+                ]
+            )
         finally:
             pub.close()
         assert [a["id"] for a in ended] == [first[0]["id"]]
@@ -185,13 +221,25 @@ def test_python_m_alerting_serves_and_stops_cleanly_on_sigterm(
     """The real entry point: configured from the environment, healthy once connected, a clean
     exit (code 0) on SIGTERM; a bad configuration exits 2 with the field named."""
     port = free_port()
-    env = dict(os.environ, MQTT_HOST=broker.host, MQTT_PORT=str(broker.port),
-               ECG_WARD=unique_ward, ALERTING_PORT=str(port), ALERTING_TOKEN=TOKEN,
-               ALERTING_DB=str(tmp_path / "a.db"))
+    env = dict(
+        os.environ,
+        MQTT_HOST=broker.host,
+        MQTT_PORT=str(broker.port),
+        ECG_WARD=unique_ward,
+        ALERTING_PORT=str(port),
+        ALERTING_TOKEN=TOKEN,
+        ALERTING_DB=str(tmp_path / "a.db"),
+    )
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "-m", "alerting"], env=env, cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alerting"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
+
         def healthy() -> bool:
             try:
                 return http(port, "/healthz", token=None)[0] == 200
@@ -206,8 +254,14 @@ def test_python_m_alerting_serves_and_stops_cleanly_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    bad = subprocess.run([sys.executable, "-m", "alerting", "--mqtt-port", "0"],
-                         env=env, cwd=root, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(
+        [sys.executable, "-m", "alerting", "--mqtt-port", "0"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "mqtt_port" in bad.stderr
 
 
@@ -222,19 +276,26 @@ def test_asystole_only_once_the_detector_analyses_the_bed(
         try:
             t0 = time.time() - 30.0
             pub.stream("5", t0, ecg_like(int(8 * FS), FS, 0.8), [])
-            wait_for(lambda: metric_value(svc.port, "ecg_alerting_messages_total",
-                                          kind="samples") == 80)
+            wait_for(
+                lambda: metric_value(svc.port, "ecg_alerting_messages_total", kind="samples") == 80
+            )
             assert get_json(svc.port, "/api/alarms?bed=5")["alarms"] == []
             # beats for 3 s, then none for 9 s while the samples go on
             t1 = t0 + 10.0
             y = ecg_like(int(12 * FS), FS, 0.8)
-            y[int(3 * FS):] = 0.02
-            beats = [beat(unique_ward, "5", round((0.2 + i * 0.8) * FS), FS, t1,
-                          None if i == 0 else 0.8) for i in range(4)]
+            y[int(3 * FS) :] = 0.02
+            beats = [
+                beat(unique_ward, "5", round((0.2 + i * 0.8) * FS), FS, t1, None if i == 0 else 0.8)
+                for i in range(4)
+            ]
             pub.stream("5", t1, y, beats, watermark=True)
-            alarms = wait_for(lambda: [a for a in get_json(
-                svc.port, "/api/alarms?bed=5&priority=high")["alarms"]
-                if a["type"] == "asystole"])
+            alarms = wait_for(
+                lambda: [
+                    a
+                    for a in get_json(svc.port, "/api/alarms?bed=5&priority=high")["alarms"]
+                    if a["type"] == "asystole"
+                ]
+            )
             assert alarms[0]["started_at"] == pytest.approx(beats[-1].t + 4.0, abs=0.01)
         finally:
             pub.close()
@@ -251,14 +312,21 @@ def test_a_detector_that_stops_analysing_is_a_technical_alarm_not_asystole(
         try:
             t0 = time.time() - 30.0
             y = ecg_like(int(4 * FS), FS, 0.8)
-            beats = [beat(unique_ward, "6", round((0.2 + i * 0.8) * FS), FS, t0,
-                          None if i == 0 else 0.8) for i in range(4)]
+            beats = [
+                beat(unique_ward, "6", round((0.2 + i * 0.8) * FS), FS, t0, None if i == 0 else 0.8)
+                for i in range(4)
+            ]
             pub.stream("6", t0, y, beats, watermark=True)
             # the samples go on for 12 s, nothing comes back from the detector
             for k in range(int(4 * FS), int(16 * FS), 360):
                 pub.samples("6", k, t0 + k / FS, ecg_like(360, FS, 0.8, start=k))
-            lost = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=6")["alarms"]
-                                     if a["type"] == "signal_lost"])
+            lost = wait_for(
+                lambda: [
+                    a
+                    for a in get_json(svc.port, "/api/alarms?bed=6")["alarms"]
+                    if a["type"] == "signal_lost"
+                ]
+            )
             assert "detector" in json.dumps(lost[0]["evidence"])
             high = get_json(svc.port, "/api/alarms?bed=6&priority=high")["alarms"]
             assert not [a for a in high if a["type"] == "asystole"]
@@ -278,13 +346,26 @@ def test_vf_alarms_through_artifact_and_each_vf_in_it_is_announced(
         try:
             t0 = time.time() - 30.0
             y = ecg_like(int(10 * FS), FS, 0.8)
-            beats = [beat(unique_ward, "9", round((0.2 + i * 0.8) * FS), FS, t0,
-                          None if i == 0 else 0.8, cls="N") for i in range(12)]
+            beats = [
+                beat(
+                    unique_ward,
+                    "9",
+                    round((0.2 + i * 0.8) * FS),
+                    FS,
+                    t0,
+                    None if i == 0 else 0.8,
+                    cls="N",
+                )
+                for i in range(12)
+            ]
             pub.stream("9", t0, y, beats, watermark=True)
 
             def vfib() -> list[dict]:
-                return [a for a in get_json(svc.port, "/api/alarms?bed=9&state=open")["alarms"]
-                        if a["type"] == "vfib"]
+                return [
+                    a
+                    for a in get_json(svc.port, "/api/alarms?bed=9&state=open")["alarms"]
+                    if a["type"] == "vfib"
+                ]
 
             pub.event("9", "noisy", True, t0 + 9.6, {"lead": "MLII", "sqi": 0.1})
             pub.event("9", "vf", True, t0 + 10.0, {"onset_t": t0 + 9.0})
@@ -295,8 +376,9 @@ def test_vf_alarms_through_artifact_and_each_vf_in_it_is_announced(
             pub.event("9", "vf", True, t0 + 16.0, {"onset_t": t0 + 15.0})
             again = wait_for(lambda: [a for a in vfib() if a["state"] == "active"])
             assert again[0]["id"] == vf["id"] and again[0]["evidence"]["occurrences"] == 2
-            types = {a["type"] for a in get_json(svc.port, "/api/alarms?bed=9&state=open")[
-                "alarms"]}
+            types = {
+                a["type"] for a in get_json(svc.port, "/api/alarms?bed=9&state=open")["alarms"]
+            }
             assert types == {"vfib", "noisy"}
         finally:
             pub.close()
@@ -314,37 +396,84 @@ def test_rhythm_episodes_over_the_broker_raise_named_alarms_and_label_the_bed(
         try:
             t0 = time.time() - 20.0
             y = ecg_like(int(10 * FS), FS, 0.8)
-            beats = [beat(unique_ward, "8", round((0.2 + i * 0.8) * FS), FS, t0,
-                          None if i == 0 else 0.8, cls="N") for i in range(5)]
+            beats = [
+                beat(
+                    unique_ward,
+                    "8",
+                    round((0.2 + i * 0.8) * FS),
+                    FS,
+                    t0,
+                    None if i == 0 else 0.8,
+                    cls="N",
+                )
+                for i in range(5)
+            ]
             pub.stream("8", t0, y, beats, watermark=True)  # beats stop at 3.4 s: asystole
-            wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=8&state=open")[
-                "alarms"] if a["type"] == "asystole"])
-            pub.event("8", "vf", True, t0 + 9.0, {"hr_bpm": None, "beats": None,
-                                                   "onset_t": t0 + 3.5, "lead": "MLII"})
-            vf = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=8&state=open")[
-                "alarms"] if a["type"] == "vfib"])[0]
+            wait_for(
+                lambda: [
+                    a
+                    for a in get_json(svc.port, "/api/alarms?bed=8&state=open")["alarms"]
+                    if a["type"] == "asystole"
+                ]
+            )
+            pub.event(
+                "8",
+                "vf",
+                True,
+                t0 + 9.0,
+                {"hr_bpm": None, "beats": None, "onset_t": t0 + 3.5, "lead": "MLII"},
+            )
+            vf = wait_for(
+                lambda: [
+                    a
+                    for a in get_json(svc.port, "/api/alarms?bed=8&state=open")["alarms"]
+                    if a["type"] == "vfib"
+                ]
+            )[0]
             assert vf["priority"] == "high" and vf["label"] == "VFIB"
             assert vf["evidence"]["lead"] == "MLII" and vf["evidence"]["source"] == "episode"
-            assert [a["type"] for a in get_json(svc.port, "/api/alarms?bed=8&state=open")[
-                "alarms"]] == ["vfib"], "the asystole gave way to the VF that explains it"
+            assert [
+                a["type"] for a in get_json(svc.port, "/api/alarms?bed=8&state=open")["alarms"]
+            ] == ["vfib"], "the asystole gave way to the VF that explains it"
             assert get_json(svc.port, "/api/beds/8")["rhythm"] == "VF"
             pub.event("8", "vf", False, t0 + 12.0)
             pub.event("8", "afib", True, t0 + 12.5, {"hr_bpm": 96.0, "beats": 10})
             wait_for(lambda: get_json(svc.port, "/api/beds/8")["rhythm"] == "AFIB")  # no rate
-            af = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=8")["alarms"]
-                                   if a["type"] == "afib"])[0]
+            af = wait_for(
+                lambda: [
+                    a
+                    for a in get_json(svc.port, "/api/alarms?bed=8")["alarms"]
+                    if a["type"] == "afib"
+                ]
+            )[0]
             assert af["priority"] == "medium" and af["label"] == "AFIB"
             # an episode is found after the fact: its onset may lie a minute back
             onset = time.time() - 60.0
             pub.event("8", "vt", True, onset, {"hr_bpm": 150.0, "beats": 5})
-            vt = wait_for(lambda: [a for a in get_json(svc.port, "/api/alarms?bed=8")["alarms"]
-                                   if a["type"] == "vtach"])[0]
+            vt = wait_for(
+                lambda: [
+                    a
+                    for a in get_json(svc.port, "/api/alarms?bed=8")["alarms"]
+                    if a["type"] == "vtach"
+                ]
+            )[0]
             assert vt["started_at"] == pytest.approx(onset, abs=1e-3)
             # a malformed episode event (detail not an object) is counted and dropped
-            pub.raw("8", "events", json.dumps({"bed": "8", "type": "vt", "active": True,
-                                               "t": t0 + 13, "detail": ["x"]}).encode())
-            wait_for(lambda: metric_value(svc.port, "ecg_alerting_dropped_messages_total",
-                                          reason="bad_detail") == 1)
+            pub.raw(
+                "8",
+                "events",
+                json.dumps(
+                    {"bed": "8", "type": "vt", "active": True, "t": t0 + 13, "detail": ["x"]}
+                ).encode(),
+            )
+            wait_for(
+                lambda: (
+                    metric_value(
+                        svc.port, "ecg_alerting_dropped_messages_total", reason="bad_detail"
+                    )
+                    == 1
+                )
+            )
             assert get_json(svc.port, "/api/beds/8")["rhythm"] == "VT"
         finally:
             pub.close()

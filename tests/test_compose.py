@@ -416,6 +416,11 @@ def test_cluster_nats_config_is_accepted_by_nats_server() -> None:
     binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
     if not Path(binary).exists():
         raise AssertionError("nats-server is not installed; run scripts/install-system-deps.sh")
-    out = subprocess.run([binary, "-t", "-c", str(NATS_CONF)], capture_output=True, text=True,
-                         env={**os.environ, "NATS_NAME": "nats-1"}, timeout=30)
+    out = subprocess.run(
+        [binary, "-t", "-c", str(NATS_CONF)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NATS_NAME": "nats-1"},
+        timeout=30,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

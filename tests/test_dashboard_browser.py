@@ -31,8 +31,16 @@ from tests.alerting_harness import (
 )
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 SHOTS = Path("/tmp")
 # bed -> (heart rate bpm, every n-th beat anomalous; 0 = none)
 BEDS = {"1": (72.0, 0), "2": (80.0, 4), "3": (170.0, 0), "4": (60.0, 0)}
@@ -100,7 +108,8 @@ def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> 
     assert page.evaluate("window.__ecg.framesDrawn") > drawn
     # heart rate numbers
     page.wait_for_function(
-        "() => document.querySelector('.tile[data-bed=\"1\"] .hr').textContent === '72'")
+        "() => document.querySelector('.tile[data-bed=\"1\"] .hr').textContent === '72'"
+    )
 
     # bed 3 runs at 170 bpm: an extreme tachycardia alarm appears, coloured high (red)
     item = page.wait_for_selector("#alarm-list li.p-high", timeout=15000)
@@ -125,12 +134,14 @@ def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> 
     feeder.pub.event("4", "lead_off", True, feeder.t0 + feeder.sent / feeder.fs)
     page.wait_for_function(
         "() => document.querySelector('.tile[data-bed=\"4\"] .lead-state').textContent"
-        " === 'LEAD OFF'")
+        " === 'LEAD OFF'"
+    )
     assert page.inner_text('.tile[data-bed="4"] .hr') == "---"
     tech = page.wait_for_selector("#alarm-list li.p-technical")
     assert "LEAD OFF" in tech.inner_text()
-    colour = page.eval_on_selector("#alarm-list li.p-technical .bar",
-                                   "el => getComputedStyle(el).backgroundColor")
+    colour = page.eval_on_selector(
+        "#alarm-list li.p-technical .bar", "el => getComputedStyle(el).backgroundColor"
+    )
     assert colour == "rgb(0, 200, 224)"
     assert page.errors == []  # type: ignore[attr-defined]
     page.close()
@@ -145,7 +156,8 @@ def test_bed_detail_shows_the_explainability_view(browser: Browser, ward) -> Non
     page.click('.tile[data-bed="2"]')
     page.wait_for_selector("#beat-list li.anomalous.selected", timeout=10000)
     page.wait_for_function(
-        "() => document.querySelector('#explain-info').textContent.includes('ANOM')")
+        "() => document.querySelector('#explain-info').textContent.includes('ANOM')"
+    )
     # the beat is drawn in the error colours: crimson where the error peaks, cyan elsewhere
     colours = page.evaluate("""() => {
         const c = document.getElementById('explain-canvas');
@@ -197,14 +209,17 @@ def test_tiles_show_the_rhythm_and_beats_their_class(browser: Browser, ward) -> 
     page.click('.tile[data-bed="2"]')
     page.wait_for_selector("#beat-list li.cls-V", timeout=10000)
     rows = page.eval_on_selector_all(
-        "#beat-list li", "els => els.map(e => [e.dataset.cls, e.querySelector('.b-cls')"
-        ".textContent, e.querySelector('.b-score').textContent])")
+        "#beat-list li",
+        "els => els.map(e => [e.dataset.cls, e.querySelector('.b-cls')"
+        ".textContent, e.querySelector('.b-score').textContent])",
+    )
     assert {r[1] for r in rows if r[0] == "V"} == {"PVC"}
     assert {r[1] for r in rows if r[0] == "N"} == {"normal"}
     assert all(r[2].startswith("score ") for r in rows)
     page.wait_for_selector("#beat-list li.cls-V.selected")
     page.wait_for_function(
-        "() => document.querySelector('#explain-info').textContent.startsWith('PVC beat')")
+        "() => document.querySelector('#explain-info').textContent.startsWith('PVC beat')"
+    )
     assert page.errors == []  # type: ignore[attr-defined]
     page.close()
 
@@ -213,22 +228,35 @@ def test_tiles_show_the_rhythm_and_beats_their_class(browser: Browser, ward) -> 
 def scoring_ward(broker, unique_ward, tmp_path: Path) -> Iterator[AlertingService]:
     """The alerting service with the real detector behind its upload."""
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
-    det = DetectorService(DetectorConfig(
-        host=broker.host, port=broker.port, ward=f"det-{uuid.uuid4().hex[:6]}",
-        http_host="127.0.0.1", http_port=0, model_dir=model_dir), registry=CollectorRegistry())
+    det = DetectorService(
+        DetectorConfig(
+            host=broker.host,
+            port=broker.port,
+            ward=f"det-{uuid.uuid4().hex[:6]}",
+            http_host="127.0.0.1",
+            http_port=0,
+            model_dir=model_dir,
+        ),
+        registry=CollectorRegistry(),
+    )
     det.start()
     try:
-        cfg = make_config(broker, unique_ward, tmp_path / "alarms.db",
-                          detector_url=f"http://127.0.0.1:{det.http_port}",
-                          detector_token=det.token)
+        cfg = make_config(
+            broker,
+            unique_ward,
+            tmp_path / "alarms.db",
+            detector_url=f"http://127.0.0.1:{det.http_port}",
+            detector_token=det.token,
+        )
         with running_alerting(cfg) as svc:
             yield svc
     finally:
         det.stop()
 
 
-def test_upload_from_the_dashboard(browser: Browser, scoring_ward, data_dir: Path,
-                                   tmp_path: Path) -> None:
+def test_upload_from_the_dashboard(
+    browser: Browser, scoring_ward, data_dir: Path, tmp_path: Path
+) -> None:
     """A clinician uploads a CSV: the beats come back scored with their explainability view;
     a bad file shows what is wrong."""
     svc = scoring_ward

@@ -17,8 +17,10 @@ FS = 360.0
 
 
 @settings(max_examples=60, deadline=None)
-@given(sizes=st.lists(st.integers(1, 200), min_size=1, max_size=60),
-       fs=st.sampled_from([125.0, 250.0, 360.0, 500.0, 1000.0]))
+@given(
+    sizes=st.lists(st.integers(1, 200), min_size=1, max_size=60),
+    fs=st.sampled_from([125.0, 250.0, 360.0, 500.0, 1000.0]),
+)
 def test_decimation_does_not_depend_on_chunk_size(sizes: list[int], fs: float) -> None:
     x = np.random.default_rng(len(sizes)).normal(size=sum(sizes))
     whole = Decimator(fs, 120.0).feed(x)
@@ -64,8 +66,17 @@ def test_state_stays_bounded_over_an_hour() -> None:
     for k in range(36_000):  # one hour of 0.1 s chunks
         hub.on_samples("1", FS, k * 36, np.zeros(36), t0=k * 0.1)
         if k % 8 == 0:
-            hub.on_beat("1", beat_id=f"w:1:{k}", sample=k * 36, t=k * 0.1, score=2.0,
-                        threshold=1.0, anomalous=True, hr_bpm=75.0, errors=[0.1] * 64)
+            hub.on_beat(
+                "1",
+                beat_id=f"w:1:{k}",
+                sample=k * 36,
+                t=k * 0.1,
+                score=2.0,
+                threshold=1.0,
+                anomalous=True,
+                hr_bpm=75.0,
+                errors=[0.1] * 64,
+            )
         if k % 2 == 0:
             hub.flush(k * 0.1)
             if k % 1000 == 0:
@@ -110,15 +121,16 @@ def test_a_client_that_never_reads_is_cut_off() -> None:
 
 def test_alarms_shown_per_bed_until_they_end() -> None:
     hub = WardHub("w")
-    hub.on_alarm({"id": "t", "bed": "1", "priority": "technical", "state": "active",
-                  "started_at": 5.0})
-    hub.on_alarm({"id": "h", "bed": "1", "priority": "high", "state": "active",
-                  "started_at": 1.0})
+    hub.on_alarm(
+        {"id": "t", "bed": "1", "priority": "technical", "state": "active", "started_at": 5.0}
+    )
+    hub.on_alarm({"id": "h", "bed": "1", "priority": "high", "state": "active", "started_at": 1.0})
     assert hub.beds()[0]["alarm"]["id"] == "h" and hub.beds()[0]["n_alarms"] == 2
     hub.on_alarm({"id": "h", "bed": "1", "priority": "high", "state": "ended"})
     assert hub.beds()[0]["alarm"]["id"] == "t"
     assert hub.bed_summary("1")["alarms"] == [
-        {"id": "t", "bed": "1", "priority": "technical", "state": "active", "started_at": 5.0}]
+        {"id": "t", "bed": "1", "priority": "technical", "state": "active", "started_at": 5.0}
+    ]
     assert hub.bed_summary("nope") is None and hub.beat_detail("1", "x") is None
 
 
@@ -128,8 +140,17 @@ def test_heart_rate_is_a_short_average_and_goes_blank_in_asystole() -> None:
     t = 100.0
     for i, rr in enumerate(rrs):
         t += rr or 0.0
-        hub.on_beat("1", beat_id=str(i), sample=i, t=t, score=0.1, threshold=1.0,
-                    anomalous=False, rr_s=rr, hr_bpm=None if rr is None else 60 / rr)
+        hub.on_beat(
+            "1",
+            beat_id=str(i),
+            sample=i,
+            t=t,
+            score=0.1,
+            threshold=1.0,
+            anomalous=False,
+            rr_s=rr,
+            hr_bpm=None if rr is None else 60 / rr,
+        )
         hub.on_samples("1", FS, round((t - 100.0) * FS), np.zeros(1), t0=t)
         if i == 3:
             assert hub.beds()[0]["hr_bpm"] == pytest.approx(60 / ((1 + 1 + 0.5) / 3), abs=0.1)
@@ -145,8 +166,18 @@ def test_heart_rate_is_a_short_average_and_goes_blank_in_asystole() -> None:
 def _beats(hub: WardHub, n: int, rr: float, t: float, cls: str | None = "N") -> float:
     for _ in range(n):
         t += rr
-        hub.on_beat("1", beat_id=f"b{t:.3f}", sample=round(t * FS), t=t, score=0.1,
-                    threshold=1.0, anomalous=False, rr_s=rr, hr_bpm=60 / rr, cls=cls)
+        hub.on_beat(
+            "1",
+            beat_id=f"b{t:.3f}",
+            sample=round(t * FS),
+            t=t,
+            score=0.1,
+            threshold=1.0,
+            anomalous=False,
+            rr_s=rr,
+            hr_bpm=60 / rr,
+            cls=cls,
+        )
     hub.on_samples("1", FS, round(t * FS), np.zeros(1), t0=t)
     return t
 
@@ -177,11 +208,27 @@ def test_rhythm_label_follows_episodes_technical_conditions_and_rate() -> None:
     t = _beats(hub, 6, 0.375, t + 5)
     assert hub.beds()[0]["rhythm"] == "SVT 160"
     hub.on_episode("1", "svt", False, t, {})
-    hub.on_alarm({"id": "as", "bed": "1", "priority": "high", "state": "active",
-                  "type": "asystole", "started_at": t + 4})
+    hub.on_alarm(
+        {
+            "id": "as",
+            "bed": "1",
+            "priority": "high",
+            "state": "active",
+            "type": "asystole",
+            "started_at": t + 4,
+        }
+    )
     assert hub.beds()[0]["rhythm"] == "ASYS"
-    hub.on_alarm({"id": "as", "bed": "1", "priority": "high", "state": "latched",
-                  "type": "asystole", "started_at": t + 4})
+    hub.on_alarm(
+        {
+            "id": "as",
+            "bed": "1",
+            "priority": "high",
+            "state": "latched",
+            "type": "asystole",
+            "started_at": t + 4,
+        }
+    )
     assert hub.beds()[0]["rhythm"] == "ST 160"
     hub.on_status("1", lead_ok=False)
     assert hub.beds()[0]["rhythm"] is None  # nothing to analyse
@@ -198,12 +245,28 @@ def test_beats_carry_their_class_into_the_list_and_the_detail() -> None:
     hub = WardHub("w")
     hub.on_samples("1", FS, 0, np.zeros(int(10 * FS)), t0=100.0)
     for i, cls in enumerate(["N", "V", "S", "F", "Q", None, "bogus"]):
-        hub.on_beat("1", beat_id=f"b{i}", sample=int((i + 1) * FS), t=101.0 + i, score=0.2,
-                    threshold=1.0, anomalous=False, rr_s=1.0, hr_bpm=60.0, cls=cls)
+        hub.on_beat(
+            "1",
+            beat_id=f"b{i}",
+            sample=int((i + 1) * FS),
+            t=101.0 + i,
+            score=0.2,
+            threshold=1.0,
+            anomalous=False,
+            rr_s=1.0,
+            hr_bpm=60.0,
+            cls=cls,
+        )
     beats = hub.bed_summary("1")["beats"]
     assert [(b["cls"], b["class_name"]) for b in beats] == [
-        ("N", "normal"), ("V", "PVC"), ("S", "PAC"), ("F", "fusion"), ("Q", "unclassified"),
-        (None, "unknown"), (None, "unknown")]
+        ("N", "normal"),
+        ("V", "PVC"),
+        ("S", "PAC"),
+        ("F", "fusion"),
+        ("Q", "unclassified"),
+        (None, "unknown"),
+        (None, "unknown"),
+    ]
     detail = hub.beat_detail("1", "b1")
     assert detail["cls"] == "V" and detail["class_name"] == "PVC" and "signal" in detail
     assert list(hub._beds["1"].details) == ["b1", "b2", "b3"]  # ectopic beats are kept

@@ -20,8 +20,14 @@ from tests.test_dashboard_browser import ARGS, CHROMIUM
 
 SOAK_S = float(os.environ.get("ECG_SOAK_S", "20"))
 SPEED = 4.0
-BEDS = {"1": (72.0, 0), "2": (90.0, 4), "3": (110.0, 0), "4": (65.0, 0), "5": (58.0, 0),
-        "6": (130.0, 0)}
+BEDS = {
+    "1": (72.0, 0),
+    "2": (90.0, 4),
+    "3": (110.0, 0),
+    "4": (65.0, 0),
+    "5": (58.0, 0),
+    "6": (130.0, 0),
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +44,12 @@ def _metrics(cdp) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_dashboard_memory_stays_flat(browser: Browser, broker, unique_ward, tmp_path: Path
-                                     ) -> None:
+def test_dashboard_memory_stays_flat(browser: Browser, broker, unique_ward, tmp_path: Path) -> None:
     # 4x replay: the feeder's device clock runs ahead of the wall clock by design, so the
     # clock-skew check (it would drop every sample after ~3 s) is off, as for `make ward SPEED>1`.
-    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db", batch_s=0.15,
-                      max_clock_skew_s=0)
+    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db", batch_s=0.15, max_clock_skew_s=0)
     with running_alerting(cfg) as svc:
-        feeder = WardFeeder(broker, unique_ward, BEDS, speed=SPEED,
-                            lead_toggle=("4", 3.0)).start()
+        feeder = WardFeeder(broker, unique_ward, BEDS, speed=SPEED, lead_toggle=("4", 3.0)).start()
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 900})
             errors: list[str] = []
@@ -55,7 +58,8 @@ def test_dashboard_memory_stays_flat(browser: Browser, broker, unique_ward, tmp_
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
             page.wait_for_function(
-                f"() => document.querySelectorAll('.tile').length === {len(BEDS)}")
+                f"() => document.querySelectorAll('.tile').length === {len(BEDS)}"
+            )
             page.wait_for_timeout(4000)  # warm-up: rings filled, alarm list populated
             start = _metrics(cdp)
             stats0 = page.evaluate("({...window.__ecg})")
@@ -67,7 +71,9 @@ def test_dashboard_memory_stays_flat(browser: Browser, broker, unique_ward, tmp_
         finally:
             feeder.stop()
     figures = {
-        "soak_s": SOAK_S, "speed": SPEED, "beds": len(BEDS),
+        "soak_s": SOAK_S,
+        "speed": SPEED,
+        "beds": len(BEDS),
         "signal_s_per_bed": feeder.sent / feeder.fs,
         "lead_off_alarms": alarms,
         "frames_per_s": (stats1["framesDrawn"] - stats0["framesDrawn"]) / SOAK_S,

@@ -61,8 +61,15 @@ def test_record_without_annotations_and_other_rate(tmp_path: Path) -> None:
     import wfdb
 
     sig = np.sin(np.linspace(0, 20, 500))[:, None] * 1.0
-    wfdb.wrsamp("syn", fs=250, units=["mV"], sig_name=["II"], p_signal=sig, fmt=["16"],
-                write_dir=str(tmp_path))
+    wfdb.wrsamp(
+        "syn",
+        fs=250,
+        units=["mV"],
+        sig_name=["II"],
+        p_signal=sig,
+        fmt=["16"],
+        write_dir=str(tmp_path),
+    )
     rec = load_record("syn", tmp_path)
     assert rec.fs == 250 and rec.lead_names == ("II",) and rec.ann_samples is None
     assert list_records(tmp_path) == ["syn"]

@@ -109,5 +109,8 @@ def test_beats_lost_on_a_lead_that_falls_quiet_while_another_beats_on_is_artifac
     lost = [e for e in events if e.type == "noisy" and e.active and e.detail.get("beats_lost")]
     assert lost and 54.0 <= lost[0].t - T0 <= 58.0
     events1, _ = replay(scorer, x[:, :1], rec.fs)
-    assert not [e for e in events1 if e.type == "noisy" and e.detail.get("beats_lost")
-                and 54.0 <= e.t - T0 <= 58.0]
+    assert not [
+        e
+        for e in events1
+        if e.type == "noisy" and e.detail.get("beats_lost") and 54.0 <= e.t - T0 <= 58.0
+    ]

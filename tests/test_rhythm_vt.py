@@ -71,8 +71,10 @@ def test_an_organised_v_run_starts_in_artifact_after_more_beats() -> None:
     """Slow VT looks like artifact to the quality index (mitdb 223): a regular run of
     `organised_beats` V beats starts VT there, marked organised; alternans timing is regular."""
     stream = beats("V" * 12, 110.0)
-    alt = [RhythmBeat(b.sample, b.t + (0.08 if i % 2 else 0.0), b.rr_s, b.hr_bpm, b.cls)
-           for i, b in enumerate(stream)]
+    alt = [
+        RhythmBeat(b.sample, b.t + (0.08 if i % 2 else 0.0), b.rr_s, b.hr_bpm, b.cls)
+        for i, b in enumerate(stream)
+    ]
     for s in (stream, alt):
         out = run(VTDetector(), s, noisy=True)
         assert [c.active for c in out] == [True]

@@ -48,12 +48,14 @@ def test_minimal_buffer_is_enough(rec100) -> None:
     sig, fs, peak = rec100.lead(0), rec100.fs, 5000
     pre, post = WINDOW.pre_samples(fs), WINDOW.post_samples(fs)
     part = sig[peak - pre : peak + post + 1]
-    assert np.array_equal(beat_windows(part, np.array([pre]), fs),
-                          beat_windows(sig, np.array([peak]), fs))
+    assert np.array_equal(
+        beat_windows(part, np.array([pre]), fs), beat_windows(sig, np.array([peak]), fs)
+    )
 
 
 def test_resampling_matches_a_sine_at_any_rate() -> None:
     """Windows of the same analog signal sampled at different rates agree closely."""
+
     def sig(fs: float) -> np.ndarray:
         t = np.arange(int(10 * fs)) / fs
         return np.sin(2 * np.pi * 1.3 * t) + 0.3 * np.sin(2 * np.pi * 3.1 * t)
@@ -91,8 +93,12 @@ def test_minmax_spec_and_empty_peaks() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"pre_s": -1.0}, "pre_s"), ({"post_s": 0.0}, "post_s"), ({"fs": float("nan")}, "fs"),
-     ({"normalisation": "l2"}, "normalisation")],
+    [
+        ({"pre_s": -1.0}, "pre_s"),
+        ({"post_s": 0.0}, "post_s"),
+        ({"fs": float("nan")}, "fs"),
+        ({"normalisation": "l2"}, "normalisation"),
+    ],
 )
 def test_spec_validation_names_the_field(kwargs, field) -> None:
     with pytest.raises(ValueError, match=field):
