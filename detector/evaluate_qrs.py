@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import wfdb.processing as wp
@@ -97,7 +97,7 @@ def evaluate_record(job: Job) -> dict:
         ref = np.round(ref * job.resample_hz / fs).astype(np.int64)
         fs = job.resample_hz
     peaks, delays, cpu = run_detector(x, fs, job.config)
-    out = _score(ref, peaks, fs)
+    out: dict[str, Any] = _score(ref, peaks, fs)
     out.update(
         fs=fs,
         duration_s=len(x) / fs,
@@ -106,7 +106,7 @@ def evaluate_record(job: Job) -> dict:
         delays=delays.tolist(),
     )
     if job.peers:
-        peers = {}
+        peers: dict[str, dict[str, Any]] = {}
         t0 = time.process_time()
         peers["gqrs"] = _score(ref, wp.gqrs_detect(sig=x, fs=fs), fs)
         peers["gqrs"]["cpu_s"] = time.process_time() - t0
@@ -118,7 +118,7 @@ def evaluate_record(job: Job) -> dict:
     return out
 
 
-def _pooled(rows: list[dict]) -> dict[str, float | int]:
+def _pooled(rows: list[dict]) -> dict[str, Any]:
     tp = sum(r["tp"] for r in rows)
     fn = sum(r["fn"] for r in rows)
     fp = sum(r["fp"] for r in rows)
@@ -219,7 +219,7 @@ def print_table(report: dict, out: TextIO | None = None) -> None:
 
 def _config(pairs: list[str]) -> QRSConfig:
     types = {f.name: f.type for f in fields(QRSConfig)}
-    kwargs: dict[str, float | int] = {}
+    kwargs: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in types:

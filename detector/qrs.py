@@ -113,11 +113,22 @@ class QRSConfig:
             raise TypeError(f"QRSConfig.rr_beats must be an int, got {self.rr_beats!r}")
 
 
+def _is_real(x: object) -> bool:
+    """A real number, numpy's included (not narrowed: typeshed's float is no `numbers.Real`)."""
+    return isinstance(x, numbers.Real)
+
+
 class QRSDetector:
     """Streaming R-peak detector for one ECG lead; see the module docstring."""
 
+    # per-segment state, (re)set by _start_segment
+    _seg_end: int | None
+    _fresh: bool
+    _rr: deque[int]
+    _pending: list[tuple[int, float, int, float]]  # (deadline, MWI value, R-peak, slope)
+
     def __init__(self, fs: float, config: QRSConfig | None = None) -> None:
-        if isinstance(fs, bool) or not isinstance(fs, numbers.Real) or not math.isfinite(fs):
+        if isinstance(fs, bool) or not _is_real(fs) or not math.isfinite(fs):
             raise TypeError(f"fs must be a finite number of Hz, got {fs!r}")
         if not MIN_FS <= fs <= MAX_FS:
             raise ValueError(f"fs must be within {MIN_FS:g}..{MAX_FS:g} Hz, got {fs}")
@@ -301,16 +312,15 @@ class QRSDetector:
         self._seg_start = start
         self._learn_from = start  # thresholds are being (re-)learnt from this sample on
         self._spk_fresh = True  # the next beat sets the signal level outright
-        self._seg_end: int | None = None
+        self._seg_end = None
         self._fresh = True  # filters start on the next signal sample
         self._spk = 0.0  # running signal-peak level (MWI units)
         self._npk = 0.0  # running noise-peak level
         self._have_beat = False
         self._last_r = -(10**12)
         self._last_slope = 0.0
-        self._rr: deque[int] = deque(maxlen=self.config.rr_beats)
-        # sub-threshold candidates, by deadline: (deadline, MWI value, R-peak, slope)
-        self._pending: list[tuple[int, float, int, float]] = []
+        self._rr = deque(maxlen=self.config.rr_beats)
+        self._pending = []  # sub-threshold candidates, by deadline
 
     def _decide(self) -> None:
         """Examine every MWI sample whose look-ahead is complete, in sample order."""

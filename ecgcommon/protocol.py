@@ -320,7 +320,11 @@ _SUSPECT_S = re.compile(_SUSPECT_B.pattern.decode())
 
 
 def _loads(payload: bytes | str) -> Any:
-    suspect = (_SUSPECT_S if isinstance(payload, str) else _SUSPECT_B).search(payload)
+    suspect: re.Match[Any] | None
+    if isinstance(payload, str):
+        suspect = _SUSPECT_S.search(payload)
+    else:
+        suspect = _SUSPECT_B.search(payload)
     try:
         if suspect is None:
             return json.loads(payload, parse_constant=_parse_constant)

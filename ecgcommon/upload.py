@@ -189,10 +189,10 @@ def parse_csv(
     if header is None and width > 1:
         # Without a header a leading, strictly increasing column is a time or sample index.
         first = [_number(r[0]) if r else None for r in rows[:50]]
+        known = [v for v in first if v is not None]
         if (
-            all(v is not None for v in first)
-            and len(first) > 2
-            and all(b > a for a, b in zip(first, first[1:], strict=False))
+            len(known) == len(first) > 2
+            and all(b > a for a, b in zip(known, known[1:], strict=False))
         ):
             signal_cols = signal_cols[1:]
     if not signal_cols:

@@ -93,6 +93,7 @@ class BeatNet(nn.Module):
 
     def __init__(self, n_in: int, hidden: int) -> None:
         super().__init__()
+        self.morph: torch.Tensor
         self.register_buffer("morph", torch.tensor(MORPH_INDEX, dtype=torch.int64))
         self.ectopic = _mlp(len(MORPH_INDEX), hidden, 3)
         self.supra = _mlp(n_in, hidden, 2)
@@ -317,7 +318,7 @@ def per_record(data: Data, proba: np.ndarray, offsets: dict[str, float]) -> dict
     return out
 
 
-def export(net: BeatNet, path: Path) -> None:
+def export(net: torch.nn.Module, path: Path) -> None:
     """ONNX (opset 17, dynamic batch): standardised features -> probabilities."""
     dummy = torch.zeros(2, len(FEATURES))
     torch.onnx.export(

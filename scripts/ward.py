@@ -500,7 +500,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> WardConfig
         p.add_argument(
             f"--{spec.name}-port",
             type=int,
-            default=int(env[spec.port_env]) if env.get(spec.port_env) else None,
+            default=int(env[spec.port_env]) if spec.port_env and env.get(spec.port_env) else None,
         )
     p.add_argument(
         "--free-ports", action="store_true", help="pick free ports for the broker and every service"

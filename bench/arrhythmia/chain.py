@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,10 +165,13 @@ class ChainResult:
     refused: str | None = None  # why the service's own models were refused, if they were
 
 
-def build_engine(model_dir: str | None, wall_clock: Callable[[], float]) -> Any:
+def build_engine(
+    model_dir: str | None, wall_clock: Callable[[], float]
+) -> tuple[Any, str | None]:
     """The detector's engine exactly as the service makes it: a `DetectorService` with its
     default config (its scorer, classifier and whatever else it wires in), never started; its
-    HTTP socket (port 0) is closed at once. The engine's wall clock becomes the replay's."""
+    HTTP socket (port 0) is closed at once. The engine's wall clock becomes the replay's.
+    Also says why the service refused its own models, if it did."""
     from detector.config import DetectorConfig
     from detector.service import DetectorService
 
@@ -175,6 +179,7 @@ def build_engine(model_dir: str | None, wall_clock: Callable[[], float]) -> Any:
     if model_dir is not None:
         kwargs["model_dir"] = model_dir
     config = DetectorConfig(**kwargs)
+    refused: str | None = None
     try:
         service = DetectorService(config, registry=CollectorRegistry())
     except Exception as exc:  # e.g. a classifier artifact mid-retraining: say so, go on without
@@ -182,16 +187,15 @@ def build_engine(model_dir: str | None, wall_clock: Callable[[], float]) -> Any:
         from detector.scorer import OnnxScorer
 
         log.warning("detector service refused its models (%s); running without the classifier", exc)
-        onnx = OnnxScorer(config.model_dir)
+        onnx = OnnxScorer(Path(config.model_dir))
         service = DetectorService(
             config, CollectorRegistry(), onnx, AnomalyConfig.from_manifest(onnx.manifest)
         )
-        service.refused = f"{type(exc).__name__}: {exc}"[:300]
+        refused = f"{type(exc).__name__}: {exc}"[:300]
     service.http.server_close()
     engine = service.engine
     engine.wall = wall_clock
-    engine.eval_refused = getattr(service, "refused", None)
-    return engine
+    return engine, refused
 
 
 class _FakeClock:
@@ -237,7 +241,7 @@ def run_ward(
 
     wall0 = time.perf_counter()
     clock = _FakeClock()
-    engine = build_engine(model_dir, clock)
+    engine, refused = build_engine(model_dir, clock)
     ward = Ward()
     n = len(records)
     sources = [Source.from_record(r) for r in records]
@@ -324,7 +328,7 @@ def run_ward(
                 wall_s=wall / n,
                 bad_messages=bad,
                 classifier=engine.classifier is not None,
-                refused=engine.eval_refused,
+                refused=refused,
             )
         )
     return out

@@ -100,7 +100,7 @@ def _prepare(task: Task) -> Prepared:
             ann.beat_samples,
             normal,
             noise,
-            float(task.snr_db),
+            float(task.snr_db or 0.0),  # a noise task always has its SNR
             NoiseProtocol(),
             task.noise,
         )

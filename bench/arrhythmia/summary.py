@@ -124,7 +124,7 @@ def record_summary(r: dict[str, Any]) -> dict[str, Any]:
     """The compact per-record entry of the report."""
     if "error" in r:
         return {"error": r["error"]}
-    out = {
+    out: dict[str, Any] = {
         k: r[k]
         for k in (
             "hours",
