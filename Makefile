@@ -22,6 +22,8 @@ system-deps:
 
 test: venv system-deps
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 lint: venv
