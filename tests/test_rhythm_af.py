@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from rhythm_helpers import DATA
 
 from detector.rhythms import RhythmAnalyser, RhythmBeat
 from detector.rhythms.af import AFConfig, AFDetector
 from detector.rhythms.af_design import reference
+from tests.helpers.rhythm import DATA
 
 
 @pytest.fixture(scope="module")

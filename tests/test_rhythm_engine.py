@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from rhythm_helpers import cudb
 
 from detector.anomaly import AnomalyConfig
 from detector.engine import DetectorEngine
@@ -13,6 +12,7 @@ from detector.metrics import DetectorMetrics
 from detector.scorer import OnnxScorer
 from ecgcommon.protocol import SampleChunk, decode_beats_message, decode_event, encode_samples
 from ecgcommon.topics import parse_topic, samples_topic
+from tests.helpers.rhythm import cudb
 
 T0 = 1_700_000_000.0
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rhythm_helpers import cudb, feed, of
 
 from detector.rhythms import RhythmAnalyser
 from detector.rhythms.vf import VFConfig, VFDetector
 from detector.rhythms.vf_features import vf_features
+from tests.helpers.rhythm import cudb, feed, of
 
 T0 = 1000.0
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-from rhythm_helpers import feed, of
 
 from bench.arrhythmia.noise import NoiseProtocol, load_noise, stress
 from detector.quality import LeadSQI, NoisyGate, QualityConfig
 from detector.rhythms.vf_features import VFFeatures
 from ecgcommon.aami import beat_mask
 from ecgcommon.records import load_record
+from tests.helpers.rhythm import feed, of
 
 PROTOCOL = NoiseProtocol(clean_s=120.0, noisy_s=120.0, gap_s=120.0)
 T0 = 1000.0

@@ -9,7 +9,7 @@ import numpy as np
 from detector.rhythms import EpisodeChange, RhythmAnalyser
 from ecgcommon.records import Record, load_record
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # beside the repository
 
 
 def cudb(name: str, start_s: float = 0.0, end_s: float | None = None) -> tuple[Record, float]:
