@@ -7,7 +7,8 @@ from dataclasses import replace
 import numpy as np
 from scipy.optimize import minimize
 
-from detector.anomaly import FEATURES, AnomalyConfig, record_features, record_scores
+from ecgcommon.model_contract.adapter import AnomalyConfig, record_features, record_scores
+from ecgcommon.model_contract.features import FEATURES
 from models.dataset import BeatSet
 from models.metrics import ABNORMAL
 

@@ -29,15 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from detector.classifier import (
+from ecgcommon.aami import DS1
+from ecgcommon.model_contract.beat_classes import (
     FEATURES,
     GRID_HZ,
     MANIFEST_FILE,
     MANIFEST_FORMAT,
     MODEL_FILE,
 )
-from detector.scorer import DEFAULT_MODEL_DIR, sha256_file
-from ecgcommon.aami import DS1
+from ecgcommon.model_contract.manifest import DEFAULT_MODEL_DIR, sha256_file
 from ecgcommon.records import resolve_data_dir
 from models.classify_data import load_records
 from models.dataset import data_file_hashes

@@ -18,17 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.anomaly import AnomalyConfig, PatientAdapter
 from detector.classifier import PatientClasses, beat_features
 from detector.pipeline import DetectedBeat, Pipeline, windows_of
-from detector.scorer import OnnxScorer
 from ecgcommon.aami import aami_labels, beat_mask
+from ecgcommon.model_contract.adapter import AnomalyConfig, PatientAdapter
+from ecgcommon.model_contract.scorer import OnnxScorer
 from ecgcommon.records import load_record, resolve_data_dir
 from ecgcommon.rhythm import RhythmFeatures
 from models.dataset import CACHE_DIR, data_file_hashes
 
 MATCH_WINDOW_S = 0.15
-_SOURCES = ("detector/pipeline.py", "detector/qrs.py", "detector/anomaly.py", "ecgcommon/rhythm.py")
+_SOURCES = (  # code whose change invalidates the cache
+    "detector/pipeline.py",
+    "detector/qrs.py",
+    "ecgcommon/model_contract/adapter.py",
+    "ecgcommon/model_contract/features.py",
+    "ecgcommon/rhythm.py",
+)
 _ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from detector.anomaly import AnomalyConfig, PatientAdapter, rhythm_from_row
-from detector.scorer import DEFAULT_MODEL_DIR, MANIFEST_FILE, MODEL_FILE, OnnxScorer
 from ecgcommon.aami import DS2
+from ecgcommon.model_contract.adapter import AnomalyConfig, PatientAdapter
+from ecgcommon.model_contract.features import rhythm_from_row
+from ecgcommon.model_contract.manifest import DEFAULT_MODEL_DIR, MANIFEST_FILE, MODEL_FILE
+from ecgcommon.model_contract.scorer import OnnxScorer
 from ecgcommon.records import annotated_records, resolve_data_dir
 from ecgcommon.windowing import WINDOW, WindowSpec
 from models.calibrate import per_record_scores

@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from detector.anomaly import AnomalyConfig
 from detector.classifier import BeatClassifier, PatientClasses, beat_features
 from detector.engine import DetectorEngine
 from detector.metrics import DetectorMetrics
-from detector.scorer import DEFAULT_MODEL_DIR, OnnxScorer
 from ecgcommon.aami import DS1, DS2, PACED_RECORDS, aami_labels, beat_mask
+from ecgcommon.model_contract.adapter import AnomalyConfig
+from ecgcommon.model_contract.manifest import DEFAULT_MODEL_DIR
+from ecgcommon.model_contract.scorer import OnnxScorer
 from ecgcommon.records import annotated_records, load_record, resolve_data_dir
 from models.classify_data import MATCH_WINDOW_S, load_records, match
 

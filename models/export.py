@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from detector.scorer import MANIFEST_FORMAT, sha256_file
+from ecgcommon.model_contract.manifest import MANIFEST_FORMAT, sha256_file
 from ecgcommon.windowing import WindowSpec
 
 OPSET = 17  # ONNX opset of the exported graphs (legacy TorchScript exporter, LSTM op)

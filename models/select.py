@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.anomaly import FEATURES
+from ecgcommon.model_contract.features import FEATURES
 from ecgcommon.records import resolve_data_dir
 from models.calibrate import ANOMALY_L2, fit_anomaly, fit_logistic, per_record_features
 from models.dataset import BeatSet, load_beats

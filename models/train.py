@@ -17,9 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from detector.anomaly import AnomalyConfig
-from detector.scorer import DEFAULT_MODEL_DIR, MANIFEST_FILE, MODEL_FILE, OnnxScorer, sha256_file
 from ecgcommon.aami import DS1
+from ecgcommon.model_contract.adapter import AnomalyConfig
+from ecgcommon.model_contract.manifest import (
+    DEFAULT_MODEL_DIR,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    sha256_file,
+)
+from ecgcommon.model_contract.scorer import OnnxScorer
 from ecgcommon.records import resolve_data_dir
 from ecgcommon.windowing import WINDOW, WindowSpec
 from models.calibrate import (

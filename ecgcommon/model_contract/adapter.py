@@ -1,0 +1,317 @@
+"""Per-bed, causal, label-free patient adaptation: raw reconstruction error -> anomaly score.
+
+In the style of the `river` library: `score_one` scores a beat from what was learnt so far (only
+past beats of the same patient), then `learn_one` adds the beat to the patient's reference.
+`PatientAdapter.process(error, rhythm)` does both, in that order, for the live detector; offline
+evaluation calls the very same method beat by beat, so the evaluated score is the live score.
+
+The score is a logistic combination, fitted on DS1 only (`models/calibrate.py`), of
+- the beat's log reconstruction error relative to the patient's own running median of it
+  (morphology, adapted to the patient: a wide-QRS patient's normal beats stop looking abnormal),
+- the global log reconstruction error (morphology against the training population),
+- the log distances of the beat's window to the patient's running template (the point-wise
+  median of the patient's last `template_history` windows: a beat unlike this patient's usual
+  beat; the median ignores ectopic beats while they are a minority), separately over the QRS
+  (within `qrs_half_s` of the R-peak) and over the rest of the window after it (ST-T),
+- the QRS shape against the template: the log ratio of the steepest slope over the QRS (a wide
+  ventricular or fused QRS is slower: a lower slope in the z-scored window) and the decorrelation
+  `1 - r` of the QRS with the template's (a changed shape, whatever its amplitude),
+- the causal RR features of `ecgcommon.rhythm` (prematurity, compensatory pause). The next RR is
+  never used: a beat is scored the moment its window is complete.
+The patient reference learns from every beat, without labels; the running median (not the mean)
+keeps the error reference on the dominant beat type while ectopic beats are a minority.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecgcommon.model_contract.features import FEATURES, feature_vector, rhythm_from_row
+from ecgcommon.rhythm import RhythmFeatures
+from ecgcommon.windowing import WINDOW
+
+PROFILES = ("icu", "screening")
+TEMPLATE_REFRESH = 8  # beats between recomputations of the patient's median template
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class AnomalyConfig:
+    """The combination rule and the patient reference, as stored in the model manifest."""
+
+    weights: tuple[float, ...]  # one per feature of `feature_vector`
+    bias: float
+    mean: tuple[float, ...]  # feature standardisation (fitted on DS1)
+    scale: tuple[float, ...]
+    prior_log_error: float  # DS1 median log error of normal beats: the reference before history
+    prior_log_template: float  # DS1 median log QRS template distance of normal beats
+    prior_log_st: float  # DS1 median log ST-T template distance of normal beats
+    history: int = 128  # beats in the patient's running reference
+    warmup: int = 16  # beats over which the reference moves from the prior to the patient
+    template_history: int = 48  # past windows whose point-wise median is the patient's template
+    qrs_half_s: float = 0.1  # the QRS region of the template distance: R-peak +- this
+    prior_log_decorr: float = math.log(1e-3)  # DS1 median log QRS decorrelation, normal beats
+    thresholds: Mapping[str, float] | None = None  # profile name -> score threshold
+
+    def __post_init__(self) -> None:
+        n = len(FEATURES)
+        for name in ("weights", "mean", "scale"):
+            vals = getattr(self, name)
+            if len(vals) != n or not all(math.isfinite(v) for v in vals):
+                raise ValueError(f"{name} must hold {n} finite numbers, got {vals!r}")
+        if any(s <= 0 for s in self.scale):
+            raise ValueError(f"scale must be > 0, got {self.scale!r}")
+        if not math.isfinite(self.bias):
+            raise ValueError(f"bias must be finite, got {self.bias!r}")
+        for name in ("prior_log_error", "prior_log_template", "prior_log_st", "prior_log_decorr"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        if not 0 < self.qrs_half_s < min(WINDOW.pre_s, WINDOW.post_s):
+            raise ValueError(f"qrs_half_s must be in (0, {WINDOW.pre_s}) s, got {self.qrs_half_s}")
+        if self.template_history < 1:
+            raise ValueError(f"template_history must be >= 1 beat, got {self.template_history}")
+        if self.history < 1:
+            raise ValueError(f"history must be >= 1 beat, got {self.history}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0 beats, got {self.warmup}")
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, object]) -> AnomalyConfig:
+        """Build from the manifest's "anomaly" and "thresholds" sections."""
+        a = manifest["anomaly"]
+        if not isinstance(a, Mapping):
+            raise ValueError("manifest 'anomaly' must be an object")
+        if list(a.get("features", [])) != list(FEATURES):
+            raise ValueError(f"manifest anomaly features {a.get('features')!r} != {FEATURES!r}")
+        th = manifest.get("thresholds", {})
+        if not isinstance(th, Mapping):
+            raise ValueError("manifest 'thresholds' must be an object")
+        return cls(
+            weights=tuple(float(v) for v in a["weights"]),
+            bias=float(a["bias"]),
+            mean=tuple(float(v) for v in a["mean"]),
+            scale=tuple(float(v) for v in a["scale"]),
+            prior_log_error=float(a["prior_log_error"]),
+            prior_log_template=float(a["prior_log_template"]),
+            prior_log_st=float(a["prior_log_st"]),
+            history=int(a["history"]),
+            warmup=int(a["warmup"]),
+            template_history=int(a["template_history"]),
+            qrs_half_s=float(a["qrs_half_s"]),
+            prior_log_decorr=float(a["prior_log_decorr"]),
+            thresholds={k: float(v["threshold"]) for k, v in th.items()},
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """The "anomaly" section of the manifest."""
+        return {
+            "features": list(FEATURES),
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "prior_log_error": self.prior_log_error,
+            "prior_log_template": self.prior_log_template,
+            "prior_log_st": self.prior_log_st,
+            "history": self.history,
+            "warmup": self.warmup,
+            "template_history": self.template_history,
+            "qrs_half_s": self.qrs_half_s,
+            "prior_log_decorr": self.prior_log_decorr,
+            "uses_next_rr": False,
+        }
+
+    def threshold(self, profile: str) -> float:
+        """The score threshold of an operating profile ("icu" or "screening")."""
+        if not self.thresholds or profile not in self.thresholds:
+            known = list(self.thresholds or {})
+            raise KeyError(f"no threshold for profile {profile!r}; known: {known}")
+        return self.thresholds[profile]
+
+
+class RunningMedian:
+    """Median of the last `size` values (sorted window; O(size) per update, size is small)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._fifo: deque[float] = deque()
+        self._sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._fifo)
+
+    def add(self, value: float) -> None:
+        self._fifo.append(value)
+        bisect.insort(self._sorted, value)
+        if len(self._fifo) > self.size:
+            old = self._fifo.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+
+    def median(self) -> float:
+        s, n = self._sorted, len(self._sorted)
+        if n == 0:
+            return math.nan
+        return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+class PatientAdapter:
+    """Anomaly scoring for one patient (one bed): causal, label-free, river-style.
+
+    Each beat is (error, rhythm, window): the scorer's reconstruction error, the `RRTracker`
+    features and the `beat_windows` row. Call `process` once per beat, in time order.
+    """
+
+    def __init__(self, config: AnomalyConfig) -> None:
+        self.config = config
+        self._ref = RunningMedian(config.history)
+        self._ring: np.ndarray | None = None  # (template_history, L) past windows
+        self._n_windows = 0  # windows stored (up to template_history)
+        self._next = 0  # ring slot the next window goes to
+        self._template: np.ndarray | None = None  # median of the ring, None when stale
+        self._since_refresh = 0  # windows learnt since the template was last recomputed
+        self._t_qrs = np.zeros(0)  # the template's QRS (mean removed), its norm, steepest slope
+        self._t_norm = 0.0
+        self._t_slope = 0.0
+        half = round(config.qrs_half_s * WINDOW.fs)
+        self._lo, self._hi = WINDOW.pre_points - half, WINDOW.pre_points + half + 1
+        self._w = np.asarray(config.weights)
+        self._mean = np.asarray(config.mean)
+        self._scale = np.asarray(config.scale)
+
+    @property
+    def n_seen(self) -> int:
+        """Beats in the running error reference (capped at the history length)."""
+        return len(self._ref)
+
+    def reference(self) -> float:
+        """The patient's reference log error: the prior, blended into the running median."""
+        n = len(self._ref)
+        if n == 0:
+            return self.config.prior_log_error
+        k = self.config.warmup
+        w = n / (n + k) if k else 1.0
+        return w * self._ref.median() + (1.0 - w) * self.config.prior_log_error
+
+    def template_features(self, window: np.ndarray) -> tuple[float, float, float, float]:
+        """A window against the patient's template: (log mean squared distance over the QRS,
+        the same over the ST-T part after it, log ratio of the steepest QRS slopes,
+        log(1 - correlation) over the QRS).
+
+        Before the first beat has been learnt these are the DS1 priors (slope ratio 1).
+        """
+        if self._ring is None:
+            c = self.config
+            return c.prior_log_template, c.prior_log_st, 0.0, c.prior_log_decorr
+        if self._template is None:
+            t = np.median(self._ring[: self._n_windows], axis=0)
+            self._template = t
+            self._t_qrs = t[self._lo : self._hi] - t[self._lo : self._hi].mean()
+            self._t_norm = float(self._t_qrs @ self._t_qrs)
+            self._t_slope = float(np.abs(np.diff(t[self._lo : self._hi])).max())
+            self._since_refresh = 0
+        w = _window(window, self._template.size)
+        sq = (w - self._template) ** 2
+        lo, hi = self._lo, self._hi
+        q = w[lo:hi] - w[lo:hi].mean()
+        r = float(q @ self._t_qrs) / math.sqrt(float(q @ q) * self._t_norm + 1e-9)
+        slope = float(np.abs(np.diff(w[lo:hi])).max())
+        return (
+            math.log(float(sq[lo:hi].mean()) + 1e-3),
+            math.log(float(sq[hi:].mean()) + 1e-3),
+            math.log((slope + 1e-3) / (self._t_slope + 1e-3)),
+            math.log(1.0 - r + 1e-3),
+        )
+
+    def features(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> np.ndarray:
+        """Raw features of a beat given what has been learnt so far."""
+        log_err = _log_error(error)
+        return feature_vector(
+            log_err - self.reference(), log_err, rhythm, self.template_features(window)
+        )
+
+    def score_one(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> float:
+        """Anomaly score in (0, 1) of a beat, from past beats only (does not learn it)."""
+        z = (self.features(error, rhythm, window) - self._mean) / self._scale
+        return _sigmoid(float(z @ self._w) + self.config.bias)
+
+    def learn_one(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> None:
+        """Add a beat to the patient's references (no labels; rhythm is tracked by RRTracker)."""
+        del rhythm
+        self._ref.add(_log_error(error))
+        w = _window(window, None if self._ring is None else self._ring.shape[1])
+        if self._ring is None:
+            self._ring = np.empty((self.config.template_history, w.size))
+        self._ring[self._next] = w
+        self._next = (self._next + 1) % self._ring.shape[0]
+        self._n_windows = min(self._n_windows + 1, self._ring.shape[0])
+        self._since_refresh += 1
+        # The median is recomputed every TEMPLATE_REFRESH beats (every beat while warming up):
+        # a fixed rule, so offline and live templates are identical, at 1/8 of the cost.
+        if self._n_windows < TEMPLATE_REFRESH or self._since_refresh >= TEMPLATE_REFRESH:
+            self._template = None
+
+    def process(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> float:
+        """score_one then learn_one: the live path, one beat at a time in time order."""
+        s = self.score_one(error, rhythm, window)
+        self.learn_one(error, rhythm, window)
+        return s
+
+    def is_anomalous(self, score: float, profile: str = "icu") -> bool:
+        """True when the score reaches the profile's threshold."""
+        return score >= self.config.threshold(profile)
+
+
+def _window(window: np.ndarray, size: int | None) -> np.ndarray:
+    w = np.asarray(window, dtype=np.float64)
+    if w.ndim != 1 or (size is not None and w.size != size):
+        raise ValueError(f"window must be 1-D of length {size or 'L'}, got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("window holds NaN/inf")
+    return w
+
+
+def _log_error(error: float) -> float:
+    e = float(error)
+    if not math.isfinite(e) or e < 0:
+        raise ValueError(f"reconstruction error must be finite and >= 0, got {error!r}")
+    return math.log(e + _EPS)
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    ex = math.exp(x)
+    return ex / (1.0 + ex)
+
+
+def record_features(
+    errors: np.ndarray, rhythm: np.ndarray, windows: np.ndarray, config: AnomalyConfig
+) -> np.ndarray:
+    """Offline: raw features of one patient's beats in time order (the live code in a loop)."""
+    adapter = PatientAdapter(config)
+    out = np.empty((len(errors), len(FEATURES)), dtype=np.float64)
+    for i, e in enumerate(errors):
+        r = rhythm_from_row(rhythm[i])
+        out[i] = adapter.features(float(e), r, windows[i])
+        adapter.learn_one(float(e), r, windows[i])
+    return out
+
+
+def record_scores(
+    errors: np.ndarray, rhythm: np.ndarray, windows: np.ndarray, config: AnomalyConfig
+) -> np.ndarray:
+    """Offline: anomaly scores of one patient's beats in time order via `PatientAdapter.process`."""
+    adapter = PatientAdapter(config)
+    return np.array(
+        [
+            adapter.process(float(e), rhythm_from_row(rhythm[i]), windows[i])
+            for i, e in enumerate(errors)
+        ],
+        dtype=np.float64,
+    )
