@@ -13,21 +13,23 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from detector.anomaly import AnomalyConfig, PatientAdapter
 from detector.batcher import MicroBatcher
 from detector.classifier import BeatClassifier, PatientClasses
+from detector.errors import ChunkRejected
 from detector.metrics import DetectorMetrics
-from detector.pipeline import DetectedBeat, Pipeline, windows_of
+from detector.pipeline import DetectedBeat, Output, Pipeline, windows_of
 from detector.rhythms import EpisodeChange, RhythmAnalyser, RhythmBeat
 from ecgcommon.limits import BED_IDLE_S, MAX_BEDS, LogLimiter, fs_ok, fs_range_text
 from ecgcommon.protocol import (
     BeatResult,
     DecodeError,
     Event,
+    SampleChunk,
     decode_samples,
     decode_status,
     encode_beats,
@@ -95,6 +97,16 @@ class Queued:
     rx: float  # receipt time of the chunk that completed the beat's window
 
 
+class ModelRun(NamedTuple):
+    """What the models made of a batch of beats (`DetectorEngine._run_model`)."""
+
+    steps: np.ndarray  # (n, n_points) per-timestep reconstruction error
+    scores: list[float]  # patient-adapted anomaly scores
+    classes: list[str | None]  # beat classes (None: no classifier, or the batch was refused)
+    started: float  # the engine's clock when the scorer was called
+    inference_s: float  # how long the scorer took
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """The engine's knobs (a subset of DetectorConfig, in physical units)."""
@@ -128,17 +140,21 @@ class DetectorEngine:
         spec: WindowSpec = WINDOW,
         wall_clock: Callable[[], float] = time.time,
         classifier: BeatClassifier | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """`wall_clock` dates the events the engine raises itself (unix s); `clock` (monotonic,
+        s) times the scorer for the inference and lag metrics. Both are passed in for tests."""
         self.scorer = scorer
         self.classifier = classifier  # None: beats go out with cls=None (class unknown)
         self.anomaly = anomaly
         self.threshold = threshold
         self.metrics = metrics
+        self.beds: dict[tuple[str, str], Bed] = {}
         self.settings = settings
+        self.batcher: MicroBatcher[Queued] = MicroBatcher(settings.max_batch, settings.max_wait_s)
         self.spec = spec
         self.wall = wall_clock
-        self.beds: dict[tuple[str, str], Bed] = {}
-        self.batcher: MicroBatcher[Queued] = MicroBatcher(settings.max_batch, settings.max_wait_s)
+        self.clock = clock
         self._bad = LogLimiter(log)
         self._next_sweep = -math.inf
         self._kind_counters: dict[str, Any] = {}  # labelled children, looked up once
@@ -220,36 +236,18 @@ class DetectorEngine:
             bed.last_rx = now  # the silence clock starts at the first chunk, analysable or not
         try:
             out = bed.pipeline.feed(chunk)
-        except ValueError as exc:  # rate out of range, missing lead
-            reason = "unsupported_fs" if "fs" in str(exc) else "bad_leads"
-            self.bad(reason, "%s/%s: %s", ward, bed_name, exc)
+        except ChunkRejected as exc:  # rate out of range, missing lead
+            self.bad(exc.reason, "%s/%s: %s", ward, bed_name, exc)
             return []
-        pubs: list[Publication] = []
         bed.has_samples = True
         if not out.accepted:  # a duplicate or late chunk is no signal: signal_lost may fire
-            for e in out.events:
-                pubs.append(self._event(bed, e.type, e.active, e.t, e.detail))
-            return pubs
-        bed.last_rx = now
-        bed.last_signal_t = chunk.t0 + chunk.duration_s
-        if out.restart or any(
-            e.type == "gap" and e.detail.get("missing_samples") for e in out.events
-        ):
-            bed.span_from = chunk.t0
-        if bed.offline and now - bed.offline_rx > OFFLINE_CONTRADICTED_S:
-            bed.offline = False
-            detail = {"contradicted_by": "samples"}
-            pubs.append(self._event(bed, "device_offline", False, self.wall(), detail))
-        if bed.silent:
-            bed.silent = False
-            pubs.append(self._event(bed, "signal_lost", False, self.wall(), {}))
-        for e in out.events:
-            pubs.append(self._event(bed, e.type, e.active, e.t, e.detail))
+            return self._pipeline_events(bed, out)
+        pubs = self._signal_flows(bed, chunk, out, now)
+        pubs.extend(self._pipeline_events(bed, out))
         for reason, n in out.dropped.items():
             self.metrics.beats_dropped.labels(reason).inc(n)
-        if out.accepted:
-            self.metrics.chunks.inc()
-            self.metrics.samples.inc(chunk.n_samples)
+        self.metrics.chunks.inc()
+        self.metrics.samples.inc(chunk.n_samples)
         if out.signal is not None:  # VF and signal quality from the waveform
             changes = bed.rhythms.feed_samples(
                 out.signal, chunk.fs, out.signal_t0, out.restart, chunk.leads
@@ -265,6 +263,31 @@ class DetectorEngine:
                 bed.rhythms.note_analysed(out.analysed_until)
             pubs.extend(self._watermark(bed, out.analysed_until))
         return pubs
+
+    def _signal_flows(
+        self, bed: Bed, chunk: SampleChunk, out: Output, now: float
+    ) -> list[Publication]:
+        """An accepted chunk: note the signal, end `device_offline` (contradicted by flowing
+        samples) and `signal_lost`, and restart the analysed span after a restart or a hole."""
+        bed.last_rx = now
+        bed.last_signal_t = chunk.t0 + chunk.duration_s
+        if out.restart or any(
+            e.type == "gap" and e.detail.get("missing_samples") for e in out.events
+        ):
+            bed.span_from = chunk.t0
+        pubs: list[Publication] = []
+        if bed.offline and now - bed.offline_rx > OFFLINE_CONTRADICTED_S:
+            bed.offline = False
+            detail = {"contradicted_by": "samples"}
+            pubs.append(self._event(bed, "device_offline", False, self.wall(), detail))
+        if bed.silent:
+            bed.silent = False
+            pubs.append(self._event(bed, "signal_lost", False, self.wall(), {}))
+        return pubs
+
+    def _pipeline_events(self, bed: Bed, out: Output) -> list[Publication]:
+        """The pipeline's technical events (gaps, duplicates, lead-off) as event messages."""
+        return [self._event(bed, e.type, e.active, e.t, e.detail) for e in out.events]
 
     def _rhythm(self, bed: Bed, changes: list[EpisodeChange]) -> list[Publication]:
         """Rhythm episodes and the noisy condition as condition events."""
@@ -311,85 +334,92 @@ class DetectorEngine:
 
     # ------------------------------------------------------------------ scoring
     def _score(self, batch: list[Queued], now: float) -> list[Publication]:
-        windows = windows_of([q.beat for q in batch], self.spec)
-        t0 = time.perf_counter()
-        errors, steps = self.scorer.score(windows)
-        self.metrics.inference.observe(time.perf_counter() - t0)
+        """Score a batch of beats of any beds: anomaly events, then each bed's beats message."""
+        states = [self._class_state(q.bed) for q in batch] if self.classifier else None
+        run = self._run_model([q.beat for q in batch], [q.bed.adapter for q in batch], states)
+        self.metrics.inference.observe(run.inference_s)
         self.metrics.batch_size.observe(len(batch))
-        by_bed: dict[tuple[str, str], list[BeatResult]] = {}
+        by_bed: dict[tuple[str, str], list[tuple[BeatResult, str | None]]] = {}
         pubs: list[Publication] = []
         anomalies = 0
-        scores, classes = self._classify(
-            [q.bed.adapter for q in batch],
-            [self._class_state(q.bed) for q in batch] if self.classifier else None,
-            [q.beat for q in batch],
-            errors,
-            windows,
-        )
-        raw_cls: dict[int, str | None] = {}  # the classifier's class, before artifact's Q
-        for q, step, score, cls in zip(batch, steps, scores, classes, strict=True):
-            bed, beat = q.bed, q.beat
-            raw_cls[id(beat)] = cls
-            if bed.rhythms.noisy_at(beat.t):
-                cls = "Q"  # found in artifact (detector.quality): no class to build rhythms on
-            anomalous = score >= self.threshold
-            beat_id = f"{bed.ward}:{bed.bed}:{beat.sample}"
-            result = BeatResult(
-                bed=bed.bed,
-                sample=beat.sample,
-                t=beat.t,
-                rr_s=beat.rr_s,
-                hr_bpm=beat.hr_bpm,
-                score=score,
-                threshold=self.threshold,
-                anomalous=anomalous,
-                beat_id=beat_id,
-                errors=tuple(step.tolist()) if anomalous else None,
-                cls=cls,
-            )
-            by_bed.setdefault((bed.ward, bed.bed), []).append(result)
-            raw_cls[id(result)] = raw_cls.pop(id(beat))
-            bed.queued -= 1
-            bed.last_beat_t = max(bed.last_beat_t, beat.t)
-            if anomalous:
+        rows = zip(batch, run.steps, run.scores, run.classes, strict=True)
+        for q, step, score, cls in rows:
+            result = self._result(q, step, score, cls)
+            # with the classifier's own class: the analyser knows which beats are in artifact,
+            # and an organised V run there is still VT (detector.rhythms.runs)
+            by_bed.setdefault((q.bed.ward, q.bed.bed), []).append((result, cls))
+            q.bed.queued -= 1
+            q.bed.last_beat_t = max(q.bed.last_beat_t, result.t)
+            if result.anomalous:
                 anomalies += 1
-                pubs.append(
-                    self._event(
-                        bed,
-                        "anomaly",
-                        True,
-                        beat.t,
-                        {
-                            "beat_id": beat_id,
-                            "sample": beat.sample,
-                            "score": round(score, 6),
-                            "threshold": self.threshold,
-                        },
-                    )
-                )
-        for (ward, bed_name), results in by_bed.items():
-            rbed = self.beds.get((ward, bed_name))
-            since = None if rbed is None else rbed.span_from
-            pubs.append(
-                Publication(
-                    beats_topic(ward, bed_name),
-                    encode_beats(results, analysed_from=since),
-                    self.settings.qos_beats,
-                )
-            )
-            if rbed is not None:  # rhythm episodes from the classified beats, in time order
-                # with the classifier's own class: the analyser knows which beats are in
-                # artifact, and an organised V run there is still VT (detector.rhythms.runs)
-                changes = rbed.rhythms.feed_beats(
-                    RhythmBeat(r.sample, r.t, r.rr_s, r.hr_bpm, raw_cls[id(r)], r.score)
-                    for r in results
-                )
-                pubs.extend(self._rhythm(rbed, changes))
+                pubs.append(self._anomaly_event(q.bed, result))
+        for key, results in by_bed.items():
+            pubs.extend(self._beats_message(key, results))
         self.metrics.beats.inc(len(batch))
         self.metrics.anomalies.inc(anomalies)
-        done = now + (time.perf_counter() - t0)  # publication follows right away
+        done = now + (self.clock() - run.started)  # publication follows right away
         for q in batch:
             self.metrics.lag.observe(max(0.0, done - q.rx))
+        return pubs
+
+    def _run_model(
+        self,
+        beats: list[DetectedBeat],
+        adapters: list[PatientAdapter],
+        states: list[PatientClasses] | None,
+    ) -> ModelRun:
+        """Beats of any beds through the autoencoder, the patient adaptation and the beat
+        classifier: the one scoring path of live beats and uploads."""
+        windows = windows_of(beats, self.spec)
+        started = self.clock()
+        errors, steps = self.scorer.score(windows)
+        inference_s = self.clock() - started
+        scores, classes = self._classify(adapters, states, beats, errors, windows)
+        return ModelRun(steps, scores, classes, started, inference_s)
+
+    def _result(self, q: Queued, step: np.ndarray, score: float, cls: str | None) -> BeatResult:
+        """One scored beat as published; a beat in artifact goes out as Q."""
+        bed, beat = q.bed, q.beat
+        if bed.rhythms.noisy_at(beat.t):
+            cls = "Q"  # found in artifact (detector.quality): no class to build rhythms on
+        anomalous = score >= self.threshold
+        return BeatResult(
+            bed=bed.bed,
+            sample=beat.sample,
+            t=beat.t,
+            rr_s=beat.rr_s,
+            hr_bpm=beat.hr_bpm,
+            score=score,
+            threshold=self.threshold,
+            anomalous=anomalous,
+            beat_id=f"{bed.ward}:{bed.bed}:{beat.sample}",
+            errors=tuple(step.tolist()) if anomalous else None,
+            cls=cls,
+        )
+
+    def _anomaly_event(self, bed: Bed, r: BeatResult) -> Publication:
+        detail = {
+            "beat_id": r.beat_id,
+            "sample": r.sample,
+            "score": round(r.score, 6),
+            "threshold": self.threshold,
+        }
+        return self._event(bed, "anomaly", True, r.t, detail)
+
+    def _beats_message(
+        self, key: tuple[str, str], results: list[tuple[BeatResult, str | None]]
+    ) -> list[Publication]:
+        """A bed's scored beats (with the classifier's class before artifact's Q) as one beats
+        message, then the rhythm episodes they start or end, in time order."""
+        bed = self.beds.get(key)
+        since = None if bed is None else bed.span_from
+        payload = encode_beats([r for r, _ in results], analysed_from=since)
+        pubs = [Publication(beats_topic(*key), payload, self.settings.qos_beats)]
+        if bed is not None:
+            changes = bed.rhythms.feed_beats(
+                RhythmBeat(r.sample, r.t, r.rr_s, r.hr_bpm, cls, r.score) for r, cls in results
+            )
+            pubs.extend(self._rhythm(bed, changes))
         return pubs
 
     def _class_state(self, bed: Bed) -> PatientClasses:
@@ -490,16 +520,9 @@ class DetectorEngine:
         step = self.settings.max_batch
         for i in range(0, len(beats), step):
             part = beats[i : i + step]
-            windows = windows_of(part, self.spec)
-            errors, steps = self.scorer.score(windows)
-            scores, classes = self._classify(
-                [adapter] * len(part),
-                None if state is None else [state] * len(part),
-                part,
-                errors,
-                windows,
-            )
-            for b, per, score, cls in zip(part, steps, scores, classes, strict=True):
+            states = None if state is None else [state] * len(part)
+            run = self._run_model(part, [adapter] * len(part), states)
+            for b, per, score, cls in zip(part, run.steps, run.scores, run.classes, strict=True):
                 out.append(
                     {
                         "sample": b.sample,

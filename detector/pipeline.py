@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from detector.errors import MissingLead, UnsupportedRate
 from detector.integrity import ACCEPT, DROP, IntegrityTracker
 from detector.qrs import QRSConfig, QRSDetector
+from detector.signal_buffer import SignalBuffer
 from ecgcommon.limits import MAX_FS_HZ as MAX_FS
 from ecgcommon.limits import MIN_FS_HZ as MIN_FS
 from ecgcommon.protocol import SampleChunk
@@ -123,8 +125,9 @@ class Pipeline:
         self.pre = self.spec.pre_samples(fs)
         self.post = self.spec.post_samples(fs)
         self.keep = self.pre + self.post + int(round(2.0 * fs))
-        self.buf = np.empty(0, dtype=np.float64)
-        self.buf_start = 0  # QRS index of buf[0]
+        # the raw lead by QRS index (buf.start = QRS index of its oldest sample), room for a
+        # second of chunks past `keep` before it grows
+        self.buf = SignalBuffer(1 << (self.keep + int(fs)).bit_length())
         self.pending: list[tuple[int, RhythmFeatures]] = []
         self.t_ref = (chunk.first_sample, chunk.t0)
         self.lead_off = False
@@ -140,9 +143,9 @@ class Pipeline:
     def feed(self, chunk: SampleChunk) -> Output:
         """Feed one chunk; returns completed beats, events and drop counts."""
         if not MIN_FS <= chunk.fs <= MAX_FS:
-            raise ValueError(f"fs {chunk.fs} Hz outside {MIN_FS:g}..{MAX_FS:g} Hz")
+            raise UnsupportedRate(f"fs {chunk.fs} Hz outside {MIN_FS:g}..{MAX_FS:g} Hz")
         if self.lead >= chunk.n_leads:
-            raise ValueError(f"chunk has {chunk.n_leads} leads, lead {self.lead} is analysed")
+            raise MissingLead(f"chunk has {chunk.n_leads} leads, lead {self.lead} is analysed")
         out = Output()
         if self.fs != chunk.fs or self.integrity is None:  # a new stream: the verdict is RESET
             self.integrity = IntegrityTracker(max_fill=int(round(self.max_fill_s * chunk.fs)))
@@ -194,12 +197,11 @@ class Pipeline:
         return out
 
     def _run(self, x: np.ndarray, out: Output) -> None:
-        assert self.qrs is not None
+        assert self.qrs is not None and self.fs is not None
         peaks = self.qrs.feed(x)
-        # ring buffer of the raw lead, long enough for the QRS delay plus a window
-        self.buf = np.concatenate([self.buf, x]) if self.buf.size else x
-        end = self.qrs.samples_seen  # QRS index one past the newest sample
-        self.buf_start = end - self.buf.size
+        # the raw lead, kept long enough for the QRS delay plus a window
+        self.buf.append(x)
+        end = self.qrs.samples_seen  # QRS index one past the newest sample (= self.buf.end)
         for p in peaks.tolist():
             rhythm = self.rr.update(p, self.fs)
             self.pending.append((p, rhythm))
@@ -216,21 +218,21 @@ class Pipeline:
             if self.pending:
                 horizon = min(horizon, self.pending[0][0])
             out.analysed_until = self._time(self.origin + horizon)
-        if self.buf.size > self.keep + x.size:
-            cut = self.buf.size - self.keep
+        if len(self.buf) > self.keep + x.size:
+            cut = len(self.buf) - self.keep
             if self.pending:
-                cut = min(cut, max(0, self.pending[0][0] - self.pre - self.buf_start))
-            self.buf = self.buf[cut:].copy()
-            self.buf_start += cut
+                cut = min(cut, max(0, self.pending[0][0] - self.pre - self.buf.start))
+            self.buf.drop(cut)
 
     def _window(self, ready: list[tuple[int, RhythmFeatures]], out: Output) -> None:
         """Cut each ready beat's segment from the ring buffer (windowing is done per batch)."""
-        pre, post, buf = self.pre, self.post, self.buf
+        assert self.fs is not None
+        pre, post, start, buf = self.pre, self.post, self.buf.start, self.buf.view()
         for p, rhythm in ready:
-            lo, hi = p - pre - self.buf_start, p + post + 1 - self.buf_start
+            lo, hi = p - pre - start, p + post + 1 - start
             if lo >= 0:
                 seg = buf[lo:hi].copy()
-            elif self.buf_start == 0:  # stream start: edge-padded, as beat_windows does offline
+            elif start == 0:  # stream start: edge-padded, as beat_windows does offline
                 seg = np.concatenate([np.full(-lo, buf[0]), buf[:hi]])
             else:  # pre-samples already trimmed (cannot happen with `keep`)
                 out.dropped["edge"] = out.dropped.get("edge", 0) + 1
@@ -248,7 +250,7 @@ class Pipeline:
                     hr_bpm=(60.0 / rr) if rr else None,
                     rhythm=rhythm,
                     segment=seg,
-                    fs=float(self.fs),
+                    fs=self.fs,
                     pre=pre,
                 )
             )
