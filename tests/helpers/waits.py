@@ -98,7 +98,12 @@ class Inbox(Generic[T]):
 
     def __init__(self) -> None:
         self._items: list[T] = []
-        self._changed = threading.Condition()
+        self._changed = threading.Condition()  # re-entrant: predicates may read the inbox
+
+    @property
+    def lock(self) -> threading.Condition:
+        """Held while items change: hold it to keep state derived from them consistent."""
+        return self._changed
 
     def put(self, *items: T) -> None:
         with self._changed:
