@@ -528,8 +528,9 @@ class AlarmPolicy:
         for alarm in self._bed_alarms(bed):
             if alarm.state not in _UNACKNOWLEDGED:
                 continue
-            silenced = alarm.silenced_until is not None
-            if silenced and now >= alarm.silenced_until:
+            silenced_until = alarm.silenced_until
+            silenced = silenced_until is not None
+            if silenced_until is not None and now >= silenced_until:
                 change = self._update(
                     alarm, ChangeKind.REALARMED, silenced_until=None, updated_at=now
                 )
