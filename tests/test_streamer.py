@@ -6,12 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 
 from ecgcommon.protocol import decode_samples, decode_status
@@ -20,7 +17,9 @@ from ecgcommon.topics import parse_topic, subscription
 from streamer.config import StreamerConfig, parse_args
 from streamer.core import Source, make_streams, schedule, sleep_for
 from streamer.service import main
-from tests.conftest import Broker, free_port
+from tests.helpers.broker import Broker, Mosquitto
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.procs import OutputLines
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,44 +132,7 @@ def test_missing_data_or_record_is_a_clear_error(
     assert "'999' not found" in caplog.text
 
 
-class Collector:
-    """A real MQTT subscriber that keeps what it receives."""
-
-    def __init__(self, broker: Broker, *topics: str) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        c.on_connect = lambda cl, *_: [cl.subscribe(t, qos=1) for t in topics] and None
-        c.on_subscribe = lambda *_: self.ready.set()
-        c.on_message = self._on_message
-        c.connect(broker.host, broker.port)
-        c.loop_start()
-        self.client = c
-        assert self.ready.wait(5)
-
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
-
-    def of_kind(self, kind: str) -> list[tuple[str, bytes, bool]]:
-        with self.lock:
-            return [m for m in self.messages if m[0].endswith("/" + kind)]
-
-    def wait_for(self, cond, timeout: float = 20.0) -> bool:  # noqa: ANN001
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return True
-            time.sleep(0.05)
-        return cond()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def _streamer(broker: Broker, ward: str, *args: str) -> subprocess.Popen:
+def _streamer(broker: Broker, ward: str, *args: str, text: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -193,11 +155,12 @@ def _streamer(broker: Broker, ward: str, *args: str) -> subprocess.Popen:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        text=text,
     )
 
 
 def test_streams_beds_with_status_over_real_broker(broker: Broker, unique_ward: str) -> None:
-    sub = Collector(
+    sub = Subscriber(
         broker, subscription("samples", ward=unique_ward), subscription("status", ward=unique_ward)
     )
     try:
@@ -233,7 +196,7 @@ def test_streams_beds_with_status_over_real_broker(broker: Broker, unique_ward: 
 
 
 def test_sigterm_stops_cleanly(broker: Broker, unique_ward: str) -> None:
-    sub = Collector(broker, subscription("+", ward=unique_ward))
+    sub = Subscriber(broker, subscription("+", ward=unique_ward))
     try:
         proc = _streamer(broker, unique_ward, "--beds", "2", "--speed", "1")
         assert sub.wait_for(lambda: len(sub.of_kind("samples")) >= 2)
@@ -250,22 +213,9 @@ def test_sigterm_stops_cleanly(broker: Broker, unique_ward: str) -> None:
         sub.close()
 
 
-def _mosquitto(port: int, conf_dir: Path) -> subprocess.Popen:
-    conf = conf_dir / "m.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    proc = subprocess.Popen(
-        ["/usr/sbin/mosquitto", "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)
-    return proc
-
-
 def test_reconnects_after_broker_restart(tmp_path: Path, unique_ward: str) -> None:
-    port = free_port()
-    mq = _mosquitto(port, tmp_path)
-    broker = Broker("127.0.0.1", port)
+    mq = Mosquitto(tmp_path)
+    broker = mq.start().broker
     proc = _streamer(
         broker,
         unique_ward,
@@ -279,26 +229,28 @@ def test_reconnects_after_broker_restart(tmp_path: Path, unique_ward: str) -> No
         "0.5",
         "--reconnect-max-s",
         "2",
+        text=True,
     )
+    assert proc.stdout is not None
+    log = OutputLines(proc.stdout)
     sub = None
     try:
-        sub = Collector(broker, subscription("samples", ward=unique_ward))
+        sub = Subscriber(broker, subscription("samples", ward=unique_ward))
         assert sub.wait_for(lambda: len(sub.of_kind("samples")) >= 3)
         sub.close()
-        mq.terminate()
-        mq.wait(5)
-        time.sleep(1.0)
-        mq = _mosquitto(port, tmp_path)
-        sub = Collector(broker, subscription("samples", ward=unique_ward))
+        mq.stop()
+        log.wait_line(r"bed 01: disconnected", 10, "the streamer seeing the broker go")
+        mq.start()
+        sub = Subscriber(broker, subscription("samples", ward=unique_ward))
         assert sub.wait_for(lambda: len(sub.of_kind("samples")) >= 3, timeout=20)
         assert proc.poll() is None
     finally:
         if sub is not None:
             sub.close()
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
-        mq.terminate()
-        mq.wait(5)
+        proc.wait(timeout=15)
+        log.join()
+        mq.stop()
 
 
 def test_missing_record_samples_go_out_as_missing_not_junk() -> None:

@@ -13,17 +13,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -32,7 +28,10 @@ from ecgcommon.topics import subscription
 from streamer.config import StreamerConfig, parse_args
 from streamer.http_server import StatusServer
 from streamer.service import Streamer
-from tests.conftest import Broker, free_port
+from tests.helpers.broker import Broker, Mosquitto
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.procs import OutputLines
+from tests.helpers.waits import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,40 +62,10 @@ def health(base: str) -> tuple[int, dict]:
     return status, json.loads(body)
 
 
-def wait_until(what: str, ok: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
-
-
-class Counter:
-    """A real MQTT subscriber counting the sample chunks it receives."""
-
-    def __init__(self, broker: Broker, ward: str) -> None:
-        self.n = 0
-        ready = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        c.on_subscribe = lambda *_: ready.set()
-        c.on_message = self._on_message
-        c.connect(broker.host, broker.port)
-        c.subscribe(subscription("samples", ward=ward), qos=1)
-        c.loop_start()
-        assert ready.wait(5)
-        self.client = c
-
-    def _on_message(self, *_: object) -> None:
-        self.n += 1
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def test_cli_serves_growing_metrics_and_health(
     broker: Broker, unique_ward: str, data_dir: Path
 ) -> None:
-    received = Counter(broker, unique_ward)
+    received = Subscriber(broker, subscription("samples", ward=unique_ward))
     argv = [sys.executable, "-m", "streamer", "--host", broker.host, "--port", str(broker.port)]
     argv += ["--ward", unique_ward, "--data-dir", str(data_dir), "--records", "100", "119"]
     argv += ["--beds", "2", "--speed", "10", "--chunk-s", "0.5", "--qos", "1"]
@@ -109,26 +78,24 @@ def test_cli_serves_growing_metrics_and_health(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # the log names the port the kernel gave
-            lines.append(line)
-            m = re.search(r"HTTP /metrics and /healthz on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                base = f"http://127.0.0.1:{m.group(1)}"
-                break
-        else:
-            pytest.fail("no HTTP port in the log:\n" + "".join(lines))
-        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    assert proc.stdout is not None
+    log = OutputLines(proc.stdout)
+    try:  # the log names the port the kernel gave
+        port = log.wait_line(r"HTTP /metrics and /healthz on 127\.0\.0\.1:(\d+)", 30).group(1)
+        base = f"http://127.0.0.1:{port}"
 
-        wait_until("/healthz 200", lambda: health(base)[0] == 200)
+        wait_until(lambda: health(base)[0] == 200, 30, "/healthz 200")
         status, doc = health(base)
         assert doc["streaming"] is True and doc["beds"] == doc["beds_connected"] == 2
         first = scrape(base)
         assert first["ecg_streamer_beds"] == 2 and first["ecg_streamer_connected_beds"] == 2
-        time.sleep(1.5)  # 2 beds x 2 chunks per signal second x 10x speed: ~60 chunks
-        second = scrape(base)
+
+        def more_chunks() -> dict[str, float] | None:  # 2 beds x 2 chunks per signal s x 10
+            now = scrape(base)
+            grown = now["ecg_streamer_chunks_published_total"]
+            return now if grown > first["ecg_streamer_chunks_published_total"] + 10 else None
+
+        second = wait_until(more_chunks, 30, "more than 10 chunks published")
         chunks = second["ecg_streamer_chunks_published_total"]
         assert chunks > first["ecg_streamer_chunks_published_total"] + 10
         # 0.5 s chunks at 360 Hz: 180 samples each (the records are long, no short tail)
@@ -139,10 +106,10 @@ def test_cli_serves_growing_metrics_and_health(
         assert get(f"{base}/nothing")[0] == 404
 
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0, "".join(lines)
+        assert proc.wait(timeout=15) == 0, log.text()
         # QoS 1 to a live broker: everything counted as published arrived
-        published = int(re.findall(r"published (\d+) chunks", "".join(lines))[-1])
-        wait_until("every chunk received", lambda: received.n == published, timeout=10)
+        published = int(re.findall(r"published (\d+) chunks", log.join())[-1])
+        wait_until(lambda: len(received.messages) == published, 10, "every chunk received")
         assert published >= chunks
     finally:
         if proc.poll() is None:
@@ -151,31 +118,11 @@ def test_cli_serves_growing_metrics_and_health(
         received.close()
 
 
-def _start_mosquitto(port: int, folder: Path) -> subprocess.Popen:
-    conf = folder / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen(
-        ["/usr/sbin/mosquitto", "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def listening() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    wait_until("mosquitto listening", listening, timeout=10)
-    return proc
-
-
 def test_broker_loss_counts_drops_fails_health_then_reconnects(
     tmp_path: Path, unique_ward: str, data_dir: Path
 ) -> None:
-    port = free_port()
-    mq = _start_mosquitto(port, tmp_path)
+    mq = Mosquitto(tmp_path).start()
+    port = mq.port
     config = StreamerConfig(
         host="127.0.0.1",
         port=port,
@@ -211,32 +158,33 @@ def test_broker_loss_counts_drops_fails_health_then_reconnects(
     drops = "ecg_streamer_chunks_dropped_total{reason=disconnected}"
     try:
         try:
-            wait_until("/healthz 200", lambda: health(base)[0] == 200)
+            wait_until(lambda: health(base)[0] == 200, 30, "/healthz 200")
             wait_until(
-                "chunks published", lambda: scrape(base)["ecg_streamer_chunks_published_total"] > 5
+                lambda: scrape(base)["ecg_streamer_chunks_published_total"] > 5,
+                30,
+                "chunks published",
             )
-            mq.terminate()
-            mq.wait(5)
-            wait_until("drops while the broker is away", lambda: scrape(base)[drops] >= 4)
+            mq.stop()
+            wait_until(lambda: scrape(base)[drops] >= 4, 30, "drops while the broker is away")
             status, doc = health(base)
             assert status == 503 and doc["beds_connected"] < 2 and doc["streaming"] is True
             assert scrape(base)["ecg_streamer_connected_beds"] < 2
 
-            mq = _start_mosquitto(port, tmp_path)
-            wait_until("/healthz 200 again", lambda: health(base)[0] == 200, timeout=30)
+            mq.start()
+            wait_until(lambda: health(base)[0] == 200, 30, "/healthz 200 again")
             after = scrape(base)
             assert after["ecg_streamer_reconnects_total"] == 2  # each bed's device, once
             assert after["ecg_streamer_connected_beds"] == 2
             before = after["ecg_streamer_chunks_published_total"]
             wait_until(
-                "publishing again",
                 lambda: scrape(base)["ecg_streamer_chunks_published_total"] > before + 4,
+                30,
+                "publishing again",
             )
         finally:
             stop.set()
             runner.join(15)
-            mq.terminate()
-            mq.wait(5)
+            mq.stop()
         assert not runner.is_alive()
         # stopped: not streaming, and the exported counters are the streamer's own numbers
         status, doc = health(base)
