@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from detector.batcher import MicroBatcher
+from detector.errors import MissingLead, UnsupportedRate
 from detector.integrity import ACCEPT, DROP, RESET, IntegrityTracker
 from detector.pipeline import Pipeline, windows_of
 from detector.qrs import QRSDetector
+from detector.signal_buffer import SignalBuffer
 from ecgcommon.protocol import SampleChunk
 from ecgcommon.records import load_record
 from ecgcommon.windowing import beat_windows
@@ -132,6 +133,34 @@ def test_pipeline_rejects_rates_outside_range() -> None:
     c = SampleChunk(0, 0, 0.0, 50.0, 1.0, "mV", ("I",), np.zeros((50, 1)))
     with pytest.raises(ValueError, match="fs"):
         Pipeline().feed(c)
+    with pytest.raises(UnsupportedRate) as info:  # typed: callers never match the message
+        Pipeline().feed(c)
+    assert info.value.reason == "unsupported_fs"
+
+
+def test_pipeline_rejects_a_chunk_without_its_lead() -> None:
+    c = SampleChunk(0, 0, 0.0, 360.0, 1.0, "mV", ("I", "II"), np.zeros((36, 2)))
+    with pytest.raises(MissingLead) as info:
+        Pipeline(lead=2).feed(c)
+    assert info.value.reason == "bad_leads" and isinstance(info.value, ValueError)
+    assert Pipeline(lead=1).feed(c).accepted
+
+
+def test_signal_buffer_keeps_absolute_indices_across_moves_and_growth() -> None:
+    rng = np.random.default_rng(0)
+    buf = SignalBuffer(4)
+    whole = rng.normal(size=5000)
+    i = 0
+    while i < whole.size:
+        n = int(rng.integers(0, 300))
+        buf.append(whole[i : i + n])
+        i = min(whole.size, i + n)
+        buf.drop(max(0, len(buf) - int(rng.integers(1, 500))))
+        assert buf.end == i
+        np.testing.assert_array_equal(buf.view(), whole[buf.start : buf.end])
+    assert len(buf) > 0
+    with pytest.raises(ValueError, match="drop"):
+        buf.drop(len(buf) + 1)
 
 
 def test_integrity_tracker_verdicts() -> None:
@@ -147,17 +176,6 @@ def test_integrity_tracker_verdicts() -> None:
     overlap = t.check(9, 850, 100)
     assert overlap.action == ACCEPT and overlap.skip == 50 and overlap.events == ()
     assert t.check(20, 5000, 100).action == RESET  # too long to fill
-
-
-def test_batcher_bounds_size_and_delay() -> None:
-    b: MicroBatcher[int] = MicroBatcher(max_batch=4, max_wait_s=0.05)
-    assert b.add([1, 2], now=10.0) == [] and b.deadline == pytest.approx(10.05)
-    assert b.poll(10.04) == []
-    assert b.add([3, 4, 5, 6, 7, 8, 9], now=10.045) == [[1, 2, 3, 4], [5, 6, 7, 8]]
-    assert len(b) == 1 and b.deadline == pytest.approx(10.095)
-    assert b.poll(10.1) == [9] and b.deadline is None
-    with pytest.raises(ValueError, match="max_batch"):
-        MicroBatcher(0, 0.1)
 
 
 def test_rate_change_restarts_the_stream(mv: np.ndarray) -> None:
