@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,21 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return DEFAULT_DATA_DIR
+
+
+def data_file_hashes(
+    names: Sequence[str], data_dir: str | os.PathLike[str] | None = None
+) -> dict[str, str]:
+    """sha256 of each record's .hea/.dat/.atr file used (file name -> hex digest): provenance
+    for manifests and cache keys (training and the detector's offline runs alike)."""
+    folder = resolve_data_dir(data_dir)
+    out: dict[str, str] = {}
+    for name in names:
+        for ext in ("hea", "dat", "atr"):
+            path = folder / f"{name}.{ext}"
+            if path.is_file():
+                out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 def list_records(data_dir: str | os.PathLike[str] | None = None) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgcommon.aami import aami_labels, beat_mask
-from ecgcommon.records import Record, load_record, resolve_data_dir
+from ecgcommon.records import Record, data_file_hashes, load_record, resolve_data_dir
 from ecgcommon.rhythm import rhythm_features
 from ecgcommon.windowing import WINDOW, WindowSpec, beat_windows
 
@@ -81,18 +81,6 @@ def concat(sets: Sequence[BeatSet]) -> BeatSet:
         np.concatenate([s.records for s in sets]),
         np.concatenate([s.peaks for s in sets]),
     )
-
-
-def data_file_hashes(names: Sequence[str], data_dir: str | Path | None = None) -> dict[str, str]:
-    """sha256 of each record's .hea/.dat/.atr file used (file name -> hex digest)."""
-    folder = resolve_data_dir(data_dir)
-    out: dict[str, str] = {}
-    for name in names:
-        for ext in ("hea", "dat", "atr"):
-            path = folder / f"{name}.{ext}"
-            if path.is_file():
-                out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def load_beats(

@@ -3,8 +3,9 @@
     python -m models.evaluate_classes --data-dir ../shared/data/mitdb --out reports/classes.json
 
 Each record's lead 0 goes through `DetectorEngine.score_signal`, the live code path (QRS
-detector, beat segments, autoencoder, `PatientAdapter`, `detector.classifier`), so the evaluated
-classes are the live classes. Detections are matched to the reference beats within 150 ms.
+detector, beat segments, autoencoder, `PatientAdapter`, `detector.classifier`), run by
+`python -m detector.offline classes` in its own process, so the evaluated classes are the live
+classes. Detections are matched to the reference beats within 150 ms.
 Gross statistics over all records given, paced records left out:
 - VEB: TP = reference V called V; FN = reference V called anything else or missed;
   FP = reference N or S called V, and detections matching no reference beat called V (F and Q
@@ -18,50 +19,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry
 
-from detector.classifier import BeatClassifier, PatientClasses, beat_features
-from detector.engine import DetectorEngine
-from detector.metrics import DetectorMetrics
-from ecgcommon.aami import DS1, DS2, PACED_RECORDS, aami_labels, beat_mask
-from ecgcommon.model_contract.adapter import AnomalyConfig
+from ecgcommon.aami import DS1, DS2, PACED_RECORDS
+from ecgcommon.model_contract.beat_classes import load_manifest
+from ecgcommon.model_contract.beat_data import MATCH_WINDOW_S, match, reference_beats
 from ecgcommon.model_contract.manifest import DEFAULT_MODEL_DIR
-from ecgcommon.model_contract.scorer import OnnxScorer
 from ecgcommon.records import annotated_records, load_record, resolve_data_dir
-from models.classify_data import MATCH_WINDOW_S, load_records, match
+from models.classify_data import run_detector
 
 
-def make_engine(model_dir: Path, profile: str = "icu") -> DetectorEngine:
-    """A DetectorEngine with the committed scorer and classifier (no broker involved)."""
-    scorer = OnnxScorer(model_dir)
-    anomaly = AnomalyConfig.from_manifest(scorer.manifest)
-    return DetectorEngine(
-        scorer,
-        anomaly,
-        anomaly.threshold(profile),
-        DetectorMetrics(CollectorRegistry()),
-        classifier=BeatClassifier(model_dir),
-    )
+def record_counts(name: str, data_dir: Path, det: np.ndarray, det_cls: list[str]) -> dict[str, int]:
+    """Confusion counts of one record: reference class x detector class ("-" = missed/extra).
 
-
-def record_counts(engine: DetectorEngine, name: str, data_dir: Path) -> dict[str, Any]:
-    """Confusion counts of one record: reference class x detector class ("-" = missed/extra)."""
+    `det`, `det_cls`: the detector's beat samples and classes ("-" when it gave none)."""
     rec = load_record(name, data_dir)
     if rec.ann_samples is None or rec.ann_symbols is None:
         raise ValueError(f"record {name} has no annotations")
-    beats = engine.score_signal(rec.lead(0), rec.fs)
-    mask = beat_mask(rec.ann_symbols)
-    ref = rec.ann_samples[mask].astype(np.int64)
-    ref_cls = aami_labels(rec.ann_symbols[mask])
-    order = np.argsort(ref, kind="stable")
-    ref, ref_cls = ref[order], ref_cls[order]
-    det = np.array([b["sample"] for b in beats], dtype=np.int64)
-    det_cls = [str(b["cls"]) if b["cls"] is not None else "-" for b in beats]
+    ref, ref_cls = reference_beats(rec.ann_samples, rec.ann_symbols)
     det_match, used = match(ref, det, round(MATCH_WINDOW_S * rec.fs))
     pairs: dict[str, int] = {}
     for i, j in enumerate(det_match.tolist()):
@@ -92,43 +71,18 @@ def gross(pairs: dict[str, int]) -> dict[str, dict[str, float | int]]:
     return out
 
 
-def time_classifier(
-    engine: DetectorEngine,
-    name: str,
-    data_dir: Path,
-    model_dir: Path,
-    beds: int = 64,
-    steps: int = 300,
-) -> float:
-    """CPU µs per beat of `beat_features` + `BeatClassifier.predict` at batch `beds`, one beat of
-    each of `beds` beds per batch (the engine's case), after 100 beats of warm-up per bed."""
-    assert engine.classifier is not None
-    rb = load_records([name], data_dir, model_dir)[0]
-    beats = rb.beats()[: 100 + steps]
-    states = [PatientClasses() for _ in range(beds)]
-    t0, n = 0.0, 0
-    for k in range(len(beats)):
-        if k == 100:
-            t0, n = time.process_time(), 0
-        f = beat_features(
-            states,
-            [beats[k]] * beds,
-            np.full(beds, rb.errors[k]),
-            np.full(beds, rb.refs[k]),
-            np.full(beds, rb.scores[k]),
-        )
-        engine.classifier.predict(f)
-        n += beds
-    return (time.process_time() - t0) / max(1, n) * 1e6
-
-
 def evaluate(records: list[str], data_dir: Path, model_dir: Path) -> dict[str, Any]:
     """Per-record and pooled figures of the live classifier."""
-    engine = make_engine(model_dir)
+    with tempfile.TemporaryDirectory(prefix="classes-") as tmp:
+        index = run_detector("classes", records, data_dir, model_dir, Path(tmp))
+        detections = {}
+        for name in records:
+            with np.load(index["files"][name], allow_pickle=False) as z:
+                detections[name] = (z["samples"], z["classes"].tolist())
     total: dict[str, int] = {}
     per: dict[str, Any] = {}
     for name in records:
-        pairs = record_counts(engine, name, data_dir)
+        pairs = record_counts(name, data_dir, *detections[name])
         for k, n in pairs.items():
             total[k] = total.get(k, 0) + n
         per[name] = {**gross(pairs), "pairs": pairs}
@@ -138,13 +92,9 @@ def evaluate(records: list[str], data_dir: Path, model_dir: Path) -> dict[str, A
         "records": per,
         "record_names": records,
         "data_dir": str(data_dir),
-        "classifier_sha256": engine.classifier.manifest["model_sha256"]
-        if engine.classifier
-        else None,
+        "classifier_sha256": load_manifest(model_dir)["model_sha256"],
         "definitions": __doc__.split("Gross statistics", 1)[1].strip(),
-        "classifier_us_per_beat_batch64": round(
-            time_classifier(engine, records[0], data_dir, model_dir), 1
-        ),
+        "classifier_us_per_beat_batch64": round(index["classifier_us_per_beat_batch64"], 1),
     }
 
 
