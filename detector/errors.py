@@ -1,10 +1,13 @@
 """Typed errors of the detector's cores, so callers tell error kinds apart by type, not by text.
 
-Each carries `reason`, the slug the engine counts it under in `ecg_detector_bad_messages_total`.
-They subclass ValueError: code that catches ValueError (the HTTP upload path) still does.
+Each carries `reason`, the slug the engine counts it under in `ecg_detector_bad_messages_total`
+(given in the class statement). They subclass ValueError: code that catches ValueError (the
+HTTP upload path) still does.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ChunkRejected(ValueError):
@@ -12,14 +15,14 @@ class ChunkRejected(ValueError):
 
     reason = "bad_chunk"
 
+    def __init_subclass__(cls, reason: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reason = reason
 
-class UnsupportedRate(ChunkRejected):
+
+class UnsupportedRate(ChunkRejected, reason="unsupported_fs"):
     """The chunk's sampling rate is outside the range the QRS detector supports."""
 
-    reason = "unsupported_fs"
 
-
-class MissingLead(ChunkRejected):
+class MissingLead(ChunkRejected, reason="bad_leads"):
     """The chunk lacks the lead the pipeline analyses."""
-
-    reason = "bad_leads"
