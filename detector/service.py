@@ -21,8 +21,9 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -119,11 +120,11 @@ class DetectorService:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = DetectorMetrics(self.registry)
         if scorer is None:
-            onnx = OnnxScorer(config.model_dir)
+            onnx = OnnxScorer(Path(config.model_dir))
             scorer = onnx
             anomaly = anomaly or AnomalyConfig.from_manifest(onnx.manifest)
             # the beat-class network lives next to the autoencoder; refused when it mismatches
-            classifier = classifier or BeatClassifier(config.model_dir)
+            classifier = classifier or BeatClassifier(Path(config.model_dir))
         if anomaly is None:
             raise ValueError("anomaly config is needed with a custom scorer")
         self.engine = DetectorEngine(
@@ -214,9 +215,8 @@ class DetectorService:
 
     def _on_message(self, _client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
         # same thread as the network loop: no queue, no GIL hand-over per message
-        self._outbox += self.engine.handle(
-            msg.topic, msg.payload, time.monotonic(), bool(msg.retain)
-        )
+        payload = cast(bytes, msg.payload)  # paho hands over bytes; its stubs add bytearray
+        self._outbox += self.engine.handle(msg.topic, payload, time.monotonic(), bool(msg.retain))
 
     def _profiled(self, name: str, target: Callable[[], None]) -> None:
         """Run a thread's body, under cProfile when `cprofile_out` is set (benchmarks)."""
@@ -373,86 +373,100 @@ def _score_request(service: DetectorService, body: bytes) -> dict[str, Any]:
     }
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """/metrics, /healthz and POST /v1/score of one `DetectorService` (set by `_handler`)."""
+
+    service: DetectorService
+    server_version = "ecg-detector"
+    timeout = HTTP_TIMEOUT_S  # a client that stops sending never holds a handler
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("http: " + format, *args)
+
+    def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(code)
+        self._send_rest(body, ctype)
+
+    def _send_rest(self, body: bytes, ctype: str = "application/json") -> None:
+        """Headers after the status line (and any header of the caller's), then the body."""
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in SECURITY_HEADERS:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, code: int, doc: Any) -> None:
+        self._send(code, json.dumps(doc, separators=(",", ":")).encode())
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, generate_latest(self.service.registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            ok, doc = self.service.healthy()
+            self._json(200 if ok else 503, doc)
+        else:
+            self._json(404, {"error": f"no such path {path}"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        if path != "/v1/score":
+            self._json(404, {"error": f"no such path {path}"})
+            return
+        self.close_connection = True  # a refused body is never read: do not reuse the socket
+        if not self._authorised():
+            return
+        body = self._body()
+        if body is None:
+            return
+        try:
+            self._json(200, _score_request(self.service, body))
+        except ValueError as exc:
+            self._json(400, {"error": str(exc)})
+        except Exception:
+            log.exception("scoring an upload failed")
+            self._json(500, {"error": "internal error while scoring"})
+
+    def _authorised(self) -> bool:
+        """The bearer token matches (constant time); else 401 sent and counted."""
+        given = self.headers.get("Authorization", "")
+        given = given[7:].strip() if given[:7].lower() == "bearer " else ""
+        if hmac.compare_digest(given.encode("utf-8", "replace"), self.service.token.encode()):
+            return True
+        self.service.metrics.bad_messages.labels("http_auth").inc()
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", "Bearer")
+        self._send_rest(b'{"error":"missing or wrong token"}')
+        return False
+
+    def _body(self) -> bytes | None:
+        """The request body, read only with a sane Content-Length; else None, the error sent."""
+        if self.headers.get("Transfer-Encoding"):
+            self._json(411, {"error": "send the body with a Content-Length, not chunked"})
+            return None
+        raw = self.headers.get("Content-Length", "")
+        if not raw.strip().isdigit():  # also refuses a negative length
+            self._json(411, {"error": "a Content-Length of 0 or more bytes is required"})
+            return None
+        length = int(raw)
+        if length > MAX_BODY_BYTES:
+            self._json(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"})
+            return None
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self._json(408, {"error": "the body did not arrive in time"})
+            return None
+        if len(body) < length:
+            self._json(400, {"error": f"body ended after {len(body)} of {length} bytes"})
+            return None
+        return body
+
+
 def _handler(service: DetectorService) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "ecg-detector"
-        timeout = HTTP_TIMEOUT_S  # a client that stops sending never holds a handler
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            log.debug("http: " + format, *args)
-
-        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in SECURITY_HEADERS:
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _send_rest(self, body: bytes) -> None:
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in SECURITY_HEADERS:
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, doc: Any) -> None:
-            self._send(code, json.dumps(doc, separators=(",", ":")).encode())
-
-        def do_GET(self) -> None:  # noqa: N802
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(service.registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                ok, doc = service.healthy()
-                self._json(200 if ok else 503, doc)
-            else:
-                self._json(404, {"error": f"no such path {path}"})
-
-        def do_POST(self) -> None:  # noqa: N802
-            path = self.path.split("?", 1)[0]
-            if path != "/v1/score":
-                self._json(404, {"error": f"no such path {path}"})
-                return
-            self.close_connection = True  # a refused body is never read: do not reuse the socket
-            given = self.headers.get("Authorization", "")
-            given = given[7:].strip() if given[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(given.encode("utf-8", "replace"), service.token.encode()):
-                service.metrics.bad_messages.labels("http_auth").inc()
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", "Bearer")
-                self._send_rest(b'{"error":"missing or wrong token"}')
-                return
-            if self.headers.get("Transfer-Encoding"):
-                self._json(411, {"error": "send the body with a Content-Length, not chunked"})
-                return
-            raw = self.headers.get("Content-Length", "")
-            if not raw.strip().isdigit():  # also refuses a negative length
-                self._json(411, {"error": "a Content-Length of 0 or more bytes is required"})
-                return
-            length = int(raw)
-            if length > MAX_BODY_BYTES:
-                self._json(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"})
-                return
-            try:
-                body = self.rfile.read(length)
-            except TimeoutError:
-                self._json(408, {"error": "the body did not arrive in time"})
-                return
-            if len(body) < length:
-                self._json(400, {"error": f"body ended after {len(body)} of {length} bytes"})
-                return
-            try:
-                self._json(200, _score_request(service, body))
-            except ValueError as exc:
-                self._json(400, {"error": str(exc)})
-            except Exception:
-                log.exception("scoring an upload failed")
-                self._json(500, {"error": "internal error while scoring"})
-
-    return Handler
+    """The HTTP handler class of `service` (the stdlib server makes one per request)."""
+    return type("Handler", (_Handler,), {"service": service})
 
 
 def main(argv: list[str] | None = None) -> int:
