@@ -31,8 +31,9 @@ from numpy.typing import ArrayLike
 
 from detector.qrs_filter import BandPass
 from detector.qrs_input import as_samples, finite_runs, first_change, flat_onset
+from ecgcommon.limits import MAX_FS_HZ, MIN_FS_HZ
 
-MIN_FS, MAX_FS = 100.0, 2000.0
+MIN_FS, MAX_FS = MIN_FS_HZ, MAX_FS_HZ  # the one range every service accepts (limits.py)
 
 
 @dataclass(frozen=True)

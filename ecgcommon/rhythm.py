@@ -15,12 +15,16 @@ Features of beat i (RR_i = time from beat i-1 to beat i):
 - `short_ratio`: RR_i / median of the last `short` (8) RR intervals: prematurity against the
   immediate rhythm, robust to a few ectopic intervals.
 Before enough history exists the ratios are neutral (1.0) and `valid` is False.
+
+`heart_rate_bpm` is the one heart-rate averaging rule (60 / mean RR) of the alarm policy and the
+dashboard.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,3 +121,11 @@ def rhythm_features(peaks: np.ndarray, fs: float, history: int = DEFAULT_HISTORY
     for i, p in enumerate(np.asarray(peaks, dtype=np.int64)):
         out[i] = tracker.update(int(p), fs).as_array()
     return out
+
+
+def heart_rate_bpm(rr_s: Collection[float]) -> float:
+    """Heart rate in bpm over RR intervals in seconds: 60 / their mean (not the mean of the
+    instantaneous rates, which over-weights short intervals). `rr_s` must not be empty."""
+    if not rr_s:
+        raise ValueError("heart_rate_bpm needs at least one RR interval")
+    return 60.0 / (sum(rr_s) / len(rr_s))

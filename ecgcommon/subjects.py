@@ -12,12 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ecgcommon.topics import KINDS, PREFIX, VERSION, TopicError, parse_topic
+from ecgcommon.topics import (
+    INPUT_KINDS,
+    KINDS,
+    PREFIX,
+    VERSION,
+    TopicError,
+    parse_topic,
+)
 
 PARTITIONS = 8  # default partition count; the server's mapping and the workers must agree
 PART = "part"
-INPUT_KINDS = ("samples", "status")  # partitioned, consumed by the detector workers
-OUTPUT_KINDS = ("beats", "events")  # the detector's results, consumed durably by alerting
+# topics.INPUT_KINDS are partitioned, consumed by the detector workers; topics.OUTPUT_KINDS (the
+# detector's results) are consumed durably by alerting.
 IN_STREAM = "ECG_IN"  # part.> : device samples and status, in order per partition
 OUT_STREAM = "ECG_OUT"  # ecg.v1.*.*.* : results (and alarms), deduplicated by message id
 LEASES = "ecg_leases"  # KV: partition -> owning worker, with a TTL

@@ -14,7 +14,10 @@ from ecgcommon.limits import MAX_NAME_CHARS, valid_name
 PREFIX = "ecg"
 VERSION = "v1"
 DEFAULT_WARD = "ward-a"  # the ward every service uses unless told otherwise (ECG_WARD)
-KINDS: tuple[str, ...] = ("samples", "beats", "events", "status")
+SAMPLES, BEATS, EVENTS, STATUS = "samples", "beats", "events", "status"  # the topic kinds
+KINDS: tuple[str, ...] = (SAMPLES, BEATS, EVENTS, STATUS)
+INPUT_KINDS: tuple[str, ...] = (SAMPLES, STATUS)  # what devices publish: the detector's input
+OUTPUT_KINDS: tuple[str, ...] = (BEATS, EVENTS)  # the detector's results, consumed by alerting
 _FORBIDDEN = frozenset("/+#\x00")
 
 
@@ -57,19 +60,19 @@ def topic(ward: str, bed: str, kind: str) -> str:
 
 
 def samples_topic(ward: str, bed: str) -> str:
-    return topic(ward, bed, "samples")
+    return topic(ward, bed, SAMPLES)
 
 
 def beats_topic(ward: str, bed: str) -> str:
-    return topic(ward, bed, "beats")
+    return topic(ward, bed, BEATS)
 
 
 def events_topic(ward: str, bed: str) -> str:
-    return topic(ward, bed, "events")
+    return topic(ward, bed, EVENTS)
 
 
 def status_topic(ward: str, bed: str) -> str:
-    return topic(ward, bed, "status")
+    return topic(ward, bed, STATUS)
 
 
 def subscription(kind: str, ward: str = "+", bed: str = "+") -> str:

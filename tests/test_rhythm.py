@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 
-from ecgcommon.rhythm import NEUTRAL, RRTracker, rhythm_features
+from ecgcommon.rhythm import NEUTRAL, RRTracker, heart_rate_bpm, rhythm_features
 
 
 def test_premature_beat_and_compensatory_pause() -> None:
@@ -58,3 +60,11 @@ def test_bad_input_and_reset() -> None:
         RRTracker(history=1)
     t.reset()
     assert t.update(50, 360.0) == NEUTRAL
+
+
+def test_heart_rate_is_60_over_the_mean_rr() -> None:
+    assert heart_rate_bpm([1.0]) == 60.0
+    # 60 / mean(0.5, 1.0) = 80 bpm, not the mean of the instantaneous rates (90 bpm)
+    assert heart_rate_bpm(deque([0.5, 1.0], maxlen=4)) == pytest.approx(80.0)
+    with pytest.raises(ValueError, match="RR"):
+        heart_rate_bpm([])
