@@ -26,12 +26,15 @@ import tomllib
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ecgcommon import provision as prov
-from tests.conftest import Broker, SecureBroker
-from tests.test_ward import ward
+from tests.helpers.broker import Broker, SecureBroker
+from tests.helpers.ward import load_ward_module
+
+ward = load_ward_module()
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -328,6 +331,7 @@ def test_broker_healthcheck_logs_in_with_the_healthcheck_account(
     assert done.returncode != 0
 
 
+@pytest.mark.slow
 def test_healthcheck_script_http(tmp_path: Path) -> None:
     codes = {"/healthz": 200, "/degraded": 503}
 
@@ -350,6 +354,7 @@ def test_healthcheck_script_http(tmp_path: Path) -> None:
     assert _run_healthcheck(f"{base}/healthz") == 1  # nothing listening
 
 
+@pytest.mark.slow
 def test_healthcheck_script_mqtt_status(broker: Broker, unique_ward: str) -> None:
     url = f"mqtt://{broker.host}:{broker.port}/ecg/v1/{unique_ward}/+/status"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hc-{unique_ward}")

@@ -6,21 +6,16 @@ view. Screenshots go to /tmp for a human to look at."""
 from __future__ import annotations
 
 import base64
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
-from prometheus_client import CollectorRegistry
+from playwright.sync_api import Browser, Page
 
 from alerting.service import AlertingService
 from alerting.store import AlarmStore
-from detector.config import DetectorConfig
-from detector.service import DetectorService
 from ecgcommon.records import load_record
-from tests.alerting_harness import (
+from tests.helpers.alerting import (
     TOKEN,
     WardFeeder,
     get_json,
@@ -29,31 +24,22 @@ from tests.alerting_harness import (
     running_alerting,
     wait_for,
 )
+from tests.helpers.browser import ChromiumMissing, chromium
+from tests.helpers.detector import detector_config, running_detector
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SHOTS = Path("/tmp")
+pytestmark = pytest.mark.slow  # a real Chromium: seconds per test
 # bed -> (heart rate bpm, every n-th beat anomalous; 0 = none)
 BEDS = {"1": (72.0, 0), "2": (80.0, 4), "3": (170.0, 0), "4": (60.0, 0)}
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing; run scripts/install-system-deps.sh")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
+    try:
+        with chromium() as b:
+            yield b
+    except ChromiumMissing as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -103,7 +89,7 @@ def test_waveforms_move_and_an_alarm_is_acknowledged(browser: Browser, ward) -> 
     page.wait_for_function("() => window.__ecg.framesDrawn > 20 && window.__ecg.samplesIn > 500")
     before = _canvas_png(page, "1")
     drawn = page.evaluate("window.__ecg.framesDrawn")
-    page.wait_for_timeout(700)
+    wait_for(lambda: _canvas_png(page, "1") != before)  # the next samples drawn
     assert _canvas_png(page, "1") != before
     assert page.evaluate("window.__ecg.framesDrawn") > drawn
     # heart rate numbers
@@ -152,7 +138,7 @@ def test_bed_detail_shows_the_explainability_view(browser: Browser, ward) -> Non
     page = _open(browser, svc.port)
     page.wait_for_function("() => document.querySelectorAll('.tile').length === 4")
     # wait until bed 2 has had an anomalous beat, then open its detail
-    page.wait_for_timeout(3500)
+    wait_for(lambda: any(b["cls"] == "V" for b in get_json(svc.port, "/api/beds/2")["beats"]))
     page.click('.tile[data-bed="2"]')
     page.wait_for_selector("#beat-list li.anomalous.selected", timeout=10000)
     page.wait_for_function(
@@ -227,20 +213,7 @@ def test_tiles_show_the_rhythm_and_beats_their_class(browser: Browser, ward) -> 
 @pytest.fixture
 def scoring_ward(broker, unique_ward, tmp_path: Path) -> Iterator[AlertingService]:
     """The alerting service with the real detector behind its upload."""
-    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
-    det = DetectorService(
-        DetectorConfig(
-            host=broker.host,
-            port=broker.port,
-            ward=f"det-{uuid.uuid4().hex[:6]}",
-            http_host="127.0.0.1",
-            http_port=0,
-            model_dir=model_dir,
-        ),
-        registry=CollectorRegistry(),
-    )
-    det.start()
-    try:
+    with running_detector(detector_config(broker)) as det:
         cfg = make_config(
             broker,
             unique_ward,
@@ -250,8 +223,6 @@ def scoring_ward(broker, unique_ward, tmp_path: Path) -> Iterator[AlertingServic
         )
         with running_alerting(cfg) as svc:
             yield svc
-    finally:
-        det.stop()
 
 
 def test_upload_from_the_dashboard(

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
-from tests.alerting_harness import TOKEN, WardFeeder, make_config, running_alerting
-from tests.test_dashboard_browser import ARGS, CHROMIUM
+from tests.helpers.alerting import TOKEN, WardFeeder, make_config, running_alerting
+from tests.helpers.browser import ChromiumMissing, chromium
 
 SOAK_S = float(os.environ.get("ECG_SOAK_S", "20"))
 SPEED = 4.0
@@ -32,10 +32,11 @@ BEDS = {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
+    try:
+        with chromium() as b:
+            yield b
+    except ChromiumMissing as exc:
+        pytest.fail(str(exc))
 
 
 def _metrics(cdp) -> dict[str, float]:

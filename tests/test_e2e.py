@@ -7,29 +7,25 @@ ventricular (V) beats must raise anomaly events.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 import wfdb.processing as wp
 
 from detector.qrs import QRSDetector
 from ecgcommon.aami import aami_class
-from ecgcommon.protocol import decode_beats, decode_event
 from ecgcommon.records import load_record
-from ecgcommon.topics import parse_topic, subscription
 from streamer.core import Source
-from tests.conftest import Broker, free_port
+from tests.helpers.broker import Broker
+from tests.helpers.mqtt import WardListener
+from tests.helpers.ports import free_port
+from tests.helpers.procs import ROOT, alive, service_argv, service_env
+from tests.helpers.waits import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ("100", "119", "208")  # bed 01, 02, 03 (stride 0: each from its start)
 DURATION_S = 300
 SPEED = 60
@@ -44,117 +40,74 @@ def _score(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_streamer_broker_detector(broker: Broker, unique_ward: str, data_dir: Path) -> None:
-    beats: dict[str, list] = {}
-    events: list = []
-    lock = threading.Lock()
-    ready = threading.Event()
-
-    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        t = parse_topic(msg.topic)
-        with lock:
-            if t.kind == "beats":
-                beats.setdefault(t.bed, []).extend(decode_beats(msg.payload))
-            else:
-                events.append(decode_event(msg.payload))
-
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    topics = [(subscription(kind, ward=unique_ward), 1) for kind in ("beats", "events")]
-    sub.on_connect = lambda c, *_: c.subscribe(topics)
-    sub.on_subscribe = lambda *_: ready.set()
-    sub.on_message = on_message
-    sub.connect(broker.host, broker.port)
-    sub.loop_start()
-    assert ready.wait(5)
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    sub = WardListener(broker, unique_ward)
     http_port = free_port()
     detector = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
+        service_argv(
             "detector",
-            "--host",
-            broker.host,
-            "--port",
-            str(broker.port),
-            "--ward",
+            broker,
             unique_ward,
-            "--http-host",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--qos-in",
-            "1",
-            "--qos-beats",
-            "1",
-        ],
+            *("--http-host", "127.0.0.1", "--http-port", str(http_port)),
+            *("--qos-in", "1", "--qos-beats", "1"),
+        ),
         cwd=ROOT,
-        env=env,
+        env=service_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    metrics_url = f"http://127.0.0.1:{http_port}/metrics"
+
+    def published_events() -> float:
+        """What the detector says it has published (its /metrics)."""
+        with urllib.request.urlopen(metrics_url, timeout=5) as resp:
+            lines = resp.read().decode().splitlines()
+        prefix = "ecg_detector_events_total{"
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(prefix))
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert detector.poll() is None, detector.stdout.read().decode()
-                time.sleep(0.2)
+        wait_until(
+            lambda: published_events() >= 0,
+            60,
+            "the detector's /metrics",
+            check=alive(detector, lambda: detector.stdout.read().decode()),
+            ignore=(OSError,),
+        )
         streamer = subprocess.run(
-            [
-                sys.executable,
-                "-m",
+            service_argv(
                 "streamer",
-                "--host",
-                broker.host,
-                "--port",
-                str(broker.port),
-                "--ward",
+                broker,
                 unique_ward,
-                "--records",
-                *RECORDS,
-                "--beds",
-                str(len(RECORDS)),
-                "--stride-s",
-                "0",
-                "--duration-s",
-                str(DURATION_S),
-                "--speed",
-                str(SPEED),
-                "--qos",
-                "1",
-                "--data-dir",
-                str(data_dir),
-                "--http-port",
-                "0",
-            ],
+                *("--records", *RECORDS, "--beds", str(len(RECORDS)), "--stride-s", "0"),
+                *("--duration-s", str(DURATION_S), "--speed", str(SPEED), "--qos", "1"),
+                *("--data-dir", str(data_dir), "--http-port", "0"),
+            ),
             cwd=ROOT,
-            env=env,
+            env=service_env(),
             capture_output=True,
             timeout=120,
         )
         assert streamer.returncode == 0, streamer.stdout.decode() + streamer.stderr.decode()
 
         def settled() -> bool:
-            with lock:
-                return all(
-                    b in beats and beats[b][-1].sample > (DURATION_S - 3) * FS
-                    for b in ("01", "02", "03")
-                )
+            return all(
+                (b := sub.beats_of(bed)) and b[-1].sample > (DURATION_S - 3) * FS
+                for bed in ("01", "02", "03")
+            )
 
-        deadline = time.monotonic() + 60
-        while not settled() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)
-        assert settled(), {b: len(v) for b, v in beats.items()}
+        def caught_up() -> bool:  # read ours first: then every event counted there is here
+            ours = len(sub.events)
+            return settled() and ours >= published_events()
+
+        sub.wait_for(settled, 60, "the last beats of every bed")
+        wait_until(caught_up, 30, "every event the detector published")
+        assert settled(), {b: len(sub.beats_of(b)) for b in ("01", "02", "03")}
     finally:
         detector.send_signal(signal.SIGTERM)
         out, _ = detector.communicate(timeout=20)
-        sub.disconnect()
-        sub.loop_stop()
+        sub.close()
     assert detector.returncode == 0, out.decode()[-3000:]
+    beats = {bed: sub.beats_of(bed) for bed in ("01", "02", "03")}
+    events = sub.events
 
     end = (DURATION_S - 1) * FS  # the last second: windows still incomplete when streams end
     total_anomalies_on_v = total_v = 0

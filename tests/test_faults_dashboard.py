@@ -11,22 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from tests.alerting_harness import TOKEN, WardFeeder
-from tests.test_faults_mosquitto import Chain
+from tests.helpers.alerting import TOKEN, WardFeeder
+from tests.helpers.browser import ChromiumMissing, chromium
+from tests.helpers.chain import Chain
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 pytestmark = pytest.mark.slow
 
 LIVE = """() => window.__ecg.live && document.querySelector('#conn').textContent === 'LIVE'
@@ -39,12 +29,11 @@ OFFLINE = """() => !window.__ecg.live && document.querySelector('#conn').textCon
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing; run scripts/install-system-deps.sh")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
+    try:
+        with chromium() as b:
+            yield b
+    except ChromiumMissing as exc:
+        pytest.fail(str(exc))
 
 
 def _offline_within(page: Page, seconds: float) -> float:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ecgcommon import protocol
-from tests.alerting_harness import (
+from tests.helpers.alerting import (
     Publisher,
     beat,
     ecg_like,

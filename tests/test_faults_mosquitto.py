@@ -7,10 +7,7 @@ fell in its outage; a dead broker makes /healthz unhealthy and the dashboard OFF
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,144 +15,11 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.alerting_harness import (
-    TOKEN,
-    Publisher,
-    beat,
-    get_json,
-    http,
-    metric_value,
-    wait_for,
-)
-from tests.conftest import Broker, free_port, start_mosquitto
+from tests.helpers.alerting import TOKEN, Publisher, beat, get_json, metric_value, wait_for
+from tests.helpers.chain import RECORDS, Chain
 
-ROOT = Path(__file__).resolve().parent.parent
 FS = 360.0
-RECORDS = ("100", "103")  # sinus rhythm: no real pause or asystole in their first minutes
 pytestmark = pytest.mark.slow
-
-
-class Chain:
-    """A real Mosquitto and real services as subprocesses, each killable and restartable."""
-
-    def __init__(self, tmp: Path, ward: str) -> None:
-        self.tmp, self.ward = tmp, ward
-        self.mqtt_port = free_port()
-        self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\n"
-            "persistence false\nmax_queued_messages 100000\n"
-        )
-        self.broker = Broker("127.0.0.1", self.mqtt_port)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.alerting_port = free_port()
-        self.detector_port = free_port()
-        self.start_broker()
-
-    def start_broker(self) -> None:
-        self.procs["mosquitto"] = start_mosquitto(self.conf, self.mqtt_port)
-
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        with open(self.tmp / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", *argv],
-                cwd=ROOT,
-                env={**os.environ, **(env or {})},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def start_detector(self) -> None:
-        self._spawn(
-            "detector",
-            [
-                "detector",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.mqtt_port),
-                "--ward",
-                self.ward,
-                "--http-host",
-                "127.0.0.1",
-                "--http-port",
-                str(self.detector_port),
-            ],
-            {"ECG_DETECTOR_TOKEN": "t" * 24},
-        )
-
-    def start_alerting(self) -> None:
-        self._spawn(
-            "alerting",
-            ["alerting"],
-            {
-                "MQTT_HOST": "127.0.0.1",
-                "MQTT_PORT": str(self.mqtt_port),
-                "ECG_WARD": self.ward,
-                "ALERTING_PORT": str(self.alerting_port),
-                "ALERTING_TOKEN": TOKEN,
-                "ALERTING_DB": str(self.tmp / "alarms.db"),
-            },
-        )
-
-    def start_streamer(self, data_dir: Path) -> None:
-        self._spawn(
-            "streamer",
-            [
-                "streamer",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.mqtt_port),
-                "--ward",
-                self.ward,
-                "--beds",
-                str(len(RECORDS)),
-                "--records",
-                *RECORDS,
-                "--speed",
-                "1",
-                "--data-dir",
-                str(data_dir),
-                "--http-host",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-            ],
-        )
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[name]
-        proc.send_signal(sig)
-        if sig == signal.SIGKILL:
-            proc.wait(10)
-
-    def healthz(self, port: int) -> int:
-        try:
-            return http(port, "/healthz", token=None)[0]
-        except OSError:
-            return 0
-
-    def wait_healthy(self, port: int, timeout: float = 60.0) -> None:
-        wait_for(lambda: self.healthz(port) == 200, timeout=timeout, every=0.2)
-
-    def beats_seen(self, bed: str) -> float:
-        return metric_value(self.alerting_port, "ecg_bed_beats_total", bed=bed)
-
-    def alarms(self, **query: str) -> list[dict]:
-        q = "&".join(f"{k}={v}" for k, v in query.items())
-        return get_json(self.alerting_port, f"/api/alarms?limit=1000&{q}")["alarms"]
-
-    def log(self, name: str) -> str:
-        path = self.tmp / f"{name}.log"
-        return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
 
 
 @pytest.fixture
@@ -402,7 +266,7 @@ def test_a_restored_alarm_whose_cause_goes_on_is_not_ended_at_the_restore_grace(
         while time.monotonic() < ticks:
             found = [a for a in chain.alarms() if a["type"] == "tachy"]
             assert [(a["id"], a["state"]) for a in found] == [(tachy["id"], "active")], found
-            time.sleep(0.25)
+            time.sleep(0.25)  # watched over wall-clock ticks: staying open is what is tested
     finally:
         pub.close()
 

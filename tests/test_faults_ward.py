@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_ward import RunningWard, _get, _line_of, _metric
+from tests.helpers.ward import RunningWard
+from tests.helpers.ward import get as _get
+from tests.helpers.ward import metric_sum as _metric
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +32,6 @@ def _child_pid(parent: int, module: str) -> int:
     raise AssertionError(f"no child `-m {module}` of {parent}")
 
 
-def _wait(cond, timeout: float, what: str, run: RunningWard) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert run.proc.poll() is None, "the ward exited:\n" + "\n".join(run.lines)
-        assert time.monotonic() < deadline, f"{what}:\n" + "\n".join(run.lines)
-        time.sleep(0.2)
-
-
 def test_ward_restarts_a_killed_detector_and_goes_on(tmp_path: Path, data_dir: Path) -> None:
     run = RunningWard(
         tmp_path,
@@ -55,16 +48,11 @@ def test_ward_restarts_a_killed_detector_and_goes_on(tmp_path: Path, data_dir: P
     )
     try:
         run.wait_banner()
-        detector = next(u for u in run.urls("metrics:") if "(detector)" in _line_of(run, u))
+        detector = next(u for u in run.urls("metrics:") if "(detector)" in run.line_of(u))
         health = detector.replace("/metrics", "/healthz")
         old = _child_pid(run.proc.pid, "detector")
         os.kill(old, signal.SIGKILL)
-        _wait(
-            lambda: any(ln.startswith("ward: restarting detector") for ln in run.lines),
-            20,
-            "the dead detector was not restarted",
-            run,
-        )
+        run.output.wait_line(r"^ward: restarting detector", 20, "the dead detector restarted")
         assert any("detector exited unexpectedly (code -9)" in ln for ln in run.lines)
         assert _child_pid(run.proc.pid, "detector") != old
 
@@ -77,7 +65,7 @@ def test_ward_restarts_a_killed_detector_and_goes_on(tmp_path: Path, data_dir: P
             except OSError:
                 return False
 
-        _wait(scoring, 90, "the restarted detector does not score beats", run)
+        run.wait(scoring, 90, "the restarted detector scoring beats")
         assert run.proc.poll() is None  # the ward goes on
         assert run.interrupt() == 0, "\n".join(run.lines)
     finally:

@@ -16,6 +16,7 @@ queries `<expr>` without the threshold: the rule's input must exist, whatever it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,8 +36,12 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Broker, free_port
-from tests.test_ward import ward
+from tests.helpers.broker import Broker
+from tests.helpers.ports import free_port
+from tests.helpers.waits import WaitTimeout, wait_until
+from tests.helpers.ward import load_ward_module
+
+ward = load_ward_module()
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -162,20 +167,26 @@ def _wait(
     procs: Sequence[subprocess.Popen[bytes]] = (),
 ) -> object:
     """Poll `ok` until it returns something true; fail with the logs (at once if a child died)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
-        try:
-            value = ok()
-            if value:
-                return value
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.5)
-    tails = "\n".join(
-        f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in sorted(logs.glob("*.log"))
-    )
-    codes = [p.returncode for p in procs if p.poll() is not None]
-    pytest.fail(f"gave up waiting for {what} (exited: {codes})\n{tails}")
+
+    def give_up() -> None:
+        tails = "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+            for p in sorted(logs.glob("*.log"))
+        )
+        codes = [p.returncode for p in procs if p.poll() is not None]
+        pytest.fail(f"gave up waiting for {what} (exited: {codes})\n{tails}")
+
+    def exited() -> None:
+        if any(p.poll() is not None for p in procs):
+            give_up()
+
+    try:  # a scrape or query a second: Prometheus is not hurried
+        return wait_until(
+            ok, timeout, what, interval=0.5, check=exited, ignore=(OSError, ValueError)
+        )
+    except WaitTimeout:
+        give_up()
+        raise
 
 
 def prometheus_config(ports: dict[str, int], prom_port: int) -> dict:
@@ -328,9 +339,8 @@ def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
         missing[:] = empty()
         return not missing
 
-    deadline = time.monotonic() + 60
-    while not all_have_data() and time.monotonic() < deadline:
-        time.sleep(1)
+    with contextlib.suppress(WaitTimeout):  # the assertion below names what is missing
+        wait_until(all_have_data, 60, "data for every query", interval=1.0)
     assert not missing, "queries without data:\n" + "\n".join(missing)
 
     # Every target is up and every rule evaluates without error.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import wfdb.processing as wp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.signal import butter, sosfilt
@@ -42,6 +43,30 @@ def matched(ref: np.ndarray, test: np.ndarray, tol: int = round(0.15 * FS)) -> i
     return int(np.sum(near <= tol))
 
 
+def assert_finds_the_reference(
+    rec: Record, peaks: np.ndarray, n: int, skip: tuple[tuple[int, int], ...] = ()
+) -> None:
+    """`peaks` (found in the first `n` samples of `rec`) match the reference beats within
+    150 ms with Se and +P > 0.99 (wfdb's matcher). Left out: the first learning seconds, the
+    last max_delay_s (beats not decided yet when the input ends) and each `skip` span of
+    trouble (from 1 s before it to 1 s after the re-learning that follows it)."""
+    cfg = QRSConfig()
+    learn, margin = round(cfg.learn_s * FS), round(FS)
+    spans = [(0, 0), *skip, (n - round((cfg.max_delay_s + 0.15) * FS), n + margin)]
+
+    def kept(s: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(s), bool)
+        for lo, hi in spans:
+            keep &= ~((s >= lo - margin) & (s < hi + learn + margin))
+        return s[keep]
+
+    ref, found = kept(ref_beats(rec, 0, n)), kept(np.asarray(peaks, np.int64))
+    assert len(ref) > 10, "too short a stretch to judge"
+    cmp = wp.compare_annotations(ref, found, round(0.15 * FS))
+    se, ppv = cmp.tp / len(ref), cmp.tp / max(1, len(found))
+    assert se > 0.99 and ppv > 0.99, (se, ppv, len(ref), len(found))
+
+
 def feed_in(det: QRSDetector, x: np.ndarray, sizes: list[int]) -> np.ndarray:
     """Feed x in chunks of the given sizes (cycled), all R-peaks found."""
     out, i, k = [], 0, 0
@@ -51,6 +76,9 @@ def feed_in(det: QRSDetector, x: np.ndarray, sizes: list[int]) -> np.ndarray:
         i += n
         k += 1
     return np.concatenate(out) if out else np.empty(0, np.int64)
+
+
+TROUBLE = ((3000, 4800), (9000, 9003), (14000, 15000))  # what with_trouble() spoils
 
 
 def with_trouble(x: np.ndarray) -> np.ndarray:
@@ -85,6 +113,7 @@ def test_sample_by_sample_equals_whole_record(rec100: Record) -> None:
     x = with_trouble(rec100.lead(0)[: int(50 * FS)])
     whole = QRSDetector(FS).feed(x)
     np.testing.assert_array_equal(feed_in(QRSDetector(FS), x, [1]), whole)
+    assert_finds_the_reference(rec100, whole, len(x), TROUBLE)
 
 
 # ------------------------------------------------------------------------ output contract
@@ -109,6 +138,7 @@ def test_beats_are_int64_ascending_and_decided_within_the_delay_budget(rec208: R
 def test_detection_does_not_depend_on_amplitude(rec100: Record) -> None:
     x = rec100.lead(0)
     base = QRSDetector(FS).feed(x)
+    assert_finds_the_reference(rec100, base, len(x))
     for scale in (1024.0, 1 / 1024.0, -1.0):  # exact in floating point
         np.testing.assert_array_equal(QRSDetector(FS).feed(x * scale), base)
 
@@ -153,6 +183,7 @@ def test_empty_chunks_change_nothing(rec100: Record) -> None:
         out.append(det.feed([]))
         out.append(det.feed(x[i : i + 100]))
     np.testing.assert_array_equal(np.concatenate(out), QRSDetector(FS).feed(x))
+    assert_finds_the_reference(rec100, np.concatenate(out), len(x))
 
 
 @pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])

@@ -8,7 +8,6 @@ whole ward running on it."""
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import re
@@ -30,21 +29,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-WARD_PY = ROOT / "scripts" / "ward.py"
-
-
-def load_ward_module():
-    """scripts/ward.py is a script, not a package: load it by path."""
-    spec = importlib.util.spec_from_file_location("ward_script", WARD_PY)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ward_script"] = module
-    spec.loader.exec_module(module)
-    return module
-
+from tests.helpers.ports import free_port
+from tests.helpers.procs import ROOT, alive
+from tests.helpers.waits import Inbox, wait_until
+from tests.helpers.ward import WARD_PY, RunningWard, load_ward_module
+from tests.helpers.ward import get as _get
+from tests.helpers.ward import metric_sum as _metric
 
 ward = load_ward_module()
 
@@ -58,11 +48,7 @@ def amqtt_broker(tmp_path: Path) -> Iterator[int]:
     log = open(tmp_path / "amqtt.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(launch.argv, stdout=log, stderr=log, start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while not ward.Ward._up(launch):
-            assert proc.poll() is None, (tmp_path / "amqtt.log").read_text()
-            assert time.monotonic() < deadline, "amqtt did not listen"
-            time.sleep(0.1)
+        _wait_amqtt(launch, proc, tmp_path / "amqtt.log")
         yield port
     finally:
         proc.send_signal(signal.SIGINT)
@@ -72,6 +58,16 @@ def amqtt_broker(tmp_path: Path) -> Iterator[int]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _wait_amqtt(launch: object, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the ward's embedded broker listens; at once with its log if it exited."""
+    wait_until(
+        lambda: ward.Ward._up(launch),
+        20,
+        "amqtt listening",
+        check=alive(proc, lambda: log.read_text(errors="replace")),
+    )
 
 
 def _client(port: int, name: str, password: str | None = None) -> mqtt.Client:
@@ -147,19 +143,18 @@ def test_embedded_broker_serves_paho2_clients(amqtt_broker: int, unique_ward: st
 
     status = f"ecg/v1/{unique_ward}/b1/status"
     pub.publish(status, json.dumps({"state": "online"}), qos=1, retain=True).wait_for_publish(5)
-    late: list[tuple[str, bytes, bool]] = []
+    retained: Inbox[tuple[str, bytes, bool]] = Inbox()
     late_sub = _client(amqtt_broker, "late")
-    late_sub.on_message = lambda _c, _u, m: late.append((m.topic, m.payload, m.retain))
+    late_sub.on_message = lambda _c, _u, m: retained.put((m.topic, m.payload, m.retain))
     late_sub.subscribe(f"ecg/v1/{unique_ward}/+/status", qos=1)
-    deadline = time.monotonic() + 5
-    while not late and time.monotonic() < deadline:
-        time.sleep(0.05)
+    late = retained.wait_count(1, 5, "the retained status")
     assert late and late[0][0] == status and late[0][2] is True
     for c in (sub, pub, late_sub):
         c.loop_stop()
         c.disconnect()
 
 
+@pytest.mark.slow
 def test_embedded_broker_with_credentials_applies_the_acl(tmp_path: Path) -> None:
     """The ward's amqtt fallback with the provisioned accounts: anonymous and wrong passwords
     are refused; a device's samples reach the detector, its forged other-bed samples and beats
@@ -175,11 +170,7 @@ def test_embedded_broker_with_credentials_applies_the_acl(tmp_path: Path) -> Non
     proc = subprocess.Popen(launch.argv, stdout=log, stderr=log, start_new_session=True)
     clients: list[mqtt.Client] = []
     try:
-        deadline = time.monotonic() + 20
-        while not ward.Ward._up(launch):
-            assert proc.poll() is None, (tmp_path / "amqtt.log").read_text()
-            assert time.monotonic() < deadline, "amqtt did not listen"
-            time.sleep(0.1)
+        _wait_amqtt(launch, proc, tmp_path / "amqtt.log")
         assert _mqtt_refused(port)
         assert _mqtt_refused(port, "detector", "wrong")
         got: list[bytes] = []
@@ -230,75 +221,6 @@ def test_embedded_broker_with_credentials_applies_the_acl(tmp_path: Path) -> Non
         log.close()
 
 
-class RunningWard:
-    """`python scripts/ward.py ...` as a user runs it, its printed banner parsed."""
-
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.lines: list[str] = []
-        self.banner = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WARD_PY), "--free-ports", "--run-dir", str(tmp_path), *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("Ctrl-C stops the ward"):
-                self.banner.set()
-
-    def wait_banner(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.banner.wait(0.2):
-            assert self.proc.poll() is None, "ward exited:\n" + "\n".join(self.lines)
-            assert time.monotonic() < deadline, "no banner:\n" + "\n".join(self.lines)
-
-    def urls(self, prefix: str) -> list[str]:
-        return [
-            m.group(0)
-            for ln in self.lines
-            if ln.startswith(prefix)
-            for m in [re.search(r"http://\S+", ln)]
-            if m
-        ]
-
-    def interrupt(self, timeout: float = 60) -> int:
-        """Ctrl-C: SIGINT to the ward (its children run in their own sessions)."""
-        self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(timeout=timeout)
-        time.sleep(0.2)  # let the reader thread take the last lines
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _get(url: str, token: str = "") -> tuple[int, str]:
-    """GET with a cookie jar (the dashboard swaps `?token=` for a session cookie by a 303) and,
-    when given, the token as a bearer (alerting's /metrics wants it)."""
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with opener.open(urllib.request.Request(url, headers=headers), timeout=5) as resp:
-        return resp.status, resp.read().decode(errors="replace")
-
-
-def _metric(text: str, name: str) -> float:
-    """Sum of a metric's samples in a Prometheus text exposition."""
-    values = [
-        float(ln.split()[-1])
-        for ln in text.splitlines()
-        if ln.startswith(name) and (ln[len(name)] in " {")
-    ]
-    return sum(values)
-
-
 def _refused(url: str) -> bool:
     try:
         urllib.request.urlopen(url, timeout=2)
@@ -324,12 +246,11 @@ def _run_and_stop(ward_run: RunningWard, n_beds: int) -> None:
         for url in metrics:
             status, text = _get(url, token)
             assert status == 200 and "# TYPE ecg_" in text, url
-        detector = next(u for u in metrics if "(detector)" in _line_of(ward_run, u))
-        deadline = time.monotonic() + 60
-        while _metric(_get(detector)[1], "ecg_detector_beats_total") == 0:
-            assert time.monotonic() < deadline, "no beats scored:\n" + "\n".join(ward_run.lines)
-            time.sleep(0.5)
-        streamer = next(u for u in metrics if "(streamer)" in _line_of(ward_run, u))
+        detector = next(u for u in metrics if "(detector)" in ward_run.line_of(u))
+        ward_run.wait(
+            lambda: _metric(_get(detector)[1], "ecg_detector_beats_total") > 0, 60, "beats scored"
+        )
+        streamer = next(u for u in metrics if "(streamer)" in ward_run.line_of(u))
         assert _metric(_get(streamer)[1], "ecg_streamer_chunks_published_total") > 0
         assert _metric(_get(streamer)[1], "ecg_streamer_connected_beds") == n_beds
         # Every bed's device and every service got in with its own credential; nobody else.
@@ -355,10 +276,7 @@ def _run_and_stop(ward_run: RunningWard, n_beds: int) -> None:
         ward_run.kill()
 
 
-def _line_of(ward_run: RunningWard, url: str) -> str:
-    return next(ln for ln in ward_run.lines if url in ln)
-
-
+@pytest.mark.slow
 def test_ward_on_mosquitto_starts_answers_and_stops_on_ctrl_c(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -387,6 +305,7 @@ def test_ward_on_mosquitto_starts_answers_and_stops_on_ctrl_c(
         assert password not in logs and password not in output
 
 
+@pytest.mark.slow
 def test_ward_on_the_embedded_broker(tmp_path: Path, data_dir: Path) -> None:
     """Where Mosquitto is not installed: the same ward on amqtt, beats flowing end to end."""
     run = RunningWard(
@@ -420,6 +339,7 @@ def test_ward_without_data_explains_how_to_fetch_it(tmp_path: Path) -> None:
     assert str(empty) in done.stderr
 
 
+@pytest.mark.slow
 def test_make_ward_in_a_terminal_exits_0_on_ctrl_c(tmp_path: Path, data_dir: Path) -> None:
     """The README's command as a user runs it: `make ward` in a terminal, then Ctrl-C typed
     there (the terminal sends SIGINT to its foreground process group). The ward takes the
@@ -479,11 +399,13 @@ def test_make_ward_in_a_terminal_exits_0_on_ctrl_c(tmp_path: Path, data_dir: Pat
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 120
-        while "Ctrl-C stops the ward" not in "".join(out):
-            assert proc.poll() is None, "make ward exited:\n" + "".join(out)
-            assert time.monotonic() < deadline, "no banner:\n" + "".join(out)
-            time.sleep(0.2)
+        wait_until(
+            lambda: "Ctrl-C stops the ward" in "".join(out),
+            120,
+            "the banner of make ward",
+            check=alive(proc, lambda: "".join(out)),
+            detail=lambda: "".join(out),
+        )
         metrics = f"http://127.0.0.1:{ports['ALERTING_PORT']}/metrics"
         token = re.search(r"\?token=(\S+)", "".join(out))
         assert token, "".join(out)

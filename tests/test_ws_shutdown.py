@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
 from alerting.ws_protocol import ShutdownSafeWebSocketProtocol
+from tests.helpers.waits import wait_until_async
 
 
 class _Transport(asyncio.Transport):
@@ -69,10 +70,7 @@ async def _closing_connection(cls: type[WebSocketsSansIOProtocol]) -> WebSockets
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if proto.handshake_complete:
-            break
+    await wait_until_async(lambda: proto.handshake_complete, 1.0, "the websocket handshake")
     assert proto.handshake_complete
     proto.data_received(_client_close_frame())  # the client leaves; websockets answers it
     assert proto.conn.state is State.CLOSING
@@ -95,7 +93,11 @@ def test_shutdown_of_a_closing_websocket_does_not_raise() -> None:
         proto = await _closing_connection(ShutdownSafeWebSocketProtocol)
         proto.shutdown()
         assert proto.transport.is_closing()
-        await asyncio.sleep(0.05)  # the app saw the disconnect and returned
-        assert all(t.done() for t in asyncio.all_tasks() if t is not asyncio.current_task())
+
+        def others_done() -> bool:  # the app saw the disconnect and returned
+            return all(t.done() for t in asyncio.all_tasks() if t is not asyncio.current_task())
+
+        await wait_until_async(others_done, 1.0, "the app to return")
+        assert others_done()
 
     asyncio.run(main())

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
+from .mqtt import Address
 from .waits import Inbox, WaitTimeout
 
 
@@ -78,3 +82,17 @@ def alive(
             raise AssertionError(f"the child exited ({proc.returncode}):\n{output()}")
 
     return check
+
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: services run from here
+
+
+def service_argv(module: str, broker: Address, ward: str, *args: str) -> list[str]:
+    """`python -m <module> --host H --port P --ward W ...`: a service as a user starts it."""
+    where = ["--host", broker.host, "--port", str(broker.port), "--ward", ward]
+    return [sys.executable, "-m", module, *where, *args]
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """This environment, with the repository importable (and `extra` set)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
