@@ -10,12 +10,20 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from alerting.alarms import EPISODE_ALARMS, AlarmType, BeatInput, EpisodeInput, Priority
+from ecgcommon.rhythm import heart_rate_bpm
+from ecgcommon.settings import check_fields, masked_repr, nested, setting
 
 MAX_EVIDENCE_BEATS = 20
+
+
+def _bpm(default: float, env: str, flag: str, help: str) -> Any:
+    """A per-bed limit (> 0); its setting is the default of beds without limits of their own."""
+    unit = "bpm" if flag.endswith("bpm") else "per min"
+    return setting(default, env=env, flag=flag, unit=unit, gt=0, help=help)
 
 
 @dataclass(frozen=True)
@@ -23,16 +31,35 @@ class BedLimits:
     """Per-bed, nurse-adjustable limits: heart rate (medium), PVCs per minute (medium) and
     unusual (anomalous) beats per minute (the low-priority advisory)."""
 
-    low_bpm: float = 50.0
-    high_bpm: float = 120.0
-    pvcs_per_min: float = 10.0
-    anomalies_per_min: float = 10.0
+    low_bpm: float = _bpm(
+        50.0,
+        "ALERTING_DEFAULT_LOW_BPM",
+        "--default-low-bpm",
+        "heart rate below this: bradycardia alarm",
+    )
+    high_bpm: float = _bpm(
+        120.0,
+        "ALERTING_DEFAULT_HIGH_BPM",
+        "--default-high-bpm",
+        "heart rate above this: tachycardia alarm",
+    )
+    pvcs_per_min: float = _bpm(
+        10.0,
+        "ALERTING_DEFAULT_PVCS_PER_MIN",
+        "--default-pvcs-per-min",
+        "PVCs per minute: frequent PVCs alarm",
+    )
+    anomalies_per_min: float = _bpm(
+        10.0,
+        "ALERTING_DEFAULT_ANOMALIES_PER_MIN",
+        "--default-anomalies-per-min",
+        "unusual beats per minute: unusual beats advisory",
+    )
+
+    __repr__ = masked_repr
 
     def __post_init__(self) -> None:
-        for name in ("low_bpm", "high_bpm", "pvcs_per_min", "anomalies_per_min"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name}: must be a positive number, got {v!r}")
+        check_fields(self)
         if self.low_bpm >= self.high_bpm:
             raise ValueError(f"low_bpm: must be below high_bpm ({self.low_bpm} >= {self.high_bpm})")
 
@@ -45,89 +72,173 @@ class BedLimits:
         }
 
 
+_UNITS = (("-s", "s"), ("-bpm", "bpm"), ("-beats", "beats"), ("-per-min", "per min"))
+
+
+def _policy(default: float, env: str, flag: str, help: str, **bounds: Any) -> Any:
+    """A policy setting, its unit read off the flag's suffix."""
+    unit = next((u for sfx, u in _UNITS if flag.endswith(sfx)), "")
+    return setting(default, env=env, flag=flag, unit=unit, help=help, **bounds)
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """Alarm criteria and behaviour, in physical units. Defaults: see docs/alarms.md."""
 
-    asystole_s: float = 4.0
-    pause_s: float = 2.5
-    vt_min_beats: int = 5
-    vt_min_rate_bpm: float = 100.0
-    # VT also from >= vt_min_beats V beats at >= vt_min_rate_bpm: a fallback for a detector that
-    # sends classes but no rhythm episodes (the detector's own VT detector gates artifact)
-    vt_from_beats: bool = False
-    run_min_beats: int = 3
-    extreme_brady_bpm: float = 40.0
-    extreme_tachy_bpm: float = 150.0
-    hr_average_beats: int = 4  # heart rate = 60 / mean of the last N RR intervals
-    hr_confirm_beats: int = 2  # debounce: N consecutive beats past a limit raise ...
-    hr_limit_delay_s: float = 10.0  # ... and, for the medium (bed) limits, for this long
-    hr_clear_beats: int = 3  # N consecutive beats back inside (with hysteresis) ...
-    hr_clear_s: float = 30.0  # ... for at least this long clear a heart-rate alarm
-    hr_hysteresis_bpm: float = 5.0
-    frequent_window_s: float = 60.0
-    rate_hysteresis: float = 0.8  # a rate alarm clears below this fraction of its limit ...
-    rate_clear_s: float = 300.0  # ... held for this long
-    trend_window_s: float = 300.0  # recent window of the anomaly-rate trend
-    trend_baseline_s: float = 600.0  # the window before it, as baseline
-    trend_factor: float = 2.0  # recent rate must be this many times the baseline
-    trend_min_per_min: float = 2.0  # ... and at least this many anomalies per minute
-    event_hold_s: float = 60.0  # a pause alarm stays this long after the next beat
-    ectopy_hold_s: float = 300.0  # PVC couplet / run alarms stay this long after the last one
-    episode_hold_s: float = 300.0  # AF / SVT alarms stay this long after the episode ends
-    escalate_after_s: float = 60.0  # unacknowledged high/medium/technical alarms escalate
-    silence_s: float = 120.0  # default audio-pause length
-    restore_grace_s: float = 15.0  # restored non-latching alarms must be re-confirmed within
-    default_limits: BedLimits = field(default_factory=BedLimits)
+    asystole_s: float = _policy(
+        4.0, "ALERTING_ASYSTOLE_S", "--asystole-s", "no beat this long: asystole", gt=0
+    )
+    pause_s: float = _policy(
+        2.5, "ALERTING_PAUSE_S", "--pause-s", "RR interval this long: pause", gt=0
+    )
+    vt_min_beats: int = _policy(
+        5, "ALERTING_VT_MIN_BEATS", "--vt-min-beats", "V beats in a row for VT", min=1
+    )
+    vt_min_rate_bpm: float = _policy(
+        100.0, "ALERTING_VT_MIN_RATE_BPM", "--vt-min-rate-bpm", "rate of a VT run", gt=0
+    )
+    vt_from_beats: bool = _policy(
+        False, "ALERTING_VT_FROM_BEATS", "--vt-from-beats",
+        "VT also from >= vt_min_beats V beats at >= vt_min_rate_bpm: a fallback for a detector "
+        "that sends classes but no rhythm episodes (the detector's VT detector gates artifact)",
+    )  # fmt: skip
+    run_min_beats: int = _policy(
+        3, "ALERTING_RUN_MIN_BEATS", "--run-min-beats", "V beats in a row for a PVC run", min=1
+    )
+    extreme_brady_bpm: float = _policy(
+        40.0, "ALERTING_EXTREME_BRADY_BPM", "--extreme-brady-bpm", "extreme bradycardia", gt=0
+    )
+    extreme_tachy_bpm: float = _policy(
+        150.0, "ALERTING_EXTREME_TACHY_BPM", "--extreme-tachy-bpm", "extreme tachycardia", gt=0
+    )
+    hr_average_beats: int = _policy(
+        4,
+        "ALERTING_HR_AVERAGE_BEATS",
+        "--hr-average-beats",
+        "heart rate = 60 / mean of the last N RR intervals",
+        min=1,
+    )
+    hr_confirm_beats: int = _policy(
+        2,
+        "ALERTING_HR_CONFIRM_BEATS",
+        "--hr-confirm-beats",
+        "debounce: N consecutive beats past a limit raise ...",
+        min=1,
+    )
+    hr_limit_delay_s: float = _policy(
+        10.0,
+        "ALERTING_HR_LIMIT_DELAY_S",
+        "--hr-limit-delay-s",
+        "... and, for the medium (bed) limits, for this long",
+        min=0,
+    )
+    hr_clear_beats: int = _policy(
+        3,
+        "ALERTING_HR_CLEAR_BEATS",
+        "--hr-clear-beats",
+        "N consecutive beats back inside (with hysteresis) ...",
+        min=1,
+    )
+    hr_clear_s: float = _policy(
+        30.0,
+        "ALERTING_HR_CLEAR_S",
+        "--hr-clear-s",
+        "... for at least this long clear a heart-rate alarm",
+        min=0,
+    )
+    hr_hysteresis_bpm: float = _policy(
+        5.0,
+        "ALERTING_HR_HYSTERESIS_BPM",
+        "--hr-hysteresis-bpm",
+        "heart-rate hysteresis of the clear",
+        min=0,
+    )
+    frequent_window_s: float = _policy(
+        60.0,
+        "ALERTING_FREQUENT_WINDOW_S",
+        "--frequent-window-s",
+        "window of the PVC and unusual-beat rates",
+        gt=0,
+    )
+    rate_hysteresis: float = _policy(
+        0.8, "ALERTING_RATE_HYSTERESIS", "--rate-hysteresis",
+        "a rate alarm clears below this fraction of its limit ...", gt=0, max=1,
+    )  # fmt: skip
+    rate_clear_s: float = _policy(
+        300.0, "ALERTING_RATE_CLEAR_S", "--rate-clear-s", "... held for this long", min=0
+    )
+    trend_window_s: float = _policy(
+        300.0,
+        "ALERTING_TREND_WINDOW_S",
+        "--trend-window-s",
+        "recent window of the anomaly-rate trend",
+        gt=0,
+    )
+    trend_baseline_s: float = _policy(
+        600.0,
+        "ALERTING_TREND_BASELINE_S",
+        "--trend-baseline-s",
+        "the window before it, as baseline",
+        gt=0,
+    )
+    trend_factor: float = _policy(
+        2.0,
+        "ALERTING_TREND_FACTOR",
+        "--trend-factor",
+        "recent rate must be this many times the baseline",
+        gt=0,
+    )
+    trend_min_per_min: float = _policy(
+        2.0,
+        "ALERTING_TREND_MIN_PER_MIN",
+        "--trend-min-per-min",
+        "... and at least this many anomalies per minute",
+        gt=0,
+    )
+    event_hold_s: float = _policy(
+        60.0,
+        "ALERTING_EVENT_HOLD_S",
+        "--event-hold-s",
+        "a pause alarm stays this long after the next beat",
+        min=0,
+    )
+    ectopy_hold_s: float = _policy(
+        300.0,
+        "ALERTING_ECTOPY_HOLD_S",
+        "--ectopy-hold-s",
+        "PVC couplet / run alarms stay this long after the last",
+        min=0,
+    )
+    episode_hold_s: float = _policy(
+        300.0,
+        "ALERTING_EPISODE_HOLD_S",
+        "--episode-hold-s",
+        "AF / SVT alarms stay this long after the episode ends",
+        min=0,
+    )
+    escalate_after_s: float = _policy(
+        60.0,
+        "ALERTING_ESCALATE_AFTER_S",
+        "--escalate-after-s",
+        "unacknowledged high/medium/technical alarms escalate",
+        gt=0,
+    )
+    silence_s: float = _policy(
+        120.0, "ALERTING_SILENCE_S", "--silence-s", "default audio-pause length", gt=0
+    )
+    restore_grace_s: float = _policy(
+        15.0,
+        "ALERTING_RESTORE_GRACE_S",
+        "--restore-grace-s",
+        "restored non-latching alarms must be re-confirmed within",
+        min=0,
+    )
+    default_limits: BedLimits = nested(BedLimits, prefix="default")
+
+    __repr__ = masked_repr
 
     def __post_init__(self) -> None:
-        positive = (
-            "asystole_s",
-            "pause_s",
-            "vt_min_rate_bpm",
-            "extreme_brady_bpm",
-            "extreme_tachy_bpm",
-            "frequent_window_s",
-            "trend_window_s",
-            "trend_baseline_s",
-            "trend_factor",
-            "trend_min_per_min",
-            "escalate_after_s",
-            "silence_s",
-        )
-        for name in positive:
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name}: must be a positive number, got {v!r}")
-        non_negative = (
-            "hr_hysteresis_bpm",
-            "hr_clear_s",
-            "hr_limit_delay_s",
-            "rate_clear_s",
-            "event_hold_s",
-            "ectopy_hold_s",
-            "episode_hold_s",
-            "restore_grace_s",
-        )
-        for name in non_negative:
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name}: must be a number >= 0, got {v!r}")
-        counts = (
-            "vt_min_beats",
-            "run_min_beats",
-            "hr_average_beats",
-            "hr_confirm_beats",
-            "hr_clear_beats",
-        )
-        for name in counts:
-            v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
-                raise ValueError(f"{name}: must be an integer >= 1, got {v!r}")
-        if not isinstance(self.vt_from_beats, bool):
-            raise ValueError(f"vt_from_beats: must be a bool, got {self.vt_from_beats!r}")
-        if not 0 < self.rate_hysteresis <= 1:
-            raise ValueError(f"rate_hysteresis: must be in (0, 1], got {self.rate_hysteresis!r}")
+        check_fields(self)
         if self.pause_s >= self.asystole_s:
             raise ValueError(f"pause_s: must be below asystole_s ({self.pause_s})")
         if self.run_min_beats < 3 or self.vt_min_beats < self.run_min_beats:
@@ -252,9 +363,7 @@ class BedRules:
             self._rr.clear()
         else:
             self._rr.append(rr)
-        self.hr_bpm = (
-            60.0 / (sum(self._rr) / len(self._rr)) if len(self._rr) == self._rr.maxlen else None
-        )
+        self.hr_bpm = heart_rate_bpm(self._rr) if len(self._rr) == self._rr.maxlen else None
         b = Beat(beat.beat_id, t, beat.score, beat.cls)
         self._recent.append(b)
         self._history.append(b)

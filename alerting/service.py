@@ -38,8 +38,6 @@ __all__ = ["AlertingCore", "AlertingService", "MqttLink", "alarms_topic", "main"
 
 log = logging.getLogger("alerting")
 
-# Reconnect backoff bounds (s): a broker that comes back is used again within a few seconds.
-RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 2
 # Kinds subscribed at QoS 1 in the persistent session, so the broker keeps them while the service
 # is away (restart, crash) and hands them over on reconnect; samples (waveform only) are QoS 0.
 DURABLE_KINDS = ("beats", "events", "status")
@@ -64,15 +62,15 @@ class MqttLink:
         self.loop = loop
         self.connected = threading.Event()
         self._on_resume = on_resume  # called (in the loop) when the broker resumed the session
-        self.client_id = config.mqtt_client_id or f"alerting-{config.ward}"
+        m = config.mqtt
+        self.client_id = m.client_id or f"alerting-{config.ward}"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False
         )
-        mqtt_auth.apply_files(
-            self.client, config.mqtt_username, config.mqtt_password_file, config.mqtt_ca_file
-        )
+        mqtt_auth.apply_files(self.client, m.username, m.password_file, m.ca_file)
         self.client.max_inflight_messages_set(1000)
-        self.client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+        # a broker that comes back is used again within a few seconds (1..2 s by default)
+        self.client.reconnect_delay_set(*m.reconnect_delays())
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
@@ -81,7 +79,8 @@ class MqttLink:
         self._deliver = on_message
 
     def start(self) -> None:
-        self.client.connect_async(self.config.mqtt_host, self.config.mqtt_port, keepalive=30)
+        m = self.config.mqtt
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s)
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -110,8 +109,8 @@ class MqttLink:
         _, self._sub_mid = client.subscribe(subs)
         log.info(
             "MQTT connected to %s:%d as %s, ward %s (session %s)",
-            self.config.mqtt_host,
-            self.config.mqtt_port,
+            self.config.mqtt.host,
+            self.config.mqtt.port,
             self.client_id,
             self.config.ward,
             "resumed" if getattr(_f, "session_present", False) else "new",
@@ -157,7 +156,7 @@ class AlertingService:
             detail_beats=config.detail_beats,
         )
         self.store = AlarmStore(config.db_path)
-        self.policy = AlarmPolicy()
+        self.policy = AlarmPolicy(config.policy)
         self.metrics = AlertingMetrics(self.registry)
         self.server_metrics = ServerMetrics(self.registry)
         self.core: AlertingCore | None = None

@@ -47,6 +47,7 @@ from alerting.alarms import (
 )
 from alerting.policy import AlarmPolicy, PolicyConfig
 from bench.nurse import Nurse
+from ecgcommon.settings import MqttSettings
 
 log = logging.getLogger("bench.alarms")
 ROOT = Path(__file__).resolve().parent.parent
@@ -680,7 +681,7 @@ def measure_dashboard_latency(trials: int = 20, seed: int = 7) -> dict[str, Any]
     with tempfile.TemporaryDirectory() as tmp:
         broker, port = _start_mosquitto(Path(tmp))
         config = AlertingConfig(
-            mqtt_port=port,
+            mqtt=MqttSettings(port=port),
             ward=ward,
             http_port=0,
             token=token,
@@ -828,7 +829,7 @@ def measure_live(trials: int, chunk_s: float, seed: int, model_dir: Path | None)
             cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         config = AlertingConfig(
-            mqtt_port=port,
+            mqtt=MqttSettings(port=port),
             ward=ward,
             http_port=0,
             token="bench-token-0123456789",

@@ -20,11 +20,12 @@ import numpy as np
 from detector.anomaly import AnomalyConfig, PatientAdapter
 from detector.batcher import MicroBatcher
 from detector.classifier import BeatClassifier, PatientClasses
+from detector.config import EngineSettings
 from detector.errors import ChunkRejected
 from detector.metrics import DetectorMetrics
 from detector.pipeline import DetectedBeat, Output, Pipeline, windows_of
 from detector.rhythms import EpisodeChange, RhythmAnalyser, RhythmBeat
-from ecgcommon.limits import BED_IDLE_S, MAX_BEDS, LogLimiter, fs_ok, fs_range_text
+from ecgcommon.limits import LogLimiter, fs_ok, fs_range_text
 from ecgcommon.protocol import (
     BeatResult,
     DecodeError,
@@ -107,20 +108,7 @@ class ModelRun(NamedTuple):
     inference_s: float  # how long the scorer took
 
 
-@dataclass(frozen=True)
-class EngineSettings:
-    """The engine's knobs (a subset of DetectorConfig, in physical units)."""
-
-    max_batch: int = 256
-    max_wait_s: float = 0.05
-    signal_timeout_s: float = 5.0
-    max_fill_s: float = 10.0
-    qos_beats: int = 0
-    qos_events: int = 1
-    max_upload_s: float = 3600.0
-    max_beds: int = MAX_BEDS  # beds tracked at once; the longest-idle one makes room
-    bed_idle_s: float = BED_IDLE_S  # a bed silent this long is forgotten
-
+DEFAULT_SETTINGS = EngineSettings()  # the detector's defaults (detector/config.py)
 
 # Samples still flowing this long after an `offline` status prove the device online: a stale or
 # forged retained `offline` must not hold `device_offline` up while real data flows.
@@ -136,7 +124,7 @@ class DetectorEngine:
         anomaly: AnomalyConfig,
         threshold: float,
         metrics: DetectorMetrics,
-        settings: EngineSettings = EngineSettings(),
+        settings: EngineSettings = DEFAULT_SETTINGS,
         spec: WindowSpec = WINDOW,
         wall_clock: Callable[[], float] = time.time,
         classifier: BeatClassifier | None = None,

@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from detector.anomaly import AnomalyConfig
 from detector.classifier import BeatClassifier
 from detector.config import DetectorConfig, parse_args
-from detector.engine import DetectorEngine, EngineSettings, Publication, Scorer
+from detector.engine import DetectorEngine, Publication, Scorer
 from detector.metrics import DetectorMetrics
 from detector.scorer import ModelMismatchError, OnnxScorer
 from ecgcommon import mqtt_auth
@@ -132,17 +132,7 @@ class DetectorService:
             anomaly,
             anomaly.threshold(config.profile),
             self.metrics,
-            EngineSettings(
-                max_batch=config.max_batch,
-                max_wait_s=config.max_wait_s,
-                signal_timeout_s=config.signal_timeout_s,
-                max_fill_s=config.max_fill_s,
-                qos_beats=config.qos_beats,
-                qos_events=config.qos_events,
-                max_upload_s=config.max_upload_s,
-                max_beds=config.max_beds,
-                bed_idle_s=config.bed_idle_s,
-            ),
+            config,  # a DetectorConfig is the engine's EngineSettings and more
             classifier=classifier,
         )
         # POST /v1/score needs this token; without one configured, a fresh one is printed once
@@ -176,9 +166,9 @@ class DetectorService:
 
     # ------------------------------------------------------------------ MQTT callbacks
     def _make_client(self) -> mqtt.Client:
-        cfg = self.config
-        c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id)
-        mqtt_auth.apply_files(c, cfg.mqtt_username, cfg.mqtt_password_file, cfg.mqtt_ca_file)
+        m = self.config.mqtt
+        c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=m.client_id)
+        mqtt_auth.apply_files(c, m.username, m.password_file, m.ca_file)
         c.max_queued_messages_set(100_000)
         c.max_inflight_messages_set(1000)  # QoS 1 beats: acks must not throttle publication
         c.on_connect = self._on_connect
@@ -202,7 +192,10 @@ class DetectorService:
         self.connected.set()
         self.metrics.up.set(1)
         log.info(
-            "connected to %s:%s, subscribed to ward %r", self.config.host, self.config.port, ward
+            "connected to %s:%s, subscribed to ward %r",
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            ward,
         )
 
     def _on_disconnect(
@@ -263,7 +256,7 @@ class DetectorService:
     def _work(self) -> None:
         """One thread does it all: paho's network loop (messages are handled in its callback),
         the batching deadlines, publication, and reconnection with exponential backoff."""
-        client, engine, cfg = self.client, self.engine, self.config
+        client, engine, cfg = self.client, self.engine, self.config.mqtt
         backoff = cfg.reconnect_min_s
         connected_once = False
         while not self._stopping.is_set():
@@ -322,8 +315,8 @@ class DetectorService:
         self._worker.start()
         log.info(
             "detector up: MQTT %s:%s, HTTP %s:%d",
-            self.config.host,
-            self.config.port,
+            self.config.mqtt.host,
+            self.config.mqtt.port,
             self.config.http_host,
             self.http_port,
         )

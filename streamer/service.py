@@ -54,18 +54,15 @@ class Device:
         self.metrics = metrics
         self.connections = 0  # successful connections so far; more than one = reconnected
         self.status_topic = status_topic(config.ward, bed)
-        self.client_id = f"{config.client_prefix}-{config.ward}-{bed}"
+        self.client_id = f"{config.mqtt.client_id}-{config.ward}-{bed}"
         if credential is not None:  # the broker uses the username as the client id
             self.client_id = credential[0]
         self.connected = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
         username, password = credential or ("", "")
-        mqtt_auth.apply(c, username, password, config.mqtt_ca_file)
+        mqtt_auth.apply(c, username, password, config.mqtt.ca_file)
         c.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
-        c.reconnect_delay_set(
-            min_delay=max(1, round(config.reconnect_min_s)),
-            max_delay=max(1, round(config.reconnect_max_s)),
-        )
+        c.reconnect_delay_set(*config.mqtt.reconnect_delays())
         c.max_queued_messages_set(10_000)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -93,7 +90,8 @@ class Device:
         log.info("bed %s: disconnected (%s); paho reconnects with backoff", self.bed, rc)
 
     def start(self) -> None:
-        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
+        m = self.config.mqtt
+        self.client.connect_async(m.host, m.port, m.keepalive_s)
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -192,7 +190,10 @@ class Streamer:
         for d in devices.values():
             if not d.connected.wait(max(0.0, deadline - time.monotonic())):
                 log.warning(
-                    "bed %s not connected yet to %s:%s; streaming anyway", d.bed, c.host, c.port
+                    "bed %s not connected yet to %s:%s; streaming anyway",
+                    d.bed,
+                    c.mqtt.host,
+                    c.mqtt.port,
                 )
                 break
         log.info(

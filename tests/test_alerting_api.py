@@ -26,6 +26,7 @@ from detector.config import DetectorConfig
 from detector.service import DetectorService
 from ecgcommon.aami import aami_class
 from ecgcommon.records import load_record
+from ecgcommon.settings import MqttSettings
 from ecgcommon.windowing import WINDOW
 from tests.alerting_harness import (
     TOKEN,
@@ -49,8 +50,7 @@ def detector(broker) -> Iterator[DetectorService]:
     # DETECTOR_MODEL_DIR as the detector itself reads it; default models/artifacts
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
     cfg = DetectorConfig(
-        host=broker.host,
-        port=broker.port,
+        mqtt=MqttSettings(host=broker.host, port=broker.port),
         ward=f"det-{uuid.uuid4().hex[:6]}",
         http_host="127.0.0.1",
         http_port=0,

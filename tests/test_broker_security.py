@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from ecgcommon import provision as prov
 from ecgcommon.mqtt_auth import load_device_credentials, read_password
+from ecgcommon.settings import MqttSettings
 from tests.conftest import SecureBroker
 
 WAIT_S = 10.0  # bound on every wait for something that must arrive
@@ -335,16 +336,18 @@ def test_service_and_device_ids_cannot_be_taken_over(
     scorer = OnnxScorer(model_dir)
     svc = DetectorService(
         DetectorConfig(
-            host="localhost",
-            port=sb.tls_port,  # the detector over TLS with the provisioned CA
+            mqtt=MqttSettings(
+                host="localhost",
+                port=sb.tls_port,  # the detector over TLS with the provisioned CA
+                client_id="detector",
+                username="detector",
+                password_file=str(sb.creds.password_file("detector")),
+                ca_file=str(sb.creds.ca_file),
+            ),
             ward=sb.ward,
             http_host="127.0.0.1",
             http_port=0,
             model_dir=model_dir,
-            client_id="detector",
-            mqtt_username="detector",
-            mqtt_password_file=str(sb.creds.password_file("detector")),
-            mqtt_ca_file=str(sb.creds.ca_file),
         ),
         registry=CollectorRegistry(),
         scorer=scorer,
@@ -458,20 +461,20 @@ def test_services_read_their_credential_settings(tmp_path: Path, data_dir: Path)
     pw = str(creds.password_file("detector"))
     env = {"MQTT_USERNAME": "detector", "MQTT_PASSWORD_FILE": pw, "MQTT_CA_FILE": ""}
     cfg = detector_args([], env)
-    assert (cfg.mqtt_username, cfg.mqtt_password_file) == ("detector", pw)
+    assert (cfg.mqtt.username, cfg.mqtt.password_file) == ("detector", pw)
     cfg = detector_args(["--mqtt-ca-file", str(creds.ca_file)], env)
-    assert cfg.mqtt_ca_file == str(creds.ca_file)
+    assert cfg.mqtt.ca_file == str(creds.ca_file)
     a = alerting_args(["--mqtt-username", "alerting", "--mqtt-password-file", pw],
                       {"ALERTING_TOKEN": "x" * 16})  # fmt: skip
-    assert (a.mqtt_username, a.mqtt_password_file) == ("alerting", pw)
+    assert (a.mqtt.username, a.mqtt.password_file) == ("alerting", pw)
     s = streamer_args([], {"STREAMER_DEVICE_CREDENTIALS": str(creds.streamer_devices)})
     assert s.device_credentials == str(creds.streamer_devices)
     with pytest.raises(ValueError, match="mqtt_username and mqtt_password_file"):
-        DetectorConfig(mqtt_username="detector")
+        DetectorConfig(mqtt=MqttSettings(username="detector"))
     with pytest.raises(ValueError, match="mqtt_username and mqtt_password_file"):
-        AlertingConfig(token="x" * 16, mqtt_password_file=pw)
+        AlertingConfig(token="x" * 16, mqtt=MqttSettings(password_file=pw))
     with pytest.raises(ValueError, match="mqtt_ca_file"):
-        StreamerConfig(mqtt_ca_file=str(tmp_path / "no-such-ca.crt"))
+        StreamerConfig(mqtt=MqttSettings(ca_file=str(tmp_path / "no-such-ca.crt")))
     with pytest.raises(ValueError, match="device_credentials"):
         StreamerConfig(device_credentials=str(tmp_path / "missing.json"))
     # three beds, credentials for two: refused at start, naming the bed

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from detector.config import DetectorConfig, parse_args
+from ecgcommon.settings import build
 
 
 @pytest.mark.parametrize(
     "kwargs, name",
     [
-        ({"port": 0}, "port"),
+        ({"mqtt_port": 0}, "port"),
         ({"http_port": 70000}, "http_port"),
         ({"ward": "a/b"}, "ward"),
         ({"max_batch": 0}, "max_batch"),
@@ -18,12 +19,12 @@ from detector.config import DetectorConfig, parse_args
         ({"max_wait_s": 60.0}, "max_wait_s"),
         ({"signal_timeout_s": 0.0}, "signal_timeout_s"),
         ({"qos_beats": 3}, "qos_beats"),
-        ({"reconnect_min_s": 10.0, "reconnect_max_s": 1.0}, "reconnect_min_s"),
+        ({"mqtt_reconnect_min_s": 10.0, "mqtt_reconnect_max_s": 1.0}, "reconnect_min_s"),
     ],
 )
 def test_bad_values_name_the_field(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
-        DetectorConfig(**kwargs)
+        build(DetectorConfig, kwargs)  # flattened names: mqtt_port is DetectorConfig.mqtt.port
 
 
 def test_cli_overrides_environment_overrides_defaults() -> None:
@@ -35,14 +36,14 @@ def test_cli_overrides_environment_overrides_defaults() -> None:
         "DETECTOR_HTTP_PORT": "9000",
     }
     cfg = parse_args(["--max-batch", "64", "--http-port", "0"], env=env)
-    assert (cfg.host, cfg.port, cfg.ward, cfg.max_wait_s, cfg.max_batch, cfg.http_port) == (
-        "mq",
-        1884,
-        "icu",
-        0.1,
-        64,
-        0,
-    )
+    assert (
+        cfg.mqtt.host,
+        cfg.mqtt.port,
+        cfg.ward,
+        cfg.max_wait_s,
+        cfg.max_batch,
+        cfg.http_port,
+    ) == ("mq", 1884, "icu", 0.1, 64, 0)
     assert parse_args([], env={}).ward == "+"
     with pytest.raises(ValueError, match="max_batch"):
         parse_args(["--max-batch", "many"], env={})

@@ -31,6 +31,7 @@ from ecgcommon.protocol import (
     encode_samples_json,
 )
 from ecgcommon.records import load_record
+from ecgcommon.settings import MqttSettings
 from ecgcommon.topics import parse_topic, samples_topic, status_topic, subscription
 from ecgcommon.windowing import WINDOW
 from tests.conftest import Broker, free_port
@@ -129,8 +130,7 @@ def raw(data_dir: Path) -> np.ndarray:
 def service(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
     cfg = DetectorConfig(
-        host=broker.host,
-        port=broker.port,
+        mqtt=MqttSettings(host=broker.host, port=broker.port),
         ward=unique_ward,
         http_host="127.0.0.1",
         http_port=0,
@@ -368,14 +368,13 @@ def test_reconnects_with_backoff_after_broker_restart(
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
     svc = DetectorService(
         DetectorConfig(
-            host=broker.host,
-            port=port,
+            mqtt=MqttSettings(
+                host=broker.host, port=port, reconnect_min_s=0.2, reconnect_max_s=1.0
+            ),
             ward=unique_ward,
             http_host="127.0.0.1",
             http_port=0,
             model_dir=model_dir,
-            reconnect_min_s=0.2,
-            reconnect_max_s=1.0,
         ),
         registry=CollectorRegistry(),
     )

@@ -21,6 +21,7 @@ from detector.anomaly import AnomalyConfig
 from detector.config import DetectorConfig
 from detector.scorer import OnnxScorer
 from detector.service import DetectorService
+from ecgcommon.settings import MqttSettings
 from tests.alerting_harness import TOKEN, http, make_config, metric_value, running_alerting
 
 # (method, path) of every alerting route but /healthz and the static files
@@ -230,8 +231,7 @@ def test_a_body_that_stops_arriving_does_not_hold_the_handler(
 def detector(broker) -> Iterator[DetectorService]:
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
     cfg = DetectorConfig(
-        host=broker.host,
-        port=broker.port,
+        mqtt=MqttSettings(host=broker.host, port=broker.port),
         ward="http-hardening",
         http_host="127.0.0.1",
         http_port=0,
@@ -302,8 +302,7 @@ def test_detector_without_a_token_generates_one_and_prints_it_once(
 ) -> None:
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
     cfg = DetectorConfig(
-        host=broker.host,
-        port=broker.port,
+        mqtt=MqttSettings(host=broker.host, port=broker.port),
         ward="http-gen",
         http_host="127.0.0.1",
         http_port=0,

@@ -24,6 +24,7 @@ from detector.service import DetectorService
 from ecgcommon import limits, protocol
 from ecgcommon.protocol import SampleChunk, encode_samples, encode_samples_json, encode_status
 from ecgcommon.records import load_record
+from ecgcommon.settings import MqttSettings
 from ecgcommon.topics import samples_topic, status_topic
 from tests.alerting_harness import (
     Publisher,
@@ -117,8 +118,7 @@ def raw(data_dir: Path) -> np.ndarray:
 def detector(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
     model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
     cfg = DetectorConfig(
-        host=broker.host,
-        port=broker.port,
+        mqtt=MqttSettings(host=broker.host, port=broker.port),
         ward=unique_ward,
         http_host="127.0.0.1",
         http_port=0,

@@ -7,14 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from ecgcommon.model_contract.adapter import (
+from detector.anomaly import (
+    FEATURES,
     AnomalyConfig,
     PatientAdapter,
     RunningMedian,
     record_scores,
+    rhythm_from_row,
 )
-from ecgcommon.model_contract.features import FEATURES, rhythm_from_row
-from ecgcommon.model_contract.scorer import OnnxScorer
+from detector.scorer import OnnxScorer
 from ecgcommon.rhythm import NEUTRAL, RRTracker
 from models.dataset import load_beats
 

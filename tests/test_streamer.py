@@ -13,6 +13,7 @@ import pytest
 
 from ecgcommon.protocol import decode_samples, decode_status
 from ecgcommon.records import load_record
+from ecgcommon.settings import build
 from ecgcommon.topics import parse_topic, subscription
 from streamer.config import StreamerConfig, parse_args
 from streamer.core import Source, make_streams, schedule, sleep_for
@@ -97,11 +98,11 @@ def test_config_errors_name_the_field() -> None:
         ({"chunk_s": 0.0}, "chunk_s"),
         ({"qos": 3}, "qos"),
         ({"ward": "a/b"}, "ward"),
-        ({"port": 0}, "port"),
+        ({"mqtt_port": 0}, "port"),
         ({"duration_s": -1.0}, "duration_s"),
     ]:
         with pytest.raises(ValueError, match=name):
-            StreamerConfig(**kwargs)
+            build(StreamerConfig, kwargs)  # flattened names: mqtt_port is mqtt.port
     cfg = parse_args(
         ["--beds", "3"],
         env={
@@ -111,7 +112,7 @@ def test_config_errors_name_the_field() -> None:
             "STREAMER_JSON": "1",
         },
     )
-    assert (cfg.host, cfg.beds, cfg.speed, cfg.records, cfg.json_payload) == (
+    assert (cfg.mqtt.host, cfg.beds, cfg.speed, cfg.records, cfg.json_payload) == (
         "mq",
         3,
         4.0,

@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from ecgcommon.settings import MqttSettings
 from ecgcommon.topics import subscription
 from streamer.config import StreamerConfig, parse_args
 from streamer.http_server import StatusServer
@@ -124,16 +125,13 @@ def test_broker_loss_counts_drops_fails_health_then_reconnects(
     mq = Mosquitto(tmp_path).start()
     port = mq.port
     config = StreamerConfig(
-        host="127.0.0.1",
-        port=port,
+        mqtt=MqttSettings(host="127.0.0.1", port=port, reconnect_min_s=0.5, reconnect_max_s=1.0),
         ward=unique_ward,
         beds=2,
         data_dir=str(data_dir),
         records=("100",),
         speed=4.0,
         chunk_s=0.25,
-        reconnect_min_s=0.5,
-        reconnect_max_s=1.0,
         http_host="127.0.0.1",
         http_port=0,
     )

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alerting.config import AlertingConfig
 from alerting.service import AlertingService
 from ecgcommon import protocol, topics
+from ecgcommon.settings import MqttSettings
 
 from .waits import POLL_S, wait_until
 
@@ -32,8 +33,7 @@ TOKEN = "test-token-0123456789"
 
 def make_config(broker: Any, ward: str, db: Path, **overrides: Any) -> AlertingConfig:
     base = AlertingConfig(
-        mqtt_host=broker.host,
-        mqtt_port=broker.port,
+        mqtt=MqttSettings(host=broker.host, port=broker.port),
         ward=ward,
         http_port=0,
         token=TOKEN,
