@@ -37,12 +37,13 @@ from alerting.hub import WardHub
 from alerting.metrics import AlertingMetrics
 from alerting.policy import AlarmPolicy
 from alerting.store import AlarmStore
+from alerting.writer import ChangeWriter, InlineWriter
 from ecgcommon import protocol, topics
 from ecgcommon.limits import MAX_LATENESS_S, LogLimiter
 
 log = logging.getLogger("alerting")
 
-KINDS = ("samples", "beats", "events", "status")
+KINDS = topics.KINDS  # alerting reads every kind of the ward
 # The policy's asystole/pause clock follows the detector's analysis watermark (every beat
 # before it has been published), never the raw samples, so a slow detector is not an asystole.
 # Samples this far ahead of the watermark while the lead is on mean the detector has stopped
@@ -100,11 +101,15 @@ class AlertingCore:
         registry: CollectorRegistry,
         publish: Callable[[str, bytes], None] | None = None,
         clock: Callable[[], float] = time.time,
+        writer: ChangeWriter | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
         self.policy = policy
         self.store = store
+        # who writes the store: at once by default; the service's writer thread keeps disk
+        # syncs off the event loop (alerting/writer.py)
+        self.writer: ChangeWriter = writer if writer is not None else InlineWriter(store)
         self.metrics = metrics
         self.publish = publish
         self.clock = clock
@@ -452,10 +457,18 @@ class AlertingCore:
         """Store, count, broadcast and publish the policy's changes (stored first)."""
         if not changes:
             return
-        try:
-            self.store.apply(changes)
-        except Exception:  # a failing disk must not hide alarms from the ward
-            log.exception("could not store %d alarm change(s)", len(changes))
+        batch = list(changes)
+        self.writer.submit(batch, lambda err: self._stored(batch, err))
+
+    def when_stored(self, then: Callable[[], None]) -> None:
+        """Call `then` once every change committed so far is stored and broadcast (at once with
+        the inline writer): the API's read-your-writes, e.g. an acknowledgement's 200."""
+        self.writer.when_done(then)
+
+    def _stored(self, changes: list[AlarmChange], err: BaseException | None) -> None:
+        """A batch is stored (or refused): count, broadcast and publish it."""
+        if err is not None:  # a failing disk must not hide alarms from the ward
+            log.error("could not store %d alarm change(s)", len(changes), exc_info=err)
             self.store_errors.inc(len(changes))
         self.metrics.observe(changes)
         for kind, alarm in changes:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ecgcommon.limits import fs_ok, fs_range_text
+from ecgcommon.rhythm import heart_rate_bpm
 from ecgcommon.windowing import WINDOW
 
 # Seconds of signal shown around a beat in the detail view, beyond the model window.
@@ -388,7 +389,7 @@ class WardHub:
             if len(rrs) == HR_BEATS:
                 break
         if rrs:
-            st.hr_bpm = 60.0 / (sum(rrs) / len(rrs))
+            st.hr_bpm = heart_rate_bpm(rrs)
         elif hr_bpm is not None and math.isfinite(hr_bpm):
             st.hr_bpm = float(hr_bpm)
         if info.anomalous or info.cls in ("S", "V", "F"):
@@ -551,9 +552,9 @@ class WardHub:
         detail = st.details.get(beat_id)
         if detail is None and info is not None:
             detail = self._cut_detail(st, info)
-        if detail is None and info is None:
-            return None
         if info is None:
+            if detail is None:
+                return None  # neither a recent beat nor a kept detail
             info = detail["_info"]
         out = {
             "bed": bed,

@@ -126,3 +126,35 @@ class AlertingMetrics:
             counts[p] += 1
         for p, n in counts.items():
             self.active.labels(priority=p.value).set(n)
+
+
+class ServerMetrics:
+    """The HTTP side's metrics: websocket clients and their dropped frames, uploads, refusals."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ws_clients = Gauge(
+            "ecg_alerting_websocket_clients",
+            "Dashboard websocket clients connected",
+            registry=registry,
+        )
+        self.ws_dropped = Counter(
+            "ecg_alerting_websocket_frames_dropped_total",
+            "Waveform frames dropped for slow websocket clients",
+            registry=registry,
+        )
+        self.ws_cut = Counter(
+            "ecg_alerting_websocket_clients_cut_total",
+            "Websocket clients disconnected because they could not keep up",
+            registry=registry,
+        )
+        self.uploads = Counter(
+            "ecg_alerting_uploads_total",
+            "ECG uploads for scoring by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "ecg_alerting_auth_failures_total",
+            "Requests refused for a missing or wrong token",
+            registry=registry,
+        )

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 import uvicorn
@@ -29,6 +29,7 @@ from alerting.metrics import AlertingMetrics
 from alerting.policy import AlarmPolicy
 from alerting.server import ServerMetrics, create_app
 from alerting.store import AlarmStore
+from alerting.writer import ThreadedWriter
 from alerting.ws_protocol import ShutdownSafeWebSocketProtocol
 from ecgcommon import mqtt_auth, topics
 from ecgcommon.subjects import parse_bus
@@ -41,6 +42,18 @@ log = logging.getLogger("alerting")
 # Kinds subscribed at QoS 1 in the persistent session, so the broker keeps them while the service
 # is away (restart, crash) and hands them over on reconnect; samples (waveform only) are QoS 0.
 DURABLE_KINDS = ("beats", "events", "status")
+
+
+class BusLink(Protocol):
+    """What the service needs of its bus link (`MqttLink`, or `NatsLink` for NATS)."""
+
+    connected: threading.Event
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes) -> None: ...
 
 
 class MqttLink:
@@ -160,7 +173,7 @@ class AlertingService:
         self.metrics = AlertingMetrics(self.registry)
         self.server_metrics = ServerMetrics(self.registry)
         self.core: AlertingCore | None = None
-        self.mqtt: MqttLink | None = None
+        self.mqtt: BusLink | None = None
         self.port: int | None = None
         self.ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -190,12 +203,15 @@ class AlertingService:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
+        link: BusLink
         if parse_bus(self.config.bus).is_nats:  # the distributed bus (alerting/nats_link.py)
             from alerting.nats_link import NatsLink
 
-            self.mqtt = NatsLink(self.config, loop, self._on_message)  # type: ignore[assignment]
+            link = NatsLink(self.config, loop, self._on_message)
         else:
-            self.mqtt = MqttLink(self.config, loop, self._on_message, on_resume=self._on_resume)
+            link = MqttLink(self.config, loop, self._on_message, on_resume=self._on_resume)
+        self.mqtt = link
+        writer = ThreadedWriter(self.store, loop.call_soon_threadsafe)  # disk syncs off the loop
         self.core = AlertingCore(
             self.config,
             hub=self.hub,
@@ -203,7 +219,8 @@ class AlertingService:
             store=self.store,
             metrics=self.metrics,
             registry=self.registry,
-            publish=self.mqtt.publish if self.config.publish_alarms else None,
+            publish=link.publish if self.config.publish_alarms else None,
+            writer=writer,
         )
         restored = self.core.restore()
         log.info("restored %d open alarm(s) from %s", restored, self.config.db_path)
@@ -239,7 +256,7 @@ class AlertingService:
                 f"could not listen on {self.config.http_host}:{self.config.http_port}"
             )
         self.port = int(server.servers[0].sockets[0].getsockname()[1])
-        self.mqtt.start()
+        link.start()
         tasks = [
             asyncio.create_task(self._every(self.config.batch_s, self._flush)),
             asyncio.create_task(self._every(self.config.tick_s, self.core.tick)),
@@ -256,9 +273,10 @@ class AlertingService:
         finally:
             for t in tasks:
                 t.cancel()
-            self.mqtt.stop()
+            link.stop()
             server.should_exit = True
             await server.shutdown()
+            await asyncio.to_thread(writer.close)  # every queued change is stored
             self.store.close()
             self.ready.clear()
 

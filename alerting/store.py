@@ -2,8 +2,11 @@
 
 Every alarm change is an idempotent upsert keyed by the alarm's stable id, so replaying the
 same changes (after a restart or a retry) never duplicates an alarm. Acknowledgements and the
-change log are insert-or-ignore on natural keys for the same reason. One connection guarded by
-a lock: safe for one writer thread plus readers from other threads (e.g. the HTTP server).
+change log are insert-or-ignore on natural keys for the same reason. Writes go through one
+connection under a lock (in the service, from one writer thread: `alerting/writer.py`); reads use
+a second connection of their own, so a read never waits for a write's disk sync (WAL readers do
+not block on the writer). An in-memory store (`":memory:"`, tests and offline benches) has one
+connection for both.
 """
 
 from __future__ import annotations
@@ -75,16 +78,18 @@ class AlarmStore:
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self._db = _connect(path)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.execute("PRAGMA busy_timeout=5000")
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(alarms)")}
             if columns and "version" not in columns:  # a store from before versions
                 self._db.execute("ALTER TABLE alarms ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
             self._db.executescript(SCHEMA)
+        if str(path) == ":memory:":  # one database per connection: share the writer's
+            self._rlock, self._rdb = self._lock, self._db
+        else:
+            self._rlock, self._rdb = threading.Lock(), _connect(path)
 
     @property
     def journal_mode(self) -> str:
@@ -132,8 +137,8 @@ class AlarmStore:
 
     # ------------------------------------------------------------------ reads
     def get(self, alarm_id: str) -> Alarm | None:
-        with self._lock:
-            row = self._db.execute("SELECT data FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
+        with self._rlock:
+            row = self._rdb.execute("SELECT data FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
         return None if row is None else Alarm.from_dict(json.loads(row["data"]))
 
     def query(
@@ -150,7 +155,8 @@ class AlarmStore:
         (since <= started_at < until)."""
         if not (isinstance(limit, int) and limit >= 1):
             raise ValueError(f"limit: must be a positive integer, got {limit!r}")
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | float | int] = []
         for column, value in (
             ("bed", bed),
             ("priority", priority),
@@ -171,14 +177,14 @@ class AlarmStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, id LIMIT ?"
         args.append(limit)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        with self._rlock:
+            rows = self._rdb.execute(sql, args).fetchall()
         return [Alarm.from_dict(json.loads(r["data"])) for r in rows]
 
     def active(self) -> list[Alarm]:
         """Every open alarm (not ended), for AlarmPolicy.restore after a restart."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._rlock:
+            rows = self._rdb.execute(
                 "SELECT data FROM alarms WHERE state != ? ORDER BY started_at, id",
                 (AlarmState.ENDED.value,),
             ).fetchall()
@@ -189,32 +195,42 @@ class AlarmStore:
         if alarm_id is not None:
             sql += " WHERE alarm_id = ?"
             args.append(alarm_id)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY at", args).fetchall()
+        with self._rlock:
+            rows = self._rdb.execute(sql + " ORDER BY at", args).fetchall()
         return [dict(r) for r in rows]
 
     def changes(self, alarm_id: str) -> list[dict[str, Any]]:
         """The change log of one alarm, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._rlock:
+            rows = self._rdb.execute(
                 "SELECT kind, at, state FROM alarm_changes WHERE alarm_id = ? ORDER BY at, rowid",
                 (alarm_id,),
             ).fetchall()
         return [dict(r) for r in rows]
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM alarms").fetchone()[0])
+        with self._rlock:
+            return int(self._rdb.execute("SELECT COUNT(*) FROM alarms").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._rdb is not self._db:
+            with self._rlock:
+                self._rdb.close()
 
     def __enter__(self) -> AlarmStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
 
 
 def _row(alarm: Alarm) -> dict[str, Any]:

@@ -210,9 +210,9 @@ def test_malformed_bodies_get_a_4xx_never_a_5xx(svc: AlertingService) -> None:
 def test_a_body_that_stops_arriving_does_not_hold_the_handler(
     svc: AlertingService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import alerting.server
+    import alerting.http_body
 
-    monkeypatch.setattr(alerting.server, "BODY_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(alerting.http_body, "BODY_TIMEOUT_S", 1.0)
     start = time.monotonic()
     answer = _raw(
         svc.port,
