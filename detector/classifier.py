@@ -23,6 +23,7 @@ manifest's decision offsets. The manifest is checked at load (sha256, feature li
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -31,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from detector.pipeline import DetectedBeat
-from ecgcommon.model_contract.adapter import RunningMedian
 from ecgcommon.model_contract.beat_classes import (  # the contract shared with models/classify.py
     FEATURES,
     GRID_HZ,
@@ -69,6 +69,46 @@ ST_REGION = _span(0.12, 0.39)
 WIDTH_REGION = _span(-0.15, 0.15)
 
 
+def median(a: np.ndarray, axis: int) -> np.ndarray:
+    """`np.median(a, axis)` of finite values, bit for bit (the same partition and mean of the
+    middle two), without its Python overhead (it ran once per beat and template refresh)."""
+    n = a.shape[axis]
+    k = n // 2
+    if n % 2:
+        return np.partition(a, k, axis=axis).take(k, axis=axis)
+    part = np.partition(a, (k - 1, k), axis=axis)
+    return (part.take(k - 1, axis=axis) + part.take(k, axis=axis)) / 2
+
+
+class UsualValues:
+    """Running medians of the last `size` values of each RELATIVE_OF feature: the semantics
+    of `RunningMedian` (sorted window), the three kept together so a beat costs one call."""
+
+    def __init__(self, size: int = RELATIVE_HISTORY, k: int = len(RELATIVE_OF)) -> None:
+        self.size = size
+        self._fifo: list[deque[float]] = [deque() for _ in range(k)]
+        self._sorted: list[list[float]] = [[] for _ in range(k)]
+
+    def __len__(self) -> int:
+        return len(self._fifo[0])
+
+    def relative_then_add(self, values: Sequence[float]) -> list[float]:
+        """Each value minus its running median (0 before any), then learn the values."""
+        out = []
+        for v, fifo, srt in zip(values, self._fifo, self._sorted, strict=True):
+            n = len(srt)
+            if n:
+                med = srt[n // 2] if n % 2 else 0.5 * (srt[n // 2 - 1] + srt[n // 2])
+                out.append(v - med)
+            else:
+                out.append(0.0)
+            fifo.append(v)
+            bisect.insort(srt, v)
+            if len(fifo) > self.size:
+                del srt[bisect.bisect_left(srt, fifo.popleft())]
+        return out
+
+
 class PatientClasses:
     """One bed's classification state: the mV template and recent RR intervals (causal)."""
 
@@ -84,7 +124,7 @@ class PatientClasses:
         self.prev_decorr = math.nan  # qrs_decorr of the previous beat (NaN: none yet)
         # the patient's usual value of each RELATIVE_OF feature: a noisy or aberrant patient's
         # normal beats all differ from the template, so the departure from that usual counts
-        self.usual = [RunningMedian(RELATIVE_HISTORY) for _ in RELATIVE_OF]
+        self.usual = UsualValues(RELATIVE_HISTORY, len(RELATIVE_OF))
 
     @property
     def n_template(self) -> int:
@@ -94,7 +134,7 @@ class PatientClasses:
     def template(self) -> np.ndarray | None:
         """The current template (None before the first learnt beat)."""
         if self._template is None and self._n:
-            self._template = np.median(self._ring[: self._n], axis=0)
+            self._template = median(self._ring[: self._n], axis=0)
             self._since_refresh = 0
         return self._template
 
@@ -170,20 +210,23 @@ def grid_beats(beats: Sequence[DetectedBeat]) -> np.ndarray:
     if not np.isfinite(out).all():
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
         raise ValueError(f"beat segments hold NaN/inf in beats {bad[:10].tolist()}")
-    return out - np.median(out, axis=1, keepdims=True)
+    return out - median(out, axis=1)[:, None]
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    num = (a * b).sum(axis=1)
-    den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1)) + 1e-9
+def _decorr(num: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """log(1 - r + 0.01) from the centred cross and square sums (rows of several regions)."""
+    den = np.sqrt(aa * bb) + 1e-9
     return np.log(np.clip(1.0 - num / den, 0.0, 2.0) + 0.01)
+
+
+def _centred(a: np.ndarray) -> np.ndarray:
+    return a - a.mean(axis=1, keepdims=True)
 
 
 def _width(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(QRS width in s, steepest slope in mV/s) of grid rows."""
-    d = np.abs(np.diff(x[:, WIDTH_REGION], axis=1)) * GRID_HZ
+    w = x[:, WIDTH_REGION]
+    d = np.abs(w[:, 1:] - w[:, :-1]) * GRID_HZ  # = np.diff
     top = d.max(axis=1)
     above = d >= np.maximum(WIDTH_FRACTION * top, 1e-3)[:, None]
     first = above.argmax(axis=1)
@@ -195,34 +238,56 @@ def _log_ratio(a: np.ndarray, b: np.ndarray, floor: float) -> np.ndarray:
     return np.log((a + floor) / (b + floor))
 
 
+def _ptp(a: np.ndarray) -> np.ndarray:
+    return a.max(axis=1) - a.min(axis=1)  # = np.ptp(a, axis=1)
+
+
 def morphology(x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Morphology features (the first 15 of FEATURES) of grid beats `x` vs templates `t`."""
-    q, tq = x[:, QRS_REGION], t[:, QRS_REGION]
-    dq, dt = np.diff(q, axis=1), np.diff(tq, axis=1)
-    dgain = (dq * dt).sum(axis=1) / ((dt * dt).sum(axis=1) + 1e-6)
-    dres = ((dq - dgain[:, None] * dt) ** 2).mean(axis=1) / ((dt * dt).mean(axis=1) + 1e-6)
-    w_x, s_x = _width(x)
-    w_t, s_t = _width(t)
-    gain = (q * tq).sum(axis=1) / ((tq * tq).sum(axis=1) + 1e-6)
-    resid = ((q - gain[:, None] * tq) ** 2).mean(axis=1) / ((tq * tq).mean(axis=1) + 1e-6)
-    st, tst = x[:, ST_REGION], t[:, ST_REGION]
-    p, tp = x[:, P_REGION], t[:, P_REGION]
+    """Morphology features (the first 15 of FEATURES) of grid beats `x` vs templates `t`.
+
+    Row statistics are computed once over beats and templates stacked (each row's value is
+    the same as alone); only the beat-vs-template products need both halves.
+    """
+    n = x.shape[0]
+    both = np.concatenate((x, t))
+    q2 = both[:, QRS_REGION]
+    d2 = q2[:, 1:] - q2[:, :-1]  # = np.diff
+    q, tq, dq, dt = q2[:n], q2[n:], d2[:n], d2[n:]
+    w2, s2 = _width(both)
+    sq_t = (tq * tq).sum(axis=1)
+    sd_t = (dt * dt).sum(axis=1)
+    dgain = (dq * dt).sum(axis=1) / (sd_t + 1e-6)
+    dres = ((dq - dgain[:, None] * dt) ** 2).mean(axis=1) / (sd_t / dt.shape[1] + 1e-6)
+    gain = (q * tq).sum(axis=1) / (sq_t + 1e-6)
+    resid = ((q - gain[:, None] * tq) ** 2).mean(axis=1) / (sq_t / tq.shape[1] + 1e-6)
+    st2, p2 = both[:, ST_REGION], both[:, P_REGION]
+    nums, squares = [], []
+    for region in (q2, st2, p2, d2):  # QRS, ST-T, P and QRS-slope correlations
+        c = _centred(region)
+        nums.append((c[:n] * c[n:]).sum(axis=1))
+        squares.append((c * c).sum(axis=1))
+    sq = np.stack(squares)
+    decorr = _decorr(np.stack(nums), sq[:, :n], sq[:, n:])
+    ptp_q, ptp_st = _ptp(q2), _ptp(st2)
+    absq = np.abs(q2).mean(axis=1)
+    sdp = p2.std(axis=1)
+    w_x, w_t = w2[:n], w2[n:]
     return np.stack(
         [
             w_x,
             w_t,
             w_x - w_t,
-            _corr(q, tq),
-            _corr(st, tst),
-            _corr(p, tp),
-            _log_ratio(np.ptp(q, axis=1), np.ptp(tq, axis=1), 0.02),
-            _log_ratio(np.abs(q).mean(axis=1), np.abs(tq).mean(axis=1), 0.01),
-            _log_ratio(s_x, s_t, 0.1),
+            decorr[0],
+            decorr[1],
+            decorr[2],
+            _log_ratio(ptp_q[:n], ptp_q[n:], 0.02),
+            _log_ratio(absq[:n], absq[n:], 0.01),
+            _log_ratio(s2[:n], s2[n:], 0.1),
             np.clip(gain, -3.0, 3.0),
             np.log(resid + 1e-3),
-            _log_ratio(np.ptp(st, axis=1), np.ptp(tst, axis=1), 0.02),
-            _log_ratio(p.std(axis=1), tp.std(axis=1), 0.005),
-            _corr(dq, dt),
+            _log_ratio(ptp_st[:n], ptp_st[n:], 0.02),
+            _log_ratio(sdp[:n], sdp[n:], 0.005),
+            decorr[3],
             np.log(dres + 1e-3),
         ],
         axis=1,
@@ -273,7 +338,7 @@ def beat_features(
     prev_val: list[float] = []
     last_of: dict[int, int] = {}
     for i, (st, b) in enumerate(zip(states, beats, strict=True)):
-        t = st.template()
+        t = st._template if st._template is not None else st.template()
         row = x[i]
         templates.append(row if t is None else t)
         irregular.append(st.irregularity())
@@ -295,13 +360,8 @@ def beat_features(
         states[i].prev_decorr = float(decorr[i])
     cols = [FEATURES.index(f) for f in RELATIVE_OF]
     values = morph[:, cols].tolist()
-    rel_rows = []
-    for st, vals in zip(states, values, strict=True):  # time order within each bed: causal
-        row_rel = []
-        for v, med in zip(vals, st.usual, strict=True):
-            row_rel.append(v - med.median() if len(med) else 0.0)
-            med.add(v)
-        rel_rows.append(row_rel)
+    # time order within each bed: causal
+    rel_rows = [st.usual.relative_then_add(v) for st, v in zip(states, values, strict=True)]
     rel = np.array(rel_rows, dtype=np.float64)
     rhythm = np.array(rhythm_rows, dtype=np.float64)
     irregular_a = np.array(irregular)

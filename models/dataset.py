@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -101,20 +101,13 @@ def load_beats(
         path = CACHE_DIR / f"beats-{name}-{key}.npz"
         if cache and path.is_file():
             z = np.load(path, allow_pickle=False)
-            sets.append(BeatSet(z["windows"], z["labels"], z["rhythm"], z["records"], z["peaks"]))
+            sets.append(BeatSet(**{f.name: z[f.name] for f in fields(BeatSet)}))
             continue
         beats = record_beats(load_record(name, folder), spec)
         if cache:
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(
-                tmp,
-                windows=beats.windows,
-                labels=beats.labels,
-                rhythm=beats.rhythm,
-                records=beats.records,
-                peaks=beats.peaks,
-            )
+            np.savez(tmp, **{f.name: getattr(beats, f.name) for f in fields(BeatSet)})
             tmp.replace(path)
         sets.append(beats)
     return concat(sets)

@@ -23,8 +23,7 @@ from models.calibrate import ANOMALY_L2, fit_anomaly, fit_logistic, per_record_f
 from models.dataset import BeatSet, load_beats
 from models.export import write_json
 from models.metrics import ABNORMAL, auc_report
-from models.nets import LSTMAutoencoder
-from models.train import TrainConfig, _oof_errors
+from models.train import TrainConfig, _oof_errors, lstm_factory
 
 CV_FOLDS = 6
 # (name, features, L2): the previous rule, the new features one at a time and together, and L2.
@@ -72,14 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig()
     t0 = time.perf_counter()
     beats = load_beats(cfg.records, resolve_data_dir(args.data_dir))
-    err = _oof_errors(
-        "lstm_ae",
-        lambda: LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat"),
-        beats,
-        cfg,
-        cfg.fit,
-        progress=False,
-    )
+    err = _oof_errors("lstm_ae", lstm_factory(cfg), beats, cfg, cfg.fit, progress=False)
     feats = per_record_features(err, beats, fit_anomaly(err, beats))
     report: dict[str, Any] = {
         "records": list(cfg.records),

@@ -158,6 +158,22 @@ def _calibrate(err: np.ndarray, beats: BeatSet) -> tuple[AnomalyConfig, dict[str
     return anomaly, {"thresholds": thresholds, "metrics": metrics}, err
 
 
+def _write_rule(
+    err: np.ndarray, beats: BeatSet, manifest: dict[str, Any], path: Path
+) -> dict[str, Any]:
+    """The anomaly rule and thresholds fitted on `err` into `manifest`, written to `path`."""
+    anomaly, extra, _ = _calibrate(err, beats)
+    manifest["anomaly"] = anomaly.as_dict()
+    manifest.update(extra)
+    write_json(path, manifest)
+    return extra
+
+
+def lstm_factory(cfg: TrainConfig) -> Callable[[], torch.nn.Module]:
+    """A maker of the shipped beat model, untrained (one per cross-fitting fold)."""
+    return lambda: LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat")
+
+
 def _export(
     model: torch.nn.Module,
     out: Path,
@@ -190,7 +206,7 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, progress: bool = True) ->
     metrics: dict[str, Any] = {}
 
     # The beat model.
-    model = LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat")
+    model = lstm_factory(cfg)()
     fit = _train_one("lstm_ae", model, beats, cfg, cfg.fit, progress)
     arch = {
         "kind": "lstm_ae",
@@ -213,41 +229,25 @@ def train(cfg: TrainConfig, data_dir: Path, out: Path, progress: bool = True) ->
     }
     write_json(out / MANIFEST_FILE, manifest)
     OnnxScorer(out)  # the manifest just written must match its model
-    oof = _oof_errors(
-        "lstm_ae",
-        lambda: LSTMAutoencoder(cfg.hidden, cfg.latent, mode="repeat"),
-        beats,
-        cfg,
-        cfg.fit,
-        progress,
-    )
-    anomaly, extra, _ = _calibrate(oof, beats)
-    manifest["anomaly"] = anomaly.as_dict()
-    manifest.update(extra)
-    write_json(out / MANIFEST_FILE, manifest)
+    oof = _oof_errors("lstm_ae", lstm_factory(cfg), beats, cfg, cfg.fit, progress)
+    extra = _write_rule(oof, beats, manifest, out / MANIFEST_FILE)
     metrics["lstm_ae"] = {"training": manifest["training"], **extra["metrics"]}
 
     if cfg.baselines:
         bdir = out / BASELINE_DIR
         # 1-D CNN autoencoder: same windows, same training, same anomaly rule fitted on DS1.
-        cnn = CNNAutoencoder(WINDOW.n_points, 16, cfg.latent)
+
+        def new_cnn() -> torch.nn.Module:
+            return CNNAutoencoder(WINDOW.n_points, 16, cfg.latent)
+
+        cnn = new_cnn()
         fit = _train_one("cnn_ae", cnn, beats, cfg, cfg.cnn_fit, progress)
         _, man = _export(cnn, bdir, "cnn_ae", WINDOW, {"kind": "cnn_ae"}, beats.windows[:256])
         man.update(common)
         write_json(bdir / "cnn_ae.manifest.json", man)
         OnnxScorer(bdir, model_file="cnn_ae.onnx", manifest_file="cnn_ae.manifest.json")
-        oof = _oof_errors(
-            "cnn_ae",
-            lambda: CNNAutoencoder(WINDOW.n_points, 16, cfg.latent),
-            beats,
-            cfg,
-            cfg.cnn_fit,
-            progress,
-        )
-        anomaly, extra, _ = _calibrate(oof, beats)
-        man["anomaly"] = anomaly.as_dict()
-        man.update(extra)
-        write_json(bdir / "cnn_ae.manifest.json", man)
+        oof = _oof_errors("cnn_ae", new_cnn, beats, cfg, cfg.cnn_fit, progress)
+        extra = _write_rule(oof, beats, man, bdir / "cnn_ae.manifest.json")
         metrics["cnn_ae"] = {"val_loss": fit.val_loss, **extra["metrics"]}
 
         # The seed's configuration: raw error, global percentile threshold, no rhythm.

@@ -7,15 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from detector.anomaly import (
-    FEATURES,
+from ecgcommon.model_contract.adapter import (
     AnomalyConfig,
     PatientAdapter,
     RunningMedian,
     record_scores,
-    rhythm_from_row,
 )
-from detector.scorer import OnnxScorer
+from ecgcommon.model_contract.features import FEATURES, rhythm_from_row
+from ecgcommon.model_contract.scorer import OnnxScorer
 from ecgcommon.rhythm import NEUTRAL, RRTracker
 from models.dataset import load_beats
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.scorer import (
+from ecgcommon.model_contract.manifest import (
     DEFAULT_MODEL_DIR,
     MANIFEST_FILE,
     MODEL_FILE,
     ModelMismatchError,
-    OnnxScorer,
     sha256_file,
 )
+from ecgcommon.model_contract.scorer import OnnxScorer
 from ecgcommon.windowing import WINDOW
 from models.dataset import load_beats
 

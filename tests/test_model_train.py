@@ -10,7 +10,7 @@ import pytest
 import wfdb
 from scipy.signal import resample_poly
 
-from detector.scorer import OnnxScorer
+from ecgcommon.model_contract.scorer import OnnxScorer
 from ecgcommon.records import load_record
 from models import evaluate
 

@@ -26,7 +26,7 @@ from detector.rhythms.events import EpisodeChange, RhythmBeat
 from detector.rhythms.runs import SVT, VT, BeatRunDetector, RunConfig
 from detector.rhythms.stream import Decimated
 from detector.rhythms.vf import HOP_S, WINDOW_S, VFConfig, VFDetector
-from detector.rhythms.vf_features import screen, vf_features
+from detector.rhythms.vf_features import centred, screen, vf_features
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,11 @@ class RhythmAnalyser:
             self.next_hop = self.hop
             self.lead_name = lead_names[lead] if lead < len(lead_names) else "?"
         dec = self.dec
-        step = self.hop * dec.q
+        # a finite chunk whose windows all stay in the buffer goes in at once (the filter and
+        # decimation are sequential, so the kept samples are the same); otherwise hop by hop,
+        # so that the invalid spans `Decimated` records are the same for any chunking
+        whole = x.shape[0] // dec.q + 1 + self.win <= dec.keep and bool(np.isfinite(x).all())
+        step = x.shape[0] if whole else self.hop * dec.q
         for i in range(0, x.shape[0], step):
             dec.feed(x[i : i + step])
             while dec.seen >= self.next_hop:
@@ -132,10 +136,11 @@ class RhythmAnalyser:
             return []
         y, ok = got
         since = self.gate.since if self.gate.active else None
-        if not ok[0]:
+        pre = centred(y[0]) if ok[0] else None  # for the screen and the features alike
+        if pre is None:
             out = self.vf.window(None, dec.fs, t_end)
             q = self.sqi.update(None)
-        elif self._ordinary(y[0]):
+        elif self._ordinary(pre):
             # a plainly clean, spiky ECG like this lead's baseline: no VF, no artifact, and
             # the full feature set is not needed (most windows of most beds)
             self.vf.quiet_window()
@@ -146,7 +151,7 @@ class RhythmAnalyser:
             if self._beats_lost(y, ok, dec.fs):
                 out += self.gate.force(t_end - 1.0, self.lead_name)
         else:
-            f = vf_features(y[0], dec.fs)
+            f = vf_features(y[0], dec.fs, pre)
             p = self.vf.probability(f)
             if p >= self.config.vf.p_off and y.shape[0] > 1:
                 p = self._agreed(p, y, ok)
@@ -169,7 +174,7 @@ class RhythmAnalyser:
         self.judged_until = t_end
         return out + self._release()
 
-    def _ordinary(self, y: np.ndarray) -> bool:
+    def _ordinary(self, pre: tuple[np.ndarray, np.ndarray]) -> bool:
         """The cheap screen: kurtosis >= `screen_kurt` (QRS spikes), interquartile share <=
         `screen_spread` (quiet baseline) and amplitude, kurtosis and spread within
         `screen_ratio` of the lead's clean baseline. 1.5 % of cudb/207 VF windows and 83 % of
@@ -178,7 +183,7 @@ class RhythmAnalyser:
         if not base or self.vf.active or self.gate.active:
             return False
         c = self.config
-        amp, spread, kurt = screen(y)
+        amp, spread, kurt = screen(pre[0], pre)
         r = c.screen_ratio
         return (
             kurt >= c.screen_kurt

@@ -38,7 +38,8 @@ _PLAN: dict[tuple[int, float], tuple] = {}
 
 
 def _plan(n: int, fs: float) -> tuple:
-    """Per (window length, rate): taper, spectral window, FFT size, frequency grid (cached)."""
+    """Per (window length, rate): taper, spectral window, FFT size, frequency grid and the
+    bands as slices of it (cached)."""
     plan = _PLAN.get((n, fs))
     if plan is None:
         taper = np.ones(n)
@@ -48,12 +49,20 @@ def _plan(n: int, fs: float) -> tuple:
             taper[:k], taper[n - k :] = ramp, ramp[::-1]
         nfft = 1 << int(math.ceil(math.log2(max(n, 2 * fs))))
         f = np.fft.rfftfreq(nfft, 1.0 / fs)
-        band = np.flatnonzero((f >= 0.5) & (f <= 9.0))
-        wide = (f >= 0.5) & (f <= min(40.0, 0.5 * fs))
-        plan = (taper, np.hamming(n), nfft, f, band, wide, wide & (f >= 12.0))
+        # every band is a contiguous run of the grid: slices, not masks (no copies)
+        band = _run(f, 0.5, 9.0)
+        wide = _run(f, 0.5, min(40.0, 0.5 * fs))
+        high = slice(max(wide.start, int(np.searchsorted(f, 12.0))), wide.stop)
+        plan = (taper, np.hamming(n), nfft, f, band, wide, high)
         if len(_PLAN) < 64:
             _PLAN[(n, fs)] = plan
     return plan
+
+
+def _run(f: np.ndarray, lo: float, hi: float) -> slice:
+    """The indices of the sorted grid `f` within [lo, hi], as a slice."""
+    idx = np.flatnonzero((f >= lo) & (f <= hi))
+    return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
 
 
 @dataclass(frozen=True)
@@ -76,13 +85,23 @@ class VFFeatures:
         return np.array([getattr(self, f) for f in FEATURES], dtype=np.float64)
 
 
-def vf_features(y: np.ndarray, fs: float) -> VFFeatures:
-    """Features of one finite, band-passed (about 1..35 Hz) window `y` (mV) at `fs` Hz."""
+def centred(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A window minus its mean, and the same sorted: what `screen` and `vf_features` share
+    (the analyser computes it once per window for both)."""
+    y = np.asarray(y, dtype=np.float64)
+    y = y - np.add.reduce(y) / y.size  # = y.mean(), without its Python overhead
+    return y, np.sort(y)
+
+
+def vf_features(
+    y: np.ndarray, fs: float, pre: tuple[np.ndarray, np.ndarray] | None = None
+) -> VFFeatures:
+    """Features of one finite, band-passed (about 1..35 Hz) window `y` (mV) at `fs` Hz;
+    `pre`: `centred(y)` when the caller has it already."""
     n = y.size
     taper, hamming, nfft, f, band, wide, high = _plan(n, fs)
-    y = np.asarray(y, dtype=np.float64)
-    y = y - y.mean()
-    srt = np.sort(y)
+    y, srt = centred(y) if pre is None else pre
+    add = np.add.reduce  # ndarray.sum() without its Python wrapper (the same summation)
     amp = float(srt[int(0.95 * (n - 1))] - srt[int(0.05 * (n - 1))])
     peak = max(-float(srt[0]), float(srt[-1]))
     if not peak > 0 or not math.isfinite(peak):
@@ -92,30 +111,31 @@ def vf_features(y: np.ndarray, fs: float) -> VFFeatures:
     tcsc = float(np.count_nonzero(z > 0.2 * z.max())) / n
     # VF filter leakage: half period N from the mean absolute slope
     ay = np.abs(y)
-    sa = float(ay.sum())
-    d = float(np.abs(np.diff(y)).sum())
+    sa = float(add(ay))
+    dy = y[1:] - y[:-1]  # = np.diff(y)
+    d = float(add(np.abs(dy)))
     half = int(math.floor(math.pi * sa / max(d, 1e-12) + 0.5))
     if 1 <= half < n:
-        num = float(np.abs(y[half:] + y[:-half]).sum())
-        den = 2 * sa - float(ay[:half].sum()) - float(ay[n - half :].sum())
+        num = float(add(np.abs(y[half:] + y[:-half])))
+        den = 2 * sa - float(add(ay[:half])) - float(add(ay[n - half :]))
         leakage = num / den if den > 0 else 1.0
     else:
         leakage = 1.0
     # spectrum (Hamming window)
     spec = np.fft.rfft(y * hamming, nfft)
     spec = spec.real**2 + spec.imag**2
-    peak_hz = float(f[band[int(np.argmax(spec[band]))]])
+    peak_hz = float(f[band.start + int(np.argmax(spec[band]))])
     top = min(100.0, 20 * max(peak_hz, 0.5), 0.5 * fs)
-    i0, i1 = int(band[0]), int(np.searchsorted(f, top, side="right"))
-    total = float(spec[i0:i1].sum())
+    i0, i1 = band.start, int(np.searchsorted(f, top, side="right"))
+    total = float(add(spec[i0:i1]))
     var = float(y @ y) / n
     if total <= 0 or var <= 0:
         return VFFeatures(tcsc, leakage, 0.0, 10.0, peak_hz, 0.0, 0.0, amp, 0.0, 0.0, 0.0)
     j0 = int(np.searchsorted(f, 0.7 * peak_hz))
     j1 = int(np.searchsorted(f, 1.4 * peak_hz, side="right"))
-    a2 = float(spec[j0:j1].sum()) / total
+    a2 = float(add(spec[j0:j1])) / total
     m = float(f[i0:i1] @ spec[i0:i1]) / total / max(peak_hz, 0.5)
-    hf = float(spec[high].sum()) / max(float(spec[wide].sum()), 1e-300)
+    hf = float(add(spec[high])) / max(float(add(spec[wide])), 1e-300)
     y2 = y * y
     kurt = float(y2 @ y2) / n / (var * var)
     # phase space: 40 x 40 cells over the window's range, delay 0.5 s
@@ -125,7 +145,6 @@ def vf_features(y: np.ndarray, fs: float) -> VFFeatures:
     psr = 0.0
     if cells is not None and lag < n:
         psr = np.count_nonzero(np.bincount(cells[lag:] * 40 + cells[:-lag], minlength=1600)) / 1600
-    dy = np.diff(y)
     dv = float(dy @ dy) / dy.size
     dy2 = dy * dy
     dkurt = float(dy2 @ dy2) / dy.size / (dv * dv) if dv > 0 else 0.0
@@ -133,17 +152,18 @@ def vf_features(y: np.ndarray, fs: float) -> VFFeatures:
     return VFFeatures(tcsc, leakage, a2, m, peak_hz, hf, kurt, amp, psr, dkurt, spread)
 
 
-def screen(y: np.ndarray) -> tuple[float, float, float]:
+def screen(
+    y: np.ndarray, pre: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[float, float, float]:
     """(amp_mv, spread, kurt) of a window as `vf_features` computes them, at a fraction of its
-    cost: enough to see that a window is an ordinary clean ECG (see the analyser)."""
+    cost: enough to see that a window is an ordinary clean ECG (see the analyser); `pre`:
+    `centred(y)` when the caller has it already."""
     n = y.size
-    y = np.asarray(y, dtype=np.float64)
-    y = y - y.mean()
-    srt = np.sort(y)
+    y, srt = centred(y) if pre is None else pre
     span = float(srt[-1] - srt[0])
     amp = float(srt[int(0.95 * (n - 1))] - srt[int(0.05 * (n - 1))])
     spread = float(srt[(3 * (n - 1)) // 4] - srt[(n - 1) // 4]) / span if span > 0 else 0.0
     y2 = y * y
-    var = float(y2.sum()) / n
+    var = float(np.add.reduce(y2)) / n
     kurt = float(y2 @ y2) / n / (var * var) if var > 0 else 0.0
     return amp, spread, kurt

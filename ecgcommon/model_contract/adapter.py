@@ -28,7 +28,8 @@ import bisect
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -92,40 +93,23 @@ class AnomalyConfig:
         th = manifest.get("thresholds", {})
         if not isinstance(th, Mapping):
             raise ValueError("manifest 'thresholds' must be an object")
-        return cls(
-            weights=tuple(float(v) for v in a["weights"]),
-            bias=float(a["bias"]),
-            mean=tuple(float(v) for v in a["mean"]),
-            scale=tuple(float(v) for v in a["scale"]),
-            prior_log_error=float(a["prior_log_error"]),
-            prior_log_template=float(a["prior_log_template"]),
-            prior_log_st=float(a["prior_log_st"]),
-            history=int(a["history"]),
-            warmup=int(a["warmup"]),
-            template_history=int(a["template_history"]),
-            qrs_half_s=float(a["qrs_half_s"]),
-            prior_log_decorr=float(a["prior_log_decorr"]),
-            thresholds={k: float(v["threshold"]) for k, v in th.items()},
-        )
+        values: dict[str, Any] = {}
+        for name in _SECTION:
+            v = a[name]
+            if name in _VECTORS:
+                values[name] = tuple(float(x) for x in v)
+            else:
+                values[name] = int(v) if name in _COUNTS else float(v)
+        return cls(**values, thresholds={k: float(v["threshold"]) for k, v in th.items()})
 
     def as_dict(self) -> dict[str, object]:
-        """The "anomaly" section of the manifest."""
-        return {
-            "features": list(FEATURES),
-            "weights": list(self.weights),
-            "bias": self.bias,
-            "mean": list(self.mean),
-            "scale": list(self.scale),
-            "prior_log_error": self.prior_log_error,
-            "prior_log_template": self.prior_log_template,
-            "prior_log_st": self.prior_log_st,
-            "history": self.history,
-            "warmup": self.warmup,
-            "template_history": self.template_history,
-            "qrs_half_s": self.qrs_half_s,
-            "prior_log_decorr": self.prior_log_decorr,
-            "uses_next_rr": False,
-        }
+        """The "anomaly" section of the manifest (fields in declaration order)."""
+        out: dict[str, object] = {"features": list(FEATURES)}
+        for name in _SECTION:
+            v = getattr(self, name)
+            out[name] = list(v) if name in _VECTORS else v
+        out["uses_next_rr"] = False
+        return out
 
     def threshold(self, profile: str) -> float:
         """The score threshold of an operating profile ("icu" or "screening")."""
@@ -133,6 +117,12 @@ class AnomalyConfig:
             known = list(self.thresholds or {})
             raise KeyError(f"no threshold for profile {profile!r}; known: {known}")
         return self.thresholds[profile]
+
+
+# The manifest's "anomaly" section holds every field but the thresholds (a section of its own).
+_SECTION = tuple(f.name for f in fields(AnomalyConfig) if f.name != "thresholds")
+_VECTORS = ("weights", "mean", "scale")  # one number per feature
+_COUNTS = ("history", "warmup", "template_history")  # beats
 
 
 class RunningMedian:
