@@ -4,89 +4,42 @@ signal loss, lead-off, /metrics, /healthz and POST /v1/score."""
 from __future__ import annotations
 
 import json
-import os
-import socket
+import logging
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from prometheus_client import CollectorRegistry
 
-from detector.config import DetectorConfig
 from detector.pipeline import Pipeline
 from detector.service import DetectorService
 from ecgcommon.aami import aami_class
-from ecgcommon.protocol import (
-    SampleChunk,
-    decode_beats,
-    decode_event,
-    encode_samples,
-    encode_samples_json,
-)
+from ecgcommon.protocol import SampleChunk, encode_samples, encode_samples_json
 from ecgcommon.records import load_record
-from ecgcommon.settings import MqttSettings
-from ecgcommon.topics import parse_topic, samples_topic, status_topic, subscription
+from ecgcommon.topics import samples_topic, status_topic
 from ecgcommon.windowing import WINDOW
-from tests.conftest import Broker, free_port
+from tests.conftest import Broker
+from tests.helpers.broker import Mosquitto
+from tests.helpers.detector import detector_config, record_raw, running_detector
+from tests.helpers.mqtt import Subscriber, WardListener, suback_event
+from tests.helpers.waits import wait_event, wait_until
 
 FS = 360.0
 CHUNK = 180
 
-
-class Sub:
-    """A real subscriber keeping beats and events of one ward."""
-
-    def __init__(self, broker: Broker, ward: str) -> None:
-        self.beats: list = []
-        self.events: list = []
-        self.lock = threading.Lock()
-        ready = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        c.on_connect = lambda cl, *_: cl.subscribe(
-            [(subscription("beats", ward=ward), 1), (subscription("events", ward=ward), 1)]
-        )
-        c.on_subscribe = lambda *_: ready.set()
-        c.on_message = self._on
-        c.connect(broker.host, broker.port)
-        c.loop_start()
-        assert ready.wait(5)
-        self.client = c
-
-    def _on(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        kind = parse_topic(msg.topic).kind
-        with self.lock:
-            if kind == "beats":
-                self.beats += decode_beats(msg.payload)
-            else:
-                self.events.append(decode_event(msg.payload))
-
-    def events_of(self, bed: str, etype: str) -> list:
-        with self.lock:
-            return [e for e in self.events if e.bed == bed and e.type == etype]
-
-    def beats_of(self, bed: str) -> list:
-        with self.lock:
-            return [b for b in self.beats if b.bed == bed]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+Sub = WardListener  # the old name (tests/test_input_limits.py imports it from here)
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
+    """Poll real state until `cond()` holds; `WaitTimeout` (an AssertionError) if it does not."""
+    return bool(wait_until(cond, timeout, "the detector's output"))
 
 
 class Device:
@@ -120,31 +73,30 @@ class Device:
         self.client.loop_stop()
 
 
+@contextmanager
+def ward_io(broker: Broker, ward: str, bed: str, raw: np.ndarray) -> Iterator[tuple[Sub, Device]]:
+    """A listener to the ward's beats and events and a device of one bed, closed after."""
+    sub = Sub(broker, ward)
+    dev = Device(broker, ward, bed, raw)
+    try:
+        yield sub, dev
+    finally:
+        sub.close()
+        dev.close()
+
+
 @pytest.fixture(scope="module")
 def raw(data_dir: Path) -> np.ndarray:
-    rec = load_record("119", data_dir, sampto=int(FS * 120))
-    return np.rint(rec.lead(0) * 200).astype(np.int16)
+    return record_raw(data_dir, "119", 120, FS)
 
 
 @pytest.fixture
 def service(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
-    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
-    cfg = DetectorConfig(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        ward=unique_ward,
-        http_host="127.0.0.1",
-        http_port=0,
-        signal_timeout_s=1.5,
-        max_wait_s=0.02,
-        qos_beats=1,
-        model_dir=model_dir,
-    )
-    svc = DetectorService(cfg, registry=CollectorRegistry())
-    svc.start()
-    assert svc.connected.wait(10)
-    time.sleep(0.2)  # subscriptions acknowledged
-    yield svc
-    svc.stop()
+    cfg = detector_config(
+        broker, unique_ward, signal_timeout_s=1.5, max_wait_s=0.02, qos_beats=1
+    )  # returned once its subscriptions are acknowledged
+    with running_detector(cfg) as svc:
+        yield svc
 
 
 def http(svc: DetectorService, path: str, body: bytes | None = None) -> tuple[int, bytes]:
@@ -172,9 +124,7 @@ def metric(svc: DetectorService, name: str, labels: str = "") -> float:
 def test_malformed_messages_are_counted_by_reason_and_service_carries_on(
     service: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
 ) -> None:
-    sub = Sub(broker, unique_ward)
-    dev = Device(broker, unique_ward, "01", raw)
-    try:
+    with ward_io(broker, unique_ward, "01", raw) as (sub, dev):
         dev.send(b"garbage that is not a frame")
         dev.send(b'{"seq": 1, "first_sample": 0, "t0": 0, "samples": [1, 2]}')  # no fs
         dev.send(b"{not json")
@@ -202,17 +152,12 @@ def test_malformed_messages_are_counted_by_reason_and_service_carries_on(
         assert wait_for(lambda: metric(service, "ecg_detector_chunks_total") == 60)
         assert metric(service, "ecg_detector_inference_seconds_count") >= 1
         assert metric(service, "ecg_detector_batch_size_beats_count") >= 1
-    finally:
-        sub.close()
-        dev.close()
 
 
 def test_gap_duplicate_out_of_order_become_events(
     service: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
 ) -> None:
-    sub = Sub(broker, unique_ward)
-    dev = Device(broker, unique_ward, "02", raw)
-    try:
+    with ward_io(broker, unique_ward, "02", raw) as (sub, dev):
         dev.send_chunks([0, 1, 2, 3, 3, 4, 5, 8, 6, 9, 10])
         assert wait_for(lambda: len(sub.events_of("02", "out_of_order")) == 1)
         dup = sub.events_of("02", "duplicate")
@@ -225,18 +170,14 @@ def test_gap_duplicate_out_of_order_become_events(
         assert gap[0].detail["missing_samples"] == 2 * CHUNK
         assert late[0].detail["seq"] == 6
         assert metric(service, "ecg_detector_events_total", 'type="gap"') == 1
-    finally:
-        sub.close()
-        dev.close()
 
 
 def test_device_offline_via_last_will_signal_lost_and_lead_off(
     service: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
 ) -> None:
-    sub = Sub(broker, unique_ward)
-    dev = Device(broker, unique_ward, "03", raw)
-    try:
+    with ward_io(broker, unique_ward, "03", raw) as (sub, dev):
         # a device whose connection dies: mosquitto publishes its retained last will
+        status = Subscriber(broker, dev.status)
         will = subprocess.Popen(
             [
                 "mosquitto_pub",
@@ -262,7 +203,9 @@ def test_device_offline_via_last_will_signal_lost_and_lead_off(
         assert will.stdin is not None
         will.stdin.write(b'{"state":"online","t":1}\n')
         will.stdin.flush()
-        time.sleep(0.5)
+        # its status arrived: it is connected, its will registered
+        status.wait_for(lambda: status.messages, 10, "the device's online status")
+        status.close()
         will.kill()  # no DISCONNECT: the broker fires the will
         will.wait(5)
         assert wait_for(
@@ -287,9 +230,6 @@ def test_device_offline_via_last_will_signal_lost_and_lead_off(
             lambda: [e.active for e in sub.events_of("03", "signal_lost")] == [True, False]
         )
         dev.client.publish(dev.status, b"", qos=1, retain=True).wait_for_publish(5)  # clean up
-    finally:
-        sub.close()
-        dev.close()
 
 
 def test_metrics_and_healthz_over_http(service: DetectorService) -> None:
@@ -348,64 +288,29 @@ def test_score_endpoint_over_http(service: DetectorService, data_dir: Path) -> N
 
 
 def test_reconnects_with_backoff_after_broker_restart(
-    tmp_path: Path, unique_ward: str, raw: np.ndarray
+    tmp_path: Path, unique_ward: str, raw: np.ndarray, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = free_port()
-    conf = tmp_path / "m.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    caplog.set_level(logging.WARNING, logger="detector")
+    mq = Mosquitto(tmp_path)
+    broker = mq.start().broker
+    cfg = detector_config(broker, unique_ward)
+    cfg = replace(cfg, mqtt=replace(cfg.mqtt, reconnect_min_s=0.2, reconnect_max_s=1.0))
 
-    def mosquitto() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            ["/usr/sbin/mosquitto", "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert wait_for(lambda: _listening(port), timeout=10)
-        return proc
+    def failed_attempts() -> int:
+        return sum("cannot reach the broker" in r.getMessage() for r in caplog.records)
 
-    mq = mosquitto()
-    broker = Broker("127.0.0.1", port)
-    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
-    svc = DetectorService(
-        DetectorConfig(
-            mqtt=MqttSettings(
-                host=broker.host, port=port, reconnect_min_s=0.2, reconnect_max_s=1.0
-            ),
-            ward=unique_ward,
-            http_host="127.0.0.1",
-            http_port=0,
-            model_dir=model_dir,
-        ),
-        registry=CollectorRegistry(),
-    )
-    svc.start()
     try:
-        assert svc.connected.wait(10)
-        mq.terminate()
-        mq.wait(5)
-        assert wait_for(lambda: http(svc, "/healthz")[0] == 503, timeout=10)
-        assert json.loads(http(svc, "/healthz")[1])["mqtt_connected"] is False
-        time.sleep(1.5)  # a few failed attempts, backing off
-        mq = mosquitto()
-        assert wait_for(lambda: http(svc, "/healthz")[0] == 200, timeout=15)
-        time.sleep(0.3)
-        sub = Sub(broker, unique_ward)
-        dev = Device(broker, unique_ward, "07", raw)
-        try:
-            dev.send_chunks(list(range(40)))
-            assert wait_for(lambda: len(sub.beats_of("07")) >= 10)
-        finally:
-            sub.close()
-            dev.close()
+        with running_detector(cfg) as svc:
+            resubscribed = suback_event(svc.client)
+            mq.stop()
+            assert wait_for(lambda: http(svc, "/healthz")[0] == 503, timeout=10)
+            assert json.loads(http(svc, "/healthz")[1])["mqtt_connected"] is False
+            wait_until(lambda: failed_attempts() >= 2, 10, "failed attempts, backing off")
+            mq.start()
+            assert wait_for(lambda: http(svc, "/healthz")[0] == 200, timeout=15)
+            wait_event(resubscribed, 10, "the detector's SUBACK after the restart")
+            with ward_io(broker, unique_ward, "07", raw) as (sub, dev):
+                dev.send_chunks(list(range(40)))
+                assert wait_for(lambda: len(sub.beats_of("07")) >= 10)
     finally:
-        svc.stop()
-        mq.terminate()
-        mq.wait(5)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
+        mq.stop()
