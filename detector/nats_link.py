@@ -30,6 +30,7 @@ import pickle
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,15 @@ def _msg_id(subj: str, payload: bytes) -> str:
 def _rank(k: int, member: str) -> bytes:
     """Rendezvous hashing: the live member with the highest rank owns partition `k`."""
     return hashlib.blake2b(f"{k}:{member}".encode(), digest_size=8).digest()
+
+
+def _bed_key(topic: str) -> tuple[str, str] | None:
+    """(ward, bed) of a result topic; None for a topic that names no bed."""
+    try:
+        t = parse_topic(topic)
+    except TopicError:
+        return None
+    return (t.ward, t.bed)
 
 
 def lease_scope(ward: str) -> str:
@@ -105,12 +115,15 @@ class Partition:
 
 class Outbox:
     """Results published with acknowledgement, in order; failed ones are sent again in order
-    (their message ids make a repeat harmless)."""
+    (their message ids make a repeat harmless). An acknowledgement that never comes (its reply
+    was in flight when a node died: the client's futures have no deadline) counts as failed
+    once it is `SETTLE_TIMEOUT_S` old, so the result is sent again and the checkpoints go on."""
 
-    def __init__(self, js: Any) -> None:
+    def __init__(self, js: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.js = js
-        # (number, subject, payload, ack future), oldest first; numbers only grow
-        self.pending: deque[tuple[int, str, bytes, asyncio.Future]] = deque()
+        self.clock = clock
+        # (number, subject, payload, ack future, sent at), oldest first; numbers only grow
+        self.pending: deque[tuple[int, str, bytes, asyncio.Future, float]] = deque()
         self._count = 0
         self._resend_at = 0.0  # a stream without a leader is not hammered: one resend a 0.5 s
 
@@ -121,21 +134,28 @@ class Outbox:
         fut = await self.js.publish_async(
             subj, payload, headers={"Nats-Msg-Id": _msg_id(subj, payload)}
         )
-        self.pending.append((number, subj, payload, fut))
+        self.pending.append((number, subj, payload, fut, self.clock()))
+
+    def _overdue(self) -> bool:
+        """The head has waited for its acknowledgement longer than any answer takes."""
+        return bool(self.pending) and self.clock() - self.pending[0][4] >= SETTLE_TIMEOUT_S
 
     async def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
         """Wait until everything sent before this call is stored, resending what failed;
         False when that did not happen within `timeout`."""
         upto = self._count
-        deadline = time.monotonic() + timeout
+        deadline = self.clock() + timeout
         while self.pending and self.pending[0][0] <= upto:
             fut = self.pending[0][3]
-            left = deadline - time.monotonic()
+            left = deadline - self.clock()
             if left <= 0:
                 return False
             try:
                 await asyncio.wait_for(asyncio.shield(fut), left)
             except TimeoutError:
+                if self._overdue():  # its answer is lost: send it (and the rest) again
+                    log.warning("result not acknowledged; sending the rest again")
+                    await self._resend()
                 return False
             except Exception as exc:  # no stream leader for a moment, or a lost connection
                 log.warning("result not stored (%s); sending the rest again", exc)
@@ -147,24 +167,31 @@ class Outbox:
         return True
 
     async def trim(self) -> None:
-        """Forget the acknowledged head; a failed head is sent again (with what follows)."""
-        while self.pending and self.pending[0][3].done():
-            if self.pending[0][3].cancelled() or self.pending[0][3].exception() is not None:
-                if time.monotonic() >= self._resend_at:
+        """Forget the acknowledged head; a failed or overdue head is sent again (with what
+        follows)."""
+        while self.pending:
+            head = self.pending[0][3]
+            if not head.done():
+                if self._overdue() and self.clock() >= self._resend_at:
+                    log.warning("result not acknowledged; sending the rest again")
+                    await self._resend()
+                return
+            if head.cancelled() or head.exception() is not None:
+                if self.clock() >= self._resend_at:
                     log.warning("result not stored; sending the rest again")
                     await self._resend()
                 return
             self.pending.popleft()
 
     async def _resend(self) -> None:
-        self._resend_at = time.monotonic() + 0.5
+        self._resend_at = self.clock() + 0.5
         old, self.pending = self.pending, deque()
-        for number, subj, payload, fut in old:
+        for number, subj, payload, fut, _ in old:
             if fut.done():
                 if not fut.cancelled():
                     fut.exception()  # retrieved: asyncio need not report it
             else:
-                fut.cancel()
+                fut.cancel()  # also frees its place in the client's pending-publish limit
             await self.send(subj, payload, number)
 
 
@@ -299,7 +326,7 @@ class NatsWorker:
             part.valid_until = now + self.ttl * 0.9
         except KeyWrongLastSequenceError as exc:  # expired, or someone else's now
             log.warning("lost the lease of partition %d (%s)", part.k, exc)
-            self._drop(part)
+            await self._drop(part)
         except Exception as exc:  # the bucket is electing a leader: kept until the fence
             log.warning("lease of partition %d not renewed (%s)", part.k, exc)
 
@@ -343,26 +370,38 @@ class NatsWorker:
 
     # ------------------------------------------------------------------ partitions
     async def _acquire(self, k: int, rev: int) -> None:
+        """Take partition `k` up under lease revision `rev`: restore its checkpoint, subscribe
+        from there, renew the lease, and only then count it as owned. A step that fails (a
+        JetStream request unanswered while a leader is elected) undoes the others and raises,
+        and the next lease round tries again: an owned partition always has a reader. (Owned
+        without one, its lease would be renewed forever and its beds never analysed again.)"""
         now = time.monotonic()
         part = Partition(k, rev, now + self.ttl * 0.8)
         part.next_ckpt = now + self.checkpoint_s * (0.5 + (k % 8) / 16)
         assert self.out is not None
         await self.out.settle()  # our own results in flight land before the newest is read
-        start = await self._restore(part)
+        try:
+            start = await self._restore(part)
+
+            async def on_msg(msg: Any) -> None:
+                await self._on_msg(part, msg)
+
+            part.sub = await self.js.subscribe(
+                subjects.partition_filter(k, self.ward),
+                stream=subjects.IN_STREAM,
+                cb=on_msg,
+                ordered_consumer=True,
+                idle_heartbeat=1.0,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                config=ConsumerConfig(opt_start_seq=start),
+            )
+            await self._renew(part)  # the set-up may have used up most of the fence
+        except Exception:
+            await self._drop(part)
+            raise
+        if part.closed:  # the lease went meanwhile (renewal refused, or the fence passed)
+            return
         self.owned[k] = part
-
-        async def on_msg(msg: Any) -> None:
-            await self._on_msg(part, msg)
-
-        part.sub = await self.js.subscribe(
-            subjects.partition_filter(k, self.ward),
-            stream=subjects.IN_STREAM,
-            cb=on_msg,
-            ordered_consumer=True,
-            idle_heartbeat=1.0,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=ConsumerConfig(opt_start_seq=start),
-        )
         log.info(
             "worker %s owns partition %d from sequence %d (%d beds restored)",
             self.me,
@@ -431,15 +470,25 @@ class NatsWorker:
             marks.append(msg.analysed_until)
         return max(marks, default=None)
 
-    def _drop(self, part: Partition) -> None:
-        """Stop working on a partition (lease lost or given back)."""
+    async def _drop(self, part: Partition) -> None:
+        """Stop working on a partition (lease lost or given back, or a take-up that failed).
+        Its beds' beats still waiting in the batcher are thrown away, not sent: they come from
+        messages after the last checkpoint (a checkpoint flushes the batcher first), so whoever
+        takes the partition up replays them, and sent now, past the takeover filter's reading
+        of ECG_OUT, they would reach alerting twice."""
         part.closed = True
-        self.owned.pop(part.k, None)
+        if self.owned.get(part.k) is part:
+            del self.owned[part.k]
+        pubs: list[Publication] = []
+        if any(getattr(self.engine.beds.get(key), "queued", 0) for key in part.beds):
+            pubs = self.engine.flush(time.monotonic())
         for key in part.beds:
             self.engine.beds.pop(key, None)
             self.sent.pop(key, None)
-        if part.sub is not None:
+        if part.sub is not None:  # not awaited: this may run in the subscription's callback
             asyncio.ensure_future(part.sub.unsubscribe())
+            part.sub = None
+        await self._publish([p for p in pubs if _bed_key(p.topic) not in part.beds])
 
     async def _release(self, part: Partition) -> None:
         """Checkpoint, stop and give the lease back (rebalancing, shutdown)."""
@@ -447,7 +496,7 @@ class NatsWorker:
             await part.sub.unsubscribe()
             part.sub = None
         await self._checkpoint(part)
-        self._drop(part)
+        await self._drop(part)
         try:
             await self.leases.delete(self._key(part.k))
         except Exception as exc:
@@ -474,6 +523,8 @@ class NatsWorker:
         if not await self.out.settle():
             log.warning("partition %d: results not acknowledged; checkpoint skipped", part.k)
             return
+        if part.closed:  # the lease went while waiting: the partition may be someone else's
+            return
         for name, blob in snaps:
             await self.ckpt.put(name, blob)
         await self.ckpt.put(self._key(part.k), pickle.dumps((seq, keys)))
@@ -486,7 +537,7 @@ class NatsWorker:
         now = time.monotonic()
         if now > part.valid_until:  # the lease may have moved on: never two owners
             log.warning("partition %d: lease not renewed in time, stopping", part.k)
-            self._drop(part)
+            await self._drop(part)
             return
         seq = int(msg.metadata.sequence.stream)
         if seq <= part.seq:
@@ -508,11 +559,11 @@ class NatsWorker:
         out = self.out
         assert out is not None
         for p in pubs:
-            payload = p.payload
+            payload: bytes | None = p.payload
             if self.sent and p.topic.endswith("/beats"):  # batches flush from tick() too
-                payload = self._unsent(p.topic, payload)
-                if payload is None:
-                    continue
+                payload = self._unsent(p.topic, p.payload)
+            if payload is None:
+                continue
             try:
                 subj = subjects.subject(p.topic)
             except TopicError as exc:

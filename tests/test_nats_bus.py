@@ -111,6 +111,8 @@ def test_device_on_nats_mqtt_reaches_detector_and_alerting(
         assert svc.connected.wait(20)
         cfg = make_config(_Addr(), unique_ward, tmp_path / "alarms.db", bus=single.bus)
         with running_alerting(cfg) as alerting:
+            port = alerting.port
+            assert port is not None
             ok, doc = svc.healthy()
             assert ok and doc["mqtt_connected"]
             feeder = Feeder(node.mqtt_port, unique_ward, sources(data_dir, ["100"], 12), 2, 12)
@@ -118,13 +120,13 @@ def test_device_on_nats_mqtt_reaches_detector_and_alerting(
             feeder.join(30)
 
             def beats_of(bed: str) -> int:
-                status, _, body = http(alerting.port, f"/api/beds/{bed}")
+                status, _, body = http(port, f"/api/beds/{bed}")
                 return len(json.loads(body).get("beats", [])) if status == 200 else 0
 
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and min(beats_of("01"), beats_of("02")) < 10:
                 time.sleep(0.2)
-            bed = get_json(alerting.port, "/api/beds/01")
+            bed = get_json(port, "/api/beds/01")
             assert bed["hr_bpm"] and 60 <= bed["hr_bpm"] <= 90  # record 100: about 75 bpm
             assert beats_of("02") >= 10
         seen = observer.seen

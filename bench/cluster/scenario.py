@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 
 from detector.nats_link import assignment
 from ecgcommon.records import load_record
+from ecgcommon.subjects import PARTITIONS
 from streamer.core import Source, make_streams, schedule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,6 +240,20 @@ def max_silence_s(seen: Seen, after: float, before: float = float("inf")) -> flo
     return worst
 
 
+@dataclass
+class ClusterState:
+    """What the cluster holds now (the cluster test waits on it instead of sleeping)."""
+
+    in_last_seq: int  # ECG_IN's newest sequence
+    checkpoints: dict[int, tuple[int, set[str]]] = field(default_factory=dict)  # k: (seq, beds)
+    unhandled: int = -1  # results the durable consumer has not acknowledged (-1: not asked)
+
+    def committed_after(self, seq: int, beds: set[str]) -> bool:
+        """Every bed in `beds` is in a checkpoint committed past stream sequence `seq`."""
+        done = {b for s, bs in self.checkpoints.values() if s > seq for b in bs}
+        return beds <= done
+
+
 async def _lease_owners(servers: list[str], ward: str) -> dict[int, str]:
     import nats
 
@@ -257,7 +272,7 @@ async def _lease_owners(servers: list[str], ward: str) -> dict[int, str]:
             if not key.startswith(prefix):
                 continue
             try:
-                out[int(key[len(prefix) :])] = (await kv.get(key)).value.decode()
+                out[int(key[len(prefix) :])] = ((await kv.get(key)).value or b"").decode()
             except Exception:
                 pass
         return out
@@ -284,6 +299,45 @@ def wait_owned(
             return True
         time.sleep(0.3)
     return False
+
+
+async def _cluster_state(servers: list[str], ward: str, durable: str) -> ClusterState:
+    import pickle
+
+    import nats
+    from nats.js.errors import KeyNotFoundError
+
+    from ecgcommon.subjects import CHECKPOINTS, IN_STREAM, OUT_STREAM
+
+    nc = await nats.connect(servers=servers, connect_timeout=2)
+    try:
+        js = nc.jetstream(timeout=2.0)
+        state = ClusterState(int((await js.stream_info(IN_STREAM)).state.last_seq))
+        kv = await js.key_value(CHECKPOINTS)
+        for k in range(PARTITIONS):
+            try:
+                entry = await kv.get(f"{ward}.p{k}")
+            except KeyNotFoundError:
+                continue
+            if entry.value is None:
+                continue
+            seq, beds = pickle.loads(entry.value)  # our own test cluster's checkpoints
+            state.checkpoints[k] = (int(seq), {bed for _, bed in beds})
+        if durable:
+            info = await js.consumer_info(OUT_STREAM, durable)
+            state.unhandled = int(info.num_pending) + int(info.num_ack_pending)
+        return state
+    finally:
+        await nc.close()
+
+
+def cluster_state(servers: list[str], ward: str, durable: str = "") -> ClusterState | None:
+    """ECG_IN's newest sequence, the ward's committed checkpoints and what the durable consumer
+    `durable` (alerting's) has not handled yet; None while the cluster does not answer."""
+    try:
+        return asyncio.run(_cluster_state(servers, ward, durable))
+    except Exception:
+        return None
 
 
 async def _stored(servers: list[str], ward: str) -> Seen:
