@@ -21,7 +21,6 @@ import math
 import os
 import pstats
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,33 +32,18 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from bench.services import ROOT, add_stream_options, bench_env, start_detector, stop_process
 from detector.service import BufferedClient
 from ecgcommon.topics import subscription
 from ecgcommon.windowing import WINDOW
+from tests.helpers.broker import ANONYMOUS, Mosquitto
+from tests.helpers.ports import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 FS = 360.0
 LATENCY_P99_MAX_S = 1.0
 LATE_P99_MAX_S = 0.25  # the load generator itself must stay on schedule
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port}")
+# no queue or in-flight limit: a slow subscriber is measured, not cut off by the broker
+BROKER_OPTIONS = {**ANONYMOUS, "max_queued_messages": 0, "max_inflight_messages": 0}
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -128,40 +112,21 @@ class LatencyProbe:
 def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) -> dict:
     """One run at `beds` beds; returns its measurements and whether it was sustained."""
     work = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
-    mq_port, http_port = free_port(), free_port()
+    http_port = free_port()
     ward = f"bench{beds}"
-    (work / "mosquitto.conf").write_text(
-        f"listener {mq_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_inflight_messages 0\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if profile_to:
-        env["DETECTOR_CPROFILE_OUT"] = profile_to
+    broker = Mosquitto(work, options=BROKER_OPTIONS)
+    env = bench_env(**({"DETECTOR_CPROFILE_OUT": profile_to} if profile_to else {}))
     procs: list[subprocess.Popen] = []
     chunk_n = int(round(args.chunk_s * FS))
+    detector_log = open(work / "detector.log", "wb")
     try:
-        mq = subprocess.Popen(
-            ["/usr/sbin/mosquitto", "-c", str(work / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(mq)
-        wait_port(mq_port, mq)
-        det = subprocess.Popen(
+        broker.start()
+        mq_port = broker.port
+        det = start_detector(
+            mq_port,
+            ward,
+            http_port,
             [
-                sys.executable,
-                "-m",
-                "detector",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mq_port),
-                "--ward",
-                ward,
-                "--http-host",
-                "127.0.0.1",
-                "--http-port",
-                str(http_port),
                 "--max-batch",
                 str(args.max_batch),
                 "--max-wait-s",
@@ -169,13 +134,10 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
                 "--max-beds",  # the bed table is bounded (ecgcommon.limits); this run needs all
                 str(beds + 16),
             ],
-            cwd=ROOT,
-            env=env,
-            stdout=open(work / "detector.log", "w"),
-            stderr=subprocess.STDOUT,
+            env,
+            detector_log,
         )
         procs.append(det)
-        wait_port(http_port, det, timeout=60)
         probe = LatencyProbe(mq_port, ward, chunk_n)
         start_at = time.time() + 1.0
         total_s = args.warmup_s + args.measure_s
@@ -220,12 +182,9 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
         det.wait(timeout=30)
     finally:
         for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_process(p)
+        broker.stop()
+        detector_log.close()
     lat = np.asarray(probe.latencies) if probe.latencies else np.array([np.inf])
     chunks = metrics.get("ecg_detector_chunks_total", 0.0)
     lost = gen_doc["published"] - chunks
@@ -309,7 +268,8 @@ def _area(file: str, func: str) -> str:
         ("detector/qrs", "qrs"),
         ("windowing", "windowing"),
         ("detector/pipeline", "pipeline"),
-        ("detector/anomaly", "anomaly"),
+        ("model_contract/adapter", "anomaly"),  # the patient adaptation (was detector/anomaly)
+        ("model_contract/features", "anomaly"),
         ("rhythm", "rhythm"),
         ("protocol", "protocol (encode/decode)"),
         ("detector/engine", "engine"),
@@ -339,11 +299,7 @@ def _clean(obj: object) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", default="reports/bench.json")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--chunk-s", type=float, default=1.0)
-    p.add_argument("--warmup-s", type=float, default=15.0)
-    p.add_argument("--measure-s", type=float, default=20.0)
+    add_stream_options(p, "reports/bench.json", chunk_s=1.0, warmup_s=15.0, measure_s=20.0)
     p.add_argument("--start-beds", type=int, default=250)
     p.add_argument("--max-beds", type=int, default=16000)
     p.add_argument("--max-batch", type=int, default=256)

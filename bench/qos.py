@@ -13,9 +13,6 @@ import argparse
 import json
 import resource
 import select
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +21,7 @@ import paho.mqtt.client as mqtt
 
 from detector.service import BufferedClient, _BufferedSocket
 from ecgcommon import protocol
+from tests.helpers.broker import Mosquitto
 
 PAYLOAD = protocol.encode_beats(
     [
@@ -89,22 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=20_000)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    conf = Path(tempfile.mkdtemp(prefix="ecg-qos-")) / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 100000\n"
-    )
-    broker = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.5)
+    with tempfile.TemporaryDirectory(prefix="ecg-qos-") as tmp, Mosquitto(Path(tmp)) as broker:
         runs: dict[int, list[float]] = {0: [], 1: []}
         for _ in range(args.repeats):
             for qos in (0, 1):
-                runs[qos].append(cpu_per_message_us(port, qos, args.messages))
+                runs[qos].append(cpu_per_message_us(broker.port, qos, args.messages))
         best = {qos: min(v) for qos, v in runs.items()}
         print(
             json.dumps(
@@ -115,9 +102,6 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         )
-    finally:
-        broker.terminate()
-        broker.wait(5)
     return 0
 
 
