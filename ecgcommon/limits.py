@@ -11,9 +11,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-# Sampling rates the QRS detector, the beat windows and the dashboard are built for. Uploads,
-# the protocol decoders, the detector's pipeline and `score_signal` and the alerting hub all
-# accept exactly this range.
+# Sampling rates the QRS detector, the beat windows and the dashboard are built for: the one
+# range. Uploads, the protocol decoders, `QRSDetector`, the detector's pipeline and
+# `score_signal` and the alerting hub all accept exactly this range (alerting's `wave_hz` is
+# bounded by MAX_FS_HZ too).
 MIN_FS_HZ = 100.0
 MAX_FS_HZ = 1000.0
 # The longest chunk a device may send (the streamer's longest chunk_s is 10 s).
