@@ -1,5 +1,6 @@
 """Shared fixtures: the local MIT-BIH copy and real Mosquitto brokers on free loopback ports
-(anonymous `broker`; `secure_broker` with the provisioned password, ACL and TLS files).
+(anonymous `broker`; `secure_broker` with the provisioned password, ACL and TLS files) and a
+headless Chromium (`browser`, per module).
 The launchers live in tests/helpers/broker.py, which the benches use too."""
 
 from __future__ import annotations
@@ -7,21 +8,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ecgcommon.records import resolve_data_dir
-from tests.helpers.broker import (  # noqa: F401  (re-exported for older importers)
-    SECURE_BEDS,
-    SECURE_WARD,
-    Broker,
-    BrokerError,
-    Mosquitto,
-    SecureBroker,
-    secure_mosquitto,
-    start_mosquitto,
-)
+from tests.helpers.broker import Broker, BrokerError, Mosquitto, SecureBroker, secure_mosquitto
 from tests.helpers.ports import free_port  # noqa: F401  (re-exported for older importers)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +46,18 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         with secure_mosquitto(tmp_path_factory.mktemp("secure-broker")) as running:
             yield running
     except BrokerError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A headless Chromium (Debian's, through Playwright) for the module's dashboard tests."""
+    from tests.helpers.browser import ChromiumMissing, chromium  # Playwright only where used
+
+    try:
+        with chromium() as b:
+            yield b
+    except ChromiumMissing as exc:
         pytest.fail(str(exc))
 
 

@@ -24,22 +24,12 @@ from tests.helpers.alerting import (
     running_alerting,
     wait_for,
 )
-from tests.helpers.browser import ChromiumMissing, chromium
 from tests.helpers.detector import detector_config, running_detector
 
 SHOTS = Path("/tmp")
 pytestmark = pytest.mark.slow  # a real Chromium: seconds per test
 # bed -> (heart rate bpm, every n-th beat anomalous; 0 = none)
 BEDS = {"1": (72.0, 0), "2": (80.0, 4), "3": (170.0, 0), "4": (60.0, 0)}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    try:
-        with chromium() as b:
-            yield b
-    except ChromiumMissing as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser
 
 from tests.helpers.alerting import TOKEN, WardFeeder, make_config, running_alerting
-from tests.helpers.browser import ChromiumMissing, chromium
 
 SOAK_S = float(os.environ.get("ECG_SOAK_S", "20"))
 SPEED = 4.0
@@ -28,15 +26,6 @@ BEDS = {
     "5": (58.0, 0),
     "6": (130.0, 0),
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    try:
-        with chromium() as b:
-            yield b
-    except ChromiumMissing as exc:
-        pytest.fail(str(exc))
 
 
 def _metrics(cdp) -> dict[str, float]:

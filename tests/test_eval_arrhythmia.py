@@ -253,37 +253,28 @@ def _check_report(doc: dict) -> None:
         return []
 
     figures = {k: doc[k] for k in ("beats", "episodes", "lethal", "alarms")}
-    assert all(0.0 <= x <= 1.0 for x in ratios(figures))
+    found = ratios(figures)
+    assert found and all(0.0 <= x <= 1.0 for x in found), found
+    assert doc["alarms"]["per_bed_hour"]
     for v in doc["alarms"]["per_bed_hour"].values():
         assert v is not None and v >= 0
 
 
-@pytest.mark.slow
-def test_small_real_run_mitdb_and_cudb(tmp_path: Path) -> None:
+def _real_run(tmp_path: Path, db: str, record: str, *args: str) -> dict:
+    """`python -m bench.arrhythmia` on one record of `db`: its report, checked for shape."""
     from bench.arrhythmia.__main__ import main
 
-    out = tmp_path / "mitdb.json"
-    assert (
-        main(
-            [
-                "--data-dir",
-                str(DATA / "mitdb"),
-                "--records",
-                "233",
-                "--duration-s",
-                "150",
-                "--beats-from-s",
-                "0",
-                "--jobs",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    out = tmp_path / f"{db}.json"
+    argv = ["--data-dir", str(DATA / db), "--records", record, *args]
+    assert main([*argv, "--jobs", "1", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     _check_report(doc)
+    return doc
+
+
+@pytest.mark.slow
+def test_small_real_run_mitdb_and_cudb(tmp_path: Path) -> None:
+    doc = _real_run(tmp_path, "mitdb", "233", "--duration-s", "150", "--beats-from-s", "0")
     assert doc["beats"]["records"] == ["233"]  # DS2: its beats count
     assert (
         doc["beats"]["qrs"]["se"] > 0.95
@@ -292,26 +283,7 @@ def test_small_real_run_mitdb_and_cudb(tmp_path: Path) -> None:
     assert doc["records"]["233"]["reference"]["vrun"] >= 1
     assert doc["records"]["233"]["leads"] == 2 and doc["records"]["233"]["n_beats"] > 150
 
-    out = tmp_path / "cudb.json"
-    assert (
-        main(
-            [
-                "--data-dir",
-                str(DATA / "cudb"),
-                "--records",
-                "cu01",
-                "--duration-s",
-                "240",
-                "--jobs",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    doc = json.loads(out.read_text())
-    _check_report(doc)
+    doc = _real_run(tmp_path, "cudb", "cu01", "--duration-s", "240")
     rec = doc["records"]["cu01"]
     assert rec["fs"] == 250.0 and rec["leads"] == 1
     assert doc["lethal"]["n"] == 1 and doc["episodes"]["vf"]["n"] == 1  # VF from 214 s

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.helpers.alerting import TOKEN, WardFeeder
-from tests.helpers.browser import ChromiumMissing, chromium
 from tests.helpers.chain import Chain
 
 pytestmark = pytest.mark.slow
@@ -25,15 +23,6 @@ LIVE = """() => window.__ecg.live && document.querySelector('#conn').textContent
 OFFLINE = """() => !window.__ecg.live && document.querySelector('#conn').textContent === 'OFFLINE'
   && !document.querySelector('#offline-banner').hidden
   && [...document.querySelectorAll('.vitals .hr')].every((e) => !/[0-9]/.test(e.textContent))"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    try:
-        with chromium() as b:
-            yield b
-    except ChromiumMissing as exc:
-        pytest.fail(str(exc))
 
 
 def _offline_within(page: Page, seconds: float) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.ward import RunningWard
+from tests.helpers.ward import RunningWard, ward_args
 from tests.helpers.ward import get as _get
 from tests.helpers.ward import metric_sum as _metric
 
@@ -33,19 +33,7 @@ def _child_pid(parent: int, module: str) -> int:
 
 
 def test_ward_restarts_a_killed_detector_and_goes_on(tmp_path: Path, data_dir: Path) -> None:
-    run = RunningWard(
-        tmp_path,
-        "--broker",
-        "mosquitto",
-        "--beds",
-        "100",
-        "--speed",
-        "1",
-        "--data-dir",
-        str(data_dir),
-        "--ward",
-        "ward-faults",
-    )
+    run = RunningWard(tmp_path, *ward_args("mosquitto", "100", 1, data_dir, "ward-faults"))
     try:
         run.wait_banner()
         detector = next(u for u in run.urls("metrics:") if "(detector)" in run.line_of(u))
@@ -54,6 +42,14 @@ def test_ward_restarts_a_killed_detector_and_goes_on(tmp_path: Path, data_dir: P
         os.kill(old, signal.SIGKILL)
         run.output.wait_line(r"^ward: restarting detector", 20, "the dead detector restarted")
         assert any("detector exited unexpectedly (code -9)" in ln for ln in run.lines)
+
+        def restarted() -> bool:  # the line comes first, then the backoff, then the child
+            try:
+                return _child_pid(run.proc.pid, "detector") != old
+            except AssertionError:  # none yet
+                return False
+
+        run.wait(restarted, 20, "the new detector child")
         assert _child_pid(run.proc.pid, "detector") != old
 
         def scoring() -> bool:

@@ -92,6 +92,7 @@ def test_dashboards_and_datasource_are_provisioned() -> None:
     for path in DASHBOARDS:
         board = json.loads(path.read_text())
         uids.add(board["uid"])
+        assert board["panels"], f"{path.stem} has no panels"
         for panel in board["panels"]:
             assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}
             assert panel["targets"], f"{path.stem}/{panel['title']} has no query"
@@ -302,6 +303,7 @@ def inject_bad_messages(stack: Stack) -> None:
         publisher.disconnect()
 
 
+@pytest.mark.slow
 def test_every_panel_and_rule_returns_data(stack: Stack) -> None:
     # The first bad message creates its counter series; the next ones, after a scrape, make
     # its rate() positive (a faulty device keeps sending), which the alert rules watch.

@@ -12,7 +12,7 @@ from detector.metrics import DetectorMetrics
 from detector.scorer import OnnxScorer
 from ecgcommon.protocol import SampleChunk, decode_beats_message, decode_event, encode_samples
 from ecgcommon.topics import parse_topic, samples_topic
-from tests.helpers.rhythm import cudb
+from tests.helpers.rhythm import active_spans, cudb
 
 T0 = 1_700_000_000.0
 
@@ -76,15 +76,7 @@ def test_engine_raises_noisy_in_strong_electrode_motion_and_marks_beats_q(scorer
     assert noisy and noisy[0].active and 60 <= noisy[0].t - T0 <= 70
     assert {"lead", "sqi"} <= set(noisy[0].detail)
     assert not [e for e in events if e.type in ("vf", "vt")]
-    spans, start = [], None
-    for e in noisy:
-        if e.active:
-            start = e.t
-        else:
-            spans.append((start, e.t))
-            start = None
-    if start is not None:
-        spans.append((start, T0 + 200))
+    spans = active_spans(noisy, T0 + 200)
     covered = sum(min(e, T0 + 150) - max(s, T0 + 60) for s, e in spans if e > T0 + 60)
     assert covered >= 0.8 * 90  # -6 dB electrode motion: noisy over most of the noise
     # beats published once the artifact was known are class Q

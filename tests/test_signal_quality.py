@@ -11,7 +11,7 @@ from detector.quality import LeadSQI, NoisyGate, QualityConfig
 from detector.rhythms.vf_features import VFFeatures
 from ecgcommon.aami import beat_mask
 from ecgcommon.records import load_record
-from tests.helpers.rhythm import feed, of
+from tests.helpers.rhythm import active_spans, feed, of
 
 PROTOCOL = NoiseProtocol(clean_s=120.0, noisy_s=120.0, gap_s=120.0)
 T0 = 1000.0
@@ -30,16 +30,7 @@ def stressed(rec, kind: str, snr_db: float):
 
 
 def spans(changes, end):
-    out, start = [], None
-    for c in of(changes, "noisy"):
-        if c.active:
-            start = c.t
-        else:
-            out.append((start, c.t))
-            start = None
-    if start is not None:
-        out.append((start, end))
-    return out
+    return active_spans(of(changes, "noisy"), end)
 
 
 def test_clean_record_raises_no_noisy(rec100) -> None:

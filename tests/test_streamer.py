@@ -191,6 +191,7 @@ def test_streams_beds_with_status_over_real_broker(broker: Broker, unique_ward: 
         assert sub.wait_for(lambda: len(sub.of_kind("status")) >= 6)
         for t, p, _ in sub.of_kind("status"):
             states.setdefault(parse_topic(t).bed, []).append(decode_status(p).state)
+        assert sorted(states) == ["01", "02", "03"]
         assert all(s[0] == "online" and s[-1] == "offline" for s in states.values())
     finally:
         sub.close()

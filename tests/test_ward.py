@@ -23,6 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -32,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.helpers.ports import free_port
 from tests.helpers.procs import ROOT, alive
 from tests.helpers.waits import Inbox, wait_until
-from tests.helpers.ward import WARD_PY, RunningWard, load_ward_module
+from tests.helpers.ward import WARD_PY, RunningWard, load_ward_module, ward_args
 from tests.helpers.ward import get as _get
 from tests.helpers.ward import metric_sum as _metric
 
@@ -42,8 +43,18 @@ ward = load_ward_module()
 @pytest.fixture
 def amqtt_broker(tmp_path: Path) -> Iterator[int]:
     """The ward's embedded broker, started exactly as the ward starts it."""
+    with _amqtt(tmp_path) as port:
+        yield port
+
+
+@contextmanager
+def _amqtt(tmp_path: Path, creds: object = None) -> Iterator[int]:
+    """The ward's embedded broker on a free port (with the provisioned accounts when given)
+    while the block runs, stopped by SIGINT as the ward stops it."""
     port = free_port()
-    launch = ward.broker_launch("embedded", "127.0.0.1", port, tmp_path)
+    launch = ward.broker_launch(
+        "embedded", "127.0.0.1", port, tmp_path, *([creds] if creds else [])
+    )
     assert launch.name == "amqtt"
     log = open(tmp_path / "amqtt.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(launch.argv, stdout=log, stderr=log, start_new_session=True)
@@ -162,63 +173,51 @@ def test_embedded_broker_with_credentials_applies_the_acl(tmp_path: Path) -> Non
     creds = ward.provision_ward(
         ward.WardConfig(run_dir=tmp_path, ward="ward-e", beds=("100", "119"))
     )
-    port = free_port()
-    launch = ward.broker_launch("embedded", "127.0.0.1", port, tmp_path, creds)
-    assert launch.name == "amqtt"
-    assert stat.S_IMODE((tmp_path / "amqtt.passwd").stat().st_mode) == 0o600
-    log = open(tmp_path / "amqtt.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(launch.argv, stdout=log, stderr=log, start_new_session=True)
     clients: list[mqtt.Client] = []
-    try:
-        _wait_amqtt(launch, proc, tmp_path / "amqtt.log")
-        assert _mqtt_refused(port)
-        assert _mqtt_refused(port, "detector", "wrong")
-        got: list[bytes] = []
-        arrived = threading.Condition()
-
-        def on_message(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
-            with arrived:
-                got.append(bytes(m.payload))
-                arrived.notify_all()
-
-        detector = _client(port, "detector", creds.password("detector"))
-        alerting = _client(port, "alerting", creds.password("alerting"))
-        device = _client(port, "dev-ward-e-01", creds.password("dev-ward-e-01"))
-        clients += [detector, alerting, device]
-        for c in (detector, alerting):
-            c.on_message = on_message
-        subscribed = threading.Event()
-        detector.on_subscribe = lambda *a: subscribed.set()
-        detector.subscribe([("ecg/v1/ward-e/+/samples", 1)])
-        assert subscribed.wait(5)
-        subscribed.clear()
-        alerting.on_subscribe = lambda *a: subscribed.set()
-        alerting.subscribe([("ecg/v1/ward-e/+/beats", 1)])
-        assert subscribed.wait(5)
-        snooped: list[bytes] = []
-        subscribed.clear()
-        device.on_message = lambda _c, _u, m: snooped.append(bytes(m.payload))
-        device.on_subscribe = lambda _c, _u, _m, rcs, _p: subscribed.set()
-        device.subscribe([("#", 1)])
-        assert subscribed.wait(5)
-        for topic in ("ecg/v1/ward-e/02/samples", "ecg/v1/ward-e/01/beats"):
-            device.publish(topic, b"forged", qos=1).wait_for_publish(5)
-        device.publish("ecg/v1/ward-e/01/samples", b"own", qos=1).wait_for_publish(5)
-        with arrived:
-            assert arrived.wait_for(lambda: b"own" in got, 10)
-        assert b"forged" not in got
-        assert not snooped
-    finally:
-        for c in clients:
-            c.loop_stop()
-            c.disconnect()
-        proc.send_signal(signal.SIGINT)
+    with _amqtt(tmp_path, creds) as port:
+        assert stat.S_IMODE((tmp_path / "amqtt.passwd").stat().st_mode) == 0o600
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            assert _mqtt_refused(port)
+            assert _mqtt_refused(port, "detector", "wrong")
+            got: list[bytes] = []
+            arrived = threading.Condition()
+
+            def on_message(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
+                with arrived:
+                    got.append(bytes(m.payload))
+                    arrived.notify_all()
+
+            detector = _client(port, "detector", creds.password("detector"))
+            alerting = _client(port, "alerting", creds.password("alerting"))
+            device = _client(port, "dev-ward-e-01", creds.password("dev-ward-e-01"))
+            clients += [detector, alerting, device]
+            for c in (detector, alerting):
+                c.on_message = on_message
+            subscribed = threading.Event()
+            detector.on_subscribe = lambda *a: subscribed.set()
+            detector.subscribe([("ecg/v1/ward-e/+/samples", 1)])
+            assert subscribed.wait(5)
+            subscribed.clear()
+            alerting.on_subscribe = lambda *a: subscribed.set()
+            alerting.subscribe([("ecg/v1/ward-e/+/beats", 1)])
+            assert subscribed.wait(5)
+            snooped: list[bytes] = []
+            subscribed.clear()
+            device.on_message = lambda _c, _u, m: snooped.append(bytes(m.payload))
+            device.on_subscribe = lambda _c, _u, _m, rcs, _p: subscribed.set()
+            device.subscribe([("#", 1)])
+            assert subscribed.wait(5)
+            for topic in ("ecg/v1/ward-e/02/samples", "ecg/v1/ward-e/01/beats"):
+                device.publish(topic, b"forged", qos=1).wait_for_publish(5)
+            device.publish("ecg/v1/ward-e/01/samples", b"own", qos=1).wait_for_publish(5)
+            with arrived:
+                assert arrived.wait_for(lambda: b"own" in got, 10)
+            assert b"forged" not in got
+            assert not snooped
+        finally:
+            for c in clients:
+                c.loop_stop()
+                c.disconnect()
 
 
 def _refused(url: str) -> bool:
@@ -280,19 +279,7 @@ def _run_and_stop(ward_run: RunningWard, n_beds: int) -> None:
 def test_ward_on_mosquitto_starts_answers_and_stops_on_ctrl_c(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    run = RunningWard(
-        tmp_path,
-        "--broker",
-        "mosquitto",
-        "--beds",
-        "203,119",
-        "--speed",
-        "10",
-        "--data-dir",
-        str(data_dir),
-        "--ward",
-        "ward-test",
-    )
+    run = RunningWard(tmp_path, *ward_args("mosquitto", "203,119", 10, data_dir, "ward-test"))
     _run_and_stop(run, 2)
     assert any("broker mosquitto" in ln for ln in run.lines)
     assert any(re.search(r"TLS on :\d+ \(CA \S+ca\.crt\)", ln) for ln in run.lines)
@@ -308,17 +295,7 @@ def test_ward_on_mosquitto_starts_answers_and_stops_on_ctrl_c(
 @pytest.mark.slow
 def test_ward_on_the_embedded_broker(tmp_path: Path, data_dir: Path) -> None:
     """Where Mosquitto is not installed: the same ward on amqtt, beats flowing end to end."""
-    run = RunningWard(
-        tmp_path,
-        "--broker",
-        "embedded",
-        "--beds",
-        "100",
-        "--speed",
-        "10",
-        "--data-dir",
-        str(data_dir),
-    )
+    run = RunningWard(tmp_path, *ward_args("embedded", "100", 10, data_dir))
     _run_and_stop(run, 1)
     assert any("broker amqtt" in ln for ln in run.lines)
     assert any("WARNING: Mosquitto is not installed" in ln for ln in run.lines)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -38,3 +40,28 @@ def feed(
 
 def of(changes: list[EpisodeChange], etype: str) -> list[EpisodeChange]:
     return [c for c in changes if c.type == etype]
+
+
+class Change(Protocol):
+    """An on/off change of an episode (`EpisodeChange`, a decoded `Event`)."""
+
+    @property
+    def active(self) -> bool: ...
+
+    @property
+    def t(self) -> float: ...
+
+
+def active_spans(changes: Iterable[Change], end: float) -> list[tuple[float, float]]:
+    """(start, stop) of each episode in a run of on/off changes; one still on stops at `end`."""
+    out: list[tuple[float, float]] = []
+    start: float | None = None
+    for c in changes:
+        if c.active:
+            start = c.t
+        elif start is not None:
+            out.append((start, c.t))
+            start = None
+    if start is not None:
+        out.append((start, end))
+    return out

@@ -31,6 +31,22 @@ def load_ward_module() -> ModuleType:
     return module
 
 
+def ward_args(broker: str, beds: str, speed: float, data_dir: Path, ward: str = "") -> list[str]:
+    """The launcher's arguments: which broker ('mosquitto', 'embedded'), beds (records, comma
+    separated), replay speed, the data and (optionally) the ward's name."""
+    args = [
+        "--broker",
+        broker,
+        "--beds",
+        beds,
+        "--speed",
+        f"{speed:g}",
+        "--data-dir",
+        str(data_dir),
+    ]
+    return args + (["--ward", ward] if ward else [])
+
+
 class RunningWard:
     """`python scripts/ward.py ...` as a user runs it, its printed banner parsed."""
 
