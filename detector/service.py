@@ -15,14 +15,12 @@ import logging
 import math
 import secrets
 import select
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any, cast
 
 import numpy as np
@@ -37,6 +35,7 @@ from detector.metrics import DetectorMetrics
 from detector.scorer import ModelMismatchError, OnnxScorer
 from ecgcommon import mqtt_auth
 from ecgcommon.protocol import DecodeError, parse_json
+from ecgcommon.shutdown import stop_on_signals
 from ecgcommon.subjects import parse_bus
 from ecgcommon.topics import subscription
 
@@ -481,14 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.http_host, config.http_port, exc)
         return 2
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop = stop_on_signals(log)
     service.start()
     stop.wait()
     service.stop()

@@ -9,11 +9,9 @@ server (streamer/http_server.py) serves `/metrics` and `/healthz` beside the pub
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from ecgcommon import mqtt_auth
 from ecgcommon.protocol import Status, encode_status
 from ecgcommon.records import RecordError, annotated_records, load_record
+from ecgcommon.shutdown import stop_on_signals
 from ecgcommon.topics import status_topic
 from streamer.config import StreamerConfig, parse_args
 from streamer.core import BedStream, Source, bed_names, make_streams, schedule, sleep_for
@@ -251,14 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop = stop_on_signals(log)
     try:
         streamer = Streamer(config, stop)
     except (RecordError, mqtt_auth.CredentialError) as exc:
