@@ -17,7 +17,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,8 @@ from prometheus_client import CollectorRegistry
 from ecgcommon import provision as prov
 from ecgcommon.mqtt_auth import load_device_credentials, read_password
 from ecgcommon.settings import MqttSettings
-from tests.conftest import SecureBroker
+from tests.helpers.broker import SecureBroker
+from tests.helpers.waits import wait_until
 
 WAIT_S = 10.0  # bound on every wait for something that must arrive
 
@@ -377,10 +377,11 @@ def test_service_and_device_ids_cannot_be_taken_over(
         clients.append(sender)
         assert sender.connected()
         sender.publish(t(sb, "03", "samples"), b"not a chunk")
-        deadline = time.monotonic() + WAIT_S
-        while _metric(svc, "ecg_detector_messages_total") <= before:
-            assert time.monotonic() < deadline, "the detector received nothing"
-            time.sleep(0.05)
+        wait_until(
+            lambda: _metric(svc, "ecg_detector_messages_total") > before,
+            WAIT_S,
+            "the detector receiving the chunk",
+        )
         sentinel = tag()
         assert victim.publish(t(sb, "01", "status"), sentinel).value == 0
         assert observer.wait_for(sentinel)

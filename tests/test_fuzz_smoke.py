@@ -6,10 +6,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from detector.config import DetectorConfig
 from fuzz import inprocess, inputs
 
 
+@pytest.mark.slow
 def test_a_few_hundred_hostile_inputs_are_all_refused_cleanly(data_dir: Path) -> None:
     rng = random.Random(3)
     tally = inprocess.Tally()

@@ -4,29 +4,26 @@ monitored (its beats keep coming, the bed tables stay bounded)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from prometheus_client import CollectorRegistry
 
 from detector.anomaly import AnomalyConfig
-from detector.config import DetectorConfig
 from detector.scorer import OnnxScorer
 from detector.service import DetectorService
 from ecgcommon import limits, protocol
 from ecgcommon.protocol import SampleChunk, encode_samples, encode_samples_json, encode_status
-from ecgcommon.records import load_record
-from ecgcommon.settings import MqttSettings
 from ecgcommon.topics import samples_topic, status_topic
-from tests.alerting_harness import (
+from tests.helpers.alerting import (
     Publisher,
     WardFeeder,
     beat,
@@ -37,8 +34,9 @@ from tests.alerting_harness import (
     running_alerting,
     wait_for,
 )
-from tests.conftest import Broker
-from tests.test_detector_service import Sub
+from tests.helpers.broker import Broker
+from tests.helpers.detector import detector_config, record_raw, running_detector
+from tests.helpers.mqtt import WardListener
 
 FS = 360.0
 CHUNK = 90  # 0.25 s
@@ -67,7 +65,8 @@ class Device(threading.Thread):
         start = time.monotonic()
         while not self.stop_event.is_set():
             due = start + self.k * CHUNK / FS / SPEED
-            time.sleep(max(0.0, due - time.monotonic()))
+            if self.stop_event.wait(max(0.0, due - time.monotonic())):  # paced: real time
+                break
             payload = encode_samples(self.chunk(self.k))
             self.client.publish(samples_topic(self.ward, self.bed), payload, qos=0)
             self.k += 1
@@ -110,47 +109,44 @@ class Attacker:
 
 @pytest.fixture(scope="module")
 def raw(data_dir: Path) -> np.ndarray:
-    rec = load_record("119", data_dir, sampto=int(FS * 120))
-    return np.rint(rec.lead(0) * 200).astype(np.int16)
+    return record_raw(data_dir, "119", 120)
 
 
 @pytest.fixture
 def detector(broker: Broker, unique_ward: str) -> Iterator[DetectorService]:
-    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig.model_dir
-    cfg = DetectorConfig(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        ward=unique_ward,
-        http_host="127.0.0.1",
-        http_port=0,
-        signal_timeout_s=1.5,
-        max_wait_s=0.02,
-        model_dir=model_dir,
-        max_beds=64,
-    )
-    svc = detector_service(cfg)
-    svc.start()
-    assert svc.connected.wait(10)
-    time.sleep(0.2)  # subscriptions acknowledged
-    yield svc
-    svc.stop()
-
-
-def detector_service(cfg: DetectorConfig) -> DetectorService:
     """The real detector with the real autoencoder (the beat-class network is not needed here)."""
+    cfg = detector_config(broker, unique_ward, signal_timeout_s=1.5, max_wait_s=0.02, max_beds=64)
     onnx = OnnxScorer(cfg.model_dir)
-    return DetectorService(
-        cfg,
-        registry=CollectorRegistry(),
-        scorer=onnx,
-        anomaly=AnomalyConfig.from_manifest(onnx.manifest),
-    )
+    anomaly = AnomalyConfig.from_manifest(onnx.manifest)
+    with running_detector(cfg, scorer=onnx, anomaly=anomaly) as svc:
+        yield svc
+
+
+@contextmanager
+def _bed_under_attack(
+    broker: Broker, ward: str, raw: np.ndarray, bed: str | None
+) -> Iterator[tuple[WardListener, Device | None, Attacker]]:
+    """A listener on the ward, the real `bed` streaming (if any) and an attacker; all closed
+    when the block ends."""
+    sub = WardListener(broker, ward)
+    dev = Device(broker, ward, bed, raw) if bed else None
+    evil = Attacker(broker)
+    try:
+        if dev is not None:
+            dev.start()
+        yield sub, dev, evil
+    finally:
+        if dev is not None:
+            dev.stop()
+        evil.close()
+        sub.close()
 
 
 def bad(svc: DetectorService, reason: str) -> float:
     return svc.metrics.bad_messages.labels(reason)._value.get()
 
 
-def beats_after(sub: Sub, bed: str, sample: int) -> int:
+def beats_after(sub: WardListener, bed: str, sample: int) -> int:
     return sum(1 for b in sub.beats_of(bed) if b.sample > sample)
 
 
@@ -158,11 +154,7 @@ def beats_after(sub: Sub, bed: str, sample: int) -> int:
 def test_detector_first_sample_jump_fs_declaration_and_junk_beds_leave_the_bed_monitored(
     detector: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
 ) -> None:
-    sub = Sub(broker, unique_ward)
-    dev = Device(broker, unique_ward, "07", raw)
-    evil = Attacker(broker)
-    try:
-        dev.start()
+    with _bed_under_attack(broker, unique_ward, raw, "07") as (sub, dev, evil):
         assert wait_for(lambda: len(sub.beats_of("07")) >= 5, timeout=20)
         topic = samples_topic(unique_ward, "07")
         # one chunk 2^40 samples ahead: a new stream, then the real one is a new stream again
@@ -196,19 +188,13 @@ def test_detector_first_sample_jump_fs_declaration_and_junk_beds_leave_the_bed_m
         assert bad(detector, "too_many_beds") + bad(detector, "bed_evicted") >= 4_000
         restarts = [e for e in sub.events_of("07", "gap") if e.detail.get("restart")]
         assert restarts, "the jump was not reported as a stream restart"
-    finally:
-        dev.stop()
-        evil.close()
-        sub.close()
 
 
 @pytest.mark.slow
 def test_detector_chunks_that_cannot_be_analysed_raise_signal_lost(
     detector: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
 ) -> None:
-    sub = Sub(broker, unique_ward)
-    evil = Attacker(broker)
-    try:
+    with _bed_under_attack(broker, unique_ward, raw, None) as (sub, _, evil):
         topic = samples_topic(unique_ward, "03")
         t0 = time.time()
         for k in range(8):  # the bed streams ...
@@ -238,26 +224,23 @@ def test_detector_chunks_that_cannot_be_analysed_raise_signal_lost(
                 ),
             )
             evil.send(topic, b'{"seq":1,"first_sample":0,"t0":1,"fs":5e4,"samples":[1,2]}')
-            time.sleep(0.1)
+            time.sleep(0.1)  # wall time is the test: 3 s of only these, past the 1.5 s timeout
         assert wait_for(lambda: any(e.active for e in sub.events_of("03", "signal_lost")), 10)
         assert sub.events_of("03", "duplicate")
-    finally:
-        evil.close()
-        sub.close()
 
 
 @pytest.mark.slow
 def test_detector_offline_status_is_overruled_by_samples_still_flowing(
     detector: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
 ) -> None:
-    sub = Sub(broker, unique_ward)
-    dev = Device(broker, unique_ward, "05", raw)
-    evil = Attacker(broker)
-    try:
-        dev.start()
+    with (
+        _bed_under_attack(broker, unique_ward, raw, "05") as (sub, dev, evil),
+        contextlib.ExitStack() as cleanup,  # clears the retained forged status at the end
+    ):
         assert wait_for(lambda: len(sub.beats_of("05")) >= 3, timeout=20)
         status = encode_status(protocol.Status("offline", time.time() - 60, "forged"))
         evil.send(status_topic(unique_ward, "05"), status, retain=True)
+        cleanup.callback(evil.send, status_topic(unique_ward, "05"), b"", retain=True)
         assert wait_for(
             lambda: [
                 e
@@ -275,11 +258,6 @@ def test_detector_offline_status_is_overruled_by_samples_still_flowing(
         out = engine.handle(status_topic(unique_ward, "05"), status, time.monotonic(), True)
         assert out == [] and bad(detector, "stale_status") == before + 1 and not bed.offline
         assert len(sub.events_of("05", "device_offline")) == n_before
-    finally:
-        evil.send(status_topic(unique_ward, "05"), b"", retain=True)  # clear the retained one
-        dev.stop()
-        evil.close()
-        sub.close()
 
 
 # ---------------------------------------------------------------- alerting
@@ -316,8 +294,7 @@ def test_alerting_far_future_beat_and_fs_declaration_leave_the_bed_monitored(
     alerting, broker: Broker, unique_ward: str
 ) -> None:
     svc, _ = alerting
-    pub = Pub(broker, unique_ward)
-    try:
+    with contextlib.closing(Pub(broker, unique_ward)) as pub:
         assert wait_for(lambda: newest_beat_t(svc.port, "1") > 0, timeout=10)
         forged = beat(unique_ward, "1", 10**9, FS, time.time() + 1e6, 0.8)
         pub.beats("1", [forged])
@@ -329,8 +306,6 @@ def test_alerting_far_future_beat_and_fs_declaration_leave_the_bed_monitored(
         # real beats after the forged one are still taken: no stale drop, no frozen rate
         assert wait_for(lambda: newest_beat_t(svc.port, "1") > after, timeout=10)
         assert open_alarms(svc.port, "1") == []  # no false asystole, no clock_skew for one beat
-    finally:
-        pub.close()
 
 
 @pytest.mark.slow
@@ -338,8 +313,7 @@ def test_alerting_device_clock_an_hour_behind_is_a_clock_skew_alarm_not_an_escal
     alerting, broker: Broker, unique_ward: str
 ) -> None:
     svc, _ = alerting
-    pub = Pub(broker, unique_ward)
-    try:
+    with contextlib.closing(Pub(broker, unique_ward)) as pub:
         t0 = time.time() - 3600.0
         start = time.monotonic()
         k = 0
@@ -347,15 +321,13 @@ def test_alerting_device_clock_an_hour_behind_is_a_clock_skew_alarm_not_an_escal
             y = np.zeros(36)
             pub.samples("9", k * 36, t0 + k * 0.1, y)
             k += 1
-            time.sleep(0.1)
+            time.sleep(0.1)  # a device streaming in real time: the skew check runs on wall time
         alarms = wait_for(lambda: open_alarms(svc.port, "9"))
         assert [a["type"] for a in alarms] == ["clock_skew"]
         assert alarms[0]["priority"] == "technical" and not alarms[0]["escalated"]
         assert metric_value(svc.port, DROPS, reason="clock_skew") >= k - 1
         # bed 1 with a right clock is not affected
         assert open_alarms(svc.port, "1") == []
-    finally:
-        pub.close()
 
 
 @pytest.mark.slow
@@ -363,8 +335,7 @@ def test_alerting_junk_bed_names_never_lock_a_new_real_bed_out(
     alerting, broker: Broker, unique_ward: str
 ) -> None:
     svc, _ = alerting
-    pub = Pub(broker, unique_ward)
-    try:
+    with contextlib.closing(Pub(broker, unique_ward)) as pub:
         for i in range(300):  # far more than max_beds (20), valid and invalid names
             status = encode_status(protocol.Status("online", time.time(), "junk"))
             if i % 3:
@@ -373,7 +344,7 @@ def test_alerting_junk_bed_names_never_lock_a_new_real_bed_out(
                 pub.client.publish(f"ecg/v1/{unique_ward}/junk {i}/status", status, qos=0)
         assert wait_for(lambda: metric_value(svc.port, DROPS, reason="bad_topic") >= 100)
         assert len(get_json(svc.port, "/api/beds")["beds"]) <= 20
-        time.sleep(1.2)  # junk beds are idle now
+        time.sleep(1.2)  # wall time is the test: junk beds idle > JUNK_BED_IDLE_S make room
         t0 = time.time()
         beats = [
             beat(unique_ward, "real", round((0.2 + i * 0.8) * FS), FS, t0, None if i == 0 else 0.8)
@@ -386,8 +357,6 @@ def test_alerting_junk_bed_names_never_lock_a_new_real_bed_out(
         assert metric_value(svc.port, DROPS, reason="bed_evicted") >= 1
         # the streaming bed with beats was never evicted
         assert wait_for(lambda: newest_beat_t(svc.port, "1") > t0, timeout=10)
-    finally:
-        pub.close()
 
 
 # ---------------------------------------------------------------- the limits themselves

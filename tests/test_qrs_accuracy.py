@@ -54,6 +54,7 @@ def hard(data_dir: Path) -> dict[str, tuple[int, int, int]]:
     return {name: score(name, data_dir) for name in FLOORS}
 
 
+@pytest.mark.slow  # the module fixture runs the detector over whole records (seconds)
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_hard_record_accuracy_floor(hard: dict[str, tuple[int, int, int]], name: str) -> None:
     tp, fn, fp = hard[name]
@@ -62,6 +63,7 @@ def test_hard_record_accuracy_floor(hard: dict[str, tuple[int, int, int]], name:
     assert tp / (tp + fp) >= ppv_floor, f"{name}: +P {tp / (tp + fp):.4f} < {ppv_floor}"
 
 
+@pytest.mark.slow
 def test_hard_records_pooled(hard: dict[str, tuple[int, int, int]]) -> None:
     tp, fn, fp = (sum(v[i] for v in hard.values()) for i in range(3))
     assert tp / (tp + fn) >= 0.992
