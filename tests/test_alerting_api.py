@@ -28,7 +28,7 @@ from ecgcommon.aami import aami_class
 from ecgcommon.records import load_record
 from ecgcommon.settings import MqttSettings
 from ecgcommon.windowing import WINDOW
-from tests.alerting_harness import (
+from tests.helpers.alerting import (
     TOKEN,
     Publisher,
     beat,

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import connect
 
 from alerting.store import AlarmStore
-from tests.alerting_harness import (
+from tests.helpers.alerting import (
     TOKEN,
     Publisher,
     beat,
@@ -31,7 +31,7 @@ from tests.alerting_harness import (
     running_alerting,
     wait_for,
 )
-from tests.conftest import free_port
+from tests.helpers.ports import free_port
 
 FS = 360.0
 
