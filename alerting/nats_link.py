@@ -17,11 +17,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from alerting.config import AlertingConfig
-from ecgcommon import subjects
+from ecgcommon import nats_conn, subjects
 from ecgcommon.topics import TopicError
 
 log = logging.getLogger("alerting.nats")
@@ -74,35 +73,13 @@ class NatsLink:
         self._deliver(topic, data)
 
     async def _connect(self) -> None:
-        async def on_disc() -> None:
-            self.connected.clear()
-            log.warning("NATS disconnected; reconnecting")
-
-        async def on_reconn() -> None:
-            self.connected.set()
-            log.info("NATS reconnected")
-
-        async def on_err(exc: Exception) -> None:
-            log.debug("nats: %s", exc)
-
-        while True:
-            try:
-                self.nc = await nats.connect(
-                    servers=self.servers,
-                    name=f"alerting-{self.config.ward}",
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2,
-                    ping_interval=2,
-                    max_outstanding_pings=2,
-                    disconnected_cb=on_disc,
-                    reconnected_cb=on_reconn,
-                    error_cb=on_err,
-                )
-                return
-            except Exception as exc:
-                log.warning("cannot reach the NATS servers %s (%s); retrying", self.servers, exc)
-                await asyncio.sleep(1.0)
+        self.nc = await nats_conn.connect(
+            self.servers,
+            f"alerting-{self.config.ward}",
+            log,
+            on_up=self.connected.set,
+            on_down=self.connected.clear,
+        )
 
     async def _run(self) -> None:
         while True:  # a refused setup (no stream leader yet, say) is tried again, not fatal

@@ -34,11 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from ecgcommon import protocol, subjects
+from ecgcommon import nats_conn, protocol, subjects
 from ecgcommon.topics import TopicError, parse_topic
 
 if TYPE_CHECKING:
@@ -225,38 +224,22 @@ class NatsWorker:
     async def _connect(self) -> None:
         svc = self.service
 
-        async def on_disc() -> None:
-            svc.connected.clear()
-            svc.metrics.up.set(0)
-            log.warning("disconnected from the NATS servers; reconnecting")
-
-        async def on_reconn() -> None:
+        def up() -> None:
             svc.connected.set()
             svc.metrics.up.set(1)
-            log.info("reconnected to %s", self.nc.connected_url.netloc)
 
-        async def on_err(exc: Exception) -> None:
-            log.debug("nats: %s", exc)
+        def down() -> None:
+            svc.connected.clear()
+            svc.metrics.up.set(0)
 
-        while not svc._stopping.is_set():
-            try:
-                self.nc = await nats.connect(
-                    servers=self.servers,
-                    name=f"detector-{self.me}",
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2,
-                    ping_interval=2,
-                    max_outstanding_pings=2,
-                    disconnected_cb=on_disc,
-                    reconnected_cb=on_reconn,
-                    error_cb=on_err,
-                    allow_reconnect=True,
-                )
-                break
-            except Exception as exc:
-                log.warning("cannot reach the NATS servers %s (%s); retrying", self.servers, exc)
-                await asyncio.sleep(1.0)
+        self.nc = await nats_conn.connect(
+            self.servers,
+            f"detector-{self.me}",
+            log,
+            on_up=up,
+            on_down=down,
+            stopping=svc._stopping.is_set,
+        )
         if self.nc is None:
             return
         self.js = self.nc.jetstream(timeout=JS_TIMEOUT_S)
@@ -270,8 +253,7 @@ class NatsWorker:
         self.leases = await subjects.ensure_kv(self.js, subjects.LEASES, self.ttl)
         self.members = await subjects.ensure_kv(self.js, subjects.MEMBERS, self.ttl)
         self.ckpt = await subjects.ensure_kv(self.js, subjects.CHECKPOINTS, None)
-        svc.connected.set()
-        svc.metrics.up.set(1)
+        up()
         log.info("worker %s on %s: %d partitions", self.me, self.servers, self.partitions)
 
     async def _main(self) -> None:

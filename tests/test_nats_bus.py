@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,14 +18,14 @@ import nats
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bench.cluster.engine import NatsCluster
-from bench.cluster.scenario import Feeder, Observer, sources
+from bench.cluster.engine import NatsCluster, running_cluster
+from bench.cluster.scenario import Feeder, Observer, sources, start_service
 from detector.config import DetectorConfig
 from detector.service import DetectorService
 from ecgcommon import protocol, subjects
 from ecgcommon.topics import TopicError
-from tests.alerting_harness import TOKEN, beat, get_json, http, make_config, running_alerting
-from tests.conftest import free_port
+from tests.helpers.alerting import TOKEN, beat, get_json, http, make_config, running_alerting
+from tests.helpers.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FS = 360.0
@@ -68,11 +67,8 @@ def test_subjects_partitions_and_bus_urls() -> None:
 
 @pytest.fixture
 def single(tmp_path: Path) -> Iterator[NatsCluster]:
-    (tmp_path / "nats").mkdir(exist_ok=True)
-    cluster = NatsCluster(tmp_path / "nats", n=1)
-    cluster.start()
-    yield cluster
-    cluster.stop()
+    with running_cluster(tmp_path / "nats", n=1) as cluster:
+        yield cluster
 
 
 async def _kv_keys(url: str, bucket: str) -> list[str]:
@@ -147,22 +143,8 @@ def test_device_on_nats_mqtt_reaches_detector_and_alerting(
 
 
 def _alerting_proc(bus: str, ward: str, db: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ALERTING_TOKEN": TOKEN}
-    cmd = [
-        sys.executable,
-        "-m",
-        "alerting",
-        "--bus",
-        bus,
-        "--ward",
-        ward,
-        "--http-port",
-        str(port),
-        "--db",
-        str(db),
-    ]
-    with open(log, "ab") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    args = ["--bus", bus, "--ward", ward, "--http-port", str(port), "--db", str(db)]
+    return start_service("alerting", args, log, ALERTING_TOKEN=TOKEN)
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:

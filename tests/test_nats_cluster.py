@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -34,8 +35,8 @@ from bench.cluster.scenario import (
 from ecgcommon import subjects
 from tests.helpers.alerting import get_json, make_config, running_alerting
 from tests.helpers.waits import wait_until
-from tests.test_nats_bus import _Addr
 
+NO_MQTT = SimpleNamespace(host="127.0.0.1", port=1883)  # alerting's MQTT: unused on NATS
 BEDS = 6
 SECONDS = 45.0
 KILL_WORKER_AT_S = 12.0  # of signal streamed
@@ -102,7 +103,7 @@ def test_worker_and_engine_node_killed_mid_stream(
         assert wait_owned(servers, unique_ward, subjects.PARTITIONS, {"w1", "w2"}, 60), (
             lease_owners(servers, unique_ward)
         )
-        cfg = make_config(_Addr(), unique_ward, tmp_path / "alarms.db", bus=cluster.bus)
+        cfg = make_config(NO_MQTT, unique_ward, tmp_path / "alarms.db", bus=cluster.bus)
         with running_alerting(cfg) as alerting:
             ingress = cluster.nodes[0]
             feeder = Feeder(

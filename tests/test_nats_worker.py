@@ -16,7 +16,7 @@ import nats
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bench.cluster.engine import NatsCluster
+from bench.cluster.engine import NatsCluster, running_cluster
 from bench.cluster.scenario import sources
 from detector.config import DetectorConfig
 from detector.nats_link import SETTLE_TIMEOUT_S, NatsWorker, Outbox, Partition
@@ -46,11 +46,16 @@ class _FakeJs:
         return fut
 
 
+def _outbox(hang: int) -> tuple[_FakeJs, Outbox, list[float]]:
+    """An outbox on a fake JetStream whose first `hang` acks never come, and its clock."""
+    now = [100.0]
+    js = _FakeJs(hang)
+    return js, Outbox(js, clock=lambda: now[0]), now
+
+
 def test_outbox_sends_again_a_result_whose_ack_never_comes() -> None:
     async def main() -> None:
-        now = [100.0]
-        js = _FakeJs(hang=1)
-        out = Outbox(js, clock=lambda: now[0])
+        js, out, now = _outbox(hang=1)
         await out.send("ecg.v1.w.01.beats", b"a")
         await out.send("ecg.v1.w.01.beats", b"b")
         assert not await out.settle(timeout=0.05)  # the head is not answered yet: not settled
@@ -67,9 +72,7 @@ def test_outbox_sends_again_a_result_whose_ack_never_comes() -> None:
 
 def test_outbox_trim_sends_again_an_overdue_head() -> None:
     async def main() -> None:
-        now = [0.0]
-        js = _FakeJs(hang=1)
-        out = Outbox(js, clock=lambda: now[0])
+        js, out, now = _outbox(hang=1)
         await out.send("s", b"a")
         await out.trim()
         assert len(js.sent) == 1
@@ -84,11 +87,8 @@ def test_outbox_trim_sends_again_an_overdue_head() -> None:
 
 @pytest.fixture
 def single(tmp_path: Path) -> Iterator[NatsCluster]:
-    (tmp_path / "nats").mkdir(exist_ok=True)
-    cluster = NatsCluster(tmp_path / "nats", n=1)
-    cluster.start()
-    yield cluster
-    cluster.stop()
+    with running_cluster(tmp_path / "nats", n=1) as cluster:
+        yield cluster
 
 
 def _service(bus: str, ward: str, **kw: Any) -> DetectorService:

@@ -43,12 +43,13 @@ from bench.__main__ import (
 )
 from bench.cluster.engine import NatsCluster
 from bench.cluster.scenario import (
-    ROOT,
     Feeder,
     Observer,
+    cli_args,
     compare,
     reference_beats,
     sources,
+    start_service,
     start_worker,
     stored,
     wait_owned,
@@ -71,25 +72,16 @@ def _loadgen(
     start_at: float,
     data_dir: str | None,
 ) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.loadgen",
-        "--port",
-        str(port),
-        "--ward",
-        ward,
-        "--beds",
-        str(beds),
-        "--chunk-s",
-        str(chunk_s),
-        "--duration-s",
-        str(seconds),
-        "--start-at",
-        str(start_at),
-    ] + (["--data-dir", data_dir] if data_dir else [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    flags = {
+        "--port": str(port),
+        "--ward": ward,
+        "--beds": str(beds),
+        "--chunk-s": str(chunk_s),
+        "--duration-s": str(seconds),
+        "--start-at": str(start_at),
+    }
+    args = cli_args(flags) + (["--data-dir", data_dir] if data_dir else [])
+    return start_service("bench.loadgen", args, None)
 
 
 def capacity_trial(

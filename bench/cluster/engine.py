@@ -7,19 +7,15 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecgcommon.subjects import PARTITIONS, mappings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers.ports import free_port
 
 
 def nats_binary() -> str:
@@ -164,6 +160,18 @@ async def _js_ready(url: str) -> bool:
         return False
     finally:
         await nc.close()
+
+
+@contextmanager
+def running_cluster(folder: Path, n: int = 3) -> Iterator[NatsCluster]:
+    """`n` nodes (1: a single server) started in `folder`, stopped on the way out."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cluster = NatsCluster(folder, n=n)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 async def stream_leader(url: str, stream: str) -> str | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -20,9 +19,28 @@ from detector.nats_link import assignment
 from ecgcommon.records import load_record
 from ecgcommon.subjects import PARTITIONS
 from streamer.core import Source, make_streams, schedule
+from tests.helpers.procs import service_env
 
 ROOT = Path(__file__).resolve().parents[2]
 FS = 360.0
+
+
+def cli_args(flags: dict[str, str]) -> list[str]:
+    """`{"--ward": "w"}` -> `["--ward", "w"]`."""
+    return [x for kv in flags.items() for x in kv]
+
+
+def start_service(module: str, args: list[str], log: Path | None, **env: str) -> subprocess.Popen:
+    """`python -m <module> <args>` from the repository, as a user starts it, with `env` added
+    to this environment; its output appended to `log` (None: kept on pipes for the caller)."""
+    cmd = [sys.executable, "-m", module, *args]
+    if log is None:
+        pipe = subprocess.PIPE
+        return subprocess.Popen(cmd, cwd=ROOT, env=service_env(**env), stdout=pipe, stderr=pipe)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=service_env(**env), stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def start_worker(
@@ -36,29 +54,17 @@ def start_worker(
     extra: list[str] | None = None,
 ) -> subprocess.Popen:
     """`python -m detector` as one worker of the NATS bus."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ECG_DETECTOR_TOKEN": "bench-token-0123"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "detector",
-        "--bus",
-        bus,
-        "--worker-id",
-        worker_id,
-        "--ward",
-        ward,
-        "--http-host",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--checkpoint-s",
-        str(checkpoint_s),
-        "--lease-ttl-s",
-        str(lease_ttl_s),
-        *(extra or []),
-    ]
-    with open(log, "ab") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    flags = {
+        "--bus": bus,
+        "--worker-id": worker_id,
+        "--ward": ward,
+        "--http-host": "127.0.0.1",
+        "--http-port": "0",
+        "--checkpoint-s": str(checkpoint_s),
+        "--lease-ttl-s": str(lease_ttl_s),
+    }
+    args = cli_args(flags) + (extra or [])
+    return start_service("detector", args, log, ECG_DETECTOR_TOKEN="bench-token-0123")
 
 
 def sources(data_dir: str | Path | None, records: list[str], seconds: float) -> list[Source]:
