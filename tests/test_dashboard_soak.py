@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser
 
-from tests.helpers.alerting import TOKEN, WardFeeder, make_config, running_alerting
+from tests.helpers.alerting import TOKEN, WardFeeder, make_config, running_alerting, wait_for
 
+RING_S = 12.0  # seconds of signal the page keeps per bed (alerting/dashboard/app.js)
 SOAK_S = float(os.environ.get("ECG_SOAK_S", "20"))
 SPEED = 4.0
 BEDS = {
@@ -50,10 +51,13 @@ def test_dashboard_memory_stays_flat(browser: Browser, broker, unique_ward, tmp_
             page.wait_for_function(
                 f"() => document.querySelectorAll('.tile').length === {len(BEDS)}"
             )
-            page.wait_for_timeout(4000)  # warm-up: rings filled, alarm list populated
+            # warm-up: every bed's ring filled (app.js keeps RING_S = 12 s of signal; the
+            # feeder has sent more than that) and the alarm list populated
+            wait_for(lambda: feeder.sent / feeder.fs > RING_S + 2, timeout=30)
+            page.wait_for_function("() => document.querySelectorAll('#alarm-list li').length > 0")
             start = _metrics(cdp)
             stats0 = page.evaluate("({...window.__ecg})")
-            page.wait_for_timeout(SOAK_S * 1000)
+            page.wait_for_timeout(SOAK_S * 1000)  # the soak itself: wall time is the test
             end = _metrics(cdp)
             stats1 = page.evaluate("({...window.__ecg})")
             alarms = len(svc.store.query(bed="4", limit=1000))
