@@ -12,16 +12,9 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from alerting.rules import PolicyConfig
-from ecgcommon.limits import BED_IDLE_S, MAX_CLOCK_SKEW_S
-from ecgcommon.settings import (
-    MqttSettings,
-    check_fields,
-    load,
-    masked_repr,
-    nested,
-    setting,
-)
-from ecgcommon.subjects import parse_bus
+from ecgcommon import settings
+from ecgcommon.limits import BED_IDLE_S, MAX_CLOCK_SKEW_S, MAX_FS_HZ
+from ecgcommon.settings import MqttSettings, Settings, setting
 from ecgcommon.topics import DEFAULT_WARD
 
 _FORBIDDEN_LEVEL = frozenset("/+#\x00")
@@ -38,11 +31,14 @@ def _check_url(url: str) -> None:
         raise ValueError(f"must be an http(s) URL, got {url!r:.80}")
 
 
-@dataclass(frozen=True)
-class AlertingConfig:
+@dataclass(frozen=True, repr=False)
+class AlertingConfig(Settings):
     """Everything the alerting service needs; errors name the bad field."""
 
-    mqtt: MqttSettings = nested(
+    _prog = "python -m alerting"
+    _about = "Alarms, dashboard and API of one ward (docs/dashboard.md)."
+
+    mqtt: MqttSettings = settings.nested(
         # the durable session's id is alerting-{ward} unless set (docs/faults.md)
         lambda: MqttSettings(reconnect_min_s=1.0, reconnect_max_s=2.0),
         prefix="mqtt",
@@ -52,14 +48,8 @@ class AlertingConfig:
         DEFAULT_WARD, env="ECG_WARD", flag="--ward", nonempty=True, check=_check_ward,
         help="the ward this service alarms for",
     )  # fmt: skip
-    http_host: str = setting(
-        "127.0.0.1", env="ALERTING_HOST", flag="--http-host", nonempty=True,
-        help="dashboard, API and /metrics",
-    )  # fmt: skip
-    http_port: int = setting(
-        8080, env="ALERTING_PORT", flag="--http-port", min=0, max=65535,
-        help="HTTP port; 0 = any free port",
-    )  # fmt: skip
+    http_host: str = settings.http_host("127.0.0.1", "ALERTING_HOST", "dashboard, API and /metrics")
+    http_port: int = settings.http_port(8080, "ALERTING_PORT")
     token: str = setting(
         "", env="ALERTING_TOKEN", flag="--token", nonempty=True, min_len=8, secret=True,
         help="bearer token of the API, dashboard and websocket (required; prefer the variable: "
@@ -74,7 +64,7 @@ class AlertingConfig:
         help="the detector's HTTP API (uploads are scored there)",
     )  # fmt: skip
     wave_hz: float = setting(
-        120.0, env="ALERTING_WAVE_HZ", flag="--wave-hz", unit="Hz", gt=0, max=1000,
+        120.0, env="ALERTING_WAVE_HZ", flag="--wave-hz", unit="Hz", gt=0, max=MAX_FS_HZ,
         help="waveform rate sent to dashboards (decimated from the device rate)",
     )  # fmt: skip
     wave_window_s: float = setting(
@@ -134,26 +124,12 @@ class AlertingConfig:
         "", env="ECG_DETECTOR_TOKEN", flag="--detector-token", secret=True,
         help="bearer token of the detector's POST /v1/score",
     )  # fmt: skip
-    bus: str = setting(
-        "", env="ECG_BUS", flag="--bus", check=parse_bus,
-        help='"" or "mqtt": the MQTT broker; nats://h:p[,h:p]: NATS JetStream (scaling.md)',
-    )  # fmt: skip
-    policy: PolicyConfig = nested(PolicyConfig, prefix="policy", help="alarm criteria")
-
-    __repr__ = masked_repr
-
-    def __post_init__(self) -> None:
-        check_fields(self)
+    bus: str = settings.bus()
+    policy: PolicyConfig = settings.nested(PolicyConfig, prefix="policy", help="alarm criteria")
 
 
 def parse_args(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> AlertingConfig:
     """CLI flags override environment variables, which override the defaults."""
-    return load(
-        AlertingConfig,
-        argv,
-        env,
-        prog="python -m alerting",
-        description="Alarms, dashboard and API of one ward (docs/dashboard.md).",
-    )
+    return settings.load(AlertingConfig, argv, env)

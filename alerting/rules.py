@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from alerting.alarms import EPISODE_ALARMS, AlarmType, BeatInput, EpisodeInput, Priority
 from ecgcommon.rhythm import heart_rate_bpm
-from ecgcommon.settings import check_fields, masked_repr, nested, setting
+from ecgcommon.settings import Settings, nested, setting
 
 MAX_EVIDENCE_BEATS = 20
 
@@ -26,8 +26,8 @@ def _bpm(default: float, env: str, flag: str, help: str) -> Any:
     return setting(default, env=env, flag=flag, unit=unit, gt=0, help=help)
 
 
-@dataclass(frozen=True)
-class BedLimits:
+@dataclass(frozen=True, repr=False)
+class BedLimits(Settings):
     """Per-bed, nurse-adjustable limits: heart rate (medium), PVCs per minute (medium) and
     unusual (anomalous) beats per minute (the low-priority advisory)."""
 
@@ -56,10 +56,8 @@ class BedLimits:
         "unusual beats per minute: unusual beats advisory",
     )
 
-    __repr__ = masked_repr
-
     def __post_init__(self) -> None:
-        check_fields(self)
+        super().__post_init__()
         if self.low_bpm >= self.high_bpm:
             raise ValueError(f"low_bpm: must be below high_bpm ({self.low_bpm} >= {self.high_bpm})")
 
@@ -81,8 +79,8 @@ def _policy(default: float, env: str, flag: str, help: str, **bounds: Any) -> An
     return setting(default, env=env, flag=flag, unit=unit, help=help, **bounds)
 
 
-@dataclass(frozen=True)
-class PolicyConfig:
+@dataclass(frozen=True, repr=False)
+class PolicyConfig(Settings):
     """Alarm criteria and behaviour, in physical units. Defaults: see docs/alarms.md."""
 
     asystole_s: float = _policy(
@@ -235,10 +233,8 @@ class PolicyConfig:
     )
     default_limits: BedLimits = nested(BedLimits, prefix="default")
 
-    __repr__ = masked_repr
-
     def __post_init__(self) -> None:
-        check_fields(self)
+        super().__post_init__()
         if self.pause_s >= self.asystole_s:
             raise ValueError(f"pause_s: must be below asystole_s ({self.pause_s})")
         if self.run_min_beats < 3 or self.vt_min_beats < self.run_min_beats:

@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from detector.scorer import DEFAULT_MODEL_DIR
+from ecgcommon import settings
 from ecgcommon.limits import BED_IDLE_S, MAX_BEDS, valid_name
-from ecgcommon.settings import MqttSettings, check_fields, load, masked_repr, nested, setting
-from ecgcommon.subjects import PARTITIONS, parse_bus
+from ecgcommon.settings import MqttSettings, Settings, setting
+from ecgcommon.subjects import PARTITIONS
 from ecgcommon.topics import status_topic
 
 QOS = (0, 1, 2)
@@ -30,8 +31,8 @@ def _check_worker_id(worker_id: str) -> None:
         raise ValueError("must be a plain name")
 
 
-@dataclass(frozen=True)
-class EngineSettings:
+@dataclass(frozen=True, repr=False)
+class EngineSettings(Settings):
     """The engine's knobs: batching, silence, gap filling, QoS of what it publishes, bed limits."""
 
     max_batch: int = setting(
@@ -70,17 +71,15 @@ class EngineSettings:
         help="a bed with no message this long is forgotten",
     )  # fmt: skip
 
-    __repr__ = masked_repr
 
-    def __post_init__(self) -> None:
-        check_fields(self)  # every field, a DetectorConfig's too
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DetectorConfig(EngineSettings):
     """Where to listen, which model, where to serve metrics; the engine's knobs above."""
 
-    mqtt: MqttSettings = nested(
+    _prog = "python -m detector"
+    _about = "Live ECG beat detection and scoring over MQTT (docs/protocol.md)."
+
+    mqtt: MqttSettings = settings.nested(
         lambda: MqttSettings(client_id="detector"),  # `make ward`'s broker sets the username
         prefix="mqtt",
         env={"client_id": "DETECTOR_CLIENT_ID"},
@@ -100,14 +99,10 @@ class DetectorConfig(EngineSettings):
         0, env="DETECTOR_QOS_IN", flag="--qos-in", choices=QOS,
         help="subscription QoS for samples (status is always QoS 1)",
     )  # fmt: skip
-    http_host: str = setting(
-        "0.0.0.0", env="DETECTOR_HTTP_HOST", flag="--http-host",
-        help="/metrics, /healthz, POST /v1/score",
-    )  # fmt: skip
-    http_port: int = setting(
-        8000, env="DETECTOR_HTTP_PORT", flag="--http-port", min=0, max=65535,
-        help="HTTP port; 0 = any free port",
-    )  # fmt: skip
+    http_host: str = settings.http_host(
+        "0.0.0.0", "DETECTOR_HTTP_HOST", "/metrics, /healthz, /v1/score"
+    )
+    http_port: int = settings.http_port(8000, "DETECTOR_HTTP_PORT")
     cprofile_out: str = setting(
         "", env="DETECTOR_CPROFILE_OUT", flag="--cprofile-out",
         help="benchmarks: cProfile each thread into <this>.<thread> on exit",
@@ -116,10 +111,7 @@ class DetectorConfig(EngineSettings):
         "", env="ECG_DETECTOR_TOKEN", flag="--token", min_len=8, secret=True,
         help="bearer token of POST /v1/score; empty: one is generated and printed once",
     )  # fmt: skip
-    bus: str = setting(
-        "", env="ECG_BUS", flag="--bus", check=parse_bus,
-        help='"" or "mqtt": the MQTT broker; nats://h:p[,h:p]: NATS (scaling.md)',
-    )  # fmt: skip
+    bus: str = settings.bus()
     worker_id: str = setting(
         "", env="DETECTOR_WORKER_ID", flag="--worker-id", check=_check_worker_id,
         help="NATS: this worker's name (leases); empty: the host name",
@@ -137,15 +129,7 @@ class DetectorConfig(EngineSettings):
         help="NATS: a partition whose owner stops renewing moves after this",
     )  # fmt: skip
 
-    __repr__ = masked_repr
-
 
 def parse_args(argv: Sequence[str] | None, env: Mapping[str, str] | None = None) -> DetectorConfig:
     """Command line over environment variables over defaults; ValueError names a bad field."""
-    return load(
-        DetectorConfig,
-        argv,
-        env,
-        prog="python -m detector",
-        description="Live ECG beat detection and scoring over MQTT (docs/protocol.md).",
-    )
+    return settings.load(DetectorConfig, argv, env)

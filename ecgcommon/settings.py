@@ -9,9 +9,9 @@ A service config is a frozen dataclass whose fields say how they are set and wha
 shared `MqttSettings`, alerting's `PolicyConfig`) are fields made with `nested`: their fields are
 flattened into options named `<prefix>_<field>` ("mqtt_host"), each with its own env variable and
 flag. `load` reads the environment, then the command line (CLI over env over defaults), and builds
-the config; `check_fields` is the one validator (types, bounds, choices) every config calls from
-`__post_init__`, with errors naming the field and its env variable and flag. Fields marked secret
-show as `***` in `--help`, in reprs (`masked_repr`) and so in logs.
+the config; `check_fields` is the one validator (types, bounds, choices), run by the configs' base
+class `Settings` when one is made, with errors naming the field and its env variable and flag.
+Fields marked secret show as `***` in `--help`, in reprs (`masked_repr`) and so in logs.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ecgcommon.mqtt_auth import check_settings
+from ecgcommon.subjects import parse_bus
 
 T = TypeVar("T")
 
@@ -284,7 +285,7 @@ def check_fields(obj: object, prefix: str = "") -> None:
 
 
 def masked_repr(self: object) -> str:
-    """A dataclass repr with secret fields shown as '***' (set `__repr__ = masked_repr`)."""
+    """A dataclass repr with secret fields shown as '***' (`Settings` uses it)."""
     parts = []
     for f in dataclasses.fields(typing.cast(Any, self)):
         if not f.repr:
@@ -317,7 +318,7 @@ def help_text(o: Option) -> str:
     return text.replace("%", "%%")
 
 
-def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+def build_parser(cls: type, prog: str | None, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one option per setting of `cls`; absent options are left out of
     the namespace (argparse.SUPPRESS), so the environment and defaults show through."""
     p = argparse.ArgumentParser(prog=prog, description=description)
@@ -410,12 +411,15 @@ def load(
     argv: Sequence[str] | None,
     env: Mapping[str, str] | None = None,
     *,
-    prog: str,
-    description: str,
+    prog: str | None = None,
+    description: str | None = None,
 ) -> T:
-    """Command line over environment variables over defaults; ValueError names a bad setting."""
+    """Command line over environment variables over defaults; ValueError names a bad setting.
+    `prog` and `description` of `--help` default to the class's `_prog` and `_about`."""
     values = from_env(cls, os.environ if env is None else env)
-    args = vars(build_parser(cls, prog, description).parse_args(argv))
+    prog = prog if prog is not None else getattr(cls, "_prog", None)
+    about = description if description is not None else getattr(cls, "_about", "")
+    args = vars(build_parser(cls, prog, about).parse_args(argv))
     by_name = {o.name: o for o in options(cls)}
     for name, raw in args.items():
         o = by_name[name]
@@ -423,11 +427,46 @@ def load(
     return build(cls, values)
 
 
+class Settings:
+    """Base of the config dataclasses: fields checked by `check_fields` when made (errors name
+    them as `_prefix + name`), secrets masked in the repr. Subclasses are
+    `@dataclass(frozen=True, repr=False)` (the repr is this one) and call `super().__post_init__()`
+    before checks across fields of their own."""
+
+    _prefix: ClassVar[str] = ""
+    _prog: ClassVar[str | None] = None  # `--help`'s program name and description
+    _about: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        check_fields(self, self._prefix)
+
+    __repr__ = masked_repr
+
+
+# -------------------------------------------------------------------- settings every service has
+
+
+def http_host(default: str, env: str, serves: str) -> Any:
+    """The address the service's HTTP server (`serves`: its routes) listens on."""
+    return setting(default, env=env, flag="--http-host", nonempty=True, help=f"{serves}: address")
+
+
+def http_port(default: int, env: str) -> Any:
+    """The HTTP server's port."""
+    return setting(default, env=env, flag="--http-port", min=0, max=65535, help="0 = any free")
+
+
+def bus() -> Any:
+    """Which message bus (docs/scaling.md); the value is checked by `parse_bus`."""
+    text = '"" or "mqtt": the MQTT broker; nats://h:p[,h:p]: NATS (scaling.md)'
+    return setting("", env="ECG_BUS", flag="--bus", check=parse_bus, help=text)
+
+
 # ------------------------------------------------------------------------------------------ MQTT
 
 
-@dataclass(frozen=True)
-class MqttSettings:
+@dataclass(frozen=True, repr=False)
+class MqttSettings(Settings):
     """How a service reaches the MQTT broker: the same names in every service (docs/security.md
     for the credentials). Services set their own `client_id` default and variable."""
 
@@ -469,14 +508,14 @@ class MqttSettings:
         help="longest reconnection delay (capped: a broker that is back is used within seconds)",
     )  # fmt: skip
 
-    __repr__ = masked_repr
+    _prefix = "mqtt_"  # the name of its options in every service
 
     def reconnect_delays(self) -> tuple[int, int]:
         """(min, max) reconnection delays in whole seconds, at least 1, as paho takes them."""
         return max(1, round(self.reconnect_min_s)), max(1, round(self.reconnect_max_s))
 
     def __post_init__(self) -> None:
-        check_fields(self, prefix="mqtt_")  # the name of its options in every service
+        super().__post_init__()
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError(
                 f"mqtt_reconnect_min_s ({self.reconnect_min_s}) must be <= mqtt_reconnect_max_s "

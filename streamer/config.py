@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecgcommon.settings import MqttSettings, check_fields, load, masked_repr, nested, setting
+from ecgcommon import settings
+from ecgcommon.settings import MqttSettings, Settings, setting
 from ecgcommon.topics import DEFAULT_WARD, status_topic
 
 
@@ -25,11 +26,14 @@ def _check_file(path: str) -> None:
         raise ValueError(f"{path!r:.200} is not a file")
 
 
-@dataclass(frozen=True)
-class StreamerConfig:
+@dataclass(frozen=True, repr=False)
+class StreamerConfig(Settings):
     """What to replay, how fast, and where to publish it."""
 
-    mqtt: MqttSettings = nested(
+    _prog = "python -m streamer"
+    _about = "Replay MIT-BIH records as live ECG beds over MQTT (docs/protocol.md)."
+
+    mqtt: MqttSettings = settings.nested(
         lambda: MqttSettings(client_id="streamer"),  # each device: streamer-{ward}-{bed}
         prefix="mqtt",
         env={"client_id": "STREAMER_CLIENT_PREFIX"},
@@ -70,24 +74,16 @@ class StreamerConfig:
         False, env="STREAMER_JSON", flag="--json", aliases=("--json-payload",),
         help="send the JSON form instead of binary",
     )  # fmt: skip
-    http_host: str = setting(
-        "0.0.0.0", env="STREAMER_HTTP_HOST", flag="--http-host", nonempty=True,
-        help="/metrics, /healthz",
-    )  # fmt: skip
-    http_port: int = setting(
-        9101, env="STREAMER_HTTP_PORT", flag="--http-port", min=0, max=65535,
-        help="/metrics, /healthz; 0 = any free port (the log says which)",
-    )  # fmt: skip
+    http_host: str = settings.http_host("0.0.0.0", "STREAMER_HTTP_HOST", "/metrics, /healthz")
+    http_port: int = settings.http_port(9101, "STREAMER_HTTP_PORT")  # 0: the log says which
     device_credentials: str = setting(
         "", env="STREAMER_DEVICE_CREDENTIALS", flag="--device-credentials", check=_check_file,
         help="each bed's MQTT username and password (ecgcommon.provision: "
         "streamer-devices.json); empty: anonymous",
     )  # fmt: skip
 
-    __repr__ = masked_repr
-
     def __post_init__(self) -> None:
-        check_fields(self)
+        super().__post_init__()
         if self.mqtt.username or self.mqtt.password_file:
             raise ValueError(
                 "mqtt_username: the streamer connects as its devices, each with its own "
@@ -97,10 +93,4 @@ class StreamerConfig:
 
 def parse_args(argv: Sequence[str] | None, env: Mapping[str, str] | None = None) -> StreamerConfig:
     """Command line over environment variables over defaults; ValueError names a bad field."""
-    return load(
-        StreamerConfig,
-        argv,
-        env,
-        prog="python -m streamer",
-        description="Replay MIT-BIH records as live ECG beds over MQTT (docs/protocol.md).",
-    )
+    return settings.load(StreamerConfig, argv, env)
