@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from detector.scorer import DEFAULT_MODEL_DIR
 from ecgcommon import settings
 from ecgcommon.limits import BED_IDLE_S, MAX_BEDS, valid_name
+from ecgcommon.model_contract.manifest import DEFAULT_MODEL_DIR
 from ecgcommon.settings import MqttSettings, Settings, setting
 from ecgcommon.subjects import PARTITIONS
 from ecgcommon.topics import status_topic

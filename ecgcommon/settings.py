@@ -170,24 +170,20 @@ def _options(
         if not meta.get("env") or not meta.get("flag"):
             raise TypeError(f"{cls.__name__}.{f.name} has no env/flag metadata (use setting())")
         env = env_override.get(f.name, meta["env"])
-        env_aliases = tuple(a for a in meta["env_aliases"] if a != env)
-        name = "_".join((*prefixes, f.name))
         kind, optional = _kind(_hints(cls)[f.name])
-        flags = (meta["flag"], *meta["aliases"])
-        out.append(
-            Option(
-                (*path, f.name),
-                name,
-                env,
-                env_aliases,
-                flags,
-                kind,
-                optional,
-                default,
-                meta,
-                prefixes[0] if prefixes else "",
-            )
+        option = Option(
+            path=(*path, f.name),
+            name="_".join((*prefixes, f.name)),
+            env=env,
+            env_aliases=tuple(a for a in meta["env_aliases"] if a != env),
+            flags=(meta["flag"], *meta["aliases"]),
+            kind=kind,
+            optional=optional,
+            default=default,
+            meta=meta,
+            group=prefixes[0] if prefixes else "",
         )
+        out.append(option)
     return out
 
 
@@ -199,13 +195,20 @@ def _where(meta: Mapping[str, Any]) -> str:
     return f" ({', '.join(names)})" if names else ""
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
 def _bounds_text(meta: Mapping[str, Any]) -> str:
     lo, hi, gt = meta.get("min"), meta.get("max"), meta.get("gt")
     if lo is not None and hi is not None:
-        text = f"in {lo:g}..{hi:g}"
+        text = f"in {_num(lo)}..{_num(hi)}"
     else:
-        parts = [f"> {gt:g}" if gt is not None else "", f">= {lo:g}" if lo is not None else ""]
-        parts.append(f"<= {hi:g}" if hi is not None else "")
+        parts = [
+            f"> {_num(gt)}" if gt is not None else "",
+            f">= {_num(lo)}" if lo is not None else "",
+        ]
+        parts.append(f"<= {_num(hi)}" if hi is not None else "")
         text = " and ".join(p for p in parts if p)
     return f"{text} {meta['unit']}".rstrip() if meta.get("unit") else text
 
