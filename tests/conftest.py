@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -19,6 +20,8 @@ from tests.helpers.ports import free_port  # noqa: F401  (re-exported for older 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
+T = TypeVar("T")
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
@@ -28,25 +31,27 @@ def data_dir() -> Path:
     return folder
 
 
+def _provided(cm: AbstractContextManager[T], missing: type[Exception]) -> Iterator[T]:
+    """What `cm` gives, for a fixture to yield; a `missing` error (a broker or browser that
+    is not installed or does not start) fails the tests that need it."""
+    try:
+        with cm as running:
+            yield running
+    except missing as exc:
+        pytest.fail(str(exc))
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A real Mosquitto on 127.0.0.1:<free port> for the whole session."""
-    try:
-        with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as running:
-            yield running
-    except BrokerError as exc:
-        pytest.fail(str(exc))
+    yield from _provided(Mosquitto(tmp_path_factory.mktemp("mosquitto")), BrokerError)
 
 
 @pytest.fixture(scope="session")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     """`python -m ecgcommon.provision`'s files for SECURE_WARD (beds 01-03 and the service
     accounts) served by a real Mosquitto, as `make ward` runs it."""
-    try:
-        with secure_mosquitto(tmp_path_factory.mktemp("secure-broker")) as running:
-            yield running
-    except BrokerError as exc:
-        pytest.fail(str(exc))
+    yield from _provided(secure_mosquitto(tmp_path_factory.mktemp("secure-broker")), BrokerError)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +59,7 @@ def browser() -> Iterator[Browser]:
     """A headless Chromium (Debian's, through Playwright) for the module's dashboard tests."""
     from tests.helpers.browser import ChromiumMissing, chromium  # Playwright only where used
 
-    try:
-        with chromium() as b:
-            yield b
-    except ChromiumMissing as exc:
-        pytest.fail(str(exc))
+    yield from _provided(chromium(), ChromiumMissing)
 
 
 @pytest.fixture

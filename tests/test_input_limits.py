@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -32,11 +33,11 @@ from tests.helpers.alerting import (
     make_config,
     metric_value,
     running_alerting,
-    wait_for,
 )
 from tests.helpers.broker import Broker
 from tests.helpers.detector import detector_config, record_raw, running_detector
 from tests.helpers.mqtt import WardListener
+from tests.helpers.waits import wait_until
 
 FS = 360.0
 CHUNK = 90  # 0.25 s
@@ -155,7 +156,7 @@ def test_detector_first_sample_jump_fs_declaration_and_junk_beds_leave_the_bed_m
     detector: DetectorService, broker: Broker, unique_ward: str, raw: np.ndarray
 ) -> None:
     with _bed_under_attack(broker, unique_ward, raw, "07") as (sub, dev, evil):
-        assert wait_for(lambda: len(sub.beats_of("07")) >= 5, timeout=20)
+        assert wait_until(lambda: len(sub.beats_of("07")) >= 5, timeout=20)
         topic = samples_topic(unique_ward, "07")
         # one chunk 2^40 samples ahead: a new stream, then the real one is a new stream again
         jump = SampleChunk(
@@ -181,7 +182,7 @@ def test_detector_first_sample_jump_fs_declaration_and_junk_beds_leave_the_bed_m
             )
         mark = dev.k * CHUNK
         # the real bed keeps getting beats from chunks sent after all of it
-        assert wait_for(lambda: beats_after(sub, "07", mark + int(4 * FS)) >= 5, timeout=30)
+        assert wait_until(lambda: beats_after(sub, "07", mark + int(4 * FS)) >= 5, timeout=30)
         assert len(detector.engine.beds) <= 64
         assert bad(detector, "bad_fs") >= 1
         assert bad(detector, "bad_topic") >= 4_000
@@ -225,7 +226,7 @@ def test_detector_chunks_that_cannot_be_analysed_raise_signal_lost(
             )
             evil.send(topic, b'{"seq":1,"first_sample":0,"t0":1,"fs":5e4,"samples":[1,2]}')
             time.sleep(0.1)  # wall time is the test: 3 s of only these, past the 1.5 s timeout
-        assert wait_for(lambda: any(e.active for e in sub.events_of("03", "signal_lost")), 10)
+        assert wait_until(lambda: any(e.active for e in sub.events_of("03", "signal_lost")), 10)
         assert sub.events_of("03", "duplicate")
 
 
@@ -237,11 +238,11 @@ def test_detector_offline_status_is_overruled_by_samples_still_flowing(
         _bed_under_attack(broker, unique_ward, raw, "05") as (sub, dev, evil),
         contextlib.ExitStack() as cleanup,  # clears the retained forged status at the end
     ):
-        assert wait_for(lambda: len(sub.beats_of("05")) >= 3, timeout=20)
+        assert wait_until(lambda: len(sub.beats_of("05")) >= 3, timeout=20)
         status = encode_status(protocol.Status("offline", time.time() - 60, "forged"))
         evil.send(status_topic(unique_ward, "05"), status, retain=True)
         cleanup.callback(evil.send, status_topic(unique_ward, "05"), b"", retain=True)
-        assert wait_for(
+        assert wait_until(
             lambda: [
                 e
                 for e in sub.events_of("05", "device_offline")
@@ -264,12 +265,14 @@ def test_detector_offline_status_is_overruled_by_samples_still_flowing(
 
 
 @pytest.fixture
-def alerting(broker: Broker, unique_ward: str, tmp_path: Path):
+def alerting(broker: Broker, unique_ward: str, tmp_path: Path) -> Iterator[tuple[Any, Pub]]:
+    """The real alerting service with a real bed "1" streaming, and a publisher of its own."""
     cfg = make_config(broker, unique_ward, tmp_path / "alarms.db", max_beds=20)
     with running_alerting(cfg) as svc:
         feeder = WardFeeder(broker, unique_ward, {"1": (72.0, 0)}).start()
         try:
-            yield svc, feeder
+            with contextlib.closing(Pub(broker, unique_ward)) as pub:
+                yield svc, pub
         finally:
             feeder.stop()
 
@@ -293,70 +296,67 @@ DROPS = "ecg_alerting_dropped_messages_total"
 def test_alerting_far_future_beat_and_fs_declaration_leave_the_bed_monitored(
     alerting, broker: Broker, unique_ward: str
 ) -> None:
-    svc, _ = alerting
-    with contextlib.closing(Pub(broker, unique_ward)) as pub:
-        assert wait_for(lambda: newest_beat_t(svc.port, "1") > 0, timeout=10)
-        forged = beat(unique_ward, "1", 10**9, FS, time.time() + 1e6, 0.8)
-        pub.beats("1", [forged])
-        chunk = SampleChunk(0, 0, time.time(), 100_000.0, 1.0, "mV", ("I",), np.zeros((100, 1)))
-        pub.raw("1", "samples", encode_samples_json(chunk))
-        assert wait_for(lambda: metric_value(svc.port, DROPS, reason="clock_skew") >= 1)
-        assert wait_for(lambda: metric_value(svc.port, DROPS, reason="bad_fs") >= 1)
-        after = time.time()
-        # real beats after the forged one are still taken: no stale drop, no frozen rate
-        assert wait_for(lambda: newest_beat_t(svc.port, "1") > after, timeout=10)
-        assert open_alarms(svc.port, "1") == []  # no false asystole, no clock_skew for one beat
+    svc, pub = alerting
+    assert wait_until(lambda: newest_beat_t(svc.port, "1") > 0, timeout=10)
+    forged = beat(unique_ward, "1", 10**9, FS, time.time() + 1e6, 0.8)
+    pub.beats("1", [forged])
+    chunk = SampleChunk(0, 0, time.time(), 100_000.0, 1.0, "mV", ("I",), np.zeros((100, 1)))
+    pub.raw("1", "samples", encode_samples_json(chunk))
+    assert wait_until(lambda: metric_value(svc.port, DROPS, reason="clock_skew") >= 1)
+    assert wait_until(lambda: metric_value(svc.port, DROPS, reason="bad_fs") >= 1)
+    after = time.time()
+    # real beats after the forged one are still taken: no stale drop, no frozen rate
+    assert wait_until(lambda: newest_beat_t(svc.port, "1") > after, timeout=10)
+    assert open_alarms(svc.port, "1") == []  # no false asystole, no clock_skew for one beat
 
 
 @pytest.mark.slow
 def test_alerting_device_clock_an_hour_behind_is_a_clock_skew_alarm_not_an_escalation(
     alerting, broker: Broker, unique_ward: str
 ) -> None:
-    svc, _ = alerting
-    with contextlib.closing(Pub(broker, unique_ward)) as pub:
-        t0 = time.time() - 3600.0
-        start = time.monotonic()
-        k = 0
-        while time.monotonic() - start < limits.MAX_CLOCK_SKEW_S / 10 + 3.5:
-            y = np.zeros(36)
-            pub.samples("9", k * 36, t0 + k * 0.1, y)
-            k += 1
-            time.sleep(0.1)  # a device streaming in real time: the skew check runs on wall time
-        alarms = wait_for(lambda: open_alarms(svc.port, "9"))
-        assert [a["type"] for a in alarms] == ["clock_skew"]
-        assert alarms[0]["priority"] == "technical" and not alarms[0]["escalated"]
-        assert metric_value(svc.port, DROPS, reason="clock_skew") >= k - 1
-        # bed 1 with a right clock is not affected
-        assert open_alarms(svc.port, "1") == []
+    svc, pub = alerting
+    t0 = time.time() - 3600.0
+    start = time.monotonic()
+    k = 0
+    while time.monotonic() - start < limits.MAX_CLOCK_SKEW_S / 10 + 3.5:
+        y = np.zeros(36)
+        pub.samples("9", k * 36, t0 + k * 0.1, y)
+        k += 1
+        time.sleep(0.1)  # a device streaming in real time: the skew check runs on wall time
+    alarms = wait_until(lambda: open_alarms(svc.port, "9"))
+    assert [a["type"] for a in alarms] == ["clock_skew"]
+    assert alarms[0]["priority"] == "technical" and not alarms[0]["escalated"]
+    assert metric_value(svc.port, DROPS, reason="clock_skew") >= k - 1
+    # bed 1 with a right clock is not affected
+    assert open_alarms(svc.port, "1") == []
 
 
 @pytest.mark.slow
 def test_alerting_junk_bed_names_never_lock_a_new_real_bed_out(
     alerting, broker: Broker, unique_ward: str
 ) -> None:
-    svc, _ = alerting
-    with contextlib.closing(Pub(broker, unique_ward)) as pub:
-        for i in range(300):  # far more than max_beds (20), valid and invalid names
-            status = encode_status(protocol.Status("online", time.time(), "junk"))
-            if i % 3:
-                pub.client.publish(status_topic(unique_ward, f"junk{i}"), status, qos=0)
-            else:
-                pub.client.publish(f"ecg/v1/{unique_ward}/junk {i}/status", status, qos=0)
-        assert wait_for(lambda: metric_value(svc.port, DROPS, reason="bad_topic") >= 100)
-        assert len(get_json(svc.port, "/api/beds")["beds"]) <= 20
-        time.sleep(1.2)  # wall time is the test: junk beds idle > JUNK_BED_IDLE_S make room
-        t0 = time.time()
-        beats = [
-            beat(unique_ward, "real", round((0.2 + i * 0.8) * FS), FS, t0, None if i == 0 else 0.8)
-            for i in range(3)
-        ]
-        pub.stream("real", t0, np.zeros(int(2.5 * FS)), beats)
-        summary = wait_for(lambda: http(svc.port, "/api/beds/real")[0] == 200, timeout=10)
-        assert summary
-        assert len(get_json(svc.port, "/api/beds")["beds"]) <= 20
-        assert metric_value(svc.port, DROPS, reason="bed_evicted") >= 1
-        # the streaming bed with beats was never evicted
-        assert wait_for(lambda: newest_beat_t(svc.port, "1") > t0, timeout=10)
+    svc, pub = alerting
+    for i in range(300):  # far more than max_beds (20), valid and invalid names
+        status = encode_status(protocol.Status("online", time.time(), "junk"))
+        if i % 3:
+            pub.client.publish(status_topic(unique_ward, f"junk{i}"), status, qos=0)
+        else:
+            pub.client.publish(f"ecg/v1/{unique_ward}/junk {i}/status", status, qos=0)
+    assert wait_until(lambda: metric_value(svc.port, DROPS, reason="bad_topic") >= 100)
+    assert len(get_json(svc.port, "/api/beds")["beds"]) <= 20
+    time.sleep(1.2)  # wall time is the test: junk beds idle > JUNK_BED_IDLE_S make room
+    t0 = time.time()
+    beats = [
+        beat(unique_ward, "real", round((0.2 + i * 0.8) * FS), FS, t0, None if i == 0 else 0.8)
+        for i in range(3)
+    ]
+    pub.stream("real", t0, np.zeros(int(2.5 * FS)), beats)
+    summary = wait_until(lambda: http(svc.port, "/api/beds/real")[0] == 200, timeout=10)
+    assert summary
+    assert len(get_json(svc.port, "/api/beds")["beds"]) <= 20
+    assert metric_value(svc.port, DROPS, reason="bed_evicted") >= 1
+    # the streaming bed with beats was never evicted
+    assert wait_until(lambda: newest_beat_t(svc.port, "1") > t0, timeout=10)
 
 
 # ---------------------------------------------------------------- the limits themselves

@@ -91,9 +91,13 @@ def test_baseline_and_bad_windows() -> None:
     for i in range(5):
         off += gate.update(ok, 2.0 + i, 6.0 + i, "II")
     assert [c.active for c in off] == [False] and not gate.noisy_at(off[0].t + 0.1)
-    with pytest.raises(ValueError, match="on_windows"):
-        QualityConfig(on_windows=5, on_of=3)
-    with pytest.raises(ValueError, match="p_bad"):
-        QualityConfig(p_bad=1.0)
-    with pytest.raises(ValueError, match="p_clean"):
-        QualityConfig(p_clean=math.nan)
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [({"on_windows": 5, "on_of": 3}, "on_windows"), ({"p_bad": 1.0}, "p_bad"),
+     ({"p_clean": math.nan}, "p_clean")],
+)  # fmt: skip
+def test_bad_quality_config_names_the_field(bad: dict[str, float], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        QualityConfig(**bad)
