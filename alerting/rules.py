@@ -32,29 +32,21 @@ class BedLimits(Settings):
     unusual (anomalous) beats per minute (the low-priority advisory)."""
 
     low_bpm: float = _bpm(
-        50.0,
-        "ALERTING_DEFAULT_LOW_BPM",
-        "--default-low-bpm",
+        50.0, "ALERTING_DEFAULT_LOW_BPM", "--default-low-bpm",
         "heart rate below this: bradycardia alarm",
-    )
+    )  # fmt: skip
     high_bpm: float = _bpm(
-        120.0,
-        "ALERTING_DEFAULT_HIGH_BPM",
-        "--default-high-bpm",
+        120.0, "ALERTING_DEFAULT_HIGH_BPM", "--default-high-bpm",
         "heart rate above this: tachycardia alarm",
-    )
+    )  # fmt: skip
     pvcs_per_min: float = _bpm(
-        10.0,
-        "ALERTING_DEFAULT_PVCS_PER_MIN",
-        "--default-pvcs-per-min",
+        10.0, "ALERTING_DEFAULT_PVCS_PER_MIN", "--default-pvcs-per-min",
         "PVCs per minute: frequent PVCs alarm",
-    )
+    )  # fmt: skip
     anomalies_per_min: float = _bpm(
-        10.0,
-        "ALERTING_DEFAULT_ANOMALIES_PER_MIN",
-        "--default-anomalies-per-min",
+        10.0, "ALERTING_DEFAULT_ANOMALIES_PER_MIN", "--default-anomalies-per-min",
         "unusual beats per minute: unusual beats advisory",
-    )
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,54 +102,33 @@ class PolicyConfig(Settings):
         150.0, "ALERTING_EXTREME_TACHY_BPM", "--extreme-tachy-bpm", "extreme tachycardia", gt=0
     )
     hr_average_beats: int = _policy(
-        4,
-        "ALERTING_HR_AVERAGE_BEATS",
-        "--hr-average-beats",
-        "heart rate = 60 / mean of the last N RR intervals",
-        min=1,
-    )
+        4, "ALERTING_HR_AVERAGE_BEATS", "--hr-average-beats",
+        "heart rate = 60 / mean of the last N RR intervals", min=1,
+    )  # fmt: skip
     hr_confirm_beats: int = _policy(
-        2,
-        "ALERTING_HR_CONFIRM_BEATS",
-        "--hr-confirm-beats",
-        "debounce: N consecutive beats past a limit raise ...",
-        min=1,
-    )
+        2, "ALERTING_HR_CONFIRM_BEATS", "--hr-confirm-beats",
+        "debounce: N consecutive beats past a limit raise ...", min=1,
+    )  # fmt: skip
     hr_limit_delay_s: float = _policy(
-        10.0,
-        "ALERTING_HR_LIMIT_DELAY_S",
-        "--hr-limit-delay-s",
-        "... and, for the medium (bed) limits, for this long",
-        min=0,
-    )
+        10.0, "ALERTING_HR_LIMIT_DELAY_S", "--hr-limit-delay-s",
+        "... and, for the medium (bed) limits, for this long", min=0,
+    )  # fmt: skip
     hr_clear_beats: int = _policy(
-        3,
-        "ALERTING_HR_CLEAR_BEATS",
-        "--hr-clear-beats",
-        "N consecutive beats back inside (with hysteresis) ...",
-        min=1,
-    )
+        3, "ALERTING_HR_CLEAR_BEATS", "--hr-clear-beats",
+        "N consecutive beats back inside (with hysteresis) ...", min=1,
+    )  # fmt: skip
     hr_clear_s: float = _policy(
-        30.0,
-        "ALERTING_HR_CLEAR_S",
-        "--hr-clear-s",
-        "... for at least this long clear a heart-rate alarm",
-        min=0,
-    )
+        30.0, "ALERTING_HR_CLEAR_S", "--hr-clear-s",
+        "... for at least this long clear a heart-rate alarm", min=0,
+    )  # fmt: skip
     hr_hysteresis_bpm: float = _policy(
-        5.0,
-        "ALERTING_HR_HYSTERESIS_BPM",
-        "--hr-hysteresis-bpm",
-        "heart-rate hysteresis of the clear",
-        min=0,
-    )
+        5.0, "ALERTING_HR_HYSTERESIS_BPM", "--hr-hysteresis-bpm",
+        "heart-rate hysteresis of the clear", min=0,
+    )  # fmt: skip
     frequent_window_s: float = _policy(
-        60.0,
-        "ALERTING_FREQUENT_WINDOW_S",
-        "--frequent-window-s",
-        "window of the PVC and unusual-beat rates",
-        gt=0,
-    )
+        60.0, "ALERTING_FREQUENT_WINDOW_S", "--frequent-window-s",
+        "window of the PVC and unusual-beat rates", gt=0,
+    )  # fmt: skip
     rate_hysteresis: float = _policy(
         0.8, "ALERTING_RATE_HYSTERESIS", "--rate-hysteresis",
         "a rate alarm clears below this fraction of its limit ...", gt=0, max=1,
@@ -166,71 +137,44 @@ class PolicyConfig(Settings):
         300.0, "ALERTING_RATE_CLEAR_S", "--rate-clear-s", "... held for this long", min=0
     )
     trend_window_s: float = _policy(
-        300.0,
-        "ALERTING_TREND_WINDOW_S",
-        "--trend-window-s",
-        "recent window of the anomaly-rate trend",
-        gt=0,
-    )
+        300.0, "ALERTING_TREND_WINDOW_S", "--trend-window-s",
+        "recent window of the anomaly-rate trend", gt=0,
+    )  # fmt: skip
     trend_baseline_s: float = _policy(
-        600.0,
-        "ALERTING_TREND_BASELINE_S",
-        "--trend-baseline-s",
-        "the window before it, as baseline",
-        gt=0,
-    )
+        600.0, "ALERTING_TREND_BASELINE_S", "--trend-baseline-s",
+        "the window before it, as baseline", gt=0,
+    )  # fmt: skip
     trend_factor: float = _policy(
-        2.0,
-        "ALERTING_TREND_FACTOR",
-        "--trend-factor",
-        "recent rate must be this many times the baseline",
-        gt=0,
-    )
+        2.0, "ALERTING_TREND_FACTOR", "--trend-factor",
+        "recent rate must be this many times the baseline", gt=0,
+    )  # fmt: skip
     trend_min_per_min: float = _policy(
-        2.0,
-        "ALERTING_TREND_MIN_PER_MIN",
-        "--trend-min-per-min",
-        "... and at least this many anomalies per minute",
-        gt=0,
-    )
+        2.0, "ALERTING_TREND_MIN_PER_MIN", "--trend-min-per-min",
+        "... and at least this many anomalies per minute", gt=0,
+    )  # fmt: skip
     event_hold_s: float = _policy(
-        60.0,
-        "ALERTING_EVENT_HOLD_S",
-        "--event-hold-s",
-        "a pause alarm stays this long after the next beat",
-        min=0,
-    )
+        60.0, "ALERTING_EVENT_HOLD_S", "--event-hold-s",
+        "a pause alarm stays this long after the next beat", min=0,
+    )  # fmt: skip
     ectopy_hold_s: float = _policy(
-        300.0,
-        "ALERTING_ECTOPY_HOLD_S",
-        "--ectopy-hold-s",
-        "PVC couplet / run alarms stay this long after the last",
-        min=0,
-    )
+        300.0, "ALERTING_ECTOPY_HOLD_S", "--ectopy-hold-s",
+        "PVC couplet / run alarms stay this long after the last", min=0,
+    )  # fmt: skip
     episode_hold_s: float = _policy(
-        300.0,
-        "ALERTING_EPISODE_HOLD_S",
-        "--episode-hold-s",
-        "AF / SVT alarms stay this long after the episode ends",
-        min=0,
-    )
+        300.0, "ALERTING_EPISODE_HOLD_S", "--episode-hold-s",
+        "AF / SVT alarms stay this long after the episode ends", min=0,
+    )  # fmt: skip
     escalate_after_s: float = _policy(
-        60.0,
-        "ALERTING_ESCALATE_AFTER_S",
-        "--escalate-after-s",
-        "unacknowledged high/medium/technical alarms escalate",
-        gt=0,
-    )
+        60.0, "ALERTING_ESCALATE_AFTER_S", "--escalate-after-s",
+        "unacknowledged high/medium/technical alarms escalate", gt=0,
+    )  # fmt: skip
     silence_s: float = _policy(
         120.0, "ALERTING_SILENCE_S", "--silence-s", "default audio-pause length", gt=0
     )
     restore_grace_s: float = _policy(
-        15.0,
-        "ALERTING_RESTORE_GRACE_S",
-        "--restore-grace-s",
-        "restored non-latching alarms must be re-confirmed within",
-        min=0,
-    )
+        15.0, "ALERTING_RESTORE_GRACE_S", "--restore-grace-s",
+        "restored non-latching alarms must be re-confirmed within", min=0,
+    )  # fmt: skip
     default_limits: BedLimits = nested(BedLimits, prefix="default")
 
     def __post_init__(self) -> None:
