@@ -16,6 +16,9 @@ from typing import Any, NamedTuple
 
 from ecgcommon.protocol import BEAT_CLASSES
 
+# How priorities rank (IEC 60601-1-8): a higher rank suppresses a lower one; technical is apart.
+PRIORITY_RANK: dict[str, int] = {"high": 3, "medium": 2, "low": 1, "technical": 0}
+
 
 class Priority(StrEnum):
     """Alarm priority (IEC 60601-1-8), plus technical alarms about the equipment."""
@@ -28,7 +31,7 @@ class Priority(StrEnum):
     @property
     def rank(self) -> int:
         """Ordering for chaining: a higher rank suppresses a lower one (technical is apart)."""
-        return {"high": 3, "medium": 2, "low": 1, "technical": 0}[self.value]
+        return PRIORITY_RANK[self.value]
 
 
 class AlarmType(StrEnum):
@@ -272,6 +275,26 @@ class AlarmChange(NamedTuple):
 
 
 @dataclass(frozen=True)
+class AlarmQuery:
+    """Which alarms to list (the API's filters): every field given must match; `state` "open"
+    means not ended; `since` bounds started_at (unix s); newest first, at most `limit`."""
+
+    bed: str | None = None
+    priority: str | None = None
+    state: str | None = None
+    since: float | None = None
+    limit: int = 100
+
+
+def _check_bed_and_time(bed: str, t: float) -> None:
+    """The checks every policy input shares: a named bed, a finite time."""
+    if not bed:
+        raise ValueError("bed: must be a non-empty string")
+    if not math.isfinite(t):
+        raise ValueError(f"t: must be finite, got {t!r}")
+
+
+@dataclass(frozen=True)
 class BeatInput:
     """A scored, classified beat, as the policy needs it (the adapter converts the wire
     BeatResult).
@@ -292,10 +315,7 @@ class BeatInput:
     cls: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.bed:
-            raise ValueError("bed: must be a non-empty string")
-        if not math.isfinite(self.t):
-            raise ValueError(f"t: must be finite, got {self.t!r}")
+        _check_bed_and_time(self.bed, self.t)
         if self.rr_s is not None and not (math.isfinite(self.rr_s) and self.rr_s > 0):
             raise ValueError(f"rr_s: must be a positive finite number or None, got {self.rr_s!r}")
         if self.hr_bpm is not None and not (math.isfinite(self.hr_bpm) and self.hr_bpm > 0):
@@ -326,12 +346,9 @@ class EpisodeInput:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.bed:
-            raise ValueError("bed: must be a non-empty string")
+        _check_bed_and_time(self.bed, self.t)
         if self.type not in EPISODE_ALARMS:
             raise ValueError(f"type: must be one of {tuple(EPISODE_ALARMS)}, got {self.type!r}")
-        if not math.isfinite(self.t):
-            raise ValueError(f"t: must be finite, got {self.t!r}")
         if not isinstance(self.detail, Mapping):
             raise ValueError(f"detail: must be a mapping, got {type(self.detail).__name__}")
 
@@ -363,7 +380,4 @@ class TechnicalInput:
     detail: str = ""
 
     def __post_init__(self) -> None:
-        if not self.bed:
-            raise ValueError("bed: must be a non-empty string")
-        if not math.isfinite(self.t):
-            raise ValueError(f"t: must be finite, got {self.t!r}")
+        _check_bed_and_time(self.bed, self.t)

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from alerting.alarms import AlarmState, Priority
+from alerting.alarms import AlarmQuery, AlarmState, Priority
 from alerting.auth import error_response
 from alerting.http_body import BodyRefused, query_float, read_limited
 
@@ -30,15 +30,7 @@ _ACK_BODY = 'body must be JSON like {"by": "nurse name"} or empty'
 class AlarmDesk(Protocol):
     """What the API needs from the alarm side (implemented by `AlertingCore`)."""
 
-    def list_alarms(
-        self,
-        *,
-        bed: str | None,
-        priority: str | None,
-        state: str | None,
-        since: float | None,
-        limit: int,
-    ) -> list[dict[str, Any]]:
+    def list_alarms(self, query: AlarmQuery) -> list[dict[str, Any]]:
         """Alarms newest first, as `Alarm.to_dict()`; state "open" means not ended."""
         ...
 
@@ -77,7 +69,7 @@ def alarm_routes(desk: AlarmDesk) -> list[Route]:
         except ValueError as exc:
             return error_response(400, str(exc))
         await stored(desk)
-        return JSONResponse({"alarms": desk.list_alarms(**query)})
+        return JSONResponse({"alarms": desk.list_alarms(query)})
 
     async def get_alarm(request: Request) -> Response:
         await stored(desk)
@@ -111,7 +103,7 @@ def alarm_routes(desk: AlarmDesk) -> list[Route]:
     ]
 
 
-def _list_query(request: Request) -> dict[str, Any]:
+def _list_query(request: Request) -> AlarmQuery:
     """The filters of `GET /api/alarms`, validated (ValueError with the message to answer)."""
     q = request.query_params
     priority = q.get("priority") or None
@@ -127,8 +119,7 @@ def _list_query(request: Request) -> dict[str, Any]:
         raise ValueError(f"limit must be an integer, got {q['limit']!r}") from None
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1-{MAX_LIMIT}, got {limit}")
-    bed = q.get("bed") or None
-    return {"bed": bed, "priority": priority, "state": state, "since": since, "limit": limit}
+    return AlarmQuery(q.get("bed") or None, priority, state, since, limit)
 
 
 async def _ack_by(request: Request) -> str:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from alerting.alarms import AlarmQuery
 from alerting.api_alarms import AlarmDesk, stored
 from alerting.auth import error_response
 from alerting.hub import WardHub
@@ -44,7 +45,7 @@ def bed_routes(hub: WardHub, desk: AlarmDesk, report: ReportMaker | None) -> lis
         bed_name = request.path_params["bed"]
         await stored(desk)  # the report reads the store
         if hub.bed_summary(bed_name) is None and not desk.list_alarms(
-            bed=bed_name, priority=None, state=None, since=None, limit=1
+            AlarmQuery(bed=bed_name, limit=1)
         ):
             return error_response(404, f"no bed {bed_name!r} in ward {hub.ward!r}")
         try:

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter
 from alerting.alarms import (
     EPISODE_ALARMS,
     AlarmChange,
+    AlarmQuery,
     AlarmState,
     BeatInput,
     EpisodeInput,
@@ -82,6 +83,22 @@ _DECODERS: dict[str, Callable[[bytes], Any]] = {
 def alarms_topic(ward: str, bed: str) -> str:
     """Where alarm changes are published (not one of the detector's input kinds)."""
     return f"{topics.PREFIX}/{topics.VERSION}/{ward}/{bed}/alarms"
+
+
+# The dashboard hub's settings, as AlertingConfig names them.
+_HUB_FIELDS = (
+    "wave_hz",
+    "wave_window_s",
+    "raw_window_s",
+    "client_queue",
+    "recent_beats",
+    "detail_beats",
+)
+
+
+def ward_hub(config: AlertingConfig) -> WardHub:
+    """The dashboard hub of the configured ward, sized as configured."""
+    return WardHub(config.ward, **{name: getattr(config, name) for name in _HUB_FIELDS})
 
 
 class AlertingCore:
@@ -488,25 +505,22 @@ class AlertingCore:
         self.commit(self.policy.tick(None, wall))
         self.sweep(wall)
 
-    def list_alarms(
-        self,
-        *,
-        bed: str | None,
-        priority: str | None,
-        state: str | None,
-        since: float | None,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        if state == "open":
+    def list_alarms(self, query: AlarmQuery) -> list[dict[str, Any]]:
+        """Alarms as `Alarm.to_dict()`, newest first: open ones from the policy, others from
+        the store."""
+        q = query
+        if q.state == "open":
             found = [
                 a
-                for a in self.policy.active(bed)
-                if (priority is None or a.priority.value == priority)
-                and (since is None or a.started_at >= since)
+                for a in self.policy.active(q.bed)
+                if (q.priority is None or a.priority.value == q.priority)
+                and (q.since is None or a.started_at >= q.since)
             ]
             found.sort(key=lambda a: (-a.started_at, a.id))
-            return [a.to_dict() for a in found[:limit]]
-        rows = self.store.query(bed=bed, priority=priority, state=state, since=since, limit=limit)
+            return [a.to_dict() for a in found[: q.limit]]
+        rows = self.store.query(
+            bed=q.bed, priority=q.priority, state=q.state, since=q.since, limit=q.limit
+        )
         return [a.to_dict() for a in rows]
 
     def get_alarm(self, alarm_id: str) -> dict[str, Any] | None:

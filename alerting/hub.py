@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from alerting.alarms import PRIORITY_RANK
 from ecgcommon.limits import fs_ok, fs_range_text
 from ecgcommon.rhythm import heart_rate_bpm
 from ecgcommon.windowing import WINDOW
@@ -205,16 +206,13 @@ class BedState:
         }
 
 
-_PRIORITY_RANK = {"high": 3, "medium": 2, "low": 1}
-
-
 def _top_alarm(alarms: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The alarm a bed tile shows: highest priority, unacknowledged first, then newest."""
     best = None
     best_key: tuple[int, int, float] | None = None
     for a in alarms:
         key = (
-            _PRIORITY_RANK.get(str(a.get("priority", "")).lower(), 0),
+            PRIORITY_RANK.get(str(a.get("priority", "")).lower(), 0),
             0 if a.get("acknowledged_at") is not None else 1,
             float(a.get("started_at") or 0.0),
         )

@@ -23,8 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 
 from alerting.config import AlertingConfig, parse_args
-from alerting.core import KINDS, AlertingCore, alarms_topic
-from alerting.hub import WardHub
+from alerting.core import KINDS, AlertingCore, alarms_topic, ward_hub
 from alerting.metrics import AlertingMetrics
 from alerting.policy import AlarmPolicy
 from alerting.server import ServerMetrics, create_app
@@ -159,15 +158,7 @@ class AlertingService:
     def __init__(self, config: AlertingConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.registry = registry or CollectorRegistry()
-        self.hub = WardHub(
-            config.ward,
-            wave_hz=config.wave_hz,
-            wave_window_s=config.wave_window_s,
-            raw_window_s=config.raw_window_s,
-            client_queue=config.client_queue,
-            recent_beats=config.recent_beats,
-            detail_beats=config.detail_beats,
-        )
+        self.hub = ward_hub(config)
         self.store = AlarmStore(config.db_path)
         self.policy = AlarmPolicy(config.policy)
         self.metrics = AlertingMetrics(self.registry)

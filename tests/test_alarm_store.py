@@ -12,30 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from alerting.alarms import Alarm, AlarmChange, AlarmState, AlarmType, BeatInput, ChangeKind
+from alerting.alarms import Alarm, AlarmChange, AlarmState, AlarmType, ChangeKind
 from alerting.policy import AlarmPolicy
 from alerting.store import AlarmStore
+from tests.helpers.policy import policy_beats
 
 T0 = 1_700_000_000.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def drive(
-    policy: AlarmPolicy, bed: str, start: float, rrs: list[float]
-) -> tuple[list[AlarmChange], float]:
-    """Beats with these RR intervals, ticking the bed every beat; returns changes, last time."""
-    out: list[AlarmChange] = []
-    t = start
-    for i, rr in enumerate(rrs):
-        t += rr
-        out += policy.tick(bed, t - 0.01)
-        out += policy.on_beat(BeatInput(bed, t, f"{bed}-{t:.3f}-{i}", False, rr_s=rr))
-    return out, t
-
-
 def tachy_episode(policy: AlarmPolicy, bed: str = "b1") -> tuple[list[AlarmChange], float]:
-    a, t = drive(policy, bed, T0, [0.8] * 25)
-    b, t = drive(policy, bed, t, [0.46] * 30)  # 14 s at 130 bpm (medium limits need 10 s)
+    a, t = policy_beats(policy, bed, T0, [0.8] * 25)
+    b, t = policy_beats(policy, bed, t, [0.46] * 30)  # 14 s at 130 bpm (medium limits need 10 s)
     return a + b, t
 
 
@@ -128,7 +116,7 @@ def test_restart_neither_loses_nor_duplicates(tmp_path: Path) -> None:
     assert {a.id: a for a in store.query()} == before
     policy = AlarmPolicy()
     policy.restore(store.active())
-    more, t = drive(policy, "b1", t, [0.46] * 30)  # the tachycardia goes on
+    more, t = policy_beats(policy, "b1", t, [0.46] * 30)  # the tachycardia goes on
     store.apply(more)
     assert not [c for c in more if c.kind is ChangeKind.RAISED]
     assert store.count() == 1 and store.get(next(iter(before))).evidence["occurrences"] == 2

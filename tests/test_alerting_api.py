@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,30 +15,18 @@ import httpx
 import numpy as np
 import pytest
 import wfdb
-from prometheus_client import CollectorRegistry
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from alerting.service import AlertingService
 from alerting.store import AlarmStore
-from detector.config import DetectorConfig
 from detector.service import DetectorService
 from ecgcommon.aami import aami_class
 from ecgcommon.records import load_record
-from ecgcommon.settings import MqttSettings
 from ecgcommon.windowing import WINDOW
-from tests.helpers.alerting import (
-    TOKEN,
-    Publisher,
-    beat,
-    ecg_like,
-    get_json,
-    http,
-    make_config,
-    metric_value,
-    running_alerting,
-    wait_for,
-)
+from tests.helpers import alerting as harness
+from tests.helpers.alerting import TOKEN, get_json, http, metric_value
+from tests.helpers.detector import detector_config, running_detector
 
 FS = 360.0
 
@@ -47,32 +34,21 @@ FS = 360.0
 @pytest.fixture(scope="module")
 def detector(broker) -> Iterator[DetectorService]:
     """The real detector (ONNX model, HTTP /v1/score) on a free port."""
-    # DETECTOR_MODEL_DIR as the detector itself reads it; default models/artifacts
-    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
-    cfg = DetectorConfig(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        ward=f"det-{uuid.uuid4().hex[:6]}",
-        http_host="127.0.0.1",
-        http_port=0,
-        model_dir=model_dir,
-    )
-    svc = DetectorService(cfg, registry=CollectorRegistry())
-    svc.start()
-    yield svc
-    svc.stop()
+    with running_detector(detector_config(broker)) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")
 def scoring(broker, detector, tmp_path_factory) -> Iterator[AlertingService]:
     """An alerting service whose uploads go to the real detector."""
-    cfg = make_config(
+    cfg = harness.make_config(
         broker,
         f"up-{uuid.uuid4().hex[:8]}",
         tmp_path_factory.mktemp("up") / "a.db",
         detector_url=f"http://127.0.0.1:{detector.http_port}",
         detector_token=detector.token,
     )
-    with running_alerting(cfg) as svc:
+    with harness.running_alerting(cfg) as svc:
         yield svc
 
 
@@ -82,15 +58,15 @@ def api(broker, tmp_path_factory) -> Iterator[tuple[AlertingService, str]]:
     restored: ended), a2 (extreme tachycardia: high) and a3 (lead off: technical, open)."""
     ward = f"api-{uuid.uuid4().hex[:8]}"
     db = tmp_path_factory.mktemp("api") / "alarms.db"
-    with running_alerting(make_config(broker, ward, db)) as svc:
-        pub = Publisher(broker, ward)
+    with harness.running_alerting(harness.make_config(broker, ward, db)) as svc:
+        pub = harness.Publisher(broker, ward)
         now = time.time()
         t0 = now - 8.0
         rr = 60.0 / 170.0
-        y = ecg_like(int(8 * FS), FS, rr)
+        y = harness.ecg_like(int(8 * FS), FS, rr)
         errors = list(np.linspace(0.1, 0.9, WINDOW.n_points))
         beats = [
-            beat(
+            harness.beat(
                 ward,
                 "a2",
                 round((0.2 + i * rr) * FS),
@@ -106,7 +82,7 @@ def api(broker, tmp_path_factory) -> Iterator[tuple[AlertingService, str]]:
         pub.event("a1", "lead_off", True, now - 5)
         pub.event("a1", "lead_off", False, now - 4)
         pub.event("a3", "lead_off", True, now - 3)
-        wait_for(lambda: len(get_json(svc.port, "/api/alarms")["alarms"]) == 3)
+        harness.wait_for(lambda: len(get_json(svc.port, "/api/alarms")["alarms"]) == 3)
         pub.close()
         yield svc, ward
 
@@ -300,13 +276,9 @@ def test_bad_uploads_get_a_clear_error(scoring, files, data, message) -> None:
 
 def test_upload_needs_multipart_and_the_token(scoring) -> None:
     svc = scoring
-    status, _, body = http(
-        svc.port,
-        "/api/score",
-        method="POST",
-        body=b'{"fs": 360}',
-        headers={"Content-Type": "application/json"},
-    )
+    as_json = {"Content-Type": "application/json"}
+    sent = b'{"fs": 360}'
+    status, _, body = http(svc.port, "/api/score", method="POST", body=sent, headers=as_json)
     assert status == 400 and "multipart/form-data" in json.loads(body)["error"]
     resp = httpx.post(
         f"http://127.0.0.1:{svc.port}/api/score", files=[("file", ("a.csv", b"0.1"))], timeout=10
@@ -316,10 +288,10 @@ def test_upload_needs_multipart_and_the_token(scoring) -> None:
 
 def test_upload_when_the_detector_is_down(broker, tmp_path: Path, data_dir: Path) -> None:
     ward = f"down-{uuid.uuid4().hex[:8]}"
-    cfg = make_config(broker, ward, tmp_path / "a.db", detector_url="http://127.0.0.1:9")
+    cfg = harness.make_config(broker, ward, tmp_path / "a.db", detector_url="http://127.0.0.1:9")
     rec = load_record("100", data_dir, annotations=False, sampto=int(FS * 5))
     csv = "\n".join(f"{v:.3f}" for v in rec.lead(0)).encode()
-    with running_alerting(cfg) as svc:
+    with harness.running_alerting(cfg) as svc:
         resp = _post_files(svc.port, [("a.csv", csv)], {"fs": "360"})
     assert resp.status_code == 502
     assert "cannot be reached" in resp.json()["error"]
@@ -341,6 +313,6 @@ def test_metrics_of_the_feed(api) -> None:
     with connect(f"ws://127.0.0.1:{svc.port}/ws?token={TOKEN}", open_timeout=5) as ws:
         assert json.loads(ws.recv(timeout=5))["type"] == "hello"
         assert metric_value(svc.port, "ecg_alerting_websocket_clients") == 1
-    wait_for(lambda: metric_value(svc.port, "ecg_alerting_websocket_clients") == 0)
+    harness.wait_for(lambda: metric_value(svc.port, "ecg_alerting_websocket_clients") == 0)
     assert metric_value(svc.port, "ecg_alerting_messages_total", kind="events") == 3
     assert metric_value(svc.port, "ecg_alarms_active", priority="technical") == 1

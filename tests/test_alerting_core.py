@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from alerting.alarms import AlarmChange
+from alerting.alarms import AlarmChange, AlarmQuery
 from alerting.api_alarms import stored
 from alerting.config import AlertingConfig
 from alerting.core import AlertingCore, alarms_topic
@@ -113,8 +113,7 @@ def stream(rig: Rig, bed: str, bpm: float, seconds: float, start_s: float = 0.0)
 
 
 def open_alarms(rig: Rig, type_: str) -> list[dict]:
-    found = rig.core.list_alarms(bed=None, priority=None, state="open", since=None, limit=100)
-    return [a for a in found if a["type"] == type_]
+    return [a for a in rig.core.list_alarms(AlarmQuery(state="open")) if a["type"] == type_]
 
 
 def frames(sub: Subscriber, type_: str) -> list[dict]:
@@ -143,7 +142,8 @@ def test_tachycardia_raises_is_acknowledged_and_ends() -> None:
     rig.now += 5.0
     outcome, acked = rig.core.acknowledge(alarm["id"], "nurse A")
     assert outcome == "ok" and acked is not None and acked["state"] == "acknowledged"
-    assert rig.store.get(alarm["id"]).acknowledged_by == "nurse A"
+    in_store = rig.store.get(alarm["id"])
+    assert in_store is not None and in_store.acknowledged_by == "nurse A"
     assert rig.store.acknowledgements(alarm["id"])[0]["by"] == "nurse A"
     assert rig.core.acknowledge(alarm["id"], "nurse B")[0] == "ok"  # again: harmless
 
@@ -168,7 +168,8 @@ def test_a_restart_restores_open_alarms_without_duplicates() -> None:
     assert again.core.restore() == 1
     assert [a["id"] for a in open_alarms(again, "extreme_tachy")] == [alarm["id"]]
     assert again.metric("ecg_alarms_active", priority="high") == 1
-    assert again.hub.bed_summary("3")["alarm"]["id"] == alarm["id"]
+    tile = again.hub.bed_summary("3")
+    assert tile is not None and tile["alarm"]["id"] == alarm["id"]
     stream(again, "3", 170, 12, start_s=14)  # the tachycardia goes on
     assert [a["id"] for a in open_alarms(again, "extreme_tachy")] == [alarm["id"]]
     assert again.metric("ecg_alarms_raised_total", type="extreme_tachy", priority="high") == 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from alerting.alarms import AlarmChange, AlarmType, BeatInput, ChangeKind
+from alerting.alarms import AlarmType, ChangeKind
 from alerting.metrics import AlertingMetrics
 from alerting.policy import AlarmPolicy
+from tests.helpers.policy import policy_beats
 
 T0 = 1_700_000_000.0
 
@@ -16,23 +17,11 @@ def value(reg: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if v is None else v
 
 
-def beats(
-    policy: AlarmPolicy, bed: str, start: float, rrs: list[float]
-) -> tuple[list[AlarmChange], float]:
-    out: list[AlarmChange] = []
-    t = start
-    for i, rr in enumerate(rrs):
-        t += rr
-        out += policy.tick(bed, t - 0.01)
-        out += policy.on_beat(BeatInput(bed, t, f"{bed}-{i}", False, rr_s=rr))
-    return out, t
-
-
 def test_raised_active_and_time_to_acknowledge() -> None:
     reg = CollectorRegistry()
     m = AlertingMetrics(reg)
     policy = AlarmPolicy()
-    changes, t = beats(policy, "b1", T0, [0.8] * 25 + [0.46] * 30)  # 14 s of tachycardia
+    changes, t = policy_beats(policy, "b1", T0, [0.8] * 25 + [0.46] * 30)  # 14 s of tachycardia
     m.observe(changes)
     assert value(reg, "ecg_alarms_raised_total", type="tachy", priority="medium") == 1
     assert value(reg, "ecg_alarms_active", priority="medium") == 1
@@ -61,7 +50,7 @@ def test_raised_active_and_time_to_acknowledge() -> None:
 def test_sync_active_after_restore_and_per_bed_figures() -> None:
     policy = AlarmPolicy()
     for bed in ("b1", "b2"):
-        _, t = beats(policy, bed, T0, [0.8] * 10)
+        _, t = policy_beats(policy, bed, T0, [0.8] * 10)
         policy.tick(bed, t + 5)
     restored = AlarmPolicy()
     restored.restore(policy.active())
@@ -86,7 +75,7 @@ def test_exposition_names_follow_prometheus_conventions() -> None:
     reg = CollectorRegistry()
     m = AlertingMetrics(reg)
     policy = AlarmPolicy()
-    changes, t = beats(policy, "b1", T0, [0.8] * 10)
+    changes, t = policy_beats(policy, "b1", T0, [0.8] * 10)
     changes += policy.tick("b1", t + 5)
     m.observe(changes)
     text = generate_latest(reg).decode()

@@ -11,14 +11,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import connect
 
+from alerting.config import AlertingConfig
+from alerting.service import AlertingService
 from alerting.store import AlarmStore
+from ecgcommon.protocol import BeatResult
+from tests.helpers import alerting as harness
 from tests.helpers.alerting import (
     TOKEN,
     Publisher,
@@ -26,14 +30,49 @@ from tests.helpers.alerting import (
     ecg_like,
     get_json,
     http,
-    make_config,
     metric_value,
-    running_alerting,
     wait_for,
 )
+from tests.helpers.mqtt import Subscriber
 from tests.helpers.ports import free_port
 
 FS = 360.0
+
+
+@dataclass
+class Ward:
+    """A running alerting service of a fresh ward and a publisher speaking to it."""
+
+    svc: AlertingService
+    pub: Publisher
+    name: str
+    cfg: AlertingConfig
+
+
+@pytest.fixture
+def ward(broker, unique_ward: str, tmp_path: Path) -> Iterator[Ward]:
+    cfg = harness.make_config(broker, unique_ward, tmp_path / "alarms.db")
+    with harness.running_alerting(cfg) as svc:
+        pub = Publisher(broker, unique_ward)
+        try:
+            yield Ward(svc, pub, unique_ward, cfg)
+        finally:
+            pub.close()
+
+
+def regular_beats(
+    ward: str, bed: str, t0: float, n: int, rr: float = 0.8, cls: str | None = None
+) -> list[BeatResult]:
+    """`n` beats every `rr` s from 0.2 s after `t0`, as the detector reports them."""
+    return [
+        beat(ward, bed, round((0.2 + i * rr) * FS), FS, t0, None if i == 0 else rr, cls=cls)
+        for i in range(n)
+    ]
+
+
+def alarms_of(port: int, query: str, type_: str) -> list[dict]:
+    """The API's alarms for `query` (e.g. "?bed=9&state=open") of one type."""
+    return [a for a in get_json(port, "/api/alarms" + query)["alarms"] if a["type"] == type_]
 
 
 def _ws_frames(port: int, frames: list[dict], stop: threading.Event) -> threading.Thread:
@@ -53,84 +92,66 @@ def _ws_frames(port: int, frames: list[dict], stop: threading.Event) -> threadin
     return thread
 
 
-def test_tachycardia_beats_raise_an_alarm_everywhere(broker, unique_ward, tmp_path: Path) -> None:
+def test_tachycardia_beats_raise_an_alarm_everywhere(broker, ward: Ward) -> None:
     """Beats at 170 bpm raise an extreme tachycardia alarm: stored in SQLite, sent on the
     websocket (with the bed's moving waveform) and published on ecg/v1/{ward}/{bed}/alarms."""
-    published: list[dict] = []
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{unique_ward}")
-    sub.on_message = lambda _c, _u, m: published.append(json.loads(m.payload))
-    sub.connect(broker.host, broker.port)
-    sub.subscribe(f"ecg/v1/{unique_ward}/+/alarms", qos=1)
-    sub.loop_start()
-    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
-    with running_alerting(cfg) as svc:
-        pub = Publisher(broker, unique_ward)
-        frames: list[dict] = []
-        stop = threading.Event()
-        reader = _ws_frames(svc.port, frames, stop)
-        try:
-            pub.status("7")
-            t0 = time.time() - 6.0
-            rr = 60.0 / 170.0
-            y = ecg_like(int(6 * FS), FS, rr)
-            peaks = [round((0.2 + i * rr) * FS) for i in range(16)]
-            pub.stream(
-                "7",
-                t0,
-                y,
-                [
-                    beat(unique_ward, "7", s, FS, t0, None if i == 0 else rr)
-                    for i, s in enumerate(peaks)
-                ],
+    svc, pub = ward.svc, ward.pub
+    published = Subscriber(broker, f"ecg/v1/{ward.name}/+/alarms")
+    frames: list[dict] = []
+    stop = threading.Event()
+    reader = _ws_frames(svc.port, frames, stop)
+    try:
+        pub.status("7")
+        t0 = time.time() - 6.0
+        rr = 60.0 / 170.0
+        pub.stream(
+            "7", t0, ecg_like(int(6 * FS), FS, rr), regular_beats(ward.name, "7", t0, 16, rr)
+        )
+
+        def alarm_frames() -> list[dict]:
+            return [f["alarm"] for f in frames if f["type"] == "alarm"]
+
+        got = wait_for(lambda: [a for a in alarm_frames() if a["type"] == "extreme_tachy"])
+        alarm = got[0]
+        assert alarm["bed"] == "7" and alarm["priority"] == "high"
+        assert alarm["state"] == "active"
+        with AlarmStore(ward.cfg.db_path) as store:  # stored before it was broadcast
+            stored = store.get(alarm["id"])
+        assert stored is not None and stored.type.value == "extreme_tachy"
+        published.wait_for(
+            lambda: any(
+                doc["alarm"]["id"] == alarm["id"] and doc["kind"] == "raised"
+                for doc in (json.loads(m.payload) for m in published.messages)
             )
+        )
 
-            def alarm_frames() -> list[dict]:
-                return [f["alarm"] for f in frames if f["type"] == "alarm"]
+        def waves() -> list[dict]:
+            return [f["wave"]["7"] for f in frames if f["type"] == "batch" and "7" in f["wave"]]
 
-            got = wait_for(lambda: [a for a in alarm_frames() if a["type"] == "extreme_tachy"])
-            alarm = got[0]
-            assert alarm["bed"] == "7" and alarm["priority"] == "high"
-            assert alarm["state"] == "active"
-            with AlarmStore(cfg.db_path) as store:
-                stored = store.get(alarm["id"])
-            assert stored is not None and stored.type.value == "extreme_tachy"
-            wait_for(
-                lambda: any(
-                    p["alarm"]["id"] == alarm["id"] and p["kind"] == "raised" for p in published
-                )
-            )
-
-            def waves() -> list[dict]:
-                return [f["wave"]["7"] for f in frames if f["type"] == "batch" and "7" in f["wave"]]
-
-            # all 6 s at 360 Hz arrive, decimated by 3 to 120 Hz, in order
-            wait_for(lambda: sum(len(w["y"]) for w in waves()) == 6 * 120)
-            starts = [w["i0"] for w in waves()]
-            assert starts == sorted(starts) and starts[0] == 0
-            assert waves()[0]["fs"] == 120.0
-            bed = get_json(svc.port, "/api/beds/7")
-            assert round(bed["hr_bpm"]) == 170
-            assert bed["status"]["state"] == "online"
-            assert metric_value(svc.port, "ecg_alerting_messages_total", kind="samples") == 60
-            assert (
-                metric_value(
-                    svc.port, "ecg_alarms_raised_total", type="extreme_tachy", priority="high"
-                )
-                == 1
-            )
-        finally:
-            stop.set()
-            reader.join(5)
-            pub.close()
-    sub.loop_stop()
-    sub.disconnect()
+        # all 6 s at 360 Hz arrive, decimated by 3 to 120 Hz, in order
+        wait_for(lambda: sum(len(w["y"]) for w in waves()) == 6 * 120)
+        starts = [w["i0"] for w in waves()]
+        assert starts == sorted(starts) and starts[0] == 0
+        assert waves()[0]["fs"] == 120.0
+        bed = get_json(svc.port, "/api/beds/7")
+        assert round(bed["hr_bpm"]) == 170
+        assert bed["status"]["state"] == "online"
+        assert metric_value(svc.port, "ecg_alerting_messages_total", kind="samples") == 60
+        raised = metric_value(
+            svc.port, "ecg_alarms_raised_total", type="extreme_tachy", priority="high"
+        )
+        assert raised == 1
+    finally:
+        stop.set()
+        reader.join(5)
+        published.close()
 
 
 def test_malformed_messages_are_counted_and_the_service_carries_on(
     broker, unique_ward, tmp_path: Path
 ) -> None:
-    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db", max_beds=2)
-    with running_alerting(cfg) as svc:
+    cfg = harness.make_config(broker, unique_ward, tmp_path / "alarms.db", max_beds=2)
+    with harness.running_alerting(cfg) as svc:
         pub = Publisher(broker, unique_ward)
         try:
             pub.status("1")
@@ -183,15 +204,15 @@ def test_malformed_messages_are_counted_and_the_service_carries_on(
 def test_restart_restores_open_alarms_without_duplicates(
     broker, unique_ward, tmp_path: Path
 ) -> None:
-    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
+    cfg = harness.make_config(broker, unique_ward, tmp_path / "alarms.db")
     t = time.time()
-    with running_alerting(cfg) as svc:
+    with harness.running_alerting(cfg) as svc:
         pub = Publisher(broker, unique_ward)
         pub.event("12", "lead_off", True, t)
         first = wait_for(lambda: get_json(svc.port, "/api/alarms?bed=12&state=open")["alarms"])
         pub.close()
     assert len(first) == 1
-    with running_alerting(cfg) as svc:
+    with harness.running_alerting(cfg) as svc:
         restored = get_json(svc.port, "/api/alarms?bed=12&state=open")["alarms"]
         assert [a["id"] for a in restored] == [first[0]["id"]]
         beds = get_json(svc.port, "/api/beds")["beds"]
@@ -265,215 +286,96 @@ def test_python_m_alerting_serves_and_stops_cleanly_on_sigterm(
     assert bad.returncode == 2 and "mqtt_port" in bad.stderr
 
 
-def test_asystole_only_once_the_detector_analyses_the_bed(
-    broker, unique_ward, tmp_path: Path
-) -> None:
+def test_asystole_only_once_the_detector_analyses_the_bed(ward: Ward) -> None:
     """Samples with no beat at all (detector not analysing yet) raise nothing; beats that stop
     while samples keep coming raise asystole."""
-    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
-    with running_alerting(cfg) as svc:
-        pub = Publisher(broker, unique_ward)
-        try:
-            t0 = time.time() - 30.0
-            pub.stream("5", t0, ecg_like(int(8 * FS), FS, 0.8), [])
-            wait_for(
-                lambda: metric_value(svc.port, "ecg_alerting_messages_total", kind="samples") == 80
-            )
-            assert get_json(svc.port, "/api/alarms?bed=5")["alarms"] == []
-            # beats for 3 s, then none for 9 s while the samples go on
-            t1 = t0 + 10.0
-            y = ecg_like(int(12 * FS), FS, 0.8)
-            y[int(3 * FS) :] = 0.02
-            beats = [
-                beat(unique_ward, "5", round((0.2 + i * 0.8) * FS), FS, t1, None if i == 0 else 0.8)
-                for i in range(4)
-            ]
-            pub.stream("5", t1, y, beats, watermark=True)
-            alarms = wait_for(
-                lambda: [
-                    a
-                    for a in get_json(svc.port, "/api/alarms?bed=5&priority=high")["alarms"]
-                    if a["type"] == "asystole"
-                ]
-            )
-            assert alarms[0]["started_at"] == pytest.approx(beats[-1].t + 4.0, abs=0.01)
-        finally:
-            pub.close()
+    svc, pub = ward.svc, ward.pub
+    t0 = time.time() - 30.0
+    pub.stream("5", t0, ecg_like(int(8 * FS), FS, 0.8), [])
+    wait_for(lambda: metric_value(svc.port, "ecg_alerting_messages_total", kind="samples") == 80)
+    assert get_json(svc.port, "/api/alarms?bed=5")["alarms"] == []
+    # beats for 3 s, then none for 9 s while the samples go on
+    t1 = t0 + 10.0
+    y = ecg_like(int(12 * FS), FS, 0.8)
+    y[int(3 * FS) :] = 0.02
+    beats = regular_beats(ward.name, "5", t1, 4)
+    pub.stream("5", t1, y, beats, watermark=True)
+    alarms = wait_for(lambda: alarms_of(svc.port, "?bed=5&priority=high", "asystole"))
+    assert alarms[0]["started_at"] == pytest.approx(beats[-1].t + 4.0, abs=0.01)
 
 
-def test_a_detector_that_stops_analysing_is_a_technical_alarm_not_asystole(
-    broker, unique_ward, tmp_path: Path
-) -> None:
+def test_a_detector_that_stops_analysing_is_a_technical_alarm_not_asystole(ward: Ward) -> None:
     """Beats and watermarks stop while samples go on: the detector is gone, so asystole can no
     longer be detected; the ward is told so (signal lost), and no asystole is claimed."""
-    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
-    with running_alerting(cfg) as svc:
-        pub = Publisher(broker, unique_ward)
-        try:
-            t0 = time.time() - 30.0
-            y = ecg_like(int(4 * FS), FS, 0.8)
-            beats = [
-                beat(unique_ward, "6", round((0.2 + i * 0.8) * FS), FS, t0, None if i == 0 else 0.8)
-                for i in range(4)
-            ]
-            pub.stream("6", t0, y, beats, watermark=True)
-            # the samples go on for 12 s, nothing comes back from the detector
-            for k in range(int(4 * FS), int(16 * FS), 360):
-                pub.samples("6", k, t0 + k / FS, ecg_like(360, FS, 0.8, start=k))
-            lost = wait_for(
-                lambda: [
-                    a
-                    for a in get_json(svc.port, "/api/alarms?bed=6")["alarms"]
-                    if a["type"] == "signal_lost"
-                ]
-            )
-            assert "detector" in json.dumps(lost[0]["evidence"])
-            high = get_json(svc.port, "/api/alarms?bed=6&priority=high")["alarms"]
-            assert not [a for a in high if a["type"] == "asystole"]
-        finally:
-            pub.close()
+    svc, pub = ward.svc, ward.pub
+    t0 = time.time() - 30.0
+    y = ecg_like(int(4 * FS), FS, 0.8)
+    pub.stream("6", t0, y, regular_beats(ward.name, "6", t0, 4), watermark=True)
+    # the samples go on for 12 s, nothing comes back from the detector
+    for k in range(int(4 * FS), int(16 * FS), 360):
+        pub.samples("6", k, t0 + k / FS, ecg_like(360, FS, 0.8, start=k))
+    lost = wait_for(lambda: alarms_of(svc.port, "?bed=6", "signal_lost"))
+    assert "detector" in json.dumps(lost[0]["evidence"])
+    assert not alarms_of(svc.port, "?bed=6&priority=high", "asystole")
 
 
-def test_vf_alarms_through_artifact_and_each_vf_in_it_is_announced(
-    broker, unique_ward, tmp_path: Path
-) -> None:
+def test_vf_alarms_through_artifact_and_each_vf_in_it_is_announced(ward: Ward) -> None:
     """cudb cu03/cu31 end to end: `noisy` and `vf` in either order give a VFIB alarm; a VF that
     ends inside the artifact latches its alarm (it was left open, so the next VF was no new
     announcement), and the next VF sounds again."""
-    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
-    with running_alerting(cfg) as svc:
-        pub = Publisher(broker, unique_ward)
-        try:
-            t0 = time.time() - 30.0
-            y = ecg_like(int(10 * FS), FS, 0.8)
-            beats = [
-                beat(
-                    unique_ward,
-                    "9",
-                    round((0.2 + i * 0.8) * FS),
-                    FS,
-                    t0,
-                    None if i == 0 else 0.8,
-                    cls="N",
-                )
-                for i in range(12)
-            ]
-            pub.stream("9", t0, y, beats, watermark=True)
+    svc, pub = ward.svc, ward.pub
+    t0 = time.time() - 30.0
+    y = ecg_like(int(10 * FS), FS, 0.8)
+    pub.stream("9", t0, y, regular_beats(ward.name, "9", t0, 12, cls="N"), watermark=True)
 
-            def vfib() -> list[dict]:
-                return [
-                    a
-                    for a in get_json(svc.port, "/api/alarms?bed=9&state=open")["alarms"]
-                    if a["type"] == "vfib"
-                ]
+    def vfib() -> list[dict]:
+        return alarms_of(svc.port, "?bed=9&state=open", "vfib")
 
-            pub.event("9", "noisy", True, t0 + 9.6, {"lead": "MLII", "sqi": 0.1})
-            pub.event("9", "vf", True, t0 + 10.0, {"onset_t": t0 + 9.0})
-            (vf,) = wait_for(vfib)
-            assert vf["state"] == "active"
-            pub.event("9", "vf", False, t0 + 14.0)  # ends inside the artifact
-            wait_for(lambda: [a for a in vfib() if a["state"] == "latched"])
-            pub.event("9", "vf", True, t0 + 16.0, {"onset_t": t0 + 15.0})
-            again = wait_for(lambda: [a for a in vfib() if a["state"] == "active"])
-            assert again[0]["id"] == vf["id"] and again[0]["evidence"]["occurrences"] == 2
-            types = {
-                a["type"] for a in get_json(svc.port, "/api/alarms?bed=9&state=open")["alarms"]
-            }
-            assert types == {"vfib", "noisy"}
-        finally:
-            pub.close()
+    pub.event("9", "noisy", True, t0 + 9.6, {"lead": "MLII", "sqi": 0.1})
+    pub.event("9", "vf", True, t0 + 10.0, {"onset_t": t0 + 9.0})
+    (vf,) = wait_for(vfib)
+    assert vf["state"] == "active"
+    pub.event("9", "vf", False, t0 + 14.0)  # ends inside the artifact
+    wait_for(lambda: [a for a in vfib() if a["state"] == "latched"])
+    pub.event("9", "vf", True, t0 + 16.0, {"onset_t": t0 + 15.0})
+    again = wait_for(lambda: [a for a in vfib() if a["state"] == "active"])
+    assert again[0]["id"] == vf["id"] and again[0]["evidence"]["occurrences"] == 2
+    types = {a["type"] for a in get_json(svc.port, "/api/alarms?bed=9&state=open")["alarms"]}
+    assert types == {"vfib", "noisy"}
 
 
-def test_rhythm_episodes_over_the_broker_raise_named_alarms_and_label_the_bed(
-    broker, unique_ward, tmp_path: Path
-) -> None:
+def test_rhythm_episodes_over_the_broker_raise_named_alarms_and_label_the_bed(ward: Ward) -> None:
     """The detector's `vf` and `afib` events: a VFIB alarm (high, its evidence the detector's
     detail) replacing the asystole its silence gave, an AFIB alarm, and the bed's rhythm label;
     a malformed episode event is counted and dropped."""
-    cfg = make_config(broker, unique_ward, tmp_path / "alarms.db")
-    with running_alerting(cfg) as svc:
-        pub = Publisher(broker, unique_ward)
-        try:
-            t0 = time.time() - 20.0
-            y = ecg_like(int(10 * FS), FS, 0.8)
-            beats = [
-                beat(
-                    unique_ward,
-                    "8",
-                    round((0.2 + i * 0.8) * FS),
-                    FS,
-                    t0,
-                    None if i == 0 else 0.8,
-                    cls="N",
-                )
-                for i in range(5)
-            ]
-            pub.stream("8", t0, y, beats, watermark=True)  # beats stop at 3.4 s: asystole
-            wait_for(
-                lambda: [
-                    a
-                    for a in get_json(svc.port, "/api/alarms?bed=8&state=open")["alarms"]
-                    if a["type"] == "asystole"
-                ]
-            )
-            pub.event(
-                "8",
-                "vf",
-                True,
-                t0 + 9.0,
-                {"hr_bpm": None, "beats": None, "onset_t": t0 + 3.5, "lead": "MLII"},
-            )
-            vf = wait_for(
-                lambda: [
-                    a
-                    for a in get_json(svc.port, "/api/alarms?bed=8&state=open")["alarms"]
-                    if a["type"] == "vfib"
-                ]
-            )[0]
-            assert vf["priority"] == "high" and vf["label"] == "VFIB"
-            assert vf["evidence"]["lead"] == "MLII" and vf["evidence"]["source"] == "episode"
-            assert [
-                a["type"] for a in get_json(svc.port, "/api/alarms?bed=8&state=open")["alarms"]
-            ] == ["vfib"], "the asystole gave way to the VF that explains it"
-            assert get_json(svc.port, "/api/beds/8")["rhythm"] == "VF"
-            pub.event("8", "vf", False, t0 + 12.0)
-            pub.event("8", "afib", True, t0 + 12.5, {"hr_bpm": 96.0, "beats": 10})
-            wait_for(lambda: get_json(svc.port, "/api/beds/8")["rhythm"] == "AFIB")  # no rate
-            af = wait_for(
-                lambda: [
-                    a
-                    for a in get_json(svc.port, "/api/alarms?bed=8")["alarms"]
-                    if a["type"] == "afib"
-                ]
-            )[0]
-            assert af["priority"] == "medium" and af["label"] == "AFIB"
-            # an episode is found after the fact: its onset may lie a minute back
-            onset = time.time() - 60.0
-            pub.event("8", "vt", True, onset, {"hr_bpm": 150.0, "beats": 5})
-            vt = wait_for(
-                lambda: [
-                    a
-                    for a in get_json(svc.port, "/api/alarms?bed=8")["alarms"]
-                    if a["type"] == "vtach"
-                ]
-            )[0]
-            assert vt["started_at"] == pytest.approx(onset, abs=1e-3)
-            # a malformed episode event (detail not an object) is counted and dropped
-            pub.raw(
-                "8",
-                "events",
-                json.dumps(
-                    {"bed": "8", "type": "vt", "active": True, "t": t0 + 13, "detail": ["x"]}
-                ).encode(),
-            )
-            wait_for(
-                lambda: (
-                    metric_value(
-                        svc.port, "ecg_alerting_dropped_messages_total", reason="bad_detail"
-                    )
-                    == 1
-                )
-            )
-            assert get_json(svc.port, "/api/beds/8")["rhythm"] == "VT"
-        finally:
-            pub.close()
+    svc, pub = ward.svc, ward.pub
+    t0 = time.time() - 20.0
+    y = ecg_like(int(10 * FS), FS, 0.8)
+    beats = regular_beats(ward.name, "8", t0, 5, cls="N")
+    pub.stream("8", t0, y, beats, watermark=True)  # beats stop at 3.4 s: asystole
+    wait_for(lambda: alarms_of(svc.port, "?bed=8&state=open", "asystole"))
+    detail = {"hr_bpm": None, "beats": None, "onset_t": t0 + 3.5, "lead": "MLII"}
+    pub.event("8", "vf", True, t0 + 9.0, detail)
+    vf = wait_for(lambda: alarms_of(svc.port, "?bed=8&state=open", "vfib"))[0]
+    assert vf["priority"] == "high" and vf["label"] == "VFIB"
+    assert vf["evidence"]["lead"] == "MLII" and vf["evidence"]["source"] == "episode"
+    assert [a["type"] for a in get_json(svc.port, "/api/alarms?bed=8&state=open")["alarms"]] == [
+        "vfib"
+    ], "the asystole gave way to the VF that explains it"
+    assert get_json(svc.port, "/api/beds/8")["rhythm"] == "VF"
+    pub.event("8", "vf", False, t0 + 12.0)
+    pub.event("8", "afib", True, t0 + 12.5, {"hr_bpm": 96.0, "beats": 10})
+    wait_for(lambda: get_json(svc.port, "/api/beds/8")["rhythm"] == "AFIB")  # no rate
+    af = wait_for(lambda: alarms_of(svc.port, "?bed=8", "afib"))[0]
+    assert af["priority"] == "medium" and af["label"] == "AFIB"
+    # an episode is found after the fact: its onset may lie a minute back
+    onset = time.time() - 60.0
+    pub.event("8", "vt", True, onset, {"hr_bpm": 150.0, "beats": 5})
+    vt = wait_for(lambda: alarms_of(svc.port, "?bed=8", "vtach"))[0]
+    assert vt["started_at"] == pytest.approx(onset, abs=1e-3)
+    # a malformed episode event (detail not an object) is counted and dropped
+    bad = {"bed": "8", "type": "vt", "active": True, "t": t0 + 13, "detail": ["x"]}
+    pub.raw("8", "events", json.dumps(bad).encode())
+    name = "ecg_alerting_dropped_messages_total"
+    wait_for(lambda: metric_value(svc.port, name, reason="bad_detail") == 1)
+    assert get_json(svc.port, "/api/beds/8")["rhythm"] == "VT"

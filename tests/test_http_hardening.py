@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import http.client as httpclient
 import json
-import os
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from alerting.server import MAX_UPLOAD_BODY, SESSION_COOKIE
 from alerting.service import AlertingService
 from detector.anomaly import AnomalyConfig
-from detector.config import DetectorConfig
 from detector.scorer import OnnxScorer
 from detector.service import DetectorService
-from ecgcommon.settings import MqttSettings
-from tests.alerting_harness import TOKEN, http, make_config, metric_value, running_alerting
+from tests.helpers.alerting import TOKEN, http, make_config, metric_value, running_alerting
+from tests.helpers.detector import detector_config, running_detector
 
 # (method, path) of every alerting route but /healthz and the static files
 ROUTES = [
@@ -215,13 +214,7 @@ def test_malformed_bodies_get_a_4xx_never_a_5xx(svc: AlertingService) -> None:
     for query in ("?limit=" + "9" * 5000, "?since=1e999", "?since=nan", "?limit=-1"):
         assert http(svc.port, "/api/alarms" + query)[0] == 400, query
     # a negative Content-Length is refused by the HTTP layer at once
-    raw = _raw(
-        svc.port,
-        b"POST /api/alarms/x/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-        + TOKEN.encode()
-        + b"\r\nContent-Length: -5\r\n\r\n",
-        timeout=5,
-    )
+    raw = _raw(svc.port, _post_head("/api/alarms/x/ack", -5), timeout=5)
     assert 400 <= _status(raw) < 500, raw[:100]
     assert http(svc.port, "/healthz", token=None)[0] == 200
 
@@ -233,13 +226,7 @@ def test_a_body_that_stops_arriving_does_not_hold_the_handler(
 
     monkeypatch.setattr(alerting.http_body, "BODY_TIMEOUT_S", 1.0)
     start = time.monotonic()
-    answer = _raw(
-        svc.port,
-        b"POST /api/alarms/x/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-        + TOKEN.encode()
-        + b'\r\nContent-Length: 100\r\n\r\n{"by"',
-        timeout=10,
-    )
+    answer = _raw(svc.port, _post_head("/api/alarms/x/ack", 100) + b'{"by"', timeout=10)
     assert _status(answer) == 408 and time.monotonic() - start < 5
 
 
@@ -248,29 +235,15 @@ def test_a_body_that_stops_arriving_does_not_hold_the_handler(
 
 @pytest.fixture(scope="module")
 def detector(broker) -> Iterator[DetectorService]:
-    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
-    cfg = DetectorConfig(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        ward="http-hardening",
-        http_host="127.0.0.1",
-        http_port=0,
-        model_dir=model_dir,
-        token="detector-test-token",
-    )
-    service = _detector(cfg)
-    service.start()
-    yield service
-    service.stop()
+    with _detector(broker, "http-hardening", token="detector-test-token") as service:
+        yield service
 
 
-def _detector(cfg: DetectorConfig) -> DetectorService:
-    onnx = OnnxScorer(cfg.model_dir)  # the autoencoder only: enough for the HTTP side
-    return DetectorService(
-        cfg,
-        registry=CollectorRegistry(),
-        scorer=onnx,
-        anomaly=AnomalyConfig.from_manifest(onnx.manifest),
-    )
+def _detector(broker: Any, ward: str, **overrides: Any) -> AbstractContextManager[DetectorService]:
+    """The real detector with the autoencoder only (enough for the HTTP side)."""
+    cfg = detector_config(broker, ward, **overrides)
+    onnx = OnnxScorer(cfg.model_dir)
+    return running_detector(cfg, scorer=onnx, anomaly=AnomalyConfig.from_manifest(onnx.manifest))
 
 
 def _post(port: int, body: bytes, token: str | None, extra: str = "") -> bytes:
@@ -319,22 +292,10 @@ def test_detector_score_needs_the_token_and_refuses_bad_bodies(detector: Detecto
 def test_detector_without_a_token_generates_one_and_prints_it_once(
     broker, capfd: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    model_dir = os.environ.get("DETECTOR_MODEL_DIR") or DetectorConfig().model_dir
-    cfg = DetectorConfig(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        ward="http-gen",
-        http_host="127.0.0.1",
-        http_port=0,
-        model_dir=model_dir,
-    )
-    service = _detector(cfg)
-    service.start()
-    try:
+    with _detector(broker, "http-gen") as service:
         assert len(service.token) >= 24
         body = json.dumps({"fs": 360, "samples": [0.0] * 3600}).encode()
         assert _status(_post(service.http_port, body, None)) == 401
         assert _status(_post(service.http_port, body, service.token)) == 200
-    finally:
-        service.stop()
     err = capfd.readouterr().err
     assert err.count(service.token) == 1

@@ -33,10 +33,9 @@ from prometheus_client import CollectorRegistry
 
 from alerting.alarms import Alarm, ChangeKind
 from alerting.config import AlertingConfig
-from alerting.hub import WardHub
+from alerting.core import AlertingCore, ward_hub
 from alerting.metrics import AlertingMetrics
 from alerting.policy import AlarmPolicy
-from alerting.service import AlertingCore
 from alerting.store import AlarmStore
 from bench.alarms import REFERENCE_LAG_S, T0
 from bench.arrhythmia.reference import Annotations, Reference
@@ -107,18 +106,9 @@ class Ward:
         self.now = T0
         registry = CollectorRegistry()
         config = AlertingConfig(ward=WARD, token="eval-arrhythmia-token", db_path=":memory:")
-        hub = WardHub(
-            config.ward,
-            wave_hz=config.wave_hz,
-            wave_window_s=config.wave_window_s,
-            raw_window_s=config.raw_window_s,
-            client_queue=config.client_queue,
-            recent_beats=config.recent_beats,
-            detail_beats=config.detail_beats,
-        )
         self.core = AlertingCore(
             config,
-            hub=hub,
+            hub=ward_hub(config),
             policy=AlarmPolicy(),
             store=AlarmStore(":memory:"),
             metrics=AlertingMetrics(registry),
@@ -165,9 +155,7 @@ class ChainResult:
     refused: str | None = None  # why the service's own models were refused, if they were
 
 
-def build_engine(
-    model_dir: str | None, wall_clock: Callable[[], float]
-) -> tuple[Any, str | None]:
+def build_engine(model_dir: str | None, wall_clock: Callable[[], float]) -> tuple[Any, str | None]:
     """The detector's engine exactly as the service makes it: a `DetectorService` with its
     default config (its scorer, classifier and whatever else it wires in), never started; its
     HTTP socket (port 0) is closed at once. The engine's wall clock becomes the replay's.
