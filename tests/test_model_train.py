@@ -17,6 +17,7 @@ from models import evaluate
 pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 def test_training_smoke(tmp_path: Path, data_dir: Path) -> None:
     from models import train
 
@@ -71,6 +72,7 @@ def _check_report(report: dict) -> None:
             assert 0.0 <= op[key] <= 1.0
 
 
+@pytest.mark.slow
 def test_eval_model_on_two_records(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "model.json"
     assert (
