@@ -209,30 +209,38 @@ class AlertingCore:
             if not self._admit(t.bed, now):
                 self.drop("too_many_beds", topic, f"already {len(self._beds)} beds, none idle")
                 return
-            if t.kind == "samples":  # samples are QoS 0, never queued: the backlog is over
-                self._replay_until = -math.inf
-            backlog = t.kind in ("beats", "events") and now < self._replay_until
-            late_s = REPLAY_MAX_S if backlog else None
-            if isinstance(msg, protocol.Event) and msg.type in EPISODE_ALARMS and not backlog:
-                late_s = EPISODE_LATENESS_S  # an episode's onset/end is found after the fact
-            if t.kind != "status" and not self._clock_ok(
-                t.bed, _times(msg), topic, now, late_s=late_s
+            if t.kind == "status" or self._clock_ok(
+                t.bed, _times(msg), topic, now, late_s=self._lateness(t.kind, msg, now)
             ):
-                return
-            if t.kind == "samples":
-                self._samples(t.bed, msg)
-            elif t.kind == "beats":
-                self._has_beats.add(t.bed)
-                self._beats(t.bed, msg, topic)
-            elif t.kind == "events":
-                self._event(t.bed, msg, topic)
-            elif t.kind == "status":
-                self._status(t.bed, msg)
+                self._dispatch(t.kind, t.bed, msg, topic)
         except protocol.DecodeError as exc:
             self.drop(exc.reason, topic, exc)
         except Exception as exc:  # a bug must not kill the service: count it and go on
             log.exception("error handling a message on %s", topic)
             self.drop("internal_error", topic, exc)
+
+    def _lateness(self, kind: str, msg: object, now: float) -> float | None:
+        """How late this message's times may be beyond MAX_LATENESS_S (None: no more): a
+        resumed session's backlog up to REPLAY_MAX_S, a rhythm episode EPISODE_LATENESS_S."""
+        if kind == "samples":  # samples are QoS 0, never queued: the backlog is over
+            self._replay_until = -math.inf
+        backlog = kind in ("beats", "events") and now < self._replay_until
+        if backlog:
+            return REPLAY_MAX_S
+        if isinstance(msg, protocol.Event) and msg.type in EPISODE_ALARMS:
+            return EPISODE_LATENESS_S  # an episode's onset/end is found after the fact
+        return None
+
+    def _dispatch(self, kind: str, bed: str, msg: Any, topic: str) -> None:
+        if kind == "samples":
+            self._samples(bed, msg)
+        elif kind == "beats":
+            self._has_beats.add(bed)
+            self._beats(bed, msg, topic)
+        elif kind == "events":
+            self._event(bed, msg, topic)
+        elif kind == "status":
+            self._status(bed, msg)
 
     # -- limits --------------------------------------------------------------------------
     def _admit(self, bed: str, now: float) -> bool:
