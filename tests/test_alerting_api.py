@@ -155,6 +155,9 @@ def test_acknowledge_goes_through_policy_store_and_feed(api) -> None:
             headers={"Content-Type": "application/json"},
         )
         assert status == 200, body
+        with AlarmStore(svc.config.db_path) as store:  # durable before the 200 was sent
+            in_store = store.get(tachy["id"])
+            assert in_store is not None and in_store.acknowledged_by == "nurse kim"
         acked = json.loads(body)["alarm"]
         assert acked["state"] == "acknowledged" and acked["acknowledged_by"] == "nurse kim"
 

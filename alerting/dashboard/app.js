@@ -276,6 +276,25 @@ function upsertAlarm(a) {
   if (a.state === "ended") alarms.delete(a.id); else alarms.set(a.id, a);
 }
 
+/** Keep `list` showing one <li> per item, in the items' order: `nodes` maps each item's key
+ *  (`keyOf`) to its <li>; a new one is set up by `make(li)`, every one by `update(li, item)`;
+ *  those of items gone are removed. */
+function syncList(list, nodes, items, keyOf, make, update) {
+  const keep = new Set(items.map(keyOf));
+  for (const [key, li] of nodes) if (!keep.has(key)) { li.remove(); nodes.delete(key); }
+  items.forEach((item, idx) => {
+    const key = keyOf(item);
+    let li = nodes.get(key);
+    if (!li) {
+      li = document.createElement("li");
+      make(li);
+      nodes.set(key, li);
+    }
+    update(li, item);
+    if (list.children[idx] !== li) list.insertBefore(li, list.children[idx] || null);
+  });
+}
+
 function renderAlarms() {
   const list = $("alarm-list");
   let shown;
@@ -286,18 +305,12 @@ function renderAlarms() {
       (isAcked(a) - isAcked(b)) || (PRIORITY_RANK[b.priority] - PRIORITY_RANK[a.priority])
       || (b.started_at - a.started_at)).slice(0, MAX_ALARMS_SHOWN);
   }
-  const keep = new Set(shown.map((a) => a.id));
-  for (const [id, li] of alarmNodes) if (!keep.has(id)) { li.remove(); alarmNodes.delete(id); }
-  shown.forEach((a, idx) => {
-    let li = alarmNodes.get(a.id);
-    if (!li) {
-      li = document.createElement("li");
-      li.innerHTML = '<span class="bar"></span><span class="what"></span>'
-        + '<button class="btn ack" type="button">ACK</button><span class="meta"></span>';
-      li.querySelector(".ack").addEventListener("click", (ev) => { ev.stopPropagation(); acknowledge(li.dataset.id, li); });
-      li.addEventListener("click", () => openDetail(li.dataset.bed));
-      alarmNodes.set(a.id, li);
-    }
+  syncList(list, alarmNodes, shown, (a) => a.id, (li) => {
+    li.innerHTML = '<span class="bar"></span><span class="what"></span>'
+      + '<button class="btn ack" type="button">ACK</button><span class="meta"></span>';
+    li.querySelector(".ack").addEventListener("click", (ev) => { ev.stopPropagation(); acknowledge(li.dataset.id, li); });
+    li.addEventListener("click", () => openDetail(li.dataset.bed));
+  }, (li, a) => {
     li.dataset.id = a.id;
     li.dataset.bed = a.bed;
     li.className = `alarm p-${a.priority}` + (isAcked(a) ? " acked" : "") + (a.state === "ended" ? " ended" : "");
@@ -305,7 +318,6 @@ function renderAlarms() {
     li.querySelector(".meta").textContent = `${a.priority.toUpperCase()} · ${a.state}`
       + ` · ${fmtTime(a.started_at)}` + (a.acknowledged_by ? ` · ack ${a.acknowledged_by}` : "");
     li.querySelector(".ack").hidden = isAcked(a) || a.state === "ended";
-    if (list.children[idx] !== li) list.insertBefore(li, list.children[idx] || null);
   });
   $("alarm-empty").hidden = shown.length > 0;
   const counts = { high: 0, medium: 0, low: 0, technical: 0 };
@@ -478,21 +490,14 @@ async function refreshDetail() {
   $("detail-rhythm").className = "rhythm-inline " + rhythmLevel(info.rhythm);
   const list = $("beat-list");
   const beats = info.beats.slice(-150).reverse();
-  const keep = new Set(beats.map((b) => b.beat_id));
-  for (const [id, li] of beatNodes) if (!keep.has(id)) { li.remove(); beatNodes.delete(id); }
-  beats.forEach((b, idx) => {
-    let li = beatNodes.get(b.beat_id);
-    if (!li) {
-      li = document.createElement("li");
-      li.addEventListener("click", () => selectBeat(bed, li.dataset.id));
-      beatNodes.set(b.beat_id, li);
-    }
+  syncList(list, beatNodes, beats, (b) => b.beat_id, (li) => {
+    li.addEventListener("click", () => selectBeat(bed, li.dataset.id));
+  }, (li, b) => {
     li.dataset.id = b.beat_id;
     li.dataset.cls = b.cls || "";
     li.className = "beat-row" + (b.anomalous ? " anomalous" : "") + (b.cls ? ` cls-${b.cls}` : "")
       + (b.beat_id === selectedBeat ? " selected" : "");
     beatRow(li, fmtTime(b.t), b);
-    if (list.children[idx] !== li) list.insertBefore(li, list.children[idx] || null);
   });
   if (!selectedBeat && beats.length) {
     const pick = beats.find((b) => b.anomalous) || beats[0];
