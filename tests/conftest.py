@@ -15,7 +15,6 @@ import pytest
 
 from ecgcommon.records import resolve_data_dir
 from tests.helpers.broker import Broker, BrokerError, Mosquitto, SecureBroker, secure_mosquitto
-from tests.helpers.ports import free_port  # noqa: F401  (re-exported for older importers)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
