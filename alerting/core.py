@@ -15,6 +15,7 @@ Alarm changes are published to `ecg/v1/{ward}/{bed}/alarms` (QoS 1, not retained
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from alerting.alarms import (
     TechnicalInput,
 )
 from alerting.config import AlertingConfig
-from alerting.hub import WardHub
+from alerting.hub import HubSettings, WardHub
 from alerting.metrics import AlertingMetrics
 from alerting.policy import AlarmPolicy
 from alerting.store import AlarmStore
@@ -85,20 +86,11 @@ def alarms_topic(ward: str, bed: str) -> str:
     return f"{topics.PREFIX}/{topics.VERSION}/{ward}/{bed}/alarms"
 
 
-# The dashboard hub's settings, as AlertingConfig names them.
-_HUB_FIELDS = (
-    "wave_hz",
-    "wave_window_s",
-    "raw_window_s",
-    "client_queue",
-    "recent_beats",
-    "detail_beats",
-)
-
-
 def ward_hub(config: AlertingConfig) -> WardHub:
-    """The dashboard hub of the configured ward, sized as configured."""
-    return WardHub(config.ward, **{name: getattr(config, name) for name in _HUB_FIELDS})
+    """The dashboard hub of the configured ward, sized as configured (AlertingConfig names
+    the `HubSettings` fields alike)."""
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(HubSettings)}
+    return WardHub(config.ward, HubSettings(**settings))
 
 
 class AlertingCore:

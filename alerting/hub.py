@@ -12,7 +12,7 @@ import json
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -272,27 +272,35 @@ class Subscriber:
         return out
 
 
+@dataclass(frozen=True)
+class HubSettings:
+    """How much of each bed the hub keeps and how it feeds the dashboard."""
+
+    wave_hz: float = 120.0  # waveform rate sent to the page (Hz)
+    wave_window_s: float = 10.0  # decimated waveform kept per bed (s)
+    raw_window_s: float = 30.0  # full-rate signal kept per bed for beat details (s)
+    client_queue: int = 64  # frames queued per websocket client before waveforms are dropped
+    recent_beats: int = 200  # beats kept per bed
+    detail_beats: int = 50  # beat details (signal around the beat) kept per bed
+
+    def __post_init__(self) -> None:
+        for name in ("wave_hz", "wave_window_s", "raw_window_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: must be a positive number, got {value!r}")
+        for name in ("client_queue", "recent_beats", "detail_beats"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+
+
 class WardHub:
     """Live state of one ward and the fan-out of websocket frames to dashboard clients."""
 
-    def __init__(
-        self,
-        ward: str,
-        *,
-        wave_hz: float = 120.0,
-        wave_window_s: float = 10.0,
-        raw_window_s: float = 30.0,
-        client_queue: int = 64,
-        recent_beats: int = 200,
-        detail_beats: int = 50,
-    ) -> None:
+    def __init__(self, ward: str, settings: HubSettings | None = None, **overrides: Any) -> None:
+        """`overrides` replace fields of `settings` (e.g. `WardHub("w", client_queue=8)`)."""
         self.ward = ward
-        self.wave_hz = wave_hz
-        self.wave_window_s = wave_window_s
-        self.raw_window_s = raw_window_s
-        self.client_queue = client_queue
-        self.recent_beats = recent_beats
-        self.detail_beats = detail_beats
+        self.settings = replace(settings or HubSettings(), **overrides)
         self._beds: dict[str, BedState] = {}
         self._subs: list[Subscriber] = []
         self._pending_beats: list[dict[str, Any]] = []
@@ -302,7 +310,7 @@ class WardHub:
     def _bed(self, bed: str) -> BedState:
         state = self._beds.get(bed)
         if state is None:
-            state = BedState(bed=bed, beats=deque(maxlen=self.recent_beats))
+            state = BedState(bed=bed, beats=deque(maxlen=self.settings.recent_beats))
             self._beds[bed] = state
         return state
 
@@ -339,10 +347,10 @@ class WardHub:
         if not fs_ok(fs):  # buffers are sized by fs: never by a rate beyond the limits
             raise ValueError(f"fs {fs!r} outside {fs_range_text()}")
         st.fs = float(fs)
-        st.decimator = Decimator(fs, self.wave_hz)
-        st.raw = SampleRing(max(1, round(self.raw_window_s * fs)))
+        st.decimator = Decimator(fs, self.settings.wave_hz)
+        st.raw = SampleRing(max(1, round(self.settings.raw_window_s * fs)))
         st.raw.end = start
-        st.wave = SampleRing(max(1, round(self.wave_window_s * st.decimator.fs_out)))
+        st.wave = SampleRing(max(1, round(self.settings.wave_window_s * st.decimator.fs_out)))
         st.wave.end = start // st.decimator.factor
         st.pending = []
         st.pending_i0 = None
@@ -394,10 +402,10 @@ class WardHub:
             detail = self._cut_detail(st, info)
             if detail is not None:
                 st.details[info.beat_id] = detail
-                while len(st.details) > self.detail_beats:
+                while len(st.details) > self.settings.detail_beats:
                     st.details.popitem(last=False)
         self._pending_beats.append({"bed": bed, **info.summary()})
-        del self._pending_beats[: max(0, len(self._pending_beats) - 4 * self.recent_beats)]
+        del self._pending_beats[: max(0, len(self._pending_beats) - 4 * self.settings.recent_beats)]
         st.dirty = True
         return info
 
@@ -484,7 +492,7 @@ class WardHub:
 
     def subscribe(self, notify: Callable[[], None] | None = None) -> Subscriber:
         """A new client: its queue starts with a snapshot ("hello") of the ward."""
-        sub = Subscriber(self.client_queue, notify)
+        sub = Subscriber(self.settings.client_queue, notify)
         sub.push(json.dumps(self.snapshot(), separators=(",", ":"), allow_nan=False), False)
         self._subs.append(sub)
         return sub
@@ -515,7 +523,7 @@ class WardHub:
         return {
             "type": "hello",
             "ward": self.ward,
-            "wave_hz": self.wave_hz,
+            "wave_hz": self.settings.wave_hz,
             "beds": beds,
             "alarms": alarms,
         }

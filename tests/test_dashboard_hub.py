@@ -85,7 +85,7 @@ def test_state_stays_bounded_over_an_hour() -> None:
     assert st_.raw is not None and st_.raw.capacity == 30 * 360
     assert st_.wave is not None and st_.wave.capacity == 10 * 120
     assert len(st_.beats) == 50 and len(st_.details) == 5
-    assert len(sub) <= hub.client_queue
+    assert len(sub) <= hub.settings.client_queue
     assert len(json.dumps(hub.snapshot())) < 200_000
 
 
