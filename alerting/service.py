@@ -31,6 +31,7 @@ from alerting.store import AlarmStore
 from alerting.writer import ThreadedWriter
 from alerting.ws_protocol import ShutdownSafeWebSocketProtocol
 from ecgcommon import mqtt_auth, topics
+from ecgcommon.settings import load_or_exit
 from ecgcommon.subjects import parse_bus
 
 # Re-exported: callers from before the core had its own module import them from here.
@@ -298,11 +299,8 @@ class AlertingService:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m alerting`: run until SIGINT/SIGTERM; 2 on a configuration error."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        config = parse_args(argv)
-    except ValueError as exc:
-        log.error("configuration error: %s", exc)
+    config = load_or_exit(parse_args, argv, log)
+    if config is None:
         return 2
     service = AlertingService(config)
 

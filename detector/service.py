@@ -35,6 +35,7 @@ from detector.metrics import DetectorMetrics
 from detector.scorer import ModelMismatchError, OnnxScorer
 from ecgcommon import mqtt_auth
 from ecgcommon.protocol import DecodeError, parse_json
+from ecgcommon.settings import load_or_exit
 from ecgcommon.shutdown import stop_on_signals
 from ecgcommon.subjects import parse_bus
 from ecgcommon.topics import subscription
@@ -463,11 +464,8 @@ def _handler(service: DetectorService) -> type[BaseHTTPRequestHandler]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: `python -m detector`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        config = parse_args(argv)
-    except ValueError as exc:
-        log.error("bad configuration: %s", exc)
+    config = load_or_exit(parse_args, argv, log)
+    if config is None:
         return 2
     try:
         service = DetectorService(config)

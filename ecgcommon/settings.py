@@ -12,12 +12,15 @@ flag. `load` reads the environment, then the command line (CLI over env over def
 the config; `check_fields` is the one validator (types, bounds, choices), run by the configs' base
 class `Settings` when one is made, with errors naming the field and its env variable and flag.
 Fields marked secret show as `***` in `--help`, in reprs (`masked_repr`) and so in logs.
+`load_or_exit` is the head of every service's `main()`: one log format, the config parsed, a
+bad setting logged and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import os
 import types
@@ -30,6 +33,7 @@ from ecgcommon.mqtt_auth import check_settings
 from ecgcommon.subjects import parse_bus
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -428,6 +432,26 @@ def load(
         o = by_name[name]
         values[name] = convert(o, raw, o.flags[0])
     return build(cls, values)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"  # every service's log line
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log as every service does: one `LOG_FORMAT` line per record on stderr."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+
+
+def load_or_exit(parse: Callable[[A], T], argv: A, log: logging.Logger) -> T | None:
+    """A service `main()`'s first step: logging configured, then `parse(argv)` (its
+    `parse_args`); None, the bad setting logged, when the configuration is invalid, and the
+    caller then exits with status 2."""
+    configure_logging()
+    try:
+        return parse(argv)
+    except ValueError as exc:
+        log.error("bad configuration: %s", exc)
+        return None
 
 
 class Settings:

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from ecgcommon import mqtt_auth
 from ecgcommon.protocol import Status, encode_status
 from ecgcommon.records import RecordError, annotated_records, load_record
+from ecgcommon.settings import load_or_exit
 from ecgcommon.shutdown import stop_on_signals
 from ecgcommon.topics import status_topic
 from streamer.config import StreamerConfig, parse_args
@@ -244,11 +245,8 @@ def _drop_reason(rc: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: `python -m streamer --beds 8 --speed 1`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        config = parse_args(argv)
-    except ValueError as exc:
-        log.error("bad configuration: %s", exc)
+    config = load_or_exit(parse_args, argv, log)
+    if config is None:
         return 2
     stop = stop_on_signals(log)
     try:
