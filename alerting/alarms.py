@@ -354,12 +354,16 @@ class EpisodeInput:
 
 
 # Technical event types the policy acts on; others (gap, duplicate, ...) are ignored by it.
+# Each is the event type of the same name.
 TECHNICAL_EVENTS: dict[str, AlarmType] = {
-    "lead_off": AlarmType.LEAD_OFF,
-    "signal_lost": AlarmType.SIGNAL_LOST,
-    "device_offline": AlarmType.DEVICE_OFFLINE,
-    "noisy": AlarmType.NOISY,
-    "clock_skew": AlarmType.CLOCK_SKEW,
+    t.value: t
+    for t in (
+        AlarmType.LEAD_OFF,
+        AlarmType.SIGNAL_LOST,
+        AlarmType.DEVICE_OFFLINE,
+        AlarmType.NOISY,
+        AlarmType.CLOCK_SKEW,
+    )
 }
 # Events that end a technical condition whatever their `active` flag says.
 RESTORING_EVENTS: dict[str, AlarmType] = {
