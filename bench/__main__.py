@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import pstats
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from bench.report import write_report
 from bench.services import ROOT, add_stream_options, bench_env, start_detector, stop_process
 from detector.service import BufferedClient
 from ecgcommon.topics import subscription
@@ -286,17 +286,6 @@ def _area(file: str, func: str) -> str:
     return "other python"
 
 
-def _clean(obj: object) -> object:
-    """Strict JSON: non-finite numbers (a run with no beat timed) become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_stream_options(p, "reports/bench.json", chunk_s=1.0, warmup_s=15.0, measure_s=20.0)
@@ -378,9 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {row['share']:6.1%}  {row['tottime_s']:8.3f} s  {row['calls']:9d}  "
                 f"{row['function']}"
             )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_clean(report), indent=2) + "\n")
+    # strict JSON: a run with no beat timed has non-finite figures, written as null
+    out = write_report(args.out, report, nan_as_null=True)
     print(
         f"\nmax_beds_realtime {report['max_beds_realtime']}, beds_per_detector_core "
         f"{report['beds_per_detector_core']:.0f}, p99 {report['latency_s']['p99']}, "

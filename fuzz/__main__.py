@@ -9,7 +9,6 @@ unhandled errors, 0 HTTP 5xx, RSS growth <= 50 MB, good_bed_max_gap_s <= 1.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -18,6 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench.report import write_report
 from fuzz import inprocess, live
 
 TARGETS = {
@@ -27,6 +27,16 @@ TARGETS = {
     "rss_growth_mb": 50.0,
     "good_bed_max_gap_s": 1.0,
 }
+HEADLINE = (  # the report's keys printed on stdout
+    "inputs",
+    "crashes",
+    "unhandled_errors",
+    "rss_growth_mb",
+    "http_5xx",
+    "good_bed_max_gap_s",
+    "targets_met",
+    "duration_s",
+)
 
 
 def _rss_mb() -> float:
@@ -118,27 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         and (report["good_bed_max_gap_s"] is None or report["good_bed_max_gap_s"] <= 1.0)
     )
     report["targets_met"] = met
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    print(
-        json.dumps(
-            {
-                k: report[k]
-                for k in (
-                    "inputs",
-                    "crashes",
-                    "unhandled_errors",
-                    "rss_growth_mb",
-                    "http_5xx",
-                    "good_bed_max_gap_s",
-                    "targets_met",
-                    "duration_s",
-                )
-            }
-        ),
-        flush=True,
-    )
+    write_report(a.out, report, HEADLINE, allow_nan=False)
     return 0 if met else 1
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -14,6 +13,7 @@ import bench.alarms
 from bench.alarms.replay import Scoring, load_scoring
 from bench.alarms.signals import REFERENCE_LAG_S
 from bench.alarms.timing import BOUNDS
+from bench.report import write_report
 
 log = logging.getLogger("bench.alarms")
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,10 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         key: {"limit_s": limit, "met": None if report[key] is None else report[key] <= limit}
         for key, limit in BOUNDS.items()
     }
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in HEADLINE}))
+    write_report(a.out, report, HEADLINE)
     return 0
 
 

@@ -27,6 +27,7 @@ from bench.arrhythmia.chain import ACK_AFTER_S, CHUNK_S
 from bench.arrhythmia.noise import NOISE_KINDS, NoiseProtocol
 from bench.arrhythmia.record import Task, evaluate
 from bench.arrhythmia.score import ALARM_WINDOW, MATCH_WINDOW_S, PPV_WINDOW_S
+from bench.report import write_report
 from ecgcommon.aami import DS1, DS2
 from ecgcommon.records import annotated_records, resolve_data_dir
 
@@ -259,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     report["definitions"] = DEFINITIONS
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    out = write_report(a.out, report, indent=1)
     head = {k: report[k] for k in ("beats", "episodes", "lethal", "alarms")}
     head["beats"] = {k: v for k, v in head["beats"].items() if k != "records"}
     print(json.dumps(head))

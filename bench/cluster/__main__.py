@@ -54,6 +54,7 @@ from bench.cluster.scenario import (
     stored,
     wait_owned,
 )
+from bench.report import write_report
 from ecgcommon.subjects import PARTITIONS
 
 # A failover is a fault, never an arrhythmia: a pause or asystole raised while the devices
@@ -61,6 +62,14 @@ from ecgcommon.subjects import PARTITIONS
 # technical alarm while a worker's beds wait for their new owner; it is counted on its own.
 FALSE_TYPES = ("asystole", "pause")
 TECHNICAL_TYPES = ("signal_lost",)
+HEADLINE = (  # the report's keys printed on stdout
+    "workers",
+    "scaling_efficiency_2_workers",
+    "failover_s",
+    "chunks_lost",
+    "duplicate_beats",
+    "false_alarms_after_failover",
+)
 
 
 def _loadgen(
@@ -380,24 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         hop["nats_server_cpu_us_per_chunk"] = (
             hop_nats["nats_server_cores"] / hop_nats["msgs_per_s"] * 1e6
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(
-        json.dumps(
-            {
-                k: report[k]
-                for k in (
-                    "workers",
-                    "scaling_efficiency_2_workers",
-                    "failover_s",
-                    "chunks_lost",
-                    "duplicate_beats",
-                    "false_alarms_after_failover",
-                )
-            }
-        )
-    )
+    write_report(args.out, report, HEADLINE, default=float)
     return 0
 
 
