@@ -85,14 +85,40 @@ def test_expected_services_each_with_healthcheck_and_restart() -> None:
         assert "image" in svc or "build" in svc, name
 
 
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"  # one stage per service, on a shared `base`
+
+
+def dockerfile_stages() -> dict[str, tuple[str, str]]:
+    """deploy/Dockerfile's stages: name -> (the image it starts FROM, its instructions)."""
+    text = "\n".join(ln for ln in DOCKERFILE.read_text().splitlines() if not ln.startswith("#"))
+    stage = re.compile(r"^FROM (\S+) AS (\w+)\n.*?(?=^FROM |\Z)", re.M | re.S)
+    return {m[2]: (m[1], m[0]) for m in stage.finditer(text)}
+
+
+def image_text(target: str) -> str:
+    """The instructions that make the image of stage `target`: its parent stages' first."""
+    stages = dockerfile_stages()
+    assert target in stages, f"{DOCKERFILE} has no stage {target}"
+    parts = []
+    while target in stages:
+        target, text = stages[target]
+        parts.insert(0, text)
+    return "\n".join(parts)
+
+
 def test_built_images_have_a_dockerfile_without_torch_or_data() -> None:
+    assert set(dockerfile_stages()) == {"base"} | PYTHON_SERVICES, "a stage per service"
     for name in PYTHON_SERVICES:
         build = SERVICES[name]["build"]
         assert build["context"] == "."
-        dockerfile = ROOT / build["dockerfile"]
-        assert dockerfile == ROOT / name / "Dockerfile"
-        text = "\n".join(ln for ln in dockerfile.read_text().splitlines() if not ln.startswith("#"))
+        assert ROOT / build["dockerfile"] == DOCKERFILE and build["target"] == name, name
+        dockerfile = f"{DOCKERFILE.relative_to(ROOT)} target {name}"
+        text = image_text(name)
         assert re.search(r"^FROM python:3\.11-slim", text, re.M), name
+        others = PYTHON_SERVICES - {name}
+        assert not any(f"COPY {o} " in text for o in others), f"{dockerfile} copies another service"
+        assert re.search(rf"^COPY {name} {name}$", text, re.M), f"{dockerfile}: no {name}/"
+        assert ("models/artifacts" in text) == (name == "detector"), f"{dockerfile}: the model"
         assert "torch" not in text.lower(), f"{dockerfile}: run-time images carry no torch"
         installs = re.findall(r"pip install ([^&\n]+)", text)
         assert installs == [". "] or installs == ["."], f"{dockerfile}: plain `pip install .`"
@@ -118,7 +144,7 @@ def test_detector_image_carries_the_onnx_model() -> None:
     """The files the scorer loads (detector.scorer), copied and allowed in by .dockerignore."""
     from detector.scorer import MANIFEST_FILE, MODEL_FILE
 
-    text = (ROOT / "detector" / "Dockerfile").read_text()
+    text = image_text("detector")
     needed = [f"models/artifacts/{MODEL_FILE}", f"models/artifacts/{MANIFEST_FILE}"]
     assert f"COPY {' '.join(needed)} models/artifacts/" in text
     assert "DETECTOR_MODEL_DIR=/app/models/artifacts" in text
