@@ -23,8 +23,10 @@ import cProfile
 import json
 import math
 import pstats
+import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -238,6 +240,48 @@ def compare(a: Path, b: Path, tol: float) -> int:
     return 1 if diffs else 0
 
 
+class Sampler:
+    """A statistical profiler: on every SIGPROF (process CPU time), the Python stack is
+    counted, inclusive (each function once per sample) and own (the innermost frame, which
+    holds the time of the C calls it makes). Unlike cProfile it does not slow small calls
+    down more than big ones, so the shares are those of the unprofiled run."""
+
+    def __init__(self, interval_s: float = 0.001) -> None:
+        self.interval_s = interval_s
+        self.incl: Counter[str] = Counter()
+        self.own: Counter[str] = Counter()
+        self.n = 0
+
+    def _tick(self, _sig: int, frame: Any) -> None:
+        self.n += 1
+        seen: set[str] = set()
+        first = True
+        while frame is not None:
+            code = frame.f_code
+            key = f"{'/'.join(code.co_filename.rsplit('/', 2)[-2:])}:{code.co_name}"
+            if first:
+                self.own[key] += 1
+                first = False
+            if key not in seen:
+                self.incl[key] += 1
+                seen.add(key)
+            frame = frame.f_back
+
+    def start(self) -> None:
+        signal.signal(signal.SIGPROF, self._tick)
+        signal.setitimer(signal.ITIMER_PROF, self.interval_s, self.interval_s)
+
+    def stop(self) -> None:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+
+    def table(self, top: int) -> list[dict[str, Any]]:
+        n = max(1, self.n)
+        return [
+            {"function": k, "inclusive": round(c / n, 4), "own": round(self.own[k] / n, 4)}
+            for k, c in self.incl.most_common(top)
+        ]
+
+
 @contextmanager
 def profiled(path: str | None) -> Iterator[cProfile.Profile | None]:
     if not path:
@@ -248,7 +292,9 @@ def profiled(path: str | None) -> Iterator[cProfile.Profile | None]:
     prof.dump_stats(path)
 
 
-def report(a: argparse.Namespace, cpu: float, stages: Stages) -> None:
+def report(
+    a: argparse.Namespace, cpu: float, stages: Stages, sampler: Sampler | None = None
+) -> None:
     """Print the figures (and the profile's top functions); write them as JSON if asked."""
     bed_s = a.beds * a.seconds
     per = cpu / bed_s * 1e6
@@ -263,6 +309,8 @@ def report(a: argparse.Namespace, cpu: float, stages: Stages) -> None:
         "stages_us_per_bed_s": {k: round(v / bed_s * 1e6, 1) for k, v in by_stage},
         "calls": dict(stages.calls),
     }
+    if sampler is not None:
+        doc["sampled"] = {"samples": sampler.n, "functions": sampler.table(a.top)}
     print(
         f"{a.beds} beds x {a.seconds:g} s: {cpu:.2f} s CPU = {per:.1f} us per bed-second "
         f"(~{1e6 / per:.0f} beds per core, engine only, MQTT excluded)"
@@ -271,6 +319,10 @@ def report(a: argparse.Namespace, cpu: float, stages: Stages) -> None:
         print(f"  {v:8.1f} us/bed-s  {stages.calls[k]:8d} calls  {k}")
     if a.profile:
         pstats.Stats(a.profile).sort_stats("tottime").print_stats(a.top)
+    if sampler is not None:
+        print(f"sampled ({sampler.n} samples of process CPU): inclusive, own")
+        for row in doc["sampled"]["functions"]:
+            print(f"  {row['inclusive']:6.1%} {row['own']:6.1%}  {row['function']}")
     if a.json:
         Path(a.json).write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -285,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--dump", default=None, help="write every publication, decoded (JSON lines)")
     p.add_argument("--profile", default=None, help="cProfile the measured part into this file")
+    p.add_argument("--sample", action="store_true", help="statistical profile (SIGPROF)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--json", default=None, help="write the figures as JSON here")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None)
@@ -304,22 +357,27 @@ def main(argv: list[str] | None = None) -> int:
         if a.dump:
             kept.extend(pubs)
 
+    sampler = Sampler() if a.sample else None
     with profiled(a.profile) as prof:
 
         def start() -> None:
             stages.reset()
             if prof is not None:
                 prof.enable()
+            if sampler is not None:
+                sampler.start()
 
         cpu = replay(engine, clock, msgs, sink, T0 + a.warmup_s, start)
         if prof is not None:
             prof.disable()
+        if sampler is not None:
+            sampler.stop()
     stages.restore()
     if a.dump:
         with open(a.dump, "w") as out:
             for row in decoded(kept):
                 out.write(json.dumps(row, sort_keys=True) + "\n")
-    report(a, cpu, stages)
+    report(a, cpu, stages, sampler)
     return 0
 
 

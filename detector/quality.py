@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.rhythms.events import EpisodeChange, check_positive
+from detector.rhythms.events import EpisodeChange, check_config
 from detector.rhythms.vf_features import VFFeatures
 
 RELATIVE = ("amp_mv", "kurt", "dkurt", "spread", "psr", "tcsc")
@@ -67,17 +67,7 @@ class QualityConfig:
     flat_mv: float = 0.02  # a window smaller than this is flat: no quality verdict (asystole?)
 
     def __post_init__(self) -> None:
-        check_positive(
-            "QualityConfig",
-            p_bad=self.p_bad,
-            p_clean=self.p_clean,
-            baseline_windows=self.baseline_windows,
-            learn_windows=self.learn_windows,
-            on_windows=self.on_windows,
-            on_of=self.on_of,
-            off_windows=self.off_windows,
-            flat_mv=self.flat_mv,
-        )
+        check_config(self)
         if not self.p_clean <= self.p_bad < 1:
             raise ValueError("QualityConfig.p_bad must be < 1 and >= p_clean")
         if self.on_windows > self.on_of:
@@ -100,6 +90,7 @@ class LeadSQI:
         self.history: deque[tuple[float, ...]] = deque(maxlen=config.baseline_windows)
         self.learning: list[tuple[float, ...]] = []
         self.base: dict[str, float] = {}
+        self._base_row: tuple[float, ...] = ()  # the same in RELATIVE order
         self.stale = 0  # clean windows added since the medians were taken
 
     def update(self, f: VFFeatures | None) -> LeadQuality:
@@ -108,7 +99,14 @@ class LeadSQI:
         c = self.config
         if f is None or f.amp_mv < c.flat_mv or not math.isfinite(f.kurt):
             return LeadQuality(math.nan, False)
-        row = tuple(float(getattr(f, name)) for name in RELATIVE)
+        row = (  # RELATIVE
+            float(f.amp_mv),
+            float(f.kurt),
+            float(f.dkurt),
+            float(f.spread),
+            float(f.psr),
+            float(f.tcsc),
+        )
         if not self.base:
             self.learning.append(row)
             if len(self.learning) < c.learn_windows:
@@ -119,15 +117,24 @@ class LeadSQI:
         if self.stale >= min(10, c.learn_windows):  # medians refreshed every few clean windows
             med = np.median(np.array(self.history), axis=0)
             self.base = dict(zip(RELATIVE, med.tolist(), strict=True))
+            self._base_row = tuple(self.base[name] for name in RELATIVE)
             self.stale = 0
-        feats = dict(zip(RELATIVE, row, strict=True))
-        feats["hf"] = f.hf
-        p = artifact_probability(quality_inputs(feats, self.base))
+        # = quality_inputs(row as a dict, base), without building the dicts (once a window)
+        z = [
+            math.log(v / ref + 1e-6) if ref > 0 and v >= 0 else 0.0
+            for v, ref in zip(row, self._base_row, strict=True)
+        ]
+        z.append(f.hf)
+        p = artifact_probability(z)
         bad = p >= c.p_bad
         if p < c.p_clean:
             self.history.append(row)
             self.stale += 1
         return LeadQuality(1.0 - p, bad)
+
+
+def _detail(q: LeadQuality, lead: str) -> dict[str, object]:
+    return {"lead": lead, "sqi": None if math.isnan(q.sqi) else round(q.sqi, 3)}
 
 
 class NoisyGate:
@@ -149,7 +156,6 @@ class NoisyGate:
         """One window [t_start, t_end) of the analysed lead."""
         c = self.config
         self.recent.append((t_end, q.bad))
-        detail = {"lead": lead, "sqi": None if math.isnan(q.sqi) else round(q.sqi, 3)}
         if not self.active:
             bad = [t for t, b in self.recent if b]
             if len(bad) >= c.on_windows:
@@ -158,7 +164,7 @@ class NoisyGate:
                 # artifact reached the first bad window's newest hop
                 self.since = bad[0] - (t_end - t_start) / 4
                 self.spans.append((self.since, math.inf))
-                return [EpisodeChange("noisy", True, self.since, detail)]
+                return [EpisodeChange("noisy", True, self.since, _detail(q, lead))]
             return []
         if q.bad:
             self.good_run = 0
@@ -169,7 +175,7 @@ class NoisyGate:
         if self.good_run >= c.off_windows:
             # ends when decided (beats up to now went out as class Q under it), not back at
             # the first clean window: the policy restarts its analysis from here
-            return self.end(t_end, {**detail, "clean_since": self.first_good_t})
+            return self.end(t_end, {**_detail(q, lead), "clean_since": self.first_good_t})
         return []
 
     def force(self, since: float, lead: str) -> list[EpisodeChange]:

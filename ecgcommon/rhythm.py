@@ -89,13 +89,15 @@ class RRTracker:
         self._last_peak = peak
         if len(self._rrs) >= MIN_HISTORY:
             local = sum(self._rrs) / len(self._rrs)
-            recent = list(self._rrs)[-SHORT_HISTORY:]
+            recent = sorted(list(self._rrs)[-SHORT_HISTORY:])
+            k = len(recent) // 2  # their median as np.median gives it, without numpy's overhead
+            med = recent[k] if len(recent) % 2 else (recent[k - 1] + recent[k]) / 2
             feats = RhythmFeatures(
                 rr_s=rr,
                 local_rr_s=local,
                 rr_ratio=rr / local,
                 prev_ratio=self._rrs[-1] / local,
-                short_ratio=rr / float(np.median(recent)),
+                short_ratio=rr / med,
                 valid=True,
             )
         else:

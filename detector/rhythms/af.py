@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.rhythms.events import EpisodeChange, RhythmBeat, check_positive
+from detector.rhythms.events import EpisodeChange, RhythmBeat, check_config
 
 ECTOPIC = ("V", "F", "Q", "S")
 
@@ -46,19 +46,7 @@ class AFConfig:
     decide_every: int = 4  # the window is judged every this many kept intervals (cost)
 
     def __post_init__(self) -> None:
-        check_positive(
-            "AFConfig",
-            window_beats=self.window_beats,
-            trim=self.trim,
-            nrmssd_on=self.nrmssd_on,
-            nrmssd_off=self.nrmssd_off,
-            she_on=self.she_on,
-            she_off=self.she_off,
-            tpr_low=self.tpr_low,
-            tpr_high=self.tpr_high,
-            max_gap_s=self.max_gap_s,
-            decide_every=self.decide_every,
-        )
+        check_config(self)
         if self.window_beats < 12 or 4 * self.trim >= self.window_beats:
             raise ValueError("AFConfig.window_beats must be >= 12 and > 4 * trim")
         if self.nrmssd_off > self.nrmssd_on or self.she_off > self.she_on:
@@ -69,12 +57,12 @@ def irregularity(rr: np.ndarray, chain: np.ndarray, trim: int) -> tuple[float, f
     """(nrmssd, she, tpr) of RR intervals; `chain[i]`: rr[i] follows rr[i-1] directly."""
     srt = np.sort(rr)
     core = srt[trim : rr.size - trim]
-    mean = float(core.mean())
+    mean = float(np.add.reduce(core)) / core.size  # = core.mean()
     lo, hi = float(core[0]), float(core[-1])
-    d = np.diff(rr)[chain[1:]]
-    keep = (rr[1:][chain[1:]] >= lo) & (rr[1:][chain[1:]] <= hi)
-    keep &= (rr[:-1][chain[1:]] >= lo) & (rr[:-1][chain[1:]] <= hi)
-    d = d[keep]
+    link = chain[1:]
+    after, before = rr[1:][link], rr[:-1][link]  # the two intervals of each chained step
+    d = after - before  # = np.diff(rr)[link]
+    d = d[(after >= lo) & (after <= hi) & (before >= lo) & (before <= hi)]
     nrmssd = math.sqrt(float(d @ d) / d.size) / mean if d.size and mean > 0 else 0.0
     if hi > lo:
         counts = np.bincount(

@@ -40,7 +40,7 @@ def reference(name: str, folder: Path) -> tuple[list[RhythmBeat], list[tuple[flo
         cls = aami_class(sym)
         if cls is None:
             continue
-        rr = None if last is None else t - last
+        rr: float | None = None if last is None else t - last
         beats.append(RhythmBeat(int(s), t, rr, 60 / rr if rr else None, cls))
         last = t
     dur = hdr.sig_len / fs
@@ -52,12 +52,13 @@ def reference(name: str, folder: Path) -> tuple[list[RhythmBeat], list[tuple[flo
 def detect(beats: list[RhythmBeat], config: AFConfig) -> list[tuple[float, float]]:
     """AF episodes found by the detector on these beats."""
     det = AFDetector(config)
-    spans, start = [], None
+    spans: list[tuple[float, float]] = []
+    start: float | None = None
     for b in beats:
         for ch in det.feed(b):
             if ch.active:
                 start = ch.t
-            else:
+            elif start is not None:  # an end always follows its start
                 spans.append((start, ch.t))
                 start = None
     if start is not None:

@@ -105,10 +105,13 @@ class RhythmAnalyser:
             self.next_hop = self.hop
             self.lead_name = lead_names[lead] if lead < len(lead_names) else "?"
         dec = self.dec
+        assert dec is not None
         # a finite chunk whose windows all stay in the buffer goes in at once (the filter and
         # decimation are sequential, so the kept samples are the same); otherwise hop by hop,
         # so that the invalid spans `Decimated` records are the same for any chunking
-        whole = x.shape[0] // dec.q + 1 + self.win <= dec.keep and bool(np.isfinite(x).all())
+        whole = x.shape[0] // dec.q + 1 + self.win <= dec.keep and bool(
+            np.logical_and.reduce(np.isfinite(x), axis=None)
+        )
         step = x.shape[0] if whole else self.hop * dec.q
         for i in range(0, x.shape[0], step):
             dec.feed(x[i : i + step])

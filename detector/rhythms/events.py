@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -49,3 +49,10 @@ def check_positive(owner: str, **values: float) -> None:
             raise TypeError(f"{owner}.{name} must be a number, got {value!r}")
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"{owner}.{name} must be finite and > 0, got {value!r}")
+
+
+def check_config(config: Any, skip: tuple[str, ...] = ()) -> None:
+    """`check_positive` over every field of the dataclass `config` but `skip`, in declaration
+    order (each detector's config validates its own extra rules after this)."""
+    values = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in skip}
+    check_positive(type(config).__name__, **values)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detector.rhythms.events import EpisodeChange, RhythmBeat, check_positive
+from detector.rhythms.events import EpisodeChange, RhythmBeat, check_config
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,7 @@ class RunConfig:
     organised_beats: int = 8
 
     def __post_init__(self) -> None:
-        check_positive(
-            "RunConfig",
-            min_beats=self.min_beats,
-            min_rate_bpm=self.min_rate_bpm,
-            rate_beats=self.rate_beats,
-        )
+        check_config(self, skip=("episode", "classes", "organised_spread", "organised_beats"))
         if self.min_beats < 2 or not self.classes:
             raise ValueError("RunConfig.min_beats must be >= 2 and classes not empty")
         if not (self.organised_spread >= 0 and self.organised_beats >= 4):
@@ -113,7 +108,7 @@ class BeatRunDetector:
                     {
                         "beats": len(self.run),
                         "onset_t": self.run[0].t,
-                        "hr_bpm": round(rate, 1),
+                        "hr_bpm": None if rate is None else round(rate, 1),  # fast: not None
                         "detected_t": beat.t,
                     },
                 )

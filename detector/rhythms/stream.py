@@ -22,6 +22,18 @@ except ImportError:  # pragma: no cover - depends on the SciPy version
 
 TARGET_HZ = 100.0  # decimate to the first rate >= this (integer factor)
 HIGHPASS_HZ, LOWPASS_HZ = 1.0, 35.0  # band-pass: baseline wander out, QRS slopes in
+_SOS: dict[tuple[float, float], np.ndarray] = {}  # filter designs by (rate, cut-off): one per bed
+
+
+def band_pass(fs: float, cut: float) -> np.ndarray:
+    """The band-pass's second-order sections at `fs` (designed once per rate and shared: never
+    written to; scipy's `_sosfilt` takes a writable array, so it is not flagged read-only)."""
+    sos = _SOS.get((fs, cut))
+    if sos is None:
+        sos = np.ascontiguousarray(butter(3, [HIGHPASS_HZ, cut], btype="band", fs=fs, output="sos"))
+        if len(_SOS) < 64:
+            _SOS[(fs, cut)] = sos
+    return sos
 
 
 class Decimated:
@@ -35,17 +47,24 @@ class Decimated:
         self.fs = fs / self.q
         self.n_leads = n_leads
         cut = min(LOWPASS_HZ, 0.4 * self.fs)
-        self.sos = np.ascontiguousarray(
-            butter(3, [HIGHPASS_HZ, cut], btype="band", fs=fs, output="sos")
-        )
+        self.sos = band_pass(fs, cut)
         self.zi = np.zeros((n_leads, self.sos.shape[0], 2))  # (lead, section, state)
         self.keep = int(math.ceil(keep_s * self.fs)) + 1
-        self.buf = np.zeros((n_leads, 0))
+        # the last `keep` samples are _store[:, _lo:_hi]: room for chunks past them, so a
+        # chunk is copied in once (compacted when the room runs out), not concatenated
+        self._store = np.zeros((n_leads, 2 * self.keep + 64))
+        self._lo = self._hi = 0
         self.invalid: deque[tuple[int, int, int]] = deque()  # (lead, start, end) decimated
         self.seen_in = 0  # input samples fed
         self.seen = 0  # decimated samples produced (index of the next one)
         self.guard = int(round(0.25 * fs))  # filter settling after non-finite input
         self.last_bad = np.full(n_leads, -(1 << 60), dtype=np.int64)
+        self._last_bad_max = -(1 << 60)  # = last_bad.max()
+
+    @property
+    def buf(self) -> np.ndarray:
+        """The kept decimated samples (lead, sample), newest last (a view)."""
+        return self._store[:, self._lo : self._hi]
 
     def feed(self, x: np.ndarray) -> int:
         """Feed (n, n_leads) samples in mV; returns the number of new decimated samples."""
@@ -53,7 +72,7 @@ class Decimated:
         if n == 0:
             return 0
         finite = np.isfinite(x)
-        clean = bool(finite.all())
+        clean = bool(np.logical_and.reduce(finite, axis=None))  # = finite.all()
         if not clean:
             x = np.where(finite, x, 0.0)
         y = np.array(x.T, dtype=np.float64, order="C")  # (lead, sample), filtered in place
@@ -67,23 +86,39 @@ class Decimated:
         self.seen_in += n
         y = y[:, start :: self.q]
         m = y.shape[1]
-        if not clean or first - self.guard < self.last_bad.max():
+        if not clean or first - self.guard < self._last_bad_max:
             # valid once `guard` inputs have passed since the last non-finite one (transient)
             idx = np.arange(first, first + n)
             last = np.where(finite.T, -(1 << 60), idx)
             last = np.maximum(np.maximum.accumulate(last, axis=1), self.last_bad[:, None])
             self.last_bad = last[:, -1].copy()
+            self._last_bad_max = int(self.last_bad.max())
             bad = (idx - last < self.guard)[:, start :: self.q]
             for lead in np.flatnonzero(bad.any(axis=1)).tolist():
                 j = np.flatnonzero(bad[lead])
                 self.invalid.append((lead, self.seen + int(j[0]), self.seen + int(j[-1]) + 1))
         if m == 0:
             return 0
-        self.buf = np.concatenate((self.buf[:, max(0, self.buf.shape[1] + m - self.keep) :], y), 1)
+        self._append(y)
         self.seen += m
         while self.invalid and self.invalid[0][2] <= self.seen - self.keep:
             self.invalid.popleft()
         return m
+
+    def _append(self, y: np.ndarray) -> None:
+        """buf := the newest `keep - m` of buf, then the m new samples (as the concatenation
+        it replaces: a chunk longer than `keep` is kept whole)."""
+        m = y.shape[1]
+        lo = max(self._lo, self._hi - max(0, self.keep - m))
+        if self._hi + m > self._store.shape[1]:  # out of room: the kept samples to the front
+            kept = self._hi - lo
+            size = max(self._store.shape[1], kept + m)
+            store = np.zeros((self.n_leads, size)) if size > self._store.shape[1] else self._store
+            store[:, :kept] = self._store[:, lo : self._hi]
+            self._store, lo, self._hi = store, 0, kept
+        self._store[:, self._hi : self._hi + m] = y
+        self._hi += m
+        self._lo = lo
 
     def window(self, end: int, n: int) -> tuple[np.ndarray, list[bool]] | None:
         """Samples [end - n, end) of every lead (decimated index), shape (lead, n), and whether

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.rhythms.events import EpisodeChange, check_positive
+from detector.rhythms.events import EpisodeChange, check_config
 from detector.rhythms.vf_features import VFFeatures, vf_features
 
 WINDOW_S = 4.0
@@ -99,19 +99,7 @@ class VFConfig:
     on_windows_artifact: int = 3
 
     def __post_init__(self) -> None:
-        check_positive(
-            "VFConfig",
-            window_s=self.window_s,
-            hop_s=self.hop_s,
-            p_on=self.p_on,
-            p_off=self.p_off,
-            on_windows=self.on_windows,
-            off_windows=self.off_windows,
-            lost_windows=self.lost_windows,
-            min_amp_mv=self.min_amp_mv,
-            p_on_artifact=self.p_on_artifact,
-            on_windows_artifact=self.on_windows_artifact,
-        )
+        check_config(self)
         if not (self.p_off <= self.p_on <= self.p_on_artifact < 1.0):
             raise ValueError("VFConfig.p_on must be < 1, >= p_off and <= p_on_artifact")
         if self.window_s != WINDOW_S or self.hop_s != HOP_S:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,9 @@ def rhythm_vf_mask(name: str, folder: Path, n: int) -> np.ndarray:
     return mask
 
 
-def windows(x: np.ndarray, fs: float, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def windows(
+    x: np.ndarray, fs: float, label: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Feature rows, labels (1 VF, 0 not, -1 mixed) and end times of the detector's windows."""
     y, ok, fs_d = decimate(x, fs)
     q = int(round(fs / fs_d))
@@ -99,7 +102,7 @@ def add_noise(rec, noise: np.ndarray, snr_db: float, lead: int) -> np.ndarray:
 def build(data: Path) -> dict[str, np.ndarray]:
     X, y, group, kind, t_end = [], [], [], [], []
 
-    def put(rows, labels, ends, g, k):
+    def put(rows: np.ndarray, labels: np.ndarray, ends: np.ndarray, g: str, k: str) -> None:
         X.append(rows)
         y.append(labels)
         t_end.append(ends)
@@ -216,7 +219,8 @@ def main() -> None:
         d = dict(np.load(args.out))
     else:
         d = build(args.data)
-        np.savez(args.out, **d)
+        arrays: dict[str, Any] = d  # the stubs would let ** fill allow_pickle
+        np.savez(args.out, **arrays)
     p = cross_validate(d)
     y, kind = d["y"], d["kind"]
     print("record-wise 6-fold CV, share of windows with p >= threshold (VF windows | others):")

@@ -122,8 +122,8 @@ def vf_features(
     else:
         leakage = 1.0
     # spectrum (Hamming window)
-    spec = np.fft.rfft(y * hamming, nfft)
-    spec = spec.real**2 + spec.imag**2
+    z_spec = np.fft.rfft(y * hamming, nfft)
+    spec = z_spec.real**2 + z_spec.imag**2
     peak_hz = float(f[band.start + int(np.argmax(spec[band]))])
     top = min(100.0, 20 * max(peak_hz, 0.5), 0.5 * fs)
     i0, i1 = band.start, int(np.searchsorted(f, top, side="right"))

@@ -208,12 +208,15 @@ class PatientAdapter:
         w = _window(window, self._template.size)
         sq = (w - self._template) ** 2
         lo, hi = self._lo, self._hi
-        q = w[lo:hi] - w[lo:hi].mean()
+        # np.add.reduce / n and np.maximum.reduce: .mean(), .max() and np.diff without their
+        # Python wrappers (the same arithmetic; this runs once per beat of every bed)
+        wq = w[lo:hi]
+        q = wq - np.add.reduce(wq) / wq.size
         r = float(q @ self._t_qrs) / math.sqrt(float(q @ q) * self._t_norm + 1e-9)
-        slope = float(np.abs(np.diff(w[lo:hi])).max())
+        slope = float(np.maximum.reduce(np.abs(wq[1:] - wq[:-1])))
         return (
-            math.log(float(sq[lo:hi].mean()) + 1e-3),
-            math.log(float(sq[hi:].mean()) + 1e-3),
+            math.log(float(np.add.reduce(sq[lo:hi])) / (hi - lo) + 1e-3),
+            math.log(float(np.add.reduce(sq[hi:])) / (sq.size - hi) + 1e-3),
             math.log((slope + 1e-3) / (self._t_slope + 1e-3)),
             math.log(1.0 - r + 1e-3),
         )
