@@ -94,7 +94,7 @@ def ward_hub(config: AlertingConfig) -> WardHub:
 
 
 class AlertingCore:
-    """Messages in -> policy -> store -> metrics, dashboard hub and MQTT alarms out.
+    """Messages in -> policy -> store -> metrics, dashboard hub and alarm publications out.
 
     Also the `AlarmDesk` the HTTP API uses for listing and acknowledging alarms.
     """

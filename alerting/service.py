@@ -244,6 +244,7 @@ class AlertingService:
         server.lifespan = ucfg.lifespan_class(ucfg)
         await server.startup()
         if not server.started:
+            writer.close()  # nothing was written yet: just stop its thread
             raise RuntimeError(
                 f"could not listen on {self.config.http_host}:{self.config.http_port}"
             )
