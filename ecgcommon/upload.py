@@ -130,6 +130,37 @@ def parse_csv(
     is skipped; `lead` picks a signal column by header name or 0-based index (default: first).
     A header that says µV (`uV`) is converted to mV.
     """
+    table = _read_table(_csv_text(data, name), name)
+    rate = _csv_rate(fs, table.comment_fs, name)
+    width = len(table.rows[0])
+    columns, signal_cols = _signal_columns(table, width, name)
+    col = _csv_column(lead, columns, signal_cols, name)
+    values = _column_values(table, width, col, columns, name)
+    label = columns[col]
+    if re.search(r"(?:\bu|µ|micro)v\b", label, re.IGNORECASE):
+        values = values / 1000.0
+    return Upload(
+        name=name,
+        fs=rate,
+        samples=_check_signal(values, rate, name),
+        lead=label,
+        leads=tuple(columns[i] for i in signal_cols),
+        kind="csv",
+    )
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A CSV file's cells: the header row if any, the data rows and their file line numbers."""
+
+    comment_fs: float | None  # from a comment like `# fs = 360 Hz`
+    header: list[str] | None
+    rows: list[list[str]]  # never empty
+    line_numbers: list[int]  # file line number of each data row, for error messages
+
+
+def _csv_text(data: bytes, name: str) -> str:
+    """The upload as text, refused when empty, too large or binary."""
     if not data.strip():
         raise UploadError(f"{name}: the file is empty")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -137,14 +168,18 @@ def parse_csv(
     if b"\x00" in data[:4096]:
         raise UploadError(f"{name}: this is a binary file, not CSV text (for WFDB send .hea+.dat)")
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = data.decode("latin-1")
+        return data.decode("latin-1")
 
+
+def _read_table(text: str, name: str) -> _Table:
+    """Comments (the first stating fs is kept), a header row (cells that are not all numbers,
+    before any data) and the data rows; UploadError when there is no data row."""
     comment_fs: float | None = None
     header: list[str] | None = None
     rows: list[list[str]] = []
-    first_line: list[int] = []  # file line number of each data row, for error messages
+    line_numbers: list[int] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
@@ -159,10 +194,14 @@ def parse_csv(
             header = [c.strip().strip('"').strip("'") for c in cells]
             continue
         rows.append(cells)
-        first_line.append(lineno)
+        line_numbers.append(lineno)
     if not rows:
         raise UploadError(f"{name}: no rows of numbers found (only a header or comments)")
+    return _Table(comment_fs, header, rows, line_numbers)
 
+
+def _csv_rate(fs: float | str | None, comment_fs: float | None, name: str) -> float:
+    """The stated `fs`, else the file's comment; both given, they must agree."""
     if fs is not None and str(fs).strip():
         rate = check_fs(fs)
         if comment_fs is not None and abs(comment_fs - rate) > 1e-6:
@@ -170,12 +209,16 @@ def parse_csv(
                 f"{name}: the stated fs={rate:g} Hz disagrees with the file's comment "
                 f"fs={comment_fs:g} Hz"
             )
-    elif comment_fs is not None:
-        rate = comment_fs
-    else:
-        rate = check_fs(None)
+        return rate
+    if comment_fs is not None:
+        return comment_fs
+    return check_fs(None)
 
-    width = len(rows[0])
+
+def _signal_columns(table: _Table, width: int, name: str) -> tuple[list[str], list[int]]:
+    """The column names (from the header, else numbered) and the indices of signal columns:
+    not a named time/sample column, nor a leading strictly increasing one without a header."""
+    header, rows = table.header, table.rows
     if header is not None and len(header) != width:
         raise UploadError(
             f"{name}: the header has {len(header)} columns but the first row has {width}"
@@ -190,34 +233,44 @@ def parse_csv(
         # Without a header a leading, strictly increasing column is a time or sample index.
         first = [_number(r[0]) if r else None for r in rows[:50]]
         known = [v for v in first if v is not None]
-        if (
-            len(known) == len(first) > 2
-            and all(b > a for a, b in zip(known, known[1:], strict=False))
+        if len(known) == len(first) > 2 and all(
+            b > a for a, b in zip(known, known[1:], strict=False)
         ):
             signal_cols = signal_cols[1:]
     if not signal_cols:
         raise UploadError(f"{name}: no signal column (only time or sample-index columns)")
+    return columns, signal_cols
 
+
+def _csv_column(
+    lead: str | int | None, columns: list[str], signal_cols: list[int], name: str
+) -> int:
+    """The column `lead` asks for: none (the first signal column), an index, or a name."""
     if lead is None or (isinstance(lead, str) and not lead.strip()):
-        col = signal_cols[0]
-    elif isinstance(lead, int) or str(lead).strip().isdigit():
+        return signal_cols[0]
+    if isinstance(lead, int) or str(lead).strip().isdigit():
         k = int(lead)
         if not 0 <= k < len(signal_cols):
             raise UploadError(
                 f"{name}: lead index {k} out of range; the file has "
                 f"{len(signal_cols)} signal column(s)"
             )
-        col = signal_cols[k]
-    else:
-        wanted = str(lead).strip().lower()
-        matches = [i for i in signal_cols if columns[i].lower() == wanted]
-        if not matches:
-            names = ", ".join(columns[i] for i in signal_cols)
-            raise UploadError(f"{name}: no column named {lead!r}; signal columns are: {names}")
-        col = matches[0]
+        return signal_cols[k]
+    wanted = str(lead).strip().lower()
+    matches = [i for i in signal_cols if columns[i].lower() == wanted]
+    if not matches:
+        names = ", ".join(columns[i] for i in signal_cols)
+        raise UploadError(f"{name}: no column named {lead!r}; signal columns are: {names}")
+    return matches[0]
 
-    values = np.empty(len(rows), dtype=np.float64)
-    for k, (cells, lineno) in enumerate(zip(rows, first_line, strict=True)):
+
+def _column_values(
+    table: _Table, width: int, col: int, columns: list[str], name: str
+) -> np.ndarray:
+    """Column `col` of every row as numbers; a row of another width or a cell that is not a
+    number is refused, naming its line."""
+    values = np.empty(len(table.rows), dtype=np.float64)
+    for k, (cells, lineno) in enumerate(zip(table.rows, table.line_numbers, strict=True)):
         if len(cells) != width:
             raise UploadError(
                 f"{name} line {lineno}: {len(cells)} columns where the file has {width}"
@@ -228,17 +281,7 @@ def parse_csv(
                 f"{name} line {lineno}: {cells[col]!r} in column {columns[col]!r} is not a number"
             )
         values[k] = v
-    label = columns[col]
-    if re.search(r"(?:\bu|µ|micro)v\b", label, re.IGNORECASE):
-        values = values / 1000.0
-    return Upload(
-        name=name,
-        fs=rate,
-        samples=_check_signal(values, rate, name),
-        lead=label,
-        leads=tuple(columns[i] for i in signal_cols),
-        kind="csv",
-    )
+    return values
 
 
 def _safe_name(filename: str) -> str:
@@ -291,16 +334,7 @@ def parse_wfdb(files: Mapping[str, bytes], *, lead: str | int | None = None) -> 
     if rec.p_signal is None or rec.p_signal.ndim != 2 or rec.p_signal.shape[0] == 0:
         raise UploadError(f"{hea}: the record holds no samples")
     names = tuple(str(s) for s in rec.sig_name)
-    if lead is None or (isinstance(lead, str) and not lead.strip()):
-        k = 0
-    elif isinstance(lead, int) or str(lead).strip().isdigit():
-        k = int(lead)
-        if not 0 <= k < len(names):
-            raise UploadError(f"{hea}: lead index {k} out of range; leads are {', '.join(names)}")
-    elif str(lead) in names:
-        k = names.index(str(lead))
-    else:
-        raise UploadError(f"{hea}: no lead named {lead!r}; leads are {', '.join(names)}")
+    k = _wfdb_lead(lead, names, hea)
     samples = np.asarray(rec.p_signal[:, k], dtype=np.float64)
     unit = str(rec.units[k]).lower() if rec.units else "mv"
     if unit in {"uv", "µv"}:
@@ -316,6 +350,20 @@ def parse_wfdb(files: Mapping[str, bytes], *, lead: str | int | None = None) -> 
         leads=names,
         kind="wfdb",
     )
+
+
+def _wfdb_lead(lead: str | int | None, names: tuple[str, ...], hea: str) -> int:
+    """The index of the lead `lead` asks for: none (the first), an index, or a name."""
+    if lead is None or (isinstance(lead, str) and not lead.strip()):
+        return 0
+    if isinstance(lead, int) or str(lead).strip().isdigit():
+        k = int(lead)
+        if not 0 <= k < len(names):
+            raise UploadError(f"{hea}: lead index {k} out of range; leads are {', '.join(names)}")
+        return k
+    if str(lead) in names:
+        return names.index(str(lead))
+    raise UploadError(f"{hea}: no lead named {lead!r}; leads are {', '.join(names)}")
 
 
 def parse_upload(
