@@ -104,7 +104,7 @@ class Handlers:
     """The detector's engine and the alerting core, wired as the services wire them (the
     engine's publications go to the core), without sockets."""
 
-    def __init__(self, model_dir: str, db: Path, max_beds: int = 128) -> None:
+    def __init__(self, model_dir: str | Path, db: Path, max_beds: int = 128) -> None:
         from alerting.config import AlertingConfig
         from alerting.hub import WardHub
         from alerting.metrics import AlertingMetrics
@@ -116,14 +116,14 @@ class Handlers:
         from detector.metrics import DetectorMetrics
         from detector.scorer import OnnxScorer
 
-        onnx = OnnxScorer(model_dir)
+        onnx = OnnxScorer(Path(model_dir))
         anomaly = AnomalyConfig.from_manifest(onnx.manifest)
         self.det_registry = CollectorRegistry()
         kwargs: dict[str, Any] = {}
         try:  # the beat-class network, when its artifacts match (as the service loads it)
             from detector.classifier import BeatClassifier
 
-            kwargs["classifier"] = BeatClassifier(model_dir)
+            kwargs["classifier"] = BeatClassifier(Path(model_dir))
         except Exception:  # noqa: BLE001 - the engine runs without it, as eval-arrhythmia does
             pass
         self.engine = DetectorEngine(
