@@ -70,21 +70,14 @@ def messages(
 ) -> list[tuple[float, str, bytes]]:
     """Every chunk of the replay, encoded up front (due time, topic, payload)."""
     from ecgcommon.records import load_record
-    from streamer.core import Source, make_streams, schedule
+    from streamer.core import Playback, Source, make_streams, schedule
 
     sources = [
         Source.from_record(load_record(n, data_dir, annotations=False, sampto=360 * 600))
         for n in records
     ]
-    streams = make_streams(
-        sources,
-        WARD,
-        beds,
-        chunk_s,
-        t_start=T0,
-        stride_s=61.0,
-        max_samples=int(round(seconds * sources[0].fs)),
-    )
+    playback = Playback(T0, max_samples=int(round(seconds * sources[0].fs)))
+    streams = make_streams(sources, WARD, beds, chunk_s, playback, stride_s=61.0)
     return [(T0 + m.due_s, m.topic, m.payload) for m in schedule(streams)]
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from ecgcommon.records import load_record
-from streamer.core import Source, make_streams, schedule
+from streamer.core import Playback, Source, make_streams, schedule
 
 RECORDS = ("100", "101", "103", "105", "106", "119", "200", "208", "213", "221")
 
@@ -57,15 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(max(0.0, a.start_at - time.time()))
     t_start = time.time()
     mono0 = time.monotonic()
-    streams = make_streams(
-        sources,
-        a.ward,
-        a.beds,
-        a.chunk_s,
-        t_start=t_start,
-        stride_s=61.0,
-        max_samples=int(round(a.duration_s * sources[0].fs)),
-    )
+    playback = Playback(t_start, max_samples=int(round(a.duration_s * sources[0].fs)))
+    streams = make_streams(sources, a.ward, a.beds, a.chunk_s, playback, stride_s=61.0)
     late = []
     sent = failed = 0
     for msg in schedule(streams):

@@ -68,8 +68,30 @@ def start_offset(bed_index: int, n_samples: int, fs: float, stride_s: float) -> 
     return int(round(bed_index * stride_s * fs)) % n_samples
 
 
+@dataclass(frozen=True)
+class Playback:
+    """How a ward's streams play, the same for every bed: `t_start` (unix s) is the time of
+    sample 0 (chunks' `t0` count from it), `speed` the replay rate (2: twice real time),
+    `json_payload` the JSON wire encoding instead of binary, `max_samples` where each bed
+    stops (None: it cycles its records forever)."""
+
+    t_start: float
+    speed: float = 1.0
+    json_payload: bool = False
+    max_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.t_start):
+            raise ValueError(f"t_start: must be a finite time in s, got {self.t_start!r}")
+        if not (math.isfinite(self.speed) and self.speed > 0):
+            raise ValueError(f"speed: must be a positive finite rate, got {self.speed!r}")
+        if self.max_samples is not None and self.max_samples < 0:
+            raise ValueError(f"max_samples: must be 0 or more or None, got {self.max_samples}")
+
+
 class BedStream:
-    """One bed: an endless (or bounded) sequence of chunks over the cycled record list."""
+    """One bed: an endless (or bounded) sequence of chunks over the cycled record list, its
+    first sample `offset` into `sources[first_source]`, `phase_s` later than the ward's start."""
 
     def __init__(
         self,
@@ -79,12 +101,9 @@ class BedStream:
         first_source: int,
         offset: int,
         chunk_s: float,
+        playback: Playback,
         *,
-        t_start: float,
-        speed: float = 1.0,
         phase_s: float = 0.0,
-        json_payload: bool = False,
-        max_samples: int | None = None,
     ) -> None:
         if not sources:
             raise ValueError("sources must not be empty")
@@ -95,11 +114,9 @@ class BedStream:
         self.sources = list(sources)
         self.fs = self.sources[0].fs
         self.chunk_n = max(1, int(round(chunk_s * self.fs)))
-        self.t_start = t_start
-        self.speed = speed
+        self.playback = playback
         self.phase_s = phase_s
-        self.json_payload = json_payload
-        self.max_samples = max_samples
+        self.max_samples = playback.max_samples
         self._src = first_source % len(self.sources)
         self._pos = offset % max(1, self.sources[self._src].raw.shape[0])
         self.seq = 0
@@ -113,7 +130,7 @@ class BedStream:
     def next_due_s(self) -> float:
         """Seconds after start when the next chunk is due (its last sample has happened)."""
         n = self._next_len()
-        return self.phase_s + (self.sent + n) / self.fs / self.speed
+        return self.phase_s + (self.sent + n) / self.fs / self.playback.speed
 
     def _next_len(self) -> int:
         n = self.chunk_n
@@ -146,14 +163,15 @@ class BedStream:
         chunk = SampleChunk(
             seq=self.seq % 2**32,
             first_sample=self.sent,
-            t0=self.t_start + self.phase_s + self.sent / self.fs,
+            t0=self.playback.t_start + self.phase_s + self.sent / self.fs,
             fs=self.fs,
             gain=src.gain,
             units=src.units,
             leads=leads[: samples.shape[1]],
             samples=samples,
         )
-        payload = encode_samples_json(chunk) if self.json_payload else encode_samples(chunk)
+        encode = encode_samples_json if self.playback.json_payload else encode_samples
+        payload = encode(chunk)
         msg = Message(self.topic, payload, due, self.bed, chunk.seq, n)
         self.seq += 1
         self.sent += n
@@ -171,35 +189,21 @@ def make_streams(
     ward: str,
     n_beds: int,
     chunk_s: float,
+    playback: Playback,
     *,
-    t_start: float,
-    speed: float = 1.0,
     stride_s: float = 137.0,
-    json_payload: bool = False,
-    max_samples: int | None = None,
 ) -> list[BedStream]:
-    """One stream per bed, each on its own record and start offset, phases spread over a chunk."""
+    """One stream per bed, each on its own record and start offset (`stride_s` apart within a
+    record), phases spread over a chunk."""
     streams = []
     for i, bed in enumerate(bed_names(n_beds)):
         first = i % len(sources)
         offset = start_offset(
             i // len(sources), sources[first].raw.shape[0], sources[first].fs, stride_s
         )
-        phase = (i / n_beds) * chunk_s / speed if n_beds > 1 else 0.0
+        phase = (i / n_beds) * chunk_s / playback.speed if n_beds > 1 else 0.0
         streams.append(
-            BedStream(
-                bed,
-                ward,
-                sources,
-                first,
-                offset,
-                chunk_s,
-                t_start=t_start,
-                speed=speed,
-                phase_s=phase,
-                json_payload=json_payload,
-                max_samples=max_samples,
-            )
+            BedStream(bed, ward, sources, first, offset, chunk_s, playback, phase_s=phase)
         )
     return streams
 

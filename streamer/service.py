@@ -24,7 +24,15 @@ from ecgcommon.settings import load_or_exit
 from ecgcommon.shutdown import stop_on_signals
 from ecgcommon.topics import status_topic
 from streamer.config import StreamerConfig, parse_args
-from streamer.core import BedStream, Source, bed_names, make_streams, schedule, sleep_for
+from streamer.core import (
+    BedStream,
+    Playback,
+    Source,
+    bed_names,
+    make_streams,
+    schedule,
+    sleep_for,
+)
 from streamer.http_server import StatusServer
 from streamer.metrics import StreamerMetrics
 
@@ -159,29 +167,20 @@ class Streamer:
         }
 
     def streams(self, t_start: float) -> list[BedStream]:
+        """The ward's bed streams, sample 0 at `t_start` (unix s)."""
         c = self.config
         max_samples = None
         if c.duration_s is not None:
             max_samples = int(round(c.duration_s * self.sources[0].fs))
-        return make_streams(
-            self.sources,
-            c.ward,
-            c.beds,
-            c.chunk_s,
-            t_start=t_start,
-            speed=c.speed,
-            stride_s=c.stride_s,
-            json_payload=c.json_payload,
-            max_samples=max_samples,
-        )
+        playback = Playback(t_start, c.speed, c.json_payload, max_samples)
+        return make_streams(self.sources, c.ward, c.beds, c.chunk_s, playback, stride_s=c.stride_s)
 
     def run(self, connect_timeout_s: float = 10.0) -> int:
         """Stream until every bed is done or stop is set; returns the messages published."""
         c = self.config
-        streams = self.streams(time.time())
         devices = {
-            s.bed: Device(c, s.bed, self.metrics, self.credentials.get((c.ward, s.bed)))
-            for s in streams
+            bed: Device(c, bed, self.metrics, self.credentials.get((c.ward, bed)))
+            for bed in bed_names(c.beds)
         }
         self.devices = devices
         for d in devices.values():
@@ -204,10 +203,8 @@ class Streamer:
             c.chunk_s,
             c.qos,
         )
-        t0 = time.time()
+        streams = self.streams(time.time())  # timestamps start now, after the connection wait
         mono0 = time.monotonic()
-        for s in streams:  # timestamps start now, after the connection wait
-            s.t_start = t0
         m = self.metrics
         self.streaming.set()
         try:

@@ -42,7 +42,7 @@ TOL = 1e-6  # scores and event details: floating-point noise only
 
 def outputs() -> dict[str, Any]:
     """Every bed's beats and events from one replay of SEGMENTS."""
-    from streamer.core import BedStream, Source
+    from streamer.core import BedStream, Playback, Source
 
     root = resolve_data_dir().parent
     streams = []
@@ -58,9 +58,8 @@ def outputs() -> dict[str, Any]:
                 0,
                 0,
                 CHUNK_S,
-                t_start=T0,
+                Playback(T0, max_samples=src.raw.shape[0]),
                 phase_s=CHUNK_S * i / len(SEGMENTS),
-                max_samples=src.raw.shape[0],
             )
         )
     heap = [(s.next_due_s, i) for i, s in enumerate(streams)]

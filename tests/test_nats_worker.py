@@ -22,7 +22,7 @@ from detector.config import DetectorConfig
 from detector.nats_link import SETTLE_TIMEOUT_S, NatsWorker, Outbox, Partition
 from detector.service import DetectorService
 from ecgcommon import subjects
-from streamer.core import make_streams, schedule
+from streamer.core import Playback, make_streams, schedule
 from tests.helpers.waits import wait_until_async
 
 
@@ -148,9 +148,8 @@ def test_dropped_partition_does_not_send_its_queued_beats(data_dir: Path) -> Non
         worker = NatsWorker(svc)
         js = _FakeJs()
         worker.out = Outbox(js)
-        streams = make_streams(
-            sources(data_dir, ["100"], 8.0), "w", 2, 0.5, t_start=time.time(), max_samples=2880
-        )
+        playback = Playback(time.time(), max_samples=2880)
+        streams = make_streams(sources(data_dir, ["100"], 8.0), "w", 2, 0.5, playback)
         now = time.monotonic()
         for msg in schedule(streams):  # one instant: every beat stays in the batcher
             worker.engine.handle(msg.topic, msg.payload, now)

@@ -16,7 +16,7 @@ from ecgcommon.records import load_record
 from ecgcommon.settings import build
 from ecgcommon.topics import parse_topic, subscription
 from streamer.config import StreamerConfig, parse_args
-from streamer.core import Source, make_streams, schedule, sleep_for
+from streamer.core import Playback, Source, make_streams, schedule, sleep_for
 from streamer.service import main
 from tests.helpers.broker import Broker, Mosquitto
 from tests.helpers.mqtt import Subscriber
@@ -34,9 +34,8 @@ def sources(data_dir: Path) -> list[Source]:
 
 
 def test_chunks_are_paced_contiguous_and_exact(sources: list[Source]) -> None:
-    streams = make_streams(
-        sources, "w", 5, 0.5, t_start=1000.0, speed=2.0, stride_s=10.0, max_samples=3600
-    )
+    playback = Playback(1000.0, speed=2.0, max_samples=3600)
+    streams = make_streams(sources, "w", 5, 0.5, playback, stride_s=10.0)
     msgs = list(schedule(streams))
     dues = [m.due_s for m in msgs]
     assert dues == sorted(dues)
@@ -62,7 +61,7 @@ def test_chunks_are_paced_contiguous_and_exact(sources: list[Source]) -> None:
 
 
 def test_beds_cycle_records_with_their_own_offsets(sources: list[Source]) -> None:
-    streams = make_streams(sources, "w", 4, 1.0, t_start=0.0, stride_s=20.0)
+    streams = make_streams(sources, "w", 4, 1.0, Playback(0.0), stride_s=20.0)
     first = [decode_samples(s.next_message().payload) for s in streams]
     # bed 1 and bed 4 both start on record 100, 20 s apart
     np.testing.assert_array_equal(first[0].samples, sources[0].raw[:360])
@@ -70,7 +69,7 @@ def test_beds_cycle_records_with_their_own_offsets(sources: list[Source]) -> Non
     np.testing.assert_array_equal(first[1].samples, sources[1].raw[:360])
     np.testing.assert_array_equal(first[2].samples, sources[2].raw[:360])
     # a bed runs on into the next record when its record ends
-    tail = make_streams(sources, "w", 1, 1.0, t_start=0.0, stride_s=99.5)[0]
+    tail = make_streams(sources, "w", 1, 1.0, Playback(0.0), stride_s=99.5)[0]
     for _ in range(1):
         tail.next_message()
     n0 = sources[0].raw.shape[0]
@@ -81,9 +80,18 @@ def test_beds_cycle_records_with_their_own_offsets(sources: list[Source]) -> Non
 
 
 def test_json_payload_option(sources: list[Source]) -> None:
-    msg = make_streams(sources, "w", 1, 0.1, t_start=0.0, json_payload=True)[0].next_message()
+    msg = make_streams(sources, "w", 1, 0.1, Playback(0.0, json_payload=True))[0].next_message()
     assert msg.payload[:1] == b"{"
     np.testing.assert_array_equal(decode_samples(msg.payload).samples, sources[0].raw[:36])
+
+
+def test_playback_refuses_what_cannot_play() -> None:
+    with pytest.raises(ValueError, match="speed"):
+        Playback(0.0, speed=0.0)
+    with pytest.raises(ValueError, match="max_samples"):
+        Playback(0.0, max_samples=-1)
+    with pytest.raises(ValueError, match="t_start"):
+        Playback(float("nan"))
 
 
 def test_sleep_for() -> None:

@@ -28,7 +28,7 @@ from bench.alarms.signals import FS, asystole_signal, device_source, tachy_signa
 from bench.alarms.timing import summary
 from bench.services import start_detector, stop_process
 from ecgcommon import protocol, topics
-from streamer.core import BedStream, schedule
+from streamer.core import BedStream, Playback, schedule
 from tests.helpers.alerting import make_config, running_alerting
 from tests.helpers.broker import Broker, Mosquitto
 from tests.helpers.ports import free_port
@@ -124,7 +124,7 @@ def stream_devices(broker: Broker, ward: str, beds: dict[str, LiveBed], chunk_s:
             dev.publish(topics.status_topic(ward, bed), status, qos=1).wait_for_publish(10)
         t0 = time.time() + LEAD_S
         streams = [
-            BedStream(bed, ward, [src], 0, 0, chunk_s, t_start=t0, max_samples=len(src.raw))
+            BedStream(bed, ward, [src], 0, 0, chunk_s, Playback(t0, max_samples=len(src.raw)))
             for bed, b in beds.items()
             for src in [device_source(bed, b.x)]
         ]

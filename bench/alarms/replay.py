@@ -38,7 +38,7 @@ from detector.anomaly import FEATURES, AnomalyConfig
 from detector.engine import DetectorEngine, EngineSettings, Publication, Scorer
 from detector.metrics import DetectorMetrics
 from ecgcommon import protocol, topics
-from streamer.core import BedStream, Source
+from streamer.core import BedStream, Playback, Source
 
 log = logging.getLogger("bench.alarms")
 WARD = "bench"
@@ -197,9 +197,8 @@ class Replay:
     def play(self, source: Source, t0: float) -> None:
         """A device source streamed in chunks from `t0`: each chunk is due once its last sample
         exists; the engine is ticked at every batching deadline before the next chunk."""
-        stream = BedStream(
-            self.bed, WARD, [source], 0, 0, self.chunk_s, t_start=t0, max_samples=len(source.raw)
-        )
+        playback = Playback(t0, max_samples=len(source.raw))
+        stream = BedStream(self.bed, WARD, [source], 0, 0, self.chunk_s, playback)
         while not stream.done:
             msg = stream.next_message()
             self._step(t0 + msg.due_s, partial(self._device, msg.topic, msg.payload))

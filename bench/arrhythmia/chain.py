@@ -225,7 +225,7 @@ def run_ward(
     """Records played at once as the beds of one ward (one device stream each, phases spread
     over a chunk as the streamer spreads them) through one DetectorEngine and one AlertingCore,
     as the live services run a ward: beats of all beds share the engine's batches."""
-    from streamer.core import BedStream, Source
+    from streamer.core import BedStream, Playback, Source
 
     wall0 = time.perf_counter()
     clock = _FakeClock()
@@ -241,9 +241,8 @@ def run_ward(
             0,
             0,
             chunk_s,
-            t_start=T0,
+            Playback(T0, max_samples=src.raw.shape[0]),
             phase_s=chunk_s * i / n,
-            max_samples=src.raw.shape[0],
         )
         for i, src in enumerate(sources)
     ]

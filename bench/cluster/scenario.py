@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 from detector.nats_link import assignment
 from ecgcommon.records import load_record
 from ecgcommon.subjects import PARTITIONS
-from streamer.core import Source, make_streams, schedule
+from streamer.core import Playback, Source, make_streams, schedule
 from tests.helpers.procs import service_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,15 +91,8 @@ class Feeder(threading.Thread):
     ) -> None:
         super().__init__(name="feeder", daemon=True)
         self.t_start = time.time() + 0.5
-        self.streams = make_streams(
-            srcs,
-            ward,
-            beds,
-            chunk_s,
-            t_start=self.t_start,
-            stride_s=61.0,
-            max_samples=int(round(seconds * FS)),
-        )
+        playback = Playback(self.t_start, max_samples=int(round(seconds * FS)))
+        self.streams = make_streams(srcs, ward, beds, chunk_s, playback, stride_s=61.0)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"feeder-{ward}")
         self.client.max_queued_messages_set(0)
         self.client.connect("127.0.0.1", port, keepalive=30)
