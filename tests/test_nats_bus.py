@@ -26,6 +26,7 @@ from ecgcommon import protocol, subjects
 from ecgcommon.topics import TopicError
 from tests.helpers.alerting import TOKEN, beat, get_json, http, make_config, running_alerting
 from tests.helpers.ports import free_port
+from tests.helpers.waits import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FS = 360.0
@@ -119,9 +120,9 @@ def test_device_on_nats_mqtt_reaches_detector_and_alerting(
                 status, _, body = http(port, f"/api/beds/{bed}")
                 return len(json.loads(body).get("beats", [])) if status == 200 else 0
 
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and min(beats_of("01"), beats_of("02")) < 10:
-                time.sleep(0.2)
+            wait_until(
+                lambda: min(beats_of("01"), beats_of("02")) >= 10, 20, "10 beats of each bed"
+            )
             bed = get_json(port, "/api/beds/01")
             assert bed["hr_bpm"] and 60 <= bed["hr_bpm"] <= 90  # record 100: about 75 bpm
             assert beats_of("02") >= 10
@@ -131,10 +132,12 @@ def test_device_on_nats_mqtt_reaches_detector_and_alerting(
         for rows in seen.beats.values():
             samples = [s for s, _ in rows]
             assert samples == sorted(samples)
-        time.sleep(1.5)  # a checkpoint round
-        keys = asyncio.run(_kv_keys(node.url, subjects.CHECKPOINTS))
-        assert any(k.endswith(f".{unique_ward}.01") for k in keys), keys
-        assert any(k.endswith(f".{unique_ward}.02") for k in keys), keys
+
+        def checkpointed() -> bool:  # the next checkpoint round holds both beds
+            keys = asyncio.run(_kv_keys(node.url, subjects.CHECKPOINTS))
+            return all(any(k.endswith(f".{unique_ward}.{b}") for k in keys) for b in ("01", "02"))
+
+        wait_until(checkpointed, 15, "a checkpoint of beds 01 and 02", interval=0.2)
     finally:
         if feeder is not None:
             feeder.close()
@@ -148,17 +151,14 @@ def _alerting_proc(bus: str, ward: str, db: Path, port: int, log: Path) -> subpr
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def alive() -> None:
         assert proc.poll() is None, "alerting exited"
-        try:
-            status, _, body = http(port, "/healthz", token=None)
-            if status == 200 and json.loads(body).get("mqtt_connected"):
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("alerting did not come up on the bus")
+
+    def healthy() -> bool:
+        status, _, body = http(port, "/healthz", token=None)
+        return status == 200 and bool(json.loads(body).get("mqtt_connected"))
+
+    wait_until(healthy, timeout, "alerting on the bus", check=alive, ignore=(OSError,))
 
 
 async def _publish_beats(url: str, ward: str, bed: str, beats: list[protocol.BeatResult]) -> None:
@@ -192,15 +192,14 @@ def test_alerting_killed_raises_on_restart_the_alarm_whose_cause_fell_in_the_out
         asyncio.run(_publish_beats(single.nodes[0].url, unique_ward, "7", beats))
         proc = _alerting_proc(single.bus, unique_ward, db, port, log)
         _wait_healthy(port, proc)
-        deadline = time.monotonic() + 15
-        alarms: list = []
-        while time.monotonic() < deadline:
+
+        def tachy() -> list:
             doc = get_json(port, "/api/alarms")
-            alarms = [a for a in doc.get("alarms", doc) if a["type"] == "extreme_tachy"]
-            if alarms:
-                break
-            time.sleep(0.2)
-        assert alarms, log.read_text()[-3000:]
+            return [a for a in doc.get("alarms", doc) if a["type"] == "extreme_tachy"]
+
+        alarms = wait_until(
+            tachy, 15, "the extreme_tachy alarm", detail=lambda: log.read_text()[-3000:]
+        )
         assert alarms[0]["bed"] == "7"
     finally:
         if proc.poll() is None:

@@ -34,7 +34,7 @@ from bench.cluster.scenario import (
 )
 from ecgcommon import subjects
 from tests.helpers.alerting import get_json, make_config, running_alerting
-from tests.helpers.waits import wait_until
+from tests.helpers.waits import WaitTimeout, wait_until
 
 NO_MQTT = SimpleNamespace(host="127.0.0.1", port=1883)  # alerting's MQTT: unused on NATS
 BEDS = 6
@@ -77,11 +77,10 @@ def _unhandled(servers: list[str], ward: str) -> int:
 def _poll(pred: Callable[[], bool], timeout: float) -> bool:
     """Poll real state until `pred` holds or `timeout` passes (the caller asserts afterwards,
     with the detail of what differs)."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
+    try:
+        wait_until(pred, timeout, "cluster state", interval=0.5)
+    except WaitTimeout:
+        return False
     return True
 
 
