@@ -22,8 +22,10 @@ import argparse
 import cProfile
 import json
 import math
+import os
 import pstats
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -331,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dump", default=None, help="write every publication, decoded (JSON lines)")
     p.add_argument("--profile", default=None, help="cProfile the measured part into this file")
     p.add_argument("--sample", action="store_true", help="statistical profile (SIGPROF)")
+    p.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="count instructions of the measured part only, under valgrind --tool=callgrind "
+        "--instr-atstart=no --zero-before=getppid --dump-before=getpgrp (load-proof)",
+    )
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--json", default=None, help="write the figures as JSON here")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None)
@@ -354,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     with profiled(a.profile) as prof:
 
         def start() -> None:
+            if a.callgrind:  # instrument from here (the warm-up ran uninstrumented: fast)
+                subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
+                os.getppid()  # valgrind --zero-before=getppid: count from here
             stages.reset()
             if prof is not None:
                 prof.enable()
@@ -365,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             prof.disable()
         if sampler is not None:
             sampler.stop()
+        if a.callgrind:
+            os.getpgrp()  # valgrind --dump-before=getpgrp: the measured part's counts
     stages.restore()
     if a.dump:
         with open(a.dump, "w") as out:
