@@ -212,7 +212,7 @@ class AFDetector:
         if self.active:
             self.last = (irregular, self.last[1], tpr, span)
             if irregular < c.irregular_off or span < c.span_off or not analysable:
-                return self._end(self.last_irregular_t, self._evidence())
+                return self._end(self._change(rising=False), self._evidence())
             return []
         if not analysable or irregular < c.irregular_on or span < c.span_on:
             return []
@@ -227,7 +227,7 @@ class AFDetector:
             return []
 
         self.active = True
-        self.onset_t = max(self._onset(), self.end_t)
+        self.onset_t = max(self._change(rising=True), self.end_t)
         self.beats = n
         return [
             EpisodeChange(
@@ -244,18 +244,21 @@ class AFDetector:
             )
         ]
 
-    def _onset(self) -> float:
-        """The earliest beat of the window from which the rest is irregular at `irregular_on`
-        (the first beat of that stretch's first irregular difference)."""
-        on = self.config.irregular_on
-        flags, times = list(self.flag), list(self.times)
-        n_d, n_i = self.n_diff, self.n_irr
-        for k, f in enumerate(flags):
-            if f == 1 and n_i >= on * n_d:
-                return times[k - 1] if k else times[k]
-            n_d -= f >= 0
-            n_i -= f == 1
-        return times[-1]
+    def _change(self, rising: bool) -> float:
+        """Where in the window the rhythm changed: the CUSUM change point (Page 1954) of the
+        irregular flags about the midpoint of the two thresholds, its minimum for a change to
+        irregular (`rising`), its maximum for a change to regular. Returns the beat between
+        the last interval before the change and the first after it."""
+        c = self.config
+        mid = 0.5 * (c.irregular_on + c.irregular_off)
+        sign = -1.0 if rising else 1.0
+        best_k, best, cum = 0, 0.0, 0.0
+        for k, f in enumerate(self.flag):
+            if f >= 0:
+                cum += sign * (f - mid)
+                if cum > best:
+                    best, best_k = cum, k
+        return self.times[best_k]
 
     def _evidence(self) -> dict[str, float]:
         irregular, she, tpr, span = self.last
