@@ -50,7 +50,8 @@ def test_no_af_in_sinus_rhythm_of_201(rec201) -> None:
 
 def test_sinus_rhythm_with_frequent_ectopy_is_not_af() -> None:
     rng = np.random.default_rng(3)
-    beats, t = [], 100.0
+    beats: list[RhythmBeat] = []
+    t = 100.0
     for i in range(400):
         cls = "V" if i % 3 == 2 else ("S" if i % 7 == 0 else "N")  # trigeminy + PACs
         rr = 0.8 * (0.6 if cls != "N" else 1.0) * (1 + 0.02 * rng.standard_normal())
