@@ -33,8 +33,11 @@ def test_af_onset_in_201_is_found_near_the_annotation(rec201) -> None:
     out = run(stretch)
     starts = [c for c in out if c.active]
     assert len(starts) == 1
-    assert abs(starts[0].t - onset) <= 15.0, (starts[0].t, onset)
-    assert starts[0].detail["hr_bpm"] > 60 and starts[0].detail["beats"] >= 48
+    # the 11 s before the annotated onset hold an (SVTA run and atrial premature beats, as
+    # irregular as AF by RR alone: the change point may fall among them
+    assert onset - 20.0 <= starts[0].t <= onset + 10.0, (starts[0].t, onset)
+    assert starts[0].detail["hr_bpm"] > 60
+    assert starts[0].detail["beats"] >= AFConfig().window_beats
 
 
 def test_no_af_in_sinus_rhythm_of_201(rec201) -> None:
@@ -47,7 +50,8 @@ def test_no_af_in_sinus_rhythm_of_201(rec201) -> None:
 
 def test_sinus_rhythm_with_frequent_ectopy_is_not_af() -> None:
     rng = np.random.default_rng(3)
-    beats, t = [], 100.0
+    beats: list[RhythmBeat] = []
+    t = 100.0
     for i in range(400):
         cls = "V" if i % 3 == 2 else ("S" if i % 7 == 0 else "N")  # trigeminy + PACs
         rr = 0.8 * (0.6 if cls != "N" else 1.0) * (1 + 0.02 * rng.standard_normal())
@@ -95,5 +99,46 @@ def test_bad_input() -> None:
     assert run(junk, det) == []
     with pytest.raises(ValueError, match="window_beats"):
         AFConfig(window_beats=4)
-    with pytest.raises(ValueError, match="nrmssd_on"):
-        AFConfig(nrmssd_on=math.inf)
+    with pytest.raises(ValueError, match="irregular_on"):
+        AFConfig(irregular_on=math.inf)
+    with pytest.raises(ValueError, match="span_off"):
+        AFConfig(span_off=0.9)
+
+
+def _beats(rr: np.ndarray, cls: str = "N", t0: float = 100.0) -> list[RhythmBeat]:
+    t = t0 + np.cumsum(rr)
+    return [RhythmBeat(i, float(t[i]), float(r), 60 / r, cls) for i, r in enumerate(rr)]
+
+
+def test_jittery_beat_times_on_a_regular_rhythm_are_not_af() -> None:
+    # a regular 75 bpm rhythm whose beat times wobble by up to 0.1 s (a fiducial point that
+    # jumps between pacing spike and QRS): successive RR differ a lot, two-beat spans do not
+    rng = np.random.default_rng(5)
+    t = 100.0 + 0.8 * np.arange(400) + rng.uniform(-0.1, 0.1, 400)
+    det, out, most = AFDetector(), [], 0.0
+    for i in range(1, 400):
+        out += det.feed(RhythmBeat(i, float(t[i]), float(t[i] - t[i - 1]), None, "N"))
+        most = max(most, det.n_irr / max(1, det.n_diff))
+    assert out == []
+    assert most >= AFConfig().irregular_on  # beat to beat it looked irregular
+
+
+def test_af_in_noisy_signal_counts_but_not_in_vf() -> None:
+    rr = np.random.default_rng(6).uniform(0.4, 1.0, 200)
+    found = []
+    for in_vf in (False, True):
+        det = AFDetector()
+        found.append([c.active for b in _beats(rr) for c in det.feed(b, True, in_vf=in_vf)])
+    assert found == [[True], []]
+    assert [c.active for c in run(_beats(rr), AFDetector(AFConfig(noisy_beats=False)))] == [True]
+    det = AFDetector(AFConfig(noisy_beats=False))
+    assert [c for b in _beats(rr) for c in det.feed(b, True)] == []
+
+
+def test_s_beats_start_no_af_but_carry_an_episode() -> None:
+    rr = np.random.default_rng(7).uniform(0.4, 1.0, 300)
+    assert run(_beats(rr, "S")) == []
+    beats = _beats(rr[:100]) + _beats(rr[100:], "S", t0=100.0 + float(rr[:100].sum()))
+    out = run(beats)
+    assert [c.active for c in out] == [True]  # still open at the end
+    assert abs(out[0].t - beats[0].t) < 5.0

@@ -271,7 +271,7 @@ class RhythmAnalyser:
             out += self.vt.feed(b, noisy)
             out += self.svt.feed(b, noisy)
             # beats found in VF are no atrial rhythm: they neither start nor feed AF
-            out += self.af.feed(b, noisy or self.vf.active)
+            out += self.af.feed(b, noisy, in_vf=self.vf.active)
         return out
 
     def noisy_at(self, t: float) -> bool:
