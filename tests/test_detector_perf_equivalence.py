@@ -8,7 +8,7 @@ ventricular flutter, VF) play at once as the beds of one ward through the servic
 cover), with the time it was published, must match `tests/data/perf_equivalence.json`, which
 was written from the code before the optimisations (commit 0796cb4):
 
-    .venv/bin/python tests/test_detector_perf_equivalence.py --write
+    .venv/bin/python -m tests.test_detector_perf_equivalence --write
 """
 
 from __future__ import annotations
