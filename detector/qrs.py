@@ -114,6 +114,37 @@ class QRSConfig:
             raise TypeError(f"QRSConfig.rr_beats must be an int, got {self.rr_beats!r}")
 
 
+_PEAK_BLOCK = 256  # MWI peaks tested at once (bounds the window matrix of a long signal)
+
+
+def _peak_tests(
+    mwi: np.ndarray, idx: np.ndarray, w: int, span: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For MWI local maxima at buffer indices `idx` (each with `w` samples after it in the
+    buffer): whether each is the largest within +-w (ties to the left lose, as before), its
+    value, and its valley (the smallest MWI within +-w). Windows are cut at buffer start.
+
+    The same comparisons as one peak at a time, over a (peaks, 2w+1) matrix of windows;
+    `span` is `np.arange(2 * w + 1)`.
+    """
+    a = int(idx[0]) - w
+    pad = max(0, -a)
+    seg = mwi[a + pad : int(idx[-1]) + w + 1]
+    # row j: the window of peak j, which starts at idx[j] - w (a gather: no strided views)
+    at = (idx - idx[0])[:, None] + span
+    if pad:  # cut at buffer start: absent samples count as 0 for the max, +inf for the min
+        win = np.concatenate((np.zeros(pad), seg))[at]
+        wide = np.concatenate((np.full(pad, np.inf), seg))[at]
+    else:
+        win = wide = seg[at]
+    values = win[:, w]
+    top, bottom = np.maximum.reduce, np.minimum.reduce  # .max(axis), .min(axis) sans wrappers
+    # v > left.max(initial=0): above every earlier sample and above 0
+    keep = (values >= top(win[:, w + 1 :], axis=1)) & (values > top(win[:, :w], axis=1))
+    keep &= values > 0.0
+    return keep, values, bottom(wide, axis=1)
+
+
 def _is_real(x: object) -> bool:
     """A real number, numpy's included (not narrowed: typeshed's float is no `numbers.Real`)."""
     return isinstance(x, numbers.Real)
@@ -149,6 +180,7 @@ class QRSDetector:
         # the band-pass delays the QRS by its group delay near the band centre
         self._gd = round(self._bandpass.group_delay(math.sqrt(cfg.low_hz * cfg.high_hz), self.fs))
         self._w = n_of(cfg.refractory_s)
+        self._span = np.arange(2 * self._w + 1)  # offsets of a candidate's +-w window
         self._t_win = n_of(cfg.t_wave_window_s)
         self._valley_rr = n_of(cfg.valley_rr_s)
         self._learn_n = n_of(cfg.learn_s)
@@ -333,20 +365,29 @@ class QRSDetector:
             mid = s[1:-1]
             peaks = np.flatnonzero((mid > s[:-2]) & (mid >= s[2:]))
             self._next_m = hi
-            for m in (peaks + lo).tolist():
-                e = m + w  # the last sample this decision needs
-                if self._pending and self._pending[0][0] < e:
-                    self._search_back(e)
-                if self._seg_end is not None and e >= self._seg_end:
-                    break  # look-ahead runs into lost signal
-                i = m - base
-                v = mwi[i]
-                if v < mwi[i + 1 : i + w + 1].max() or v <= mwi[max(0, i - w) : i].max(initial=0):
-                    continue
-                valley = min(mwi[max(0, i - w) : i].min(initial=v), mwi[i + 1 : i + w + 1].min())
-                self._candidate(m, e, float(v), float(valley))
+            peaks += lo
+            for k in range(0, len(peaks), _PEAK_BLOCK):
+                block = peaks[k : k + _PEAK_BLOCK]
+                if not self._decide_peaks(block, *_peak_tests(mwi, block - base, w, self._span)):
+                    break
         if self._pending and self._pending[0][0] < self._n:
             self._search_back(self._n)
+
+    def _decide_peaks(
+        self, peaks: np.ndarray, keep: np.ndarray, values: np.ndarray, valleys: np.ndarray
+    ) -> bool:
+        """Decide MWI peaks in sample order (their window tests done); False: signal lost."""
+        w = self._w
+        rows = zip(peaks.tolist(), keep.tolist(), values.tolist(), valleys.tolist(), strict=True)
+        for m, ok, v, valley in rows:
+            e = m + w  # the last sample this decision needs
+            if self._pending and self._pending[0][0] < e:
+                self._search_back(e)
+            if self._seg_end is not None and e >= self._seg_end:
+                return False  # look-ahead runs into lost signal
+            if ok:
+                self._candidate(m, e, v, valley)
+        return True
 
     def _locate(self, m: int) -> tuple[int, float]:
         """R-peak index (largest band-passed deflection before the MWI peak) and max slope."""
@@ -355,8 +396,8 @@ class QRSDetector:
             - self._base
         )
         seg = self._bp[lo : m + 1 - self._base]
-        k = int(np.argmax(np.abs(seg)))
-        slope = float(np.abs(np.diff(seg)).max(initial=0.0))
+        k = int(np.abs(seg).argmax())
+        slope = float(np.maximum.reduce(np.abs(seg[1:] - seg[:-1]), initial=0.0))  # np.diff
         return max(lo + self._base + k - self._gd, self._seg_start), slope
 
     def _threshold(self) -> float:
