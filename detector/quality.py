@@ -142,6 +142,8 @@ class NoisyGate:
         self.since = math.nan
         # (start, end) of the noisy spans, newest last; end inf while active
         self.spans: deque[tuple[float, float]] = deque(maxlen=64)
+        # (decision time, active) of each change: the condition as it was known at a time
+        self.decided: deque[tuple[float, bool]] = deque(maxlen=64)
 
     def update(
         self, q: LeadQuality, t_start: float, t_end: float, lead: str
@@ -158,6 +160,7 @@ class NoisyGate:
                 # artifact reached the first bad window's newest hop
                 self.since = bad[0] - (t_end - t_start) / 4
                 self.spans.append((self.since, math.inf))
+                self.decided.append((t_end, True))
                 return [EpisodeChange("noisy", True, self.since, detail)]
             return []
         if q.bad:
@@ -172,9 +175,10 @@ class NoisyGate:
             return self.end(t_end, {**detail, "clean_since": self.first_good_t})
         return []
 
-    def force(self, since: float, lead: str) -> list[EpisodeChange]:
-        """Start the condition now, from `since` (the beat finder lost the beats: no window
-        vote needed); it ends as usual, after `off_windows` clean windows."""
+    def force(self, since: float, lead: str, decided_t: float | None = None) -> list[EpisodeChange]:
+        """Start the condition at `decided_t` (default `since`), from `since` (the beat finder
+        lost the beats: no window vote needed); it ends as usual, after `off_windows` clean
+        windows."""
         if self.active:
             self.good_run = 0
             return []
@@ -182,6 +186,7 @@ class NoisyGate:
         self.good_run = 0
         self.since = since
         self.spans.append((since, math.inf))
+        self.decided.append((since if decided_t is None else decided_t, True))
         return [
             EpisodeChange("noisy", True, since, {"lead": lead, "sqi": None, "beats_lost": True})
         ]
@@ -194,8 +199,19 @@ class NoisyGate:
         self.recent.clear()
         start, _ = self.spans.pop()
         self.spans.append((start, t))
+        self.decided.append((t, False))
         return [EpisodeChange("noisy", False, t, detail or {})]
 
     def noisy_at(self, t: float) -> bool:
         """Whether signal time `t` lies in artifact (as far as decided)."""
         return any(s <= t < e for s, e in self.spans)
+
+    def known_at(self, t: float) -> bool:
+        """Whether the condition was on as decided by the windows ending at or before `t` (what
+        a decision at `t` could know; the same for any chunking once those are judged)."""
+        on = False
+        for d, active in self.decided:
+            if d > t:
+                break
+            on = active
+        return on
