@@ -16,7 +16,10 @@ lead and carries over to other leads, gains and rates. Model fitted on MIT-BIH D
 DS1 with nstdb `em`/`ma` noise at 0 and -6 dB, record-wise cross-validated
 (`python -m detector.rhythms.quality_design`). `NoisyGate` turns the per-window verdicts into
 the `noisy` condition with hysteresis: on after `on_windows` bad windows of the last `on_of`,
-off after `off_windows` consecutive clean ones (at the end of the last of them).
+off after `off_windows` consecutive clean ones (at the end of the last of them). A clean window
+here is one at `p < p_recover` (a Schmitt trigger: on at `p_bad`, off only below `p_recover`),
+so a window the model is unsure of (p between them) neither keeps nor ends the artifact alone,
+but restarts the count: strong noise with quieter moments stays one `noisy` stretch.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class QualityConfig:
 
     p_bad: float = 0.7
     p_clean: float = 0.3  # only windows this clean join the baseline (noise must not creep in)
+    p_recover: float = 0.5  # ... this clean count towards the end of `noisy` (hysteresis)
     baseline_windows: int = 60
     learn_windows: int = 8
     on_windows: int = 2
@@ -71,6 +75,7 @@ class QualityConfig:
             "QualityConfig",
             p_bad=self.p_bad,
             p_clean=self.p_clean,
+            p_recover=self.p_recover,
             baseline_windows=self.baseline_windows,
             learn_windows=self.learn_windows,
             on_windows=self.on_windows,
@@ -80,6 +85,8 @@ class QualityConfig:
         )
         if not self.p_clean <= self.p_bad < 1:
             raise ValueError("QualityConfig.p_bad must be < 1 and >= p_clean")
+        if not self.p_recover <= self.p_bad:
+            raise ValueError("QualityConfig.p_recover must be <= p_bad")
         if self.on_windows > self.on_of:
             raise ValueError("QualityConfig.on_windows must be <= on_of")
 
@@ -163,7 +170,7 @@ class NoisyGate:
                 self.decided.append((t_end, True))
                 return [EpisodeChange("noisy", True, self.since, detail)]
             return []
-        if q.bad:
+        if q.bad or 1.0 - q.sqi >= c.p_recover:  # nan (no verdict) is no artifact
             self.good_run = 0
             return []
         self.good_run += 1
