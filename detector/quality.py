@@ -16,7 +16,10 @@ lead and carries over to other leads, gains and rates. Model fitted on MIT-BIH D
 DS1 with nstdb `em`/`ma` noise at 0 and -6 dB, record-wise cross-validated
 (`python -m detector.rhythms.quality_design`). `NoisyGate` turns the per-window verdicts into
 the `noisy` condition with hysteresis: on after `on_windows` bad windows of the last `on_of`,
-off after `off_windows` consecutive clean ones (at the end of the last of them).
+off after `off_windows` consecutive clean ones (at the end of the last of them). A clean window
+here is one at `p < p_recover` (a Schmitt trigger: on at `p_bad`, off only below `p_recover`),
+so a window the model is unsure of (p between them) neither keeps nor ends the artifact alone,
+but restarts the count: strong noise with quieter moments stays one `noisy` stretch.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class QualityConfig:
 
     p_bad: float = 0.7
     p_clean: float = 0.3  # only windows this clean join the baseline (noise must not creep in)
+    p_recover: float = 0.5  # ... this clean count towards the end of `noisy` (hysteresis)
     baseline_windows: int = 60
     learn_windows: int = 8
     on_windows: int = 2
@@ -70,6 +74,8 @@ class QualityConfig:
         check_config(self)
         if not self.p_clean <= self.p_bad < 1:
             raise ValueError("QualityConfig.p_bad must be < 1 and >= p_clean")
+        if not self.p_recover <= self.p_bad:
+            raise ValueError("QualityConfig.p_recover must be <= p_bad")
         if self.on_windows > self.on_of:
             raise ValueError("QualityConfig.on_windows must be <= on_of")
 
@@ -149,6 +155,8 @@ class NoisyGate:
         self.since = math.nan
         # (start, end) of the noisy spans, newest last; end inf while active
         self.spans: deque[tuple[float, float]] = deque(maxlen=64)
+        # (decision time, active) of each change: the condition as it was known at a time
+        self.decided: deque[tuple[float, bool]] = deque(maxlen=64)
 
     def update(
         self, q: LeadQuality, t_start: float, t_end: float, lead: str
@@ -164,9 +172,10 @@ class NoisyGate:
                 # artifact reached the first bad window's newest hop
                 self.since = bad[0] - (t_end - t_start) / 4
                 self.spans.append((self.since, math.inf))
+                self.decided.append((t_end, True))
                 return [EpisodeChange("noisy", True, self.since, _detail(q, lead))]
             return []
-        if q.bad:
+        if q.bad or 1.0 - q.sqi >= c.p_recover:  # nan (no verdict) is no artifact
             self.good_run = 0
             return []
         self.good_run += 1
@@ -178,9 +187,10 @@ class NoisyGate:
             return self.end(t_end, {**_detail(q, lead), "clean_since": self.first_good_t})
         return []
 
-    def force(self, since: float, lead: str) -> list[EpisodeChange]:
-        """Start the condition now, from `since` (the beat finder lost the beats: no window
-        vote needed); it ends as usual, after `off_windows` clean windows."""
+    def force(self, since: float, lead: str, decided_t: float | None = None) -> list[EpisodeChange]:
+        """Start the condition at `decided_t` (default `since`), from `since` (the beat finder
+        lost the beats: no window vote needed); it ends as usual, after `off_windows` clean
+        windows."""
         if self.active:
             self.good_run = 0
             return []
@@ -188,6 +198,7 @@ class NoisyGate:
         self.good_run = 0
         self.since = since
         self.spans.append((since, math.inf))
+        self.decided.append((since if decided_t is None else decided_t, True))
         return [
             EpisodeChange("noisy", True, since, {"lead": lead, "sqi": None, "beats_lost": True})
         ]
@@ -200,8 +211,19 @@ class NoisyGate:
         self.recent.clear()
         start, _ = self.spans.pop()
         self.spans.append((start, t))
+        self.decided.append((t, False))
         return [EpisodeChange("noisy", False, t, detail or {})]
 
     def noisy_at(self, t: float) -> bool:
         """Whether signal time `t` lies in artifact (as far as decided)."""
         return any(s <= t < e for s, e in self.spans)
+
+    def known_at(self, t: float) -> bool:
+        """Whether the condition was on as decided by the windows ending at or before `t` (what
+        a decision at `t` could know; the same for any chunking once those are judged)."""
+        on = False
+        for d, active in self.decided:
+            if d > t:
+                break
+            on = active
+        return on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from detector.rhythms import RhythmAnalyser, RhythmBeat
@@ -125,3 +126,127 @@ def test_same_episodes_however_the_beats_are_grouped(group: int) -> None:
         ("svt", True),
         ("svt", False),
     ]
+
+
+# ---------------------------------------------------------------- early VT (before the verdict)
+FS = 250.0
+
+
+def paced(spans: list[tuple[float, float, str, float]]) -> list[RhythmBeat]:
+    """Beats of `(start, end, class, rr_s)` spans, back to back from 1 s."""
+    out: list[RhythmBeat] = []
+    t = 1.0
+    for start, end, cls, rr in spans:
+        t = max(t, start)
+        while t < end:
+            out.append(RhythmBeat(len(out), t, rr, 60.0 / rr, cls, 0.0))
+            t += rr
+    return out
+
+
+def waveform(stream: list[RhythmBeat], seconds: float, noise: tuple[float, float] | None = None):
+    """A one-lead ECG of the beats (narrow N, wide V complexes), strong noise over `noise`."""
+    rng = np.random.default_rng(7)
+    n = int(seconds * FS)
+    t = np.arange(n) / FS
+    x = 0.02 * rng.standard_normal(n)
+    for b in stream:
+        w, a = (0.04, 1.5) if b.cls == "V" else (0.012, 1.0)
+        near = slice(max(0, int((b.t - 0.3) * FS)), int((b.t + 0.3) * FS))
+        x[near] += a * np.exp(-0.5 * ((t[near] - b.t) / w) ** 2)
+    if noise is not None:
+        i0, i1 = int(noise[0] * FS), int(noise[1] * FS)
+        x[i0:i1] += rng.standard_normal(i1 - i0)
+    return x
+
+
+def replay(x: np.ndarray, stream: list[RhythmBeat], chunk_s: float, lag_s: float = 0.4):
+    """Samples in chunks, then the beats found `lag_s` before each chunk's end (as the engine
+    does); the changes with the chunk end they came out at."""
+    a = RhythmAnalyser()
+    out: list[tuple[float, object]] = []
+    m, k = int(round(chunk_s * FS)), 0
+    for i in range(0, x.size, m):
+        end = (i + m) / FS
+        out += [(end, c) for c in a.feed_samples(x[i : i + m], FS, i / FS)]
+        j = k
+        while j < len(stream) and stream[j].t <= end - lag_s:
+            j += 1
+        out += [(end, c) for c in a.feed_beats(stream[k:j])]
+        k = j
+    return out
+
+
+def vt_of(out) -> list:
+    return [c for _, c in out if c.type == "vt"]
+
+
+def test_episode_union_starts_with_the_first_and_ends_with_the_last() -> None:
+    from detector.rhythms.events import EpisodeChange
+    from detector.rhythms.runs import EpisodeUnion
+
+    def ch(active: bool, t: float, who: str) -> list[EpisodeChange]:
+        return [EpisodeChange("vt", active, t, {"who": who})]
+
+    u = EpisodeUnion()
+    assert u.merge("early", ch(True, 10.0, "e")) == ch(True, 10.0, "e")
+    assert u.merge("deferred", ch(True, 9.0, "d")) == []  # already on
+    assert u.merge("early", ch(False, 14.0, "e")) == []  # deferred still on
+    assert u.merge("deferred", ch(False, 15.0, "d")) == ch(False, 15.0, "d")
+    # the later detector seeing the same run again after the end: swallowed with its end
+    assert u.merge("early", ch(True, 12.0, "e")) == []
+    assert u.merge("early", ch(False, 15.5, "e")) == []
+    # a new run after the end is a new episode
+    assert u.merge("deferred", ch(True, 20.0, "d")) == ch(True, 20.0, "d")
+    assert u.merge("deferred", ch(False, 22.0, "d")) == ch(False, 22.0, "d")
+
+
+def test_a_regular_v_run_starts_vt_before_its_quality_verdict() -> None:
+    """Wide fast V beats look like artifact to the quality index (mitdb 205): the early path
+    starts VT from the fifth beat, before `noisy` is known and long before `defer_s`."""
+    stream = paced([(0, 20, "N", 0.8), (20, 26, "V", 0.4), (26, 40, "N", 0.8)])
+    out = replay(waveform(stream, 40.0), stream, 0.5)
+    vt = vt_of(out)
+    assert [c.active for c in vt] == [True, False]
+    start = vt[0]
+    v = [b for b in stream if b.cls == "V"]
+    assert start.t == v[0].t and start.detail["detected_t"] == v[4].t
+    assert "organised" not in start.detail and start.detail["beats"] == 5
+    emitted = next(end for end, c in out if c is start)
+    assert emitted <= v[4].t + 1.0  # the deferred path would need the windows to v[4].t + 2 s
+    # the artifact verdict came, but the run had started before it was known
+    assert any(c.type == "noisy" and c.active and c.t < vt[1].t for _, c in out)
+
+
+def test_no_early_vt_while_artifact_is_known() -> None:
+    """In known artifact only the deferred path's organised start (8 regular beats) can start
+    VT; an irregular V run there starts nothing."""
+    regular = paced([(0, 40, "N", 0.8), (44, 50, "V", 0.4), (50, 60, "N", 0.8)])
+    out = replay(waveform(regular, 60.0, noise=(40.0, 52.0)), regular, 0.5)
+    vt = vt_of(out)
+    assert [c.active for c in vt] == [True, False]
+    assert vt[0].detail.get("organised") is True and vt[0].detail["beats"] == 8
+    jitter = (0.0, 0.12, -0.1, 0.15, 0.0, -0.12, 0.1)
+    v = [b for b in regular if b.cls == "V"]
+    shaken = {b.sample: b.t + jitter[i % len(jitter)] for i, b in enumerate(v)}
+    irregular = [
+        RhythmBeat(b.sample, shaken.get(b.sample, b.t), b.rr_s, b.hr_bpm, b.cls) for b in regular
+    ]
+    out = replay(waveform(regular, 60.0, noise=(40.0, 52.0)), irregular, 0.5)
+    assert vt_of(out) == []
+
+
+@pytest.mark.parametrize("chunk_s", [0.1, 0.5, 2.0])
+def test_early_and_deferred_vt_are_the_same_for_any_chunking(chunk_s: float) -> None:
+    stream = paced(
+        [(0, 20, "N", 0.8), (20, 26, "V", 0.4), (26, 44, "N", 0.8), (44, 50, "V", 0.4)]
+        + [(50, 60, "N", 0.8)]
+    )
+    x = waveform(stream, 60.0, noise=(40.0, 52.0))
+    ref = replay(x, stream, 0.25)
+    got = replay(x, stream, chunk_s)
+    assert vt_of(got) == vt_of(ref)
+    assert sorted((c.type, c.t, c.active) for _, c in got) == sorted(
+        (c.type, c.t, c.active) for _, c in ref
+    )
+    assert [c.active for c in vt_of(ref)] == [True, False, True, False]

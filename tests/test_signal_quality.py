@@ -7,7 +7,7 @@ import math
 import pytest
 
 from bench.arrhythmia.noise import NoiseProtocol, load_noise, stress
-from detector.quality import LeadSQI, NoisyGate, QualityConfig
+from detector.quality import LeadQuality, LeadSQI, NoisyGate, QualityConfig
 from detector.rhythms.vf_features import VFFeatures
 from ecgcommon.aami import beat_mask
 from ecgcommon.records import load_record
@@ -103,3 +103,21 @@ def test_baseline_and_bad_windows() -> None:
 def test_bad_quality_config_names_the_field(bad: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         QualityConfig(**bad)
+
+
+def test_noisy_ends_only_on_clearly_clean_windows_and_is_known_from_its_decision() -> None:
+    """Hysteresis: on at p >= p_bad, the end counts only windows at p < p_recover; a doubtful
+    window (in between) restarts the count. `known_at` answers as of a decision time."""
+    gate = NoisyGate(QualityConfig(p_bad=0.7, p_recover=0.5, off_windows=3))
+    bad, doubtful, clean = LeadQuality(0.1, True), LeadQuality(0.4, False), LeadQuality(0.8, False)
+    out = gate.update(bad, 0.0, 4.0, "II") + gate.update(bad, 1.0, 5.0, "II")
+    assert [c.active for c in out] == [True] and out[0].t == 3.0
+    assert not gate.known_at(4.9) and gate.known_at(5.0) and gate.noisy_at(3.5)
+    seq = [clean, clean, doubtful, clean, clean, LeadQuality(math.nan, False)]
+    out = []
+    for i, q in enumerate(seq):
+        out += gate.update(q, 2.0 + i, 6.0 + i, "II")
+    assert [(c.active, c.t) for c in out] == [(False, 11.0)]  # not at 8.0: the doubtful one
+    assert gate.known_at(10.9) and not gate.known_at(11.0) and gate.known_at(5.5)
+    with pytest.raises(ValueError, match="p_recover"):
+        QualityConfig(p_recover=0.8)

@@ -23,7 +23,7 @@ import numpy as np
 from detector.quality import LeadQuality, LeadSQI, NoisyGate, QualityConfig
 from detector.rhythms.af import AFConfig, AFDetector
 from detector.rhythms.events import EpisodeChange, RhythmBeat
-from detector.rhythms.runs import SVT, VT, BeatRunDetector, RunConfig
+from detector.rhythms.runs import SVT, VT, VT_EARLY, BeatRunDetector, EpisodeUnion, RunConfig
 from detector.rhythms.stream import Decimated
 from detector.rhythms.vf import HOP_S, WINDOW_S, VFConfig, VFDetector
 from detector.rhythms.vf_features import centred, screen, vf_features
@@ -34,6 +34,7 @@ class AnalyserConfig:
     """The detectors' settings."""
 
     vt: RunConfig = VT
+    vt_early: RunConfig = VT_EARLY  # judged on arrival, before the quality verdict
     svt: RunConfig = SVT
     af: AFConfig = field(default_factory=AFConfig)
     vf: VFConfig = field(default_factory=VFConfig)
@@ -56,6 +57,8 @@ class RhythmAnalyser:
     def __init__(self, config: AnalyserConfig = AnalyserConfig()) -> None:
         self.config = config
         self.vt = BeatRunDetector(config.vt)
+        self.vt_early = BeatRunDetector(config.vt_early)
+        self.vt_union = EpisodeUnion()
         self.svt = BeatRunDetector(config.svt)
         self.af = AFDetector(config.af)
         self.vf = VFDetector(config.vf)
@@ -68,6 +71,7 @@ class RhythmAnalyser:
         self.last_beat_t = -math.inf  # newest beat analysed
         self.last_rx_t = -math.inf  # newest beat received
         self.pending: deque[RhythmBeat] = deque()  # received, waiting for their quality verdict
+        self.early: deque[RhythmBeat] = deque()  # received, waiting for the window of their time
         self.judged_until = -math.inf  # end of the newest window judged for quality
         self.analysed_until = -math.inf  # beat finder's watermark (note_analysed)
         self.calm = False  # skip the next window (see _hop)
@@ -152,7 +156,7 @@ class RhythmAnalyser:
             gap = self.analysed_until - self.last_rx_t
             self.calm = not self.gate.active and gap < self.config.beat_gap_s / 2
             if self._beats_lost(y, ok, dec.fs):
-                out += self.gate.force(t_end - 1.0, self.lead_name)
+                out += self.gate.force(t_end - 1.0, self.lead_name, t_end)
         else:
             f = vf_features(y[0], dec.fs, pre)
             p = self.vf.probability(f)
@@ -172,7 +176,7 @@ class RhythmAnalyser:
             if lost_beats and not self.vf.active:
                 # beats stopped but the lead still shows QRS-sized activity: the beat finder
                 # lost them in artifact, which must not be called a pause or asystole
-                out += self.gate.force(t_end - 1.0, self.lead_name)
+                out += self.gate.force(t_end - 1.0, self.lead_name, t_end)
         out += self.gate.update(q, t_start, t_end, self.lead_name)
         self.judged_until = t_end
         return out + self._release()
@@ -235,6 +239,7 @@ class RhythmAnalyser:
         self.last_rx_t = -math.inf
         self.analysed_until = -math.inf
         self.pending.clear()
+        self.early.clear()
         out = self.vf.close(t) + self.gate.end(t, {"restart": True})
         self.sqi = LeadSQI(self.config.quality)
         return out
@@ -251,24 +256,31 @@ class RhythmAnalyser:
 
         A beat is analysed once the signal quality of `defer_s` after it has been judged (the
         artifact verdict needs a window or two): episodes start that much later, but never on
-        beats of an artifact's first seconds.
+        beats of an artifact's first seconds. A regular V run (`vt_early`) starts VT sooner,
+        once the window of its newest beat is judged, unless artifact was known by then.
         """
         for b in beats:
             if not b.valid or b.t <= self.last_rx_t:
                 continue
             self.last_rx_t = b.t
             self.pending.append(b)
+            self.early.append(b)
         return self._release()
 
     def _release(self) -> list[EpisodeChange]:
         out: list[EpisodeChange] = []
         # without any waveform there is no quality verdict to wait for
-        limit = math.inf if self.dec is None else self.judged_until - self.config.defer_s
+        judged = math.inf if self.dec is None else self.judged_until
+        while self.early and self.early[0].t <= judged:
+            b = self.early.popleft()
+            noisy = self.gate.known_at(b.t)
+            out += self.vt_union.merge("early", self.vt_early.feed(b, noisy))
+        limit = judged - self.config.defer_s
         while self.pending and self.pending[0].t <= limit:
             b = self.pending.popleft()
             self.last_beat_t = b.t
             noisy = self.gate.noisy_at(b.t)
-            out += self.vt.feed(b, noisy)
+            out += self.vt_union.merge("deferred", self.vt.feed(b, noisy))
             out += self.svt.feed(b, noisy)
             # beats found in VF are no atrial rhythm: they neither start nor feed AF
             out += self.af.feed(b, noisy, in_vf=self.vf.active)

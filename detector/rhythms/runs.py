@@ -28,16 +28,22 @@ class RunConfig:
     rate_beats: int = 4  # the rate is the mean over this many most recent RR intervals
     organised_spread: float = 0.0  # > 0: a regular run may start in artifact (module doc)
     organised_beats: int = 8
+    regular_spread: float = 0.0  # > 0: a run starts only when its two-beat spans are regular
 
     def __post_init__(self) -> None:
-        check_config(self, skip=("episode", "classes", "organised_spread", "organised_beats"))
+        skip = ("episode", "classes", "organised_spread", "organised_beats", "regular_spread")
+        check_config(self, skip=skip)
         if self.min_beats < 2 or not self.classes:
             raise ValueError("RunConfig.min_beats must be >= 2 and classes not empty")
         if not (self.organised_spread >= 0 and self.organised_beats >= 4):
             raise ValueError("RunConfig.organised_spread must be >= 0 and organised_beats >= 4")
+        if not self.regular_spread >= 0:
+            raise ValueError("RunConfig.regular_spread must be >= 0")
 
 
 VT = RunConfig("vt", ("V",), organised_spread=0.15)
+# VT judged as the beats arrive, before their quality verdict: a regular run only
+VT_EARLY = RunConfig("vt", ("V",), regular_spread=0.15)
 SVT = RunConfig("svt", ("S",))
 
 
@@ -98,7 +104,13 @@ class BeatRunDetector:
             return []
         if len(self.run) > self.config.min_beats:
             self.run = self.run[-self.config.min_beats :]
-        if len(self.run) >= self.config.min_beats and fast and self._run_fast():
+        if (
+            len(self.run) >= self.config.min_beats
+            and rate is not None
+            and fast
+            and self._run_fast()
+            and self._regular(self.config.regular_spread)
+        ):
             self.active = True
             return [
                 EpisodeChange(
@@ -124,11 +136,9 @@ class BeatRunDetector:
         self.run = [*self.run[-(c.organised_beats - 1) :], beat]
         if len(self.run) < c.organised_beats or not self._run_fast():
             return []
-        t = [b.t for b in self.run]
-        spans = sorted(t[i + 2] - t[i] for i in range(len(t) - 2))  # alternans-proof
-        med = spans[len(spans) // 2]
-        if med <= 0 or max(abs(x - med) for x in spans) > c.organised_spread * med:
+        if not self._regular(c.organised_spread):
             return []
+        t = [b.t for b in self.run]
         self.active = True
         first = self.run[0]
         hr = 60.0 * (len(t) - 1) / (t[-1] - t[0])
@@ -138,6 +148,18 @@ class BeatRunDetector:
                 c.episode, True, first.t, {**detail, "detected_t": beat.t, "organised": True}
             )
         ]
+
+    def _regular(self, spread: float) -> bool:
+        """Every two-beat span of the run lies within `spread` of their median (alternans-proof);
+        always true for spread 0."""
+        if spread <= 0:
+            return True
+        t = [b.t for b in self.run]
+        spans = sorted(t[i + 2] - t[i] for i in range(len(t) - 2))
+        if not spans:
+            return False
+        med = spans[len(spans) // 2]
+        return med > 0 and max(abs(x - med) for x in spans) <= spread * med
 
     def _run_fast(self) -> bool:
         """Mean rate over the whole candidate run is at least the limit."""
@@ -161,3 +183,39 @@ class SVTDetector(BeatRunDetector):
 
     def __init__(self, config: RunConfig = SVT) -> None:
         super().__init__(config)
+
+
+class EpisodeUnion:
+    """One episode from two detectors of it (VT judged as beats arrive, and again once their
+    quality is known): it starts with the first detector to start and ends when neither is
+    active. A start whose onset the union has already reported and ended is the same run seen
+    again by the later detector: it and its end are swallowed."""
+
+    def __init__(self) -> None:
+        self.on: dict[str, bool] = {}
+        self.swallowed: set[str] = set()
+        self.active = False
+        self.last_end = float("-inf")
+
+    def merge(self, source: str, changes: list[EpisodeChange]) -> list[EpisodeChange]:
+        """The changes of detector `source`, as the union's changes."""
+        out: list[EpisodeChange] = []
+        for ch in changes:
+            if ch.active:
+                if not self.active and ch.t <= self.last_end:
+                    self.swallowed.add(source)
+                    continue
+                self.on[source] = True
+                if not self.active:
+                    self.active = True
+                    out.append(ch)
+                continue
+            if source in self.swallowed:
+                self.swallowed.discard(source)
+                continue
+            self.on[source] = False
+            if self.active and not any(self.on.values()):
+                self.active = False
+                self.last_end = ch.t
+                out.append(ch)
+        return out
