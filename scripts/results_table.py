@@ -148,7 +148,7 @@ def rows() -> list[tuple[str, str, str, str]]:
             # measured with the policy before beat classes; `make eval-arrhythmia` gives the
             # alarm load of the current policy (rows below)
             (
-                "alarms per bed-hour high / medium / low / technical (bench-alarms, old policy)",
+                "alarms per bed-hour high / medium / low / technical (bench-alarms, 48 records)",
                 " / ".join(_num(load.get(k), "{:.2f}") for k in PRIORITIES),
                 "report",
                 "make bench-alarms",
