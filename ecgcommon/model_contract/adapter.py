@@ -198,14 +198,18 @@ class PatientAdapter:
         if self._ring is None:
             c = self.config
             return c.prior_log_template, c.prior_log_st, 0.0, c.prior_log_decorr
+        return self._template_features(_window(window, self._ring.shape[1]))
+
+    def _template_features(self, w: np.ndarray) -> tuple[float, float, float, float]:
+        """`template_features` of a checked float64 window, once a beat has been learnt."""
+        assert self._ring is not None
         if self._template is None:
-            t = np.median(self._ring[: self._n_windows], axis=0)
+            t = _median_rows(self._ring[: self._n_windows])
             self._template = t
             self._t_qrs = t[self._lo : self._hi] - t[self._lo : self._hi].mean()
             self._t_norm = float(self._t_qrs @ self._t_qrs)
             self._t_slope = float(np.abs(np.diff(t[self._lo : self._hi])).max())
             self._since_refresh = 0
-        w = _window(window, self._template.size)
         sq = (w - self._template) ** 2
         lo, hi = self._lo, self._hi
         # np.add.reduce / n and np.maximum.reduce: .mean(), .max() and np.diff without their
@@ -236,8 +240,12 @@ class PatientAdapter:
     def learn_one(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> None:
         """Add a beat to the patient's references (no labels; rhythm is tracked by RRTracker)."""
         del rhythm
-        self._ref.add(_log_error(error))
-        w = _window(window, None if self._ring is None else self._ring.shape[1])
+        log_err = _log_error(error)
+        self._learn(log_err, _window(window, None if self._ring is None else self._ring.shape[1]))
+
+    def _learn(self, log_err: float, w: np.ndarray) -> None:
+        """`learn_one` of a checked log error and float64 window."""
+        self._ref.add(log_err)
         if self._ring is None:
             self._ring = np.empty((self.config.template_history, w.size))
         self._ring[self._next] = w
@@ -250,14 +258,34 @@ class PatientAdapter:
             self._template = None
 
     def process(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> float:
-        """score_one then learn_one: the live path, one beat at a time in time order."""
-        s = self.score_one(error, rhythm, window)
-        self.learn_one(error, rhythm, window)
+        """score_one then learn_one: the live path, one beat at a time in time order (the
+        error and the window are checked and converted once for both)."""
+        log_err = _log_error(error)
+        w = _window(window, None if self._ring is None else self._ring.shape[1])
+        c = self.config
+        shape = (
+            (c.prior_log_template, c.prior_log_st, 0.0, c.prior_log_decorr)
+            if self._ring is None
+            else self._template_features(w)
+        )
+        z = feature_vector(log_err - self.reference(), log_err, rhythm, shape) - self._mean
+        s = _sigmoid(float(z / self._scale @ self._w) + c.bias)
+        self._learn(log_err, w)
         return s
 
     def is_anomalous(self, score: float, profile: str = "icu") -> bool:
         """True when the score reaches the profile's threshold."""
         return score >= self.config.threshold(profile)
+
+
+def _median_rows(a: np.ndarray) -> np.ndarray:
+    """`np.median(a, axis=0)` of finite rows, bit for bit (the same partition, and the mean of
+    the middle two as their sum halved), without its Python layers (once per template refresh)."""
+    k = len(a) // 2
+    if len(a) % 2:
+        return np.partition(a, k, axis=0)[k]
+    part = np.partition(a, (k - 1, k), axis=0)
+    return (part[k - 1] + part[k]) / 2
 
 
 def _window(window: np.ndarray, size: int | None) -> np.ndarray:
