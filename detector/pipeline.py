@@ -59,10 +59,13 @@ def windows_of(beats: list[DetectedBeat], spec: WindowSpec = WINDOW) -> np.ndarr
     for i, b in enumerate(beats):
         by_fs.setdefault((b.fs, b.pre), []).append(i)
     for (fs, pre), idx in by_fs.items():
-        segs = np.stack([beats[i].segment for i in idx])
-        length = segs.shape[1]
+        # segments of one rate and `pre` have one length (pre + post + 1): laid end to end
+        flat = np.concatenate([beats[i].segment for i in idx])
+        length = beats[idx[0]].segment.size
+        if flat.size != length * len(idx):
+            raise ValueError(f"beat segments at {fs:g} Hz differ in length")
         peaks = np.arange(len(idx), dtype=np.int64) * length + pre
-        out[idx] = beat_windows(segs.ravel(), peaks, fs, spec)
+        out[idx] = beat_windows(flat, peaks, fs, spec)
     return out
 
 

@@ -410,6 +410,11 @@ def _num(x: float | None, digits: int = 6) -> float | None:
     return None if x is None else round(float(x), digits)
 
 
+# The encoders `json.dumps(doc, separators=(",", ":")[, default=...])` builds on every call,
+# made once (the same settings, so the same bytes): one beats message per bed per batch.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def beat_to_dict(beat: BeatResult) -> dict[str, Any]:
     """The JSON object of one beat (floats rounded to keep messages small)."""
     doc: dict[str, Any] = {
@@ -417,10 +422,10 @@ def beat_to_dict(beat: BeatResult) -> dict[str, Any]:
         "beat_id": beat.beat_id,
         "sample": beat.sample,
         "t": round(beat.t, 4),
-        "rr_s": _num(beat.rr_s, 4),
-        "hr_bpm": _num(beat.hr_bpm, 2),
-        "score": _num(beat.score),
-        "threshold": _num(beat.threshold),
+        "rr_s": None if beat.rr_s is None else round(float(beat.rr_s), 4),  # _num, inlined
+        "hr_bpm": None if beat.hr_bpm is None else round(float(beat.hr_bpm), 2),
+        "score": round(float(beat.score), 6),
+        "threshold": round(float(beat.threshold), 6),
         "anomalous": beat.anomalous,
     }
     if beat.label is not None:
@@ -453,7 +458,7 @@ def encode_beats(
         doc["analysed_until"] = round(float(analysed_until), 4)
     if analysed_from is not None:
         doc["analysed_from"] = round(float(analysed_from), 4)
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return _COMPACT.encode(doc).encode()
 
 
 def _opt_float(doc: Mapping[str, Any], name: str) -> float | None:
