@@ -36,7 +36,7 @@ from ecgcommon.protocol import (
     encode_beats,
     encode_event,
 )
-from ecgcommon.topics import TopicError, beats_topic, events_topic, parse_topic
+from ecgcommon.topics import Topic, TopicError, beats_topic, events_topic, parse_topic
 from ecgcommon.windowing import WINDOW, WindowSpec
 
 log = logging.getLogger("detector")
@@ -83,15 +83,16 @@ class Bed:
     span_from: float | None = None
     classes: PatientClasses | None = None  # beat-class state, made on the first classified beat
     rhythms: RhythmAnalyser = field(default_factory=RhythmAnalyser)  # VT/SVT/AF/VF, noisy
+    beats_to: str = ""  # the bed's beats and events topics, made once (set by the engine)
+    events_to: str = ""
 
 
 # During a pause longer than this, the detector says how far it has analysed (see _watermark).
 WATERMARK_AFTER_S = 1.0
 
 
-@dataclass(frozen=True)
-class Queued:
-    """A complete beat waiting for its batch."""
+class Queued(NamedTuple):
+    """A complete beat waiting for its batch (a tuple: one is made per beat)."""
 
     bed: Bed
     beat: DetectedBeat
@@ -146,6 +147,8 @@ class DetectorEngine:
         self._bad = LogLimiter(log)
         self._next_sweep = -math.inf
         self._kind_counters: dict[str, Any] = {}  # labelled children, looked up once
+        self._event_counters: dict[str, Any] = {}
+        self._topics: dict[str, Topic] = {}  # parsed topics of valid messages (bounded)
 
     # ------------------------------------------------------------------ input
     def _bed(self, ward: str, bed: str, now: float) -> Bed | None:
@@ -161,6 +164,8 @@ class DetectorEngine:
                 bed,
                 Pipeline(self.spec, max_fill_s=self.settings.max_fill_s),
                 PatientAdapter(self.anomaly),
+                beats_to=beats_topic(ward, bed),
+                events_to=events_topic(ward, bed),
             )
             self.beds[key] = state
         state.last_msg = now
@@ -190,11 +195,16 @@ class DetectorEngine:
         self, topic: str, payload: bytes, now: float, retained: bool = False
     ) -> list[Publication]:
         """One received MQTT message; `now` is the monotonic receipt time."""
-        try:
-            t = parse_topic(topic)
-        except TopicError as exc:
-            self.bad("bad_topic", "%s", exc)
-            return []
+        t = self._topics.get(topic)
+        if t is None:
+            try:
+                t = parse_topic(topic)
+            except TopicError as exc:
+                self.bad("bad_topic", "%s", exc)
+                return []
+            if len(self._topics) >= 4 * self.settings.max_beds:  # bounded: never grows unchecked
+                self._topics.clear()
+            self._topics[topic] = t
         counter = self._kind_counters.get(t.kind)
         if counter is None:
             counter = self._kind_counters[t.kind] = self.metrics.messages.labels(t.kind)
@@ -287,7 +297,7 @@ class DetectorEngine:
             return []
         bed.mark_t = until
         payload = encode_beats((), analysed_until=until, analysed_from=bed.span_from)
-        return [Publication(beats_topic(bed.ward, bed.bed), payload, self.settings.qos_beats)]
+        return [Publication(bed.beats_to, payload, self.settings.qos_beats)]
 
     def _on_status(
         self, ward: str, bed_name: str, payload: bytes, retained: bool, now: float
@@ -316,9 +326,12 @@ class DetectorEngine:
         return []
 
     def _event(self, bed: Bed, etype: str, active: bool, t: float, detail: dict) -> Publication:
-        self.metrics.events.labels(etype).inc()
+        counter = self._event_counters.get(etype)
+        if counter is None:
+            counter = self._event_counters[etype] = self.metrics.events.labels(etype)
+        counter.inc()
         payload = encode_event(Event(bed.bed, etype, active, t, detail))
-        return Publication(events_topic(bed.ward, bed.bed), payload, self.settings.qos_events)
+        return Publication(bed.events_to, payload, self.settings.qos_events)
 
     # ------------------------------------------------------------------ scoring
     def _score(self, batch: list[Queued], now: float) -> list[Publication]:
@@ -402,7 +415,8 @@ class DetectorEngine:
         bed = self.beds.get(key)
         since = None if bed is None else bed.span_from
         payload = encode_beats([r for r, _ in results], analysed_from=since)
-        pubs = [Publication(beats_topic(*key), payload, self.settings.qos_beats)]
+        to = beats_topic(*key) if bed is None else bed.beats_to
+        pubs = [Publication(to, payload, self.settings.qos_beats)]
         if bed is not None:
             changes = bed.rhythms.feed_beats(
                 RhythmBeat(r.sample, r.t, r.rr_s, r.hr_bpm, cls, r.score) for r, cls in results

@@ -537,7 +537,7 @@ def encode_event(event: Event) -> bytes:
         "t": round(event.t, 4),
         "detail": dict(event.detail),
     }
-    return json.dumps(doc, separators=(",", ":"), default=_json_default).encode()
+    return _COMPACT_EVENT.encode(doc).encode()
 
 
 def _json_default(obj: Any) -> Any:
@@ -546,6 +546,9 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+_COMPACT_EVENT = json.JSONEncoder(separators=(",", ":"), default=_json_default)  # see _COMPACT
 
 
 def decode_event(payload: bytes | str) -> Event:
