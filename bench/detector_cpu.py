@@ -9,17 +9,21 @@ other programs take on the cores is not counted). It reports CPU microseconds pe
 of signal, the beds one core would carry (1e6 / that, MQTT excluded), and the same broken down
 by stage (inclusive CPU of the engine's main calls, timed by wrappers). `--profile` adds the top
 functions by own time under cProfile; `--dump` writes every publication, decoded, as JSON lines
-(the output to compare before and after an optimisation: `--compare A B`).
+(the output to compare before and after an optimisation: `--compare A B`); `--digest` prints
+one SHA-256 over every publication's topic, payload bytes, QoS and retain flag, in order (the
+strictest check: equal digests mean byte-identical output).
 
     python -m bench.detector_cpu --beds 200 --seconds 60
     python -m bench.detector_cpu --beds 50 --seconds 120 --dump /tmp/a.jsonl
     python -m bench.detector_cpu --compare /tmp/a.jsonl /tmp/b.jsonl
+    python -m bench.detector_cpu --beds 100 --seconds 60 --digest
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import json
 import math
 import os
@@ -194,6 +198,14 @@ def decoded(pubs: list[Any]) -> Iterator[dict[str, Any]]:
             }
 
 
+def digest(pubs: list[Any]) -> str:
+    """SHA-256 over every publication in order: topic, payload bytes, QoS and retain."""
+    h = hashlib.sha256()
+    for p in pubs:
+        h.update(p.topic.encode() + b"\0" + p.payload + b"\0" + bytes([p.qos, p.retain]))
+    return h.hexdigest()
+
+
 def compare(a: Path, b: Path, tol: float) -> int:
     """Compare two dumps: exact on classes, event types, flags and beat samples; numbers
     within `tol` (relative or absolute). Prints a summary; 0 when they agree."""
@@ -331,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--records", nargs="*", default=list(RECORDS))
     p.add_argument("--data-dir", default=None)
     p.add_argument("--dump", default=None, help="write every publication, decoded (JSON lines)")
+    p.add_argument("--digest", action="store_true", help="SHA-256 of every publication's bytes")
     p.add_argument("--profile", default=None, help="cProfile the measured part into this file")
     p.add_argument("--sample", action="store_true", help="statistical profile (SIGPROF)")
     p.add_argument(
@@ -355,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     kept: list[Any] = []  # decoded after the replay, so that decoding is not timed
 
     def sink(pubs: list[Any]) -> None:
-        if a.dump:
+        if a.dump or a.digest:
             kept.extend(pubs)
 
     sampler = Sampler() if a.sample else None
@@ -383,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(a.dump, "w") as out:
             for row in decoded(kept):
                 out.write(json.dumps(row, sort_keys=True) + "\n")
+    if a.digest:
+        print(f"{len(kept)} publications, sha256 {digest(kept)}")
     report(a, cpu, stages, sampler)
     return 0
 
