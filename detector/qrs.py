@@ -117,26 +117,32 @@ class QRSConfig:
 _PEAK_BLOCK = 256  # MWI peaks tested at once (bounds the window matrix of a long signal)
 
 
+def _rows(x: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """The windows x[r : r + width] for r in rows, as a (len(rows), width) copy; x is 1-D,
+    contiguous (an overlapping strided view, then whole rows taken from it)."""
+    step = x.strides[0]
+    view = np.ndarray((len(x) - width + 1, width), x.dtype, x, 0, (step, step))
+    return view[rows]
+
+
 def _peak_tests(
-    mwi: np.ndarray, idx: np.ndarray, w: int, span: np.ndarray
+    mwi: np.ndarray, idx: np.ndarray, w: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For MWI local maxima at buffer indices `idx` (each with `w` samples after it in the
     buffer): whether each is the largest within +-w (ties to the left lose, as before), its
     value, and its valley (the smallest MWI within +-w). Windows are cut at buffer start.
 
-    The same comparisons as one peak at a time, over a (peaks, 2w+1) matrix of windows;
-    `span` is `np.arange(2 * w + 1)`.
+    The same comparisons as one peak at a time, over a (peaks, 2w+1) matrix of windows.
     """
     a = int(idx[0]) - w
     pad = max(0, -a)
     seg = mwi[a + pad : int(idx[-1]) + w + 1]
-    # row j: the window of peak j, which starts at idx[j] - w (a gather: no strided views)
-    at = (idx - idx[0])[:, None] + span
+    rows = idx - idx[0]  # the window of peak j starts at idx[j] - w: row idx[j] - idx[0]
     if pad:  # cut at buffer start: absent samples count as 0 for the max, +inf for the min
-        win = np.concatenate((np.zeros(pad), seg))[at]
-        wide = np.concatenate((np.full(pad, np.inf), seg))[at]
+        win = _rows(np.concatenate((np.zeros(pad), seg)), rows, 2 * w + 1)
+        wide = _rows(np.concatenate((np.full(pad, np.inf), seg)), rows, 2 * w + 1)
     else:
-        win = wide = seg[at]
+        win = wide = _rows(seg, rows, 2 * w + 1)
     values = win[:, w]
     top, bottom = np.maximum.reduce, np.minimum.reduce  # .max(axis), .min(axis) sans wrappers
     # v > left.max(initial=0): above every earlier sample and above 0
@@ -180,7 +186,6 @@ class QRSDetector:
         # the band-pass delays the QRS by its group delay near the band centre
         self._gd = round(self._bandpass.group_delay(math.sqrt(cfg.low_hz * cfg.high_hz), self.fs))
         self._w = n_of(cfg.refractory_s)
-        self._span = np.arange(2 * self._w + 1)  # offsets of a candidate's +-w window
         self._t_win = n_of(cfg.t_wave_window_s)
         self._valley_rr = n_of(cfg.valley_rr_s)
         self._learn_n = n_of(cfg.learn_s)
@@ -368,7 +373,7 @@ class QRSDetector:
             peaks += lo
             for k in range(0, len(peaks), _PEAK_BLOCK):
                 block = peaks[k : k + _PEAK_BLOCK]
-                if not self._decide_peaks(block, *_peak_tests(mwi, block - base, w, self._span)):
+                if not self._decide_peaks(block, *_peak_tests(mwi, block - base, w)):
                     break
         if self._pending and self._pending[0][0] < self._n:
             self._search_back(self._n)
