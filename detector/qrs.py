@@ -125,15 +125,18 @@ def _rows(x: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
     return view[rows]
 
 
-def _peak_tests(
-    mwi: np.ndarray, idx: np.ndarray, w: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For MWI local maxima at buffer indices `idx` (each with `w` samples after it in the
-    buffer): whether each is the largest within +-w (ties to the left lose, as before), its
-    value, and its valley (the smallest MWI within +-w). Windows are cut at buffer start.
+_FEW_PEAKS = 2  # up to this many (short chunks), peaks are tested one by one: fewer calls
 
-    The same comparisons as one peak at a time, over a (peaks, 2w+1) matrix of windows.
+
+def _peak_tests(mwi: np.ndarray, idx: np.ndarray, w: int) -> tuple[list, list, list]:
+    """For MWI local maxima at buffer indices `idx` (each with `w` samples after it in the
+    buffer): whether each is the largest within +-w (ties to the left lose), its value, and
+    its valley (the smallest MWI within +-w). Windows are cut at buffer start.
+
+    Many peaks: the same comparisons over a (peaks, 2w+1) matrix of windows at once.
     """
+    if len(idx) <= _FEW_PEAKS:
+        return _peak_tests_each(mwi, idx.tolist(), w)
     a = int(idx[0]) - w
     pad = max(0, -a)
     seg = mwi[a + pad : int(idx[-1]) + w + 1]
@@ -148,7 +151,20 @@ def _peak_tests(
     # v > left.max(initial=0): above every earlier sample and above 0
     keep = (values >= top(win[:, w + 1 :], axis=1)) & (values > top(win[:, :w], axis=1))
     keep &= values > 0.0
-    return keep, values, bottom(wide, axis=1)
+    return keep.tolist(), values.tolist(), bottom(wide, axis=1).tolist()
+
+
+def _peak_tests_each(mwi: np.ndarray, idx: list[int], w: int) -> tuple[list, list, list]:
+    """`_peak_tests`, one peak at a time (a valley only for a peak that passes)."""
+    keep, values, valleys = [], [], []
+    for i in idx:
+        v = mwi[i]
+        left, right = mwi[max(0, i - w) : i], mwi[i + 1 : i + w + 1]
+        ok = bool(v >= right.max() and v > left.max(initial=0.0))
+        keep.append(ok)
+        values.append(float(v))
+        valleys.append(float(min(left.min(initial=v), right.min())) if ok else 0.0)
+    return keep, values, valleys
 
 
 def _is_real(x: object) -> bool:
@@ -378,12 +394,10 @@ class QRSDetector:
         if self._pending and self._pending[0][0] < self._n:
             self._search_back(self._n)
 
-    def _decide_peaks(
-        self, peaks: np.ndarray, keep: np.ndarray, values: np.ndarray, valleys: np.ndarray
-    ) -> bool:
+    def _decide_peaks(self, peaks: np.ndarray, keep: list, values: list, valleys: list) -> bool:
         """Decide MWI peaks in sample order (their window tests done); False: signal lost."""
         w = self._w
-        rows = zip(peaks.tolist(), keep.tolist(), values.tolist(), valleys.tolist(), strict=True)
+        rows = zip(peaks.tolist(), keep, values, valleys, strict=True)
         for m, ok, v, valley in rows:
             e = m + w  # the last sample this decision needs
             if self._pending and self._pending[0][0] < e:
