@@ -3,7 +3,9 @@ ward run as a user runs it with its printed banner parsed and its output kept.""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import re
 import signal
 import subprocess
@@ -96,9 +98,30 @@ class RunningWard:
         return code
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """Clean-up after a failed test: Ctrl-C first (the ward stops its children); if it
+        hangs, kill its children too (they run in their own sessions and would outlive it)."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=15)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        for pid in _children(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of process `pid` (Linux /proc)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
 
 
 def get(url: str, token: str = "") -> tuple[int, str]:
