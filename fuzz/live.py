@@ -221,9 +221,9 @@ def mqtt_attack(
     sent = 0
     try:
         while not stop.is_set():
-            due = start + sent / rate
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            wait = start + sent / rate - time.monotonic()
+            if wait > 0 and stop.wait(wait):  # read the clock once: never a negative sleep
+                break
             kind = rng.choice(inputs.KINDS)
             bed = inputs.bed_name(rng)
             topic = inputs.topic(rng, WARD, bed, kind)
@@ -312,9 +312,9 @@ def http_attack(
     start = time.monotonic()
     sent = 0
     while not stop.is_set():
-        due = start + sent / rate
-        if due > time.monotonic():
-            time.sleep(due - time.monotonic())
+        wait = start + sent / rate - time.monotonic()
+        if wait > 0 and stop.wait(wait):  # read the clock once: never a negative sleep
+            break
         sent += 1
         if rng.random() < 0.35:
             service, method, path = (
