@@ -12,7 +12,7 @@ from alerting.alarms import AlarmType
 from alerting.core import AlertingCore
 from alerting.policy import AlarmPolicy
 from bench.alarms.__main__ import main
-from bench.alarms.replay import Replay
+from bench.alarms.replay import Replay, load_scoring
 from bench.alarms.signals import FS, T0, synth_ecg
 from bench.alarms.timing import TrialSetup, asystole_trials, tachy_trials
 from detector.engine import DetectorEngine
@@ -29,13 +29,17 @@ def test_synthetic_ecg_beats_are_found_by_the_detector() -> None:
 
 
 def test_standstill_raises_asystole_and_nothing_early() -> None:
-    res = asystole_trials(2, TrialSetup(None, lag_s=0.6, chunk_s=0.25, batch_s=0.05), seed=3)
+    models = load_scoring(None)  # the committed models, as the service loads them
+    assert models is not None and models.classifier is not None
+    res = asystole_trials(2, TrialSetup(models, lag_s=0.6, chunk_s=0.25, batch_s=0.05), seed=3)
     assert res["missed"] == 0 and res["false_asystole_alarms"] == 0
     assert res["n"] == 2 and res["min"] > 0
 
 
 def test_sudden_tachycardia_raises_a_tachy_alarm() -> None:
-    res = tachy_trials(2, TrialSetup(None, lag_s=0.6, chunk_s=0.25, batch_s=0.05), seed=4)
+    models = load_scoring(None)
+    assert models is not None
+    res = tachy_trials(2, TrialSetup(models, lag_s=0.6, chunk_s=0.25, batch_s=0.05), seed=4)
     assert res["missed"] == 0 and res["n"] == 2
     assert set(res["by_type"]) <= {AlarmType.TACHY.value, AlarmType.EXTREME_TACHY.value}
     assert AlarmType.EXTREME_TACHY.value in res["by_type"]
