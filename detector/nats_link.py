@@ -56,6 +56,16 @@ def _msg_id(subj: str, payload: bytes) -> str:
     return hashlib.blake2b(subj.encode() + b"\0" + payload, digest_size=12).hexdigest()
 
 
+def _stream_seq(msg: Any) -> int:
+    """The ECG_IN sequence of a delivered message, read straight from its reply subject
+    (`$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...`): the client's `metadata` builds
+    dataclasses and a datetime for every message. Other reply layouts go through the client."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[5])
+    return int(msg.metadata.sequence.stream)
+
+
 def _rank(k: int, member: str) -> bytes:
     """Rendezvous hashing: the live member with the highest rank owns partition `k`."""
     return hashlib.blake2b(f"{k}:{member}".encode(), digest_size=8).digest()
@@ -209,6 +219,9 @@ class NatsWorker:
         self.ward = cfg.ward  # "+": every ward
         self.scope = lease_scope(cfg.ward)
         self.owned: dict[int, Partition] = {}
+        self.max_beds = cfg.max_beds
+        # subject -> (MQTT topic, (ward, bed)): parsed once per bed, not once per chunk
+        self._topics: dict[str, tuple[str, tuple[str, str]]] = {}
         self.sent: dict[tuple[str, str], float] = {}  # after a takeover: results out up to t
         self.nc: Any = None
         self.js: Any = None
@@ -521,21 +534,28 @@ class NatsWorker:
             log.warning("partition %d: lease not renewed in time, stopping", part.k)
             await self._drop(part)
             return
-        seq = int(msg.metadata.sequence.stream)
+        seq = _stream_seq(msg)
         if seq <= part.seq:
             return
         part.seq = seq
-        try:
-            topic = subjects.topic_of(msg.subject)
-            t = parse_topic(topic)
-        except TopicError as exc:
-            self.engine.bad("bad_topic", "%s", exc)
-            return
-        key = (t.ward, t.bed)
-        if part.skip.get(key, 0) >= seq:
+        found = self._topics.get(msg.subject)
+        if found is None:
+            try:
+                topic = subjects.topic_of(msg.subject)
+                t = parse_topic(topic)
+            except TopicError as exc:
+                self.engine.bad("bad_topic", "%s", exc)
+                return
+            if len(self._topics) >= 4 * self.max_beds:  # bounded: never grows unchecked
+                self._topics.clear()
+            found = self._topics[msg.subject] = (topic, (t.ward, t.bed))
+        topic, key = found
+        if part.skip and part.skip.get(key, 0) >= seq:
             return
         part.beds.add(key)
-        await self._publish(self.engine.handle(topic, msg.data, now))
+        pubs = self.engine.handle(topic, msg.data, now)
+        if pubs:  # most chunks only queue beats: the tick loop publishes the batches
+            await self._publish(pubs)
 
     async def _publish(self, pubs: list[Publication]) -> None:
         out = self.out

@@ -14,12 +14,13 @@ from typing import Any
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from bench.cluster.engine import NatsCluster, running_cluster
 from bench.cluster.scenario import sources
 from detector.config import DetectorConfig
-from detector.nats_link import SETTLE_TIMEOUT_S, NatsWorker, Outbox, Partition
+from detector.nats_link import SETTLE_TIMEOUT_S, NatsWorker, Outbox, Partition, _stream_seq
 from detector.service import DetectorService
 from ecgcommon import subjects
 from streamer.core import Playback, make_streams, schedule
@@ -51,6 +52,20 @@ def _outbox(hang: int) -> tuple[_FakeJs, Outbox, list[float]]:
     now = [100.0]
     js = _FakeJs(hang)
     return js, Outbox(js, clock=lambda: now[0]), now
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.ECG_IN.ordered123.1.4711.17.1764645000000000000.3",  # v1: 9 tokens
+        "$JS.ACK._.ACCHASH.ECG_IN.ordered123.1.4711.17.1764645000000000000.3.rnd",  # v2
+        "$JS.ACK.hub.ACCHASH.ECG_IN.ordered123.1.4711.17.1764645000000000000.3",  # v2, domain
+    ],
+)
+def test_stream_sequence_read_from_the_reply_matches_the_clients_metadata(reply: str) -> None:
+    # no client: only the reply subject is read
+    msg = Msg(None, subject="part.1.w.01.samples", reply=reply)  # type: ignore[arg-type]
+    assert _stream_seq(msg) == msg.metadata.sequence.stream == 4711
 
 
 def test_outbox_sends_again_a_result_whose_ack_never_comes() -> None:

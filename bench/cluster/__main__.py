@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -62,6 +63,7 @@ from ecgcommon.subjects import PARTITIONS
 # technical alarm while a worker's beds wait for their new owner; it is counted on its own.
 FALSE_TYPES = ("asystole", "pause")
 TECHNICAL_TYPES = ("signal_lost",)
+_TRIALS = itertools.count()
 HEADLINE = (  # the report's keys printed on stdout
     "workers",
     "scaling_efficiency_2_workers",
@@ -97,7 +99,9 @@ def capacity_trial(
     cluster: NatsCluster, n_workers: int, beds: int, args: argparse.Namespace, work: Path
 ) -> dict:
     """One run: n workers, `beds` beds in real time; latency, worker CPU, sustained or not."""
-    ward = f"cap{n_workers}w{beds}"
+    # a ward of its own per trial: a repeat must not find the leases and checkpoints of an
+    # earlier trial of the same size (it would replay that trial's chunks)
+    ward = f"cap{n_workers}w{beds}t{next(_TRIALS)}"
     servers = [n.url for n in cluster.nodes]
     ids = [f"{ward}-{i}" for i in range(n_workers)]
     workers = [
@@ -168,6 +172,69 @@ def capacity_trial(
         flush=True,
     )
     return r
+
+
+def search(
+    cluster: NatsCluster, n: int, per_worker: list[int], args: argparse.Namespace, work: Path
+) -> list[dict]:
+    """n workers at n x each per-worker load, lightest first, until one is not sustained: the
+    same load definition for every worker count, so each is taken to (near) its own limit."""
+    out = []
+    for load in per_worker:
+        r = capacity_trial(cluster, n, n * load, args, work)
+        out.append(r)
+        if not r["sustained"]:
+            break
+    return out
+
+
+def _median_cores(trials: list[dict]) -> float:
+    return float(np.median([t["worker_cores"] for t in trials]))
+
+
+def matched_efficiency(
+    cluster: NatsCluster, runs: list[dict], args: argparse.Namespace, work: Path
+) -> dict | None:
+    """Efficiency at equal beds per worker: 1 worker with B beds against 2 workers with 2B, B
+    the largest per-worker load both sustained. Both trials are measured `args.repeat` times in
+    all, interleaved (1, 2, 1, 2, ...), and each side's worker-cores is the median: this box's
+    load moves between minutes, and interleaving gives both sides the same weather."""
+    ok = {(r["workers"], r["beds"]) for r in runs if r["sustained"]}
+    both = [b for w, b in ok if w == 1 and (2, 2 * b) in ok]
+    if not both:
+        return None
+    b = max(both)
+    trials = {1: [r for r in runs if (r["workers"], r["beds"]) == (1, b)][-1:]}
+    trials[2] = [r for r in runs if (r["workers"], r["beds"]) == (2, 2 * b)][-1:]
+    for _ in range(max(0, args.repeat - 1)):
+        for n in (1, 2):
+            r = capacity_trial(cluster, n, n * b, args, work)
+            r["repeat"] = True
+            runs.append(r)
+            trials[n].append(r)
+    c1, c2 = _median_cores(trials[1]), _median_cores(trials[2])
+    sustained = all(t["sustained"] for ts in trials.values() for t in ts)
+    return {
+        "beds_per_worker": b,
+        "worker_cores": {"1": c1, "2": c2},
+        "worker_cores_trials": {
+            str(n): [t["worker_cores"] for t in ts] for n, ts in trials.items()
+        },
+        "all_sustained": sustained,
+        "efficiency": (2 * b / c2) / (b / c1),
+    }
+
+
+def equal_total_efficiency(runs: list[dict]) -> dict | None:
+    """The same figure at equal total beds (1 and 2 workers with the same B beds, B the largest
+    both sustained): it prices a second worker's own overhead at a load one worker carries."""
+    ok = {(r["workers"], r["beds"]): r for r in runs if r["sustained"] and not r.get("repeat")}
+    both = [b for w, b in ok if w == 1 and (2, b) in ok]
+    if not both:
+        return None
+    b = max(both)
+    c1, c2 = ok[(1, b)]["worker_cores"], ok[(2, b)]["worker_cores"]
+    return {"beds": b, "worker_cores": {"1": c1, "2": c2}, "efficiency": c1 / c2}
 
 
 def _alerting(bus: str, ward: str, db: Path) -> tuple[object, threading.Thread]:
@@ -295,7 +362,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-s", type=float, default=0.5)
     p.add_argument("--warmup-s", type=float, default=8.0)
     p.add_argument("--measure-s", type=float, default=15.0)
-    p.add_argument("--beds", default="100,200,400", help="the bed counts tried per worker count")
+    p.add_argument(
+        "--beds",
+        default="100,200,400",
+        help="beds per worker tried, lightest first (n workers: n x each)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="measurements of the matched 1- and 2-worker trials (median worker-cores)",
+    )
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--checkpoint-s", type=float, default=5.0)
     p.add_argument("--failover-beds", type=int, default=8)
@@ -310,13 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         workers: dict[str, dict] = {}
         for n in [int(x) for x in args.workers.split(",")]:
-            best = None
-            for beds in bed_list:
-                r = capacity_trial(cluster, n, beds, args, work)
-                runs.append(r)
-                if not r["sustained"]:
-                    break
-                best = r
+            tried = search(cluster, n, bed_list, args, work)
+            runs.extend(tried)
+            best = next((r for r in reversed(tried) if r["sustained"]), None)
             workers[str(n)] = (
                 {
                     "beds": best["beds"],
@@ -326,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 if best
                 else {"beds": 0, "worker_cores": None}
             )
+        matched = matched_efficiency(cluster, runs, args, work)
         fo = failover_run(cluster, args, work)
     finally:
         cluster.stop()
@@ -343,13 +417,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"mosquitto {args.hop_beds} beds: p50 {mq['latency_s']['p50']:.3f} s", flush=True)
 
-    def per_core(w: dict) -> float | None:
-        return w["beds"] / w["worker_cores"] if w.get("worker_cores") else None
-
-    e1, e2 = per_core(workers.get("1", {})), per_core(workers.get("2", {}))
     report = {
         "workers": workers,
-        "scaling_efficiency_2_workers": (e2 / e1) if e1 and e2 else None,
+        "scaling_efficiency_2_workers": matched["efficiency"] if matched else None,
+        "scaling": {
+            "at_equal_beds_per_worker": matched,
+            "at_equal_total_beds": equal_total_efficiency(runs),
+            "method": (
+                "each worker count n runs n x each per-worker load until one is not "
+                "sustained; scaling_efficiency_2_workers compares 1 worker with B beds and 2 "
+                "workers with 2B (B the largest per-worker load both sustained), worker-cores "
+                "the median of interleaved repeats"
+            ),
+        },
         "failover_s": {"p50": float(np.median(fo["waits_s"])), "max": max(fo["waits_s"])},
         "chunks_lost": fo["gap_events"] + fo["beats_missing"],
         "duplicate_beats": fo["duplicate_beats"],
@@ -374,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadgen_late_p99_max_s": LATE_P99_MAX_S,
         },
         "bounded": (
-            f"a modest search (beds {bed_list} per worker count, {args.measure_s:g} s each) on "
+            f"a modest search (beds per worker {bed_list}, {args.measure_s:g} s each) on "
             f"a {os.cpu_count()}-core machine shared with other jobs: 3 NATS nodes, the workers, "
             "the load generator and the probe share these cores, so beds are what this box "
             "gives, and efficiency (beds per worker-core) is the scaling figure"
