@@ -127,10 +127,13 @@ class Pipeline:
         self.origin = chunk.first_sample  # device index of QRS index 0
         self.pre = self.spec.pre_samples(fs)
         self.post = self.spec.post_samples(fs)
-        self.keep = self.pre + self.post + int(round(2.0 * fs))
-        # the raw lead by QRS index (buf.start = QRS index of its oldest sample), room for a
-        # second of chunks past `keep` before it grows
-        self.buf = SignalBuffer(1 << (self.keep + int(fs)).bit_length())
+        # samples kept before a chunk: a peak the QRS reports is at most `_max_delay` plus the
+        # band-pass delay (< `post`) older than the chunk's first sample (peaks waiting for
+        # their `post` samples hold the buffer back themselves); a second spare on top
+        self.keep = self.pre + self.post + self._max_delay + int(round(fs))
+        # the raw lead by QRS index (buf.start = QRS index of its oldest sample), room for two
+        # one-second chunks past `keep` before it grows
+        self.buf = SignalBuffer(1 << (self.keep + 2 * int(fs)).bit_length())
         self.pending: list[tuple[int, RhythmFeatures]] = []
         self.t_ref = (chunk.first_sample, chunk.t0)
         self.lead_off = False

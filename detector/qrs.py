@@ -212,11 +212,12 @@ class QRSDetector:
         self._loc = self._n_int + self._gd + n_of(0.05)  # R-peak search span before the MWI peak
         self._hist = self._learn_n + 3 * self._w + self._loc + self._n_int + 8
         self._cap = self._hist + n_of(1.0)
-        # buffers of recent band-passed signal, running sum of |difference| and MWI (unscaled);
-        # they start with n_int samples of history before sample 0
+        # buffers of recent band-passed signal and MWI (unscaled); they start with n_int
+        # samples of history before sample 0
         self._bp = np.zeros(self._cap)
-        self._cs = np.zeros(self._cap)
         self._mwi = np.zeros(self._cap)
+        # the running sum of |difference| of the last n_int samples: all the MWI looks back on
+        self._cs = np.zeros(self._n_int)
         self._base = -self._n_int  # absolute index of buffer position 0
         self._fill = self._n_int
         self._n = 0  # samples seen
@@ -299,8 +300,11 @@ class QRSDetector:
             self._seg_end = self._n
             self._pending = []
         if n:
-            z = np.zeros(n)
-            self._append(z, z, z)
+            f = self._room(n)
+            self._bp[f : f + n] = 0.0
+            self._mwi[f : f + n] = 0.0
+            self._cs[:] = 0.0  # (the signal restarts the sum at 0 when it comes back anyway)
+            self._filled(n)
             self._decide()
 
     def _feed_signal(self, x: np.ndarray) -> None:
@@ -313,51 +317,46 @@ class QRSDetector:
             self._fresh = False
             self._bandpass.reset(float(x[0]))
             self._bp_last = 0.0
-            self._cs_last = 0.0
             # the running sum restarts at 0, so the MWI sees zeros before the segment
-            self._cs[max(0, self._fill - self._n_int) : self._fill] = 0.0
+            self._cs[:] = 0.0
         bp = self._bandpass(x)
-        cs = np.empty(n + 1)  # running sum of |difference|: sequential, so chunking-exact
-        cs[0] = self._cs_last
-        cs[1] = bp[0] - self._bp_last
-        np.subtract(bp[1:], bp[:-1], out=cs[2:])
-        np.abs(cs[1:], out=cs[1:])
-        np.cumsum(cs, out=cs)
+        k = self._n_int
+        # the running sum of |difference| after the last n_int sums (cs[k - 1], the newest, is
+        # where it continues from): sequential, so chunking-exact
+        cs = np.empty(k + n)
+        cs[:k] = self._cs
+        cs[k] = bp[0] - self._bp_last
+        np.subtract(bp[1:], bp[:-1], out=cs[k + 1 :])
+        np.abs(cs[k:], out=cs[k:])
+        np.add.accumulate(cs[k - 1 :], out=cs[k - 1 :])  # = np.cumsum, sans its wrapper
         self._bp_last = float(bp[-1])
-        self._cs_last = float(cs[-1])
-        self._append(bp, cs[1:], None)
+        f = self._room(n)
+        self._bp[f : f + n] = bp
+        np.subtract(cs[k:], cs[:n], out=self._mwi[f : f + n])  # the MWI: sum over n_int
+        self._cs[:] = cs[n:]
+        self._filled(n)
         self._decide()
 
-    def _append(self, bp: np.ndarray, cs: np.ndarray, mwi: np.ndarray | None) -> None:
-        """Add samples to the buffers (mwi None: compute it from the running sum)."""
-        n = len(bp)
+    def _room(self, n: int) -> int:
+        """Make room for n samples after the newest in the buffers; their first index."""
         if self._fill + n > len(self._bp):
             keep = min(self._fill, self._hist)
             size = max(self._cap, keep + n)
             src = slice(self._fill - keep, self._fill)
             if size != len(self._bp):  # grow for a large chunk, or shrink back after one
-                self._bp, self._cs, self._mwi = (
-                    np.concatenate([b[src], np.zeros(size - keep)])
-                    for b in (self._bp, self._cs, self._mwi)
+                self._bp, self._mwi = (
+                    np.concatenate([b[src], np.zeros(size - keep)]) for b in (self._bp, self._mwi)
                 )
             else:
                 self._bp[:keep] = self._bp[src]
-                self._cs[:keep] = self._cs[src]
                 self._mwi[:keep] = self._mwi[src]
             self._base += self._fill - keep
             self._fill = keep
-        f = self._fill
-        self._bp[f : f + n] = bp
-        self._cs[f : f + n] = cs
-        if mwi is None:
-            np.subtract(
-                self._cs[f : f + n],
-                self._cs[f - self._n_int : f + n - self._n_int],
-                out=self._mwi[f : f + n],
-            )
-        else:
-            self._mwi[f : f + n] = mwi
-        self._fill = f + n
+        return self._fill
+
+    def _filled(self, n: int) -> None:
+        """n samples were written at `_room`'s index."""
+        self._fill += n
         self._n += n
 
     # ------------------------------------------------------------------ decisions

@@ -51,8 +51,9 @@ class Decimated:
         self.zi = np.zeros((n_leads, self.sos.shape[0], 2))  # (lead, section, state)
         self.keep = int(math.ceil(keep_s * self.fs)) + 1
         # the last `keep` samples are _store[:, _lo:_hi]: room for chunks past them, so a
-        # chunk is copied in once (compacted when the room runs out), not concatenated
-        self._store = np.zeros((n_leads, 2 * self.keep + 64))
+        # chunk is copied in once (compacted when the room runs out: every second or third
+        # 1 s chunk), not concatenated
+        self._store = np.zeros((n_leads, self.keep + self.keep // 4 + 64))
         self._lo = self._hi = 0
         self.invalid: deque[tuple[int, int, int]] = deque()  # (lead, start, end) decimated
         self.seen_in = 0  # input samples fed
