@@ -132,6 +132,7 @@ def instrument(engine: Any, stages: Stages) -> None:
     stages.wrap(RhythmAnalyser, "feed_samples", "rhythms.feed_samples (vf, quality)")
     stages.wrap(engine.scorer, "score", "scorer.score (onnx autoencoder)")
     stages.wrap(PatientAdapter, "process", "anomaly.process")
+    stages.wrap(eng, "process_many", "anomaly.process_many (batch)")
     if engine.classifier is not None:
         stages.wrap(engine.classifier, "classify", "classifier.classify")
         stages.wrap(engine.classifier, "probabilities", "  classifier onnx+norm")

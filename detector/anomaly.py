@@ -13,6 +13,7 @@ from ecgcommon.model_contract.adapter import (
     AnomalyConfig,
     PatientAdapter,
     RunningMedian,
+    process_many,
     record_features,
     record_scores,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "PatientAdapter",
     "RunningMedian",
     "feature_vector",
+    "process_many",
     "record_features",
     "record_scores",
     "rhythm_from_row",

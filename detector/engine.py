@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from detector.anomaly import AnomalyConfig, PatientAdapter
+from detector.anomaly import AnomalyConfig, PatientAdapter, process_many
 from detector.batcher import MicroBatcher
 from detector.classifier import BeatClassifier, PatientClasses
 from detector.config import EngineSettings
@@ -442,19 +442,18 @@ class DetectorEngine:
         A batch the classifier refuses (bad input) keeps its scores, goes out with cls=None and
         is counted; it never stops the engine.
         """
-        refs = np.empty(len(beats))
-        scores = np.empty(len(beats))
-        rows = zip(adapters, beats, errors.tolist(), windows, strict=True)
-        for i, (a, b, e, w) in enumerate(rows):
-            refs[i] = a.reference()
-            scores[i] = a.process(e, b.rhythm, w)
+        refs, scores = process_many(adapters, errors.tolist(), [b.rhythm for b in beats], windows)
         classes: list[str | None] = [None] * len(beats)
         if self.classifier is not None and states is not None and beats:
             try:
-                classes = list(self.classifier.classify(states, beats, errors, refs, scores))
+                classes = list(
+                    self.classifier.classify(
+                        states, beats, errors, np.array(refs), np.array(scores)
+                    )
+                )
             except ValueError as exc:
                 self.bad("unclassifiable", "%d beats: %s", len(beats), exc)
-        return scores.tolist(), classes
+        return scores, classes
 
     def tick(self, now: float) -> list[Publication]:
         """Flush a batch whose delay is up; look for silent beds (twice a second)."""

@@ -11,6 +11,7 @@ from ecgcommon.model_contract.adapter import (
     AnomalyConfig,
     PatientAdapter,
     RunningMedian,
+    process_many,
     record_scores,
 )
 from ecgcommon.model_contract.features import FEATURES, rhythm_from_row
@@ -62,6 +63,42 @@ def test_live_path_equals_offline_path(config: AnomalyConfig, record208, data_di
     ]
     offline = record_scores(err, beats.rhythm, beats.windows, config)
     np.testing.assert_allclose(live, offline, rtol=0, atol=1e-12)
+
+
+def test_batch_path_equals_beat_by_beat(config: AnomalyConfig, record208) -> None:
+    """process_many over batches mixing three patients (several beats of one patient in a
+    batch, first beats with no template yet) == reference() then process() beat by beat."""
+    beats, err = record208
+    n = 900
+    rhythms = [rhythm_from_row(r) for r in beats.rhythm[:n]]
+    owner = np.random.default_rng(7).integers(0, 3, n)
+    one, many = (
+        [PatientAdapter(config) for _ in range(3)],
+        [PatientAdapter(config) for _ in range(3)],
+    )
+    want = [
+        (one[k].reference(), one[k].process(float(err[i]), rhythms[i], beats.windows[i]))
+        for i, k in enumerate(owner.tolist())
+    ]
+    got: list[tuple[float, float]] = []
+    bounds = [0, 1, 2, 5, 40, 41, 300, 613, n]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        refs, scores = process_many(
+            [many[k] for k in owner[a:b].tolist()],
+            err[a:b].tolist(),
+            rhythms[a:b],
+            beats.windows[a:b],
+        )
+        got.extend(zip(refs, scores, strict=True))
+    assert got == want  # bit for bit
+    bad = beats.windows[:2].copy()
+    bad[1, 3] = np.nan
+    fresh = PatientAdapter(config)
+    with pytest.raises(ValueError, match="NaN"):
+        process_many([fresh, fresh], [0.1, 0.1], rhythms[:2], bad)
+    with pytest.raises(ValueError, match="reconstruction error"):
+        process_many([fresh, fresh], [0.1, -1.0], rhythms[:2], beats.windows[:2])
+    assert fresh.n_seen == 0  # refused before learning the first beat
 
 
 def test_ventricular_beats_score_higher(config: AnomalyConfig, record208) -> None:

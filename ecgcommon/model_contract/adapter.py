@@ -27,13 +27,13 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from ecgcommon.model_contract.features import FEATURES, feature_vector, rhythm_from_row
+from ecgcommon.model_contract.features import FEATURES, feature_row, feature_vector, rhythm_from_row
 from ecgcommon.rhythm import RhythmFeatures
 from ecgcommon.windowing import WINDOW
 
@@ -204,12 +204,7 @@ class PatientAdapter:
         """`template_features` of a checked float64 window, once a beat has been learnt."""
         assert self._ring is not None
         if self._template is None:
-            t = _median_rows(self._ring[: self._n_windows])
-            self._template = t
-            self._t_qrs = t[self._lo : self._hi] - t[self._lo : self._hi].mean()
-            self._t_norm = float(self._t_qrs @ self._t_qrs)
-            self._t_slope = float(np.abs(np.diff(t[self._lo : self._hi])).max())
-            self._since_refresh = 0
+            self._refresh_template()
         sq = (w - self._template) ** 2
         lo, hi = self._lo, self._hi
         # np.add.reduce / n and np.maximum.reduce: .mean(), .max() and np.diff without their
@@ -224,6 +219,17 @@ class PatientAdapter:
             math.log((slope + 1e-3) / (self._t_slope + 1e-3)),
             math.log(1.0 - r + 1e-3),
         )
+
+    def _refresh_template(self) -> np.ndarray:
+        """Recompute the stale template (the median of the ring) and its QRS constants."""
+        assert self._ring is not None
+        t = _median_rows(self._ring[: self._n_windows])
+        self._template = t
+        self._t_qrs = t[self._lo : self._hi] - t[self._lo : self._hi].mean()
+        self._t_norm = float(self._t_qrs @ self._t_qrs)
+        self._t_slope = float(np.abs(np.diff(t[self._lo : self._hi])).max())
+        self._since_refresh = 0
+        return t
 
     def features(self, error: float, rhythm: RhythmFeatures, window: np.ndarray) -> np.ndarray:
         """Raw features of a beat given what has been learnt so far."""
@@ -276,6 +282,105 @@ class PatientAdapter:
     def is_anomalous(self, score: float, profile: str = "icu") -> bool:
         """True when the score reaches the profile's threshold."""
         return score >= self.config.threshold(profile)
+
+
+def process_many(
+    adapters: Sequence[PatientAdapter],
+    errors: Sequence[float],
+    rhythms: Sequence[RhythmFeatures],
+    windows: np.ndarray,
+) -> tuple[list[float], list[float]]:
+    """`(adapter.reference(), adapter.process(error, rhythm, window))` of each beat, in order,
+    for a batch of beats of any patients (each patient's in time order): the same numbers bit
+    for bit, but the template distances and the logistic rule run as one numpy pass over the
+    batch instead of ~15 small numpy calls per beat. Bad input raises ValueError before any
+    patient learns anything.
+    """
+    n = len(adapters)
+    w64 = np.asarray(windows, dtype=np.float64)
+    if len(errors) != n or len(rhythms) != n or w64.ndim != 2 or w64.shape[0] != n:
+        raise ValueError(f"{n} adapters for {len(errors)} errors and {w64.shape} windows")
+    if n == 0:
+        return [], []
+    c = adapters[0].config
+    if any(a.config is not c for a in adapters):  # patients of several rules: one by one
+        refs = [0.0] * n
+        scores = [0.0] * n
+        for i, (a, e, r) in enumerate(zip(adapters, errors, rhythms, strict=True)):
+            refs[i] = a.reference()
+            scores[i] = a.process(e, r, w64[i])
+        return refs, scores
+    size = w64.shape[1]
+    if any(a._ring is not None and a._ring.shape[1] != size for a in adapters):
+        raise ValueError(f"windows of {size} points do not match the patients' templates")
+    if not np.isfinite(w64).all():
+        raise ValueError("window holds NaN/inf")
+    log_errs = [_log_error(e) for e in errors]
+    refs, templated = _walk(adapters, log_errs, w64)
+    shapes = [(c.prior_log_template, c.prior_log_st, 0.0, c.prior_log_decorr)] * n
+    a0 = adapters[0]
+    if templated:
+        measured = _shapes(w64, templated, a0._lo, a0._hi)
+        for (i, *_), shape in zip(templated, measured, strict=True):
+            shapes[i] = shape
+    flat: list[float] = []  # the rows end to end: one array from a flat list is the cheapest
+    for le, ref, r, shape in zip(log_errs, refs, rhythms, shapes, strict=True):
+        flat.extend(feature_row(le - ref, le, r, shape))
+    z = (np.array(flat, dtype=np.float64).reshape(n, -1) - a0._mean) / a0._scale
+    # one dot product per row, as `z @ w` computes it for one beat (matmul's vector case)
+    lin = np.matmul(z[:, None, :], a0._w[:, None]).reshape(-1).tolist()
+    return refs, [_sigmoid(x + c.bias) for x in lin]
+
+
+# A beat that has a template to be measured against: (its index in the batch, the template,
+# the template's mean-free QRS, its squared norm, its steepest QRS slope), as of that beat.
+_Templated = tuple[int, np.ndarray, np.ndarray, float, float]
+
+
+def _walk(
+    adapters: Sequence[PatientAdapter], log_errs: list[float], w64: np.ndarray
+) -> tuple[list[float], list[_Templated]]:
+    """Each beat in order: its patient's reference and template (refreshed when stale), then
+    the patient learns the beat. A refresh makes new arrays, so those kept stay valid."""
+    refs: list[float] = []
+    templated: list[_Templated] = []
+    for i, (a, le) in enumerate(zip(adapters, log_errs, strict=True)):
+        refs.append(a.reference())
+        if a._ring is not None:
+            t = a._template if a._template is not None else a._refresh_template()
+            templated.append((i, t, a._t_qrs, a._t_norm, a._t_slope))
+        a._learn(le, w64[i])
+    return refs, templated
+
+
+def _shapes(
+    w64: np.ndarray, templated: list[_Templated], lo: int, hi: int
+) -> list[tuple[float, float, float, float]]:
+    """`PatientAdapter._template_features` of many beats: the same arithmetic per row (row
+    sums, and matmul's vector dot product per row), the logarithms by `math.log` as there."""
+    idx, ts, tqs, norms, slopes = zip(*templated, strict=True)
+    m = len(idx)
+    w = w64 if m == len(w64) else w64[list(idx)]  # (every beat has one, once beds warmed up)
+    sq = (w - np.concatenate(ts).reshape(m, -1)) ** 2
+    q_sq = np.add.reduce(sq[:, lo:hi], axis=1).tolist()
+    st_sq = np.add.reduce(sq[:, hi:], axis=1).tolist()
+    wq = w[:, lo:hi]
+    q = wq - (np.add.reduce(wq, axis=1) / (hi - lo))[:, None]
+    num = np.matmul(q[:, None, :], np.concatenate(tqs).reshape(m, -1, 1)).reshape(-1)
+    qq = np.matmul(q[:, None, :], q[:, :, None]).reshape(-1)
+    r = (num / np.sqrt(qq * np.array(norms) + 1e-9)).tolist()
+    slope = np.maximum.reduce(np.abs(wq[:, 1:] - wq[:, :-1]), axis=1).tolist()
+    n_q, n_st = hi - lo, w.shape[1] - hi
+    log = math.log
+    return [
+        (
+            log(a / n_q + 1e-3),
+            log(b / n_st + 1e-3),
+            log((s + 1e-3) / (ts_ + 1e-3)),
+            log(1.0 - c + 1e-3),
+        )
+        for a, b, s, ts_, c in zip(q_sq, st_sq, slope, slopes, r, strict=True)
+    ]
 
 
 def _median_rows(a: np.ndarray) -> np.ndarray:

@@ -40,29 +40,33 @@ def feature_vector(
     `shape` is `PatientAdapter.template_features`: (log QRS distance, log ST-T distance,
     log slope ratio, log QRS decorrelation).
     """
+    return np.array(feature_row(rel, log_err, rhythm, shape), dtype=np.float64)
+
+
+def feature_row(
+    rel: float, log_err: float, rhythm: RhythmFeatures, shape: tuple[float, float, float, float]
+) -> list[float]:
+    """`feature_vector` as a list of floats (a batch stacks the rows into one array)."""
     log_qrs, log_st, log_slope, log_decorr = shape
     rr = min(max(rhythm.rr_ratio, 0.0), 3.0)
     prev = min(max(rhythm.prev_ratio, 0.0), 3.0)
     short = min(max(rhythm.short_ratio, 0.0), 3.0)
     premature = max(0.0, 1.0 - rr)
-    return np.array(
-        [
-            rel,
-            log_err,
-            rr,
-            prev,
-            short,
-            premature,
-            rel * premature,
-            log_qrs,
-            log_st,
-            log_qrs * premature,
-            log_st * premature,
-            log_slope,
-            log_decorr,
-        ],
-        dtype=np.float64,
-    )
+    return [
+        rel,
+        log_err,
+        rr,
+        prev,
+        short,
+        premature,
+        rel * premature,
+        log_qrs,
+        log_st,
+        log_qrs * premature,
+        log_st * premature,
+        log_slope,
+        log_decorr,
+    ]
 
 
 def rhythm_from_row(row: np.ndarray) -> RhythmFeatures:
