@@ -437,6 +437,48 @@ def beat_to_dict(beat: BeatResult) -> dict[str, Any]:
     return doc
 
 
+_STR = json.encoder.encode_basestring_ascii  # how `_COMPACT` writes a str (ensure_ascii)
+_FLOAT_REPR = float.__repr__  # ... a float (a float subclass too), but for these three:
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _float_json(x: float) -> str:
+    r = _FLOAT_REPR(x)
+    return _NON_FINITE.get(r, r)
+
+
+def _beat_json(b: BeatResult) -> str:
+    """`_COMPACT.encode(beat_to_dict(b))`, the same characters, written directly: building
+    the dict and walking it cost more than the message (one per beat). Unusual field types
+    take the dict path."""
+    if not (
+        type(b.sample) is int
+        and type(b.anomalous) is bool
+        and type(b.bed) is str
+        and type(b.beat_id) is str
+        and (b.label is None or type(b.label) is str)
+        and (b.cls is None or type(b.cls) is str)
+    ):
+        return _COMPACT.encode(beat_to_dict(b))
+    rr = "null" if b.rr_s is None else _float_json(round(float(b.rr_s), 4))
+    hr = "null" if b.hr_bpm is None else _float_json(round(float(b.hr_bpm), 2))
+    text = (
+        f'{{"bed":{_STR(b.bed)},"beat_id":{_STR(b.beat_id)},"sample":{b.sample},'
+        f'"t":{_float_json(round(b.t, 4))},"rr_s":{rr},"hr_bpm":{hr},'
+        f'"score":{_float_json(round(float(b.score), 6))},'
+        f'"threshold":{_float_json(round(float(b.threshold), 6))},'
+        f'"anomalous":{"true" if b.anomalous else "false"}'
+    )
+    if b.label is not None:
+        text += f',"label":{_STR(b.label)}'
+    if b.cls is not None:
+        text += f',"cls":{_STR(b.cls)}'
+    if b.errors is not None:
+        errors = np.round(np.asarray(b.errors, dtype=np.float64), 5).tolist()
+        text += ',"errors":[' + ",".join(map(_float_json, errors)) + "]"
+    return text + "}"
+
+
 def encode_beats(
     beats: Sequence[BeatResult],
     analysed_until: float | None = None,
@@ -453,12 +495,12 @@ def encode_beats(
     receiver that knows the bed analysed only up to an earlier time has a hole in between, and
     never measures a pause or asystole across it (docs/faults.md).
     """
-    doc: dict[str, Any] = {"beats": [beat_to_dict(b) for b in beats]}
+    text = '{"beats":[' + ",".join([_beat_json(b) for b in beats]) + "]"
     if analysed_until is not None:
-        doc["analysed_until"] = round(float(analysed_until), 4)
+        text += ',"analysed_until":' + _float_json(round(float(analysed_until), 4))
     if analysed_from is not None:
-        doc["analysed_from"] = round(float(analysed_from), 4)
-    return _COMPACT.encode(doc).encode()
+        text += ',"analysed_from":' + _float_json(round(float(analysed_from), 4))
+    return (text + "}").encode()
 
 
 def _opt_float(doc: Mapping[str, Any], name: str) -> float | None:
