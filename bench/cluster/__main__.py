@@ -111,7 +111,11 @@ def capacity_trial(
             ward,
             work / f"{wid}.log",
             checkpoint_s=args.checkpoint_s,
-            extra=["--max-beds", str(beds + 16)],
+            extra=[
+                "--max-beds",
+                str(beds + 16),
+                *(a.replace("{worker}", wid) for a in args.worker_arg),
+            ],
         )
         for wid in ids
     ]
@@ -195,46 +199,37 @@ def _median_cores(trials: list[dict]) -> float:
 def matched_efficiency(
     cluster: NatsCluster, runs: list[dict], args: argparse.Namespace, work: Path
 ) -> dict | None:
-    """Efficiency at equal beds per worker: 1 worker with B beds against 2 workers with 2B, B
-    the largest per-worker load both sustained. Both trials are measured `args.repeat` times in
-    all, interleaved (1, 2, 1, 2, ...), and each side's worker-cores is the median: this box's
-    load moves between minutes, and interleaving gives both sides the same weather."""
+    """Beds per worker-core of 2 workers against 1, B the largest per-worker load that both
+    sustained in the search: at equal beds per worker (1 worker with B beds, 2 with 2B: the
+    headline) and at equal total beds (1 and 2 workers with B beds: it prices a second worker's
+    own overhead at a load one worker carries). Each of the three trials is measured
+    `args.repeat` times in all, interleaved, and worker-cores is each one's median: this box's
+    load moves between minutes, and interleaving gives every side the same weather."""
     ok = {(r["workers"], r["beds"]) for r in runs if r["sustained"]}
     both = [b for w, b in ok if w == 1 and (2, 2 * b) in ok]
     if not both:
         return None
     b = max(both)
-    trials = {1: [r for r in runs if (r["workers"], r["beds"]) == (1, b)][-1:]}
-    trials[2] = [r for r in runs if (r["workers"], r["beds"]) == (2, 2 * b)][-1:]
-    for _ in range(max(0, args.repeat - 1)):
-        for n in (1, 2):
-            r = capacity_trial(cluster, n, n * b, args, work)
-            r["repeat"] = True
-            runs.append(r)
-            trials[n].append(r)
-    c1, c2 = _median_cores(trials[1]), _median_cores(trials[2])
-    sustained = all(t["sustained"] for ts in trials.values() for t in ts)
+    plan = {"1": (1, b), "2": (2, 2 * b), "2_equal_total": (2, b)}
+    trials = {
+        name: [r for r in runs if (r["workers"], r["beds"]) == wb][-1:] for name, wb in plan.items()
+    }
+    for _ in range(args.repeat):
+        for name, (n, beds) in plan.items():
+            if len(trials[name]) < args.repeat:
+                r = capacity_trial(cluster, n, beds, args, work)
+                r["repeat"] = True
+                runs.append(r)
+                trials[name].append(r)
+    cores = {name: _median_cores(ts) for name, ts in trials.items()}
     return {
         "beds_per_worker": b,
-        "worker_cores": {"1": c1, "2": c2},
-        "worker_cores_trials": {
-            str(n): [t["worker_cores"] for t in ts] for n, ts in trials.items()
-        },
-        "all_sustained": sustained,
-        "efficiency": (2 * b / c2) / (b / c1),
+        "worker_cores_median": cores,
+        "worker_cores_trials": {k: [t["worker_cores"] for t in ts] for k, ts in trials.items()},
+        "sustained_trials": {k: [t["sustained"] for t in ts] for k, ts in trials.items()},
+        "efficiency_equal_beds_per_worker": 2 * cores["1"] / cores["2"],
+        "efficiency_equal_total_beds": cores["1"] / cores["2_equal_total"],
     }
-
-
-def equal_total_efficiency(runs: list[dict]) -> dict | None:
-    """The same figure at equal total beds (1 and 2 workers with the same B beds, B the largest
-    both sustained): it prices a second worker's own overhead at a load one worker carries."""
-    ok = {(r["workers"], r["beds"]): r for r in runs if r["sustained"] and not r.get("repeat")}
-    both = [b for w, b in ok if w == 1 and (2, b) in ok]
-    if not both:
-        return None
-    b = max(both)
-    c1, c2 = ok[(1, b)]["worker_cores"], ok[(2, b)]["worker_cores"]
-    return {"beds": b, "worker_cores": {"1": c1, "2": c2}, "efficiency": c1 / c2}
 
 
 def _alerting(bus: str, ward: str, db: Path) -> tuple[object, threading.Thread]:
@@ -364,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measure-s", type=float, default=15.0)
     p.add_argument(
         "--beds",
-        default="100,200,400",
+        default="50,100,200,400",
         help="beds per worker tried, lightest first (n workers: n x each)",
     )
     p.add_argument(
@@ -374,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         help="measurements of the matched 1- and 2-worker trials (median worker-cores)",
     )
     p.add_argument("--workers", default="1,2,4")
+    p.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        help="a flag for every capacity worker ({worker}: its id), e.g. --worker-arg=--max-batch=9",
+    )
     p.add_argument("--checkpoint-s", type=float, default=5.0)
     p.add_argument("--failover-beds", type=int, default=8)
     p.add_argument("--failover-s", type=float, default=48.0)
@@ -419,14 +420,16 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "workers": workers,
-        "scaling_efficiency_2_workers": matched["efficiency"] if matched else None,
+        "scaling_efficiency_2_workers": (
+            matched["efficiency_equal_beds_per_worker"] if matched else None
+        ),
         "scaling": {
-            "at_equal_beds_per_worker": matched,
-            "at_equal_total_beds": equal_total_efficiency(runs),
+            **(matched or {}),
             "method": (
                 "each worker count n runs n x each per-worker load until one is not "
                 "sustained; scaling_efficiency_2_workers compares 1 worker with B beds and 2 "
-                "workers with 2B (B the largest per-worker load both sustained), worker-cores "
+                "workers with 2B (B the largest per-worker load both sustained); "
+                "efficiency_equal_total_beds compares 1 and 2 workers with B beds; worker-cores "
                 "the median of interleaved repeats"
             ),
         },
