@@ -52,6 +52,7 @@ RR_HISTORY = 16  # RR intervals behind the irregularity feature
 RELATIVE_HISTORY = 64  # beats behind the running medians of the relative morphology features
 RELATIVE_OF = ("qrs_decorr", "log_residual", "slope_decorr")  # made patient-relative
 WIDTH_FRACTION = 0.25  # QRS width: span where |slope| exceeds this fraction of its maximum
+_REL_COLS = [FEATURES.index(f) for f in RELATIVE_OF]
 
 _K0 = -round(GRID_PRE_S * GRID_HZ)
 _K1 = round(GRID_POST_S * GRID_HZ)
@@ -182,6 +183,35 @@ class PatientClasses:
         return True
 
 
+_WEIGHTS: dict[tuple[float, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _grid_weights(
+    fs: float, pre: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(i0, i0 + 1, frac, 1 - frac) of the linear interpolation onto the grid of segments of
+    `size` samples at `fs` Hz with the R-peak at `pre`: made once per shape (a few per ward)."""
+    key = (fs, pre, size)
+    got = _WEIGHTS.get(key)
+    if got is not None:
+        return got
+    pos = pre + GRID_OFFSETS_S * fs
+    if size < 2 or pos[0] < -1.0 or pos[-1] > size:
+        raise ValueError(
+            f"segments of {size} samples with the R-peak at {pre} do not span "
+            f"-{GRID_PRE_S}..{GRID_POST_S} s at {fs} Hz"
+        )
+    pos = np.clip(pos, 0.0, size - 1.0)
+    i0 = np.minimum(np.floor(pos).astype(np.int64), size - 2)
+    frac = pos - i0
+    got = (i0, i0 + 1, frac, 1.0 - frac)
+    for a in got:
+        a.setflags(write=False)
+    if len(_WEIGHTS) < 64:  # rates and segment shapes come from devices: bounded
+        _WEIGHTS[key] = got
+    return got
+
+
 def grid_beats(beats: Sequence[DetectedBeat]) -> np.ndarray:
     """(n, G) beats on the 200 Hz grid in mV, each minus its own median (baseline)."""
     out = np.empty((len(beats), GRID_OFFSETS_S.size))
@@ -194,18 +224,12 @@ def grid_beats(beats: Sequence[DetectedBeat]) -> np.ndarray:
             raise ValueError(f"beat {i}: fs must be a finite number > 0 Hz, got {b.fs!r}")
         groups.setdefault((b.fs, b.pre, seg.size), []).append(i)
     for (fs, pre, size), idx in groups.items():
-        pos = pre + GRID_OFFSETS_S * fs
-        if size < 2 or pos[0] < -1.0 or pos[-1] > size:
-            raise ValueError(
-                f"segments of {size} samples with the R-peak at {pre} do not span "
-                f"-{GRID_PRE_S}..{GRID_POST_S} s at {fs} Hz"
-            )
-        pos = np.clip(pos, 0.0, size - 1.0)
-        i0 = np.minimum(np.floor(pos).astype(np.int64), size - 2)
-        frac = pos - i0
-        segs = np.stack([np.asarray(beats[i].segment, dtype=np.float64) for i in idx])
+        i0, i1, frac, rest = _grid_weights(fs, pre, size)
+        # = np.stack of each segment as float64
+        segs = np.concatenate([beats[i].segment for i in idx], dtype=np.float64)
+        segs = segs.reshape(len(idx), size)
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN rows are refused below
-            g = segs[:, i0] * (1.0 - frac) + segs[:, i0 + 1] * frac
+            g = segs[:, i0] * rest + segs[:, i1] * frac
         out[idx] = g
     if not np.isfinite(out).all():
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
@@ -219,15 +243,34 @@ def _decorr(num: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> np.ndarray:
     return np.log(np.clip(1.0 - num / den, 0.0, 2.0) + 0.01)
 
 
+# Row statistics by the ufuncs' reduce, without the Python layers of .sum/.mean/.std/.max:
+# numpy's own methods are these very calls (numpy/_core/_methods.py), so the values are the
+# same bit for bit; morphology runs once per batch and these layers were most of its time.
+_sum = np.add.reduce
+_max = np.maximum.reduce
+_min = np.minimum.reduce
+
+
+def _mean(a: np.ndarray) -> np.ndarray:
+    """= a.mean(axis=1)."""
+    return _sum(a, axis=1) / a.shape[1]
+
+
 def _centred(a: np.ndarray) -> np.ndarray:
-    return a - a.mean(axis=1, keepdims=True)
+    return a - _sum(a, axis=1, keepdims=True) / a.shape[1]  # = a - a.mean(axis=1, keepdims)
+
+
+def _std(a: np.ndarray) -> np.ndarray:
+    """= a.std(axis=1)."""
+    c = _centred(a)
+    return np.sqrt(_sum(c * c, axis=1) / a.shape[1])
 
 
 def _width(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(QRS width in s, steepest slope in mV/s) of grid rows."""
     w = x[:, WIDTH_REGION]
     d = np.abs(w[:, 1:] - w[:, :-1]) * GRID_HZ  # = np.diff
-    top = d.max(axis=1)
+    top = _max(d, axis=1)
     above = d >= np.maximum(WIDTH_FRACTION * top, 1e-3)[:, None]
     first = above.argmax(axis=1)
     last = d.shape[1] - 1 - above[:, ::-1].argmax(axis=1)
@@ -239,7 +282,7 @@ def _log_ratio(a: np.ndarray, b: np.ndarray, floor: float) -> np.ndarray:
 
 
 def _ptp(a: np.ndarray) -> np.ndarray:
-    return a.max(axis=1) - a.min(axis=1)  # = np.ptp(a, axis=1)
+    return _max(a, axis=1) - _min(a, axis=1)  # = np.ptp(a, axis=1)
 
 
 def morphology(x: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -254,25 +297,25 @@ def morphology(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     d2 = q2[:, 1:] - q2[:, :-1]  # = np.diff
     q, tq, dq, dt = q2[:n], q2[n:], d2[:n], d2[n:]
     w2, s2 = _width(both)
-    sq_t = (tq * tq).sum(axis=1)
-    sd_t = (dt * dt).sum(axis=1)
-    dgain = (dq * dt).sum(axis=1) / (sd_t + 1e-6)
-    dres = ((dq - dgain[:, None] * dt) ** 2).mean(axis=1) / (sd_t / dt.shape[1] + 1e-6)
-    gain = (q * tq).sum(axis=1) / (sq_t + 1e-6)
-    resid = ((q - gain[:, None] * tq) ** 2).mean(axis=1) / (sq_t / tq.shape[1] + 1e-6)
+    sq_t = _sum(tq * tq, axis=1)
+    sd_t = _sum(dt * dt, axis=1)
+    dgain = _sum(dq * dt, axis=1) / (sd_t + 1e-6)
+    dres = _mean((dq - dgain[:, None] * dt) ** 2) / (sd_t / dt.shape[1] + 1e-6)
+    gain = _sum(q * tq, axis=1) / (sq_t + 1e-6)
+    resid = _mean((q - gain[:, None] * tq) ** 2) / (sq_t / tq.shape[1] + 1e-6)
     st2, p2 = both[:, ST_REGION], both[:, P_REGION]
     nums, squares = [], []
     for region in (q2, st2, p2, d2):  # QRS, ST-T, P and QRS-slope correlations
         c = _centred(region)
-        nums.append((c[:n] * c[n:]).sum(axis=1))
-        squares.append((c * c).sum(axis=1))
-    sq = np.stack(squares)
-    decorr = _decorr(np.stack(nums), sq[:, :n], sq[:, n:])
+        nums.append(_sum(c[:n] * c[n:], axis=1))
+        squares.append(_sum(c * c, axis=1))
+    sq = np.array(squares)  # = np.stack
+    decorr = _decorr(np.array(nums), sq[:, :n], sq[:, n:])
     ptp_q, ptp_st = _ptp(q2), _ptp(st2)
-    absq = np.abs(q2).mean(axis=1)
-    sdp = p2.std(axis=1)
+    absq = _mean(np.abs(q2))
+    sdp = _std(p2)
     w_x, w_t = w2[:n], w2[n:]
-    return np.stack(
+    return np.array(  # = np.stack(..., axis=1), as a transposed view
         [
             w_x,
             w_t,
@@ -289,20 +332,25 @@ def morphology(x: np.ndarray, t: np.ndarray) -> np.ndarray:
             _log_ratio(sdp[:n], sdp[n:], 0.005),
             decorr[3],
             np.log(dres + 1e-3),
-        ],
-        axis=1,
-    )
+        ]
+    ).T
 
 
 def _check_inputs(n: int, errors: np.ndarray, refs: np.ndarray, scores: np.ndarray) -> None:
-    for name, arr in (("errors", errors), ("refs", refs), ("scores", scores)):
+    named = (("errors", errors), ("refs", refs), ("scores", scores))
+    for name, arr in named:
         if arr.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} hold NaN/inf at {np.flatnonzero(~np.isfinite(arr))[:10]}")
-    if (errors < 0).any():
+    if not n:
+        return
+    if not np.isfinite(np.concatenate((errors, refs, scores))).all():  # one check for three
+        for name, arr in named:
+            if not np.isfinite(arr).all():
+                bad = np.flatnonzero(~np.isfinite(arr))[:10]
+                raise ValueError(f"{name} hold NaN/inf at {bad}")
+    if _min(errors) < 0:
         raise ValueError("errors must be >= 0")
-    if ((scores < 0) | (scores > 1)).any():
+    if _min(scores) < 0 or _max(scores) > 1:
         raise ValueError("scores must be within 0..1")
 
 
@@ -333,7 +381,7 @@ def beat_features(
     templates: list[np.ndarray] = []
     irregular: list[float] = []
     prev_rr: list[float] = []
-    rhythm_rows: list[tuple[float, float, float]] = []
+    rhythm_rows: list[float] = []  # 3 per beat, end to end
     prev_idx: list[int] = []
     prev_val: list[float] = []
     last_of: dict[int, int] = {}
@@ -344,49 +392,48 @@ def beat_features(
         irregular.append(st.irregularity())
         prev_rr.append(st.last_rr())
         r = b.rhythm
-        rhythm_rows.append((r.rr_ratio, r.prev_ratio, r.short_ratio))
+        rhythm_rows.extend((r.rr_ratio, r.prev_ratio, r.short_ratio))
         key = id(st)
         prev_idx.append(last_of.get(key, -1))
         prev_val.append(st.prev_decorr)
         last_of[key] = i
         st.learn_one(row, r.rr_ratio, r.rr_s, r.valid)
-    morph = morphology(x, np.stack(templates))
+    morph = morphology(x, np.concatenate(templates).reshape(n, -1))  # = np.stack
     decorr = morph[:, 3]
-    pidx = np.array(prev_idx)
-    prev = np.where(pidx >= 0, decorr[np.maximum(pidx, 0)], np.array(prev_val))
-    prev = np.where(np.isfinite(prev), prev, decorr)  # no previous beat: the beat's own
-    for key, i in last_of.items():
-        del key
-        states[i].prev_decorr = float(decorr[i])
-    cols = [FEATURES.index(f) for f in RELATIVE_OF]
-    values = morph[:, cols].tolist()
-    # time order within each bed: causal
-    rel_rows = [st.usual.relative_then_add(v) for st, v in zip(states, values, strict=True)]
-    rel = np.array(rel_rows, dtype=np.float64)
-    rhythm = np.array(rhythm_rows, dtype=np.float64)
+    decorr_l = decorr.tolist()
+    # the previous beat's decorrelation: the bed's beat before in this batch, else the state's;
+    # no previous beat: the beat's own (plain floats: the same values as numpy's where)
+    prev = [decorr_l[j] if j >= 0 else v for j, v in zip(prev_idx, prev_val, strict=True)]
+    prev = [p if math.isfinite(p) else d for p, d in zip(prev, decorr_l, strict=True)]
+    for i in last_of.values():
+        states[i].prev_decorr = decorr_l[i]
+    values = morph[:, _REL_COLS].tolist()
+    rel: list[float] = []  # time order within each bed: causal
+    for st, v in zip(states, values, strict=True):
+        rel.extend(st.usual.relative_then_add(v))
+    rhythm = np.array(rhythm_rows, dtype=np.float64).reshape(n, 3)
     irregular_a = np.array(irregular)
     prev_rr_a = np.array(prev_rr)
-    rhythm = np.clip(np.nan_to_num(rhythm, nan=1.0), 0.0, 3.0)
+    rhythm = np.clip(np.where(np.isnan(rhythm), 1.0, rhythm), 0.0, 3.0)  # = nan_to_num, clip
     rr_s = np.array([b.rhythm.rr_s for b in beats], dtype=np.float64)
     ok = np.isfinite(rr_s) & np.isfinite(prev_rr_a)
     step = np.log(np.where(ok, rr_s / np.where(ok, prev_rr_a, 1.0), 1.0))
     log_err = np.log(errors + 1e-6)
     s = np.clip(scores, 1e-6, 1 - 1e-6)
-    out = np.column_stack(
-        [
-            morph,
-            prev,
-            rel,
-            log_err - refs,
-            log_err,
-            np.log(s / (1 - s)),
-            rhythm,
-            np.clip(step, -2.0, 2.0),
-            irregular_a,
-            (1.0 - rhythm[:, 0]) / (irregular_a + 0.02),
-        ]
-    )
-    return out.astype(np.float32)
+    out = np.empty((n, len(FEATURES)), dtype=np.float32)  # = np.column_stack(...).astype
+    k = morph.shape[1]
+    out[:, :k] = morph
+    out[:, k] = prev
+    out[:, k + 1 : k + 1 + len(RELATIVE_OF)] = np.array(rel).reshape(n, -1)
+    k += 1 + len(RELATIVE_OF)
+    out[:, k] = log_err - refs
+    out[:, k + 1] = log_err
+    out[:, k + 2] = np.log(s / (1 - s))
+    out[:, k + 3 : k + 6] = rhythm
+    out[:, k + 6] = np.clip(step, -2.0, 2.0)
+    out[:, k + 7] = irregular_a
+    out[:, k + 8] = (1.0 - rhythm[:, 0]) / (irregular_a + 0.02)
+    return out
 
 
 class BeatClassifier:
