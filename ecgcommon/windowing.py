@@ -120,20 +120,34 @@ def beat_windows(
     if p.size == 0:
         return np.zeros((0, spec.n_points), dtype=np.float32)
 
-    off = spec.offsets(fs)
-    base = np.floor(off)
-    frac = off - base  # depends only on the offset: identical for every peak position
-    i0 = p[:, None] + base.astype(np.int64)[None, :]
+    base, frac, rest, on_sample = _weights(spec, float(fs))
+    i0 = p[:, None] + base[None, :]
     i1 = i0 + 1
     last = x.size - 1
     a = x[np.clip(i0, 0, last)]
     b = x[np.clip(i1, 0, last)]
     # frac == 0 exactly on points that fall on a sample: take it as is (no 0 * NaN/edge mixing).
-    w = np.where(frac == 0.0, a, a * (1.0 - frac) + b * frac)
+    w = np.where(on_sample, a, a * rest + b * frac)
     if spec.normalisation == "minmax":
         lo = w.min(axis=1, keepdims=True)
         span = np.maximum(w.max(axis=1, keepdims=True) - lo, STD_FLOOR)
         return ((w - lo) / span).astype(np.float32)
-    mean = w.mean(axis=1, keepdims=True)
-    std = np.maximum(w.std(axis=1, keepdims=True), STD_FLOOR)
-    return ((w - mean) / std).astype(np.float32)
+    # = w.mean(axis=1, keepdims=True) and w.std(...): the ufunc reduce calls numpy's methods
+    # make (numpy/_core/_methods.py), bit for bit, without their Python layers (once per batch)
+    n = w.shape[1]
+    mean = np.add.reduce(w, axis=1, keepdims=True) / n
+    c = w - mean
+    std = np.maximum(np.sqrt(np.add.reduce(c * c, axis=1, keepdims=True) / n), STD_FLOOR)
+    return (c / std).astype(np.float32)
+
+
+@lru_cache(maxsize=32)
+def _weights(spec: WindowSpec, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(floor of the offsets as int64, frac, 1 - frac, frac == 0) of `spec` at rate `fs`."""
+    off = spec.offsets(fs)
+    base = np.floor(off)
+    frac = off - base  # depends only on the offset: identical for every peak position
+    out = (base.astype(np.int64), frac, 1.0 - frac, frac == 0.0)
+    for arr in out:
+        arr.setflags(write=False)
+    return out
