@@ -21,6 +21,7 @@ import numpy as np
 from detector.errors import MissingLead, UnsupportedRate
 from detector.integrity import ACCEPT, DROP, IntegrityTracker
 from detector.qrs import QRSConfig, QRSDetector
+from detector.qrs_input import all_finite
 from detector.signal_buffer import SignalBuffer
 from ecgcommon.limits import MAX_FS_HZ as MAX_FS
 from ecgcommon.limits import MIN_FS_HZ as MIN_FS
@@ -243,7 +244,7 @@ class Pipeline:
             else:  # pre-samples already trimmed (cannot happen with `keep`)
                 out.dropped["edge"] = out.dropped.get("edge", 0) + 1
                 continue
-            if not np.isfinite(seg).all():
+            if not all_finite(seg):
                 out.dropped["gap"] = out.dropped.get("gap", 0) + 1
                 continue
             rr = rhythm.rr_s if rhythm.rr_s == rhythm.rr_s else None  # NaN -> None

@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from detector.qrs_filter import BandPass
+from detector.qrs_input import all_finite as _all_finite
 from detector.qrs_input import as_samples, finite_runs, first_change, flat_onset
 from ecgcommon.limits import MAX_FS_HZ, MIN_FS_HZ
 
@@ -154,16 +155,19 @@ def _peak_tests(mwi: np.ndarray, idx: np.ndarray, w: int) -> tuple[list, list, l
     return keep.tolist(), values.tolist(), bottom(wide, axis=1).tolist()
 
 
+_max, _min = np.maximum.reduce, np.minimum.reduce  # .max(), .min() sans their Python wrappers
+
+
 def _peak_tests_each(mwi: np.ndarray, idx: list[int], w: int) -> tuple[list, list, list]:
     """`_peak_tests`, one peak at a time (a valley only for a peak that passes)."""
     keep, values, valleys = [], [], []
     for i in idx:
         v = mwi[i]
         left, right = mwi[max(0, i - w) : i], mwi[i + 1 : i + w + 1]
-        ok = bool(v >= right.max() and v > left.max(initial=0.0))
+        ok = bool(v >= _max(right) and v > _max(left, initial=0.0))
         keep.append(ok)
         values.append(float(v))
-        valleys.append(float(min(left.min(initial=v), right.min())) if ok else 0.0)
+        valleys.append(float(min(_min(left, initial=v), _min(right))) if ok else 0.0)
     return keep, values, valleys
 
 
@@ -245,7 +249,7 @@ class QRSDetector:
         x = as_samples(chunk)
         if len(x) == 0:
             return np.empty(0, dtype=np.int64)
-        if np.isfinite(x).all():
+        if _all_finite(x):
             self._feed_finite(x)
         else:
             for a, b, finite in finite_runs(x):
@@ -383,7 +387,7 @@ class QRSDetector:
         if hi > lo:
             s = mwi[lo - 1 - base : hi + 1 - base]
             mid = s[1:-1]
-            peaks = np.flatnonzero((mid > s[:-2]) & (mid >= s[2:]))
+            peaks = ((mid > s[:-2]) & (mid >= s[2:])).nonzero()[0]  # = np.flatnonzero
             self._next_m = hi
             peaks += lo
             for k in range(0, len(peaks), _PEAK_BLOCK):
@@ -437,7 +441,7 @@ class QRSDetector:
                 self._spk_fresh = True
         if e < self._learn_from + self._learn_n:
             lo = max(self._learn_from, self._base) - self._base
-            thr = cfg.learn_fraction * float(self._mwi[lo : e + 1 - self._base].max())
+            thr = cfg.learn_fraction * float(_max(self._mwi[lo : e + 1 - self._base]))
             if self._learn_from > self._seg_start and valley > cfg.relearn_valley_ratio * v:
                 thr = math.inf  # while re-learning, only clean peaks count
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -22,6 +24,14 @@ def as_samples(chunk: ArrayLike) -> np.ndarray:
     if arr.dtype != np.float64:
         arr = arr.astype(np.float64)
     return arr
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """Whether every sample of x (float) is finite: a finite sum says so in one pass (NaN and
+    inf make it non-finite); only a non-finite sum (or an overflow) needs the exact test."""
+    return math.isfinite(np.add.reduce(x, axis=None)) or bool(
+        np.logical_and.reduce(np.isfinite(x), axis=None)
+    )
 
 
 def finite_runs(x: np.ndarray) -> list[tuple[int, int, bool]]:

@@ -133,11 +133,12 @@ class SampleChunk:
 
     def physical(self) -> np.ndarray:
         """Samples in physical units, float64 (n, n_leads); `MISSING_SAMPLE` reads as NaN."""
-        x = self.samples.astype(np.float64) / self.gain
-        if self.samples.dtype.kind == "i":  # raw counts (binary, or integer JSON)
-            missing = self.samples == MISSING_SAMPLE
-            if missing.any():
-                x[missing] = np.nan
+        x = np.divide(self.samples, self.gain, dtype=np.float64)  # = astype(float64) / gain
+        # raw counts (binary, or integer JSON): only a chunk reaching MISSING_SAMPLE can hold it
+        raw = self.samples
+        low = np.minimum.reduce(raw, axis=None) if raw.dtype.kind == "i" and raw.size else 0
+        if low <= MISSING_SAMPLE:
+            x[raw == MISSING_SAMPLE] = np.nan
         return x
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.qrs_input import all_finite
 from detector.quality import LeadQuality, LeadSQI, NoisyGate, QualityConfig
 from detector.rhythms.af import AFConfig, AFDetector
 from detector.rhythms.events import EpisodeChange, RhythmBeat
@@ -113,12 +114,10 @@ class RhythmAnalyser:
         # a finite chunk whose windows all stay in the buffer goes in at once (the filter and
         # decimation are sequential, so the kept samples are the same); otherwise hop by hop,
         # so that the invalid spans `Decimated` records are the same for any chunking
-        whole = x.shape[0] // dec.q + 1 + self.win <= dec.keep and bool(
-            np.logical_and.reduce(np.isfinite(x), axis=None)
-        )
+        whole = x.shape[0] // dec.q + 1 + self.win <= dec.keep and all_finite(x)
         step = x.shape[0] if whole else self.hop * dec.q
         for i in range(0, x.shape[0], step):
-            dec.feed(x[i : i + step])
+            dec.feed(x[i : i + step], known_finite=whole)
             while dec.seen >= self.next_hop:
                 out += self._hop(self.next_hop)
                 self.next_hop += self.hop

@@ -15,6 +15,8 @@ from collections import deque
 import numpy as np
 from scipy.signal import butter, sosfilt
 
+from detector.qrs_input import all_finite
+
 try:  # private, but stable for years (as in detector/qrs_filter.py); public fallback
     from scipy.signal._sosfilt import _sosfilt
 except ImportError:  # pragma: no cover - depends on the SciPy version
@@ -67,14 +69,16 @@ class Decimated:
         """The kept decimated samples (lead, sample), newest last (a view)."""
         return self._store[:, self._lo : self._hi]
 
-    def feed(self, x: np.ndarray) -> int:
-        """Feed (n, n_leads) samples in mV; returns the number of new decimated samples."""
+    def feed(self, x: np.ndarray, known_finite: bool = False) -> int:
+        """Feed (n, n_leads) samples in mV (`known_finite`: the caller has checked that all of
+        them are); returns the number of new decimated samples."""
         n = x.shape[0]
         if n == 0:
             return 0
-        finite = np.isfinite(x)
-        clean = bool(np.logical_and.reduce(finite, axis=None))  # = finite.all()
+        finite = None  # np.isfinite(x), made only where it is needed
+        clean = known_finite or all_finite(x)
         if not clean:
+            finite = np.isfinite(x)
             x = np.where(finite, x, 0.0)
         y = np.array(x.T, dtype=np.float64, order="C")  # (lead, sample), filtered in place
         if _sosfilt is not None:
@@ -90,6 +94,8 @@ class Decimated:
         if not clean or first - self.guard < self._last_bad_max:
             # valid once `guard` inputs have passed since the last non-finite one (transient)
             idx = np.arange(first, first + n)
+            if finite is None:
+                finite = np.isfinite(x)
             last = np.where(finite.T, -(1 << 60), idx)
             last = np.maximum(np.maximum.accumulate(last, axis=1), self.last_bad[:, None])
             self.last_bad = last[:, -1].copy()
