@@ -303,22 +303,26 @@ class RhythmAnalyser:
         if shape is not None:
             self.shapes.put(b.t, shape)
 
-    def _alike(self, run: list[RhythmBeat]) -> bool:
-        """Whether a VT run about to start repeats one complex (`shapes` module doc): on the
-        lead where the run's neighbouring complexes agree best. A run with a beat whose
-        complex is unknown (no waveform, lost samples) is not judged."""
+    def run_alike(self, run: list[RhythmBeat]) -> float:
+        """How well a run repeats its complexes (`shapes.run_consistency`) on the lead where it
+        does best; nan when a beat's complex is unknown (no waveform, lost samples)."""
         shapes = [self.shapes.get(b.t) for b in run]
         if self.dec is None or any(s is None for s in shapes):
-            return True
-        c = self.config.shape
-        lag = int(round(c.lag_s * self.dec.fs))
+            return math.nan
+        lag = int(round(self.config.shape.lag_s * self.dec.fs))
         best = math.nan
         for k in range(self.dec.n_leads):
             rows = [s[k] for s in shapes if s is not None]
             if all(np.isfinite(r[0]) for r in rows):
                 r = run_consistency(rows, lag)
                 best = r if math.isnan(best) else max(best, r)
-        return math.isnan(best) or best >= c.min_corr
+        return best
+
+    def _alike(self, run: list[RhythmBeat]) -> bool:
+        """A VT run about to start must repeat its complexes (`shapes` module doc); one that
+        cannot be judged is let through."""
+        r = self.run_alike(run)
+        return math.isnan(r) or r >= self.config.shape.min_corr
 
     def noisy_at(self, t: float) -> bool:
         """Whether signal time `t` is in artifact (beats there are class Q)."""
