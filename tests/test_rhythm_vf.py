@@ -120,3 +120,30 @@ def test_two_lead_chunking_gives_the_same_episodes(data_dir, chunk: int) -> None
     ref = feed(rec.signal, rec.fs, 180)
     assert of(ref, "vf")  # 207 starts in ventricular flutter
     assert feed(rec.signal, rec.fs, chunk) == ref
+
+
+def test_artifact_first_needs_more_proof_but_not_the_artifact_of_vf_itself() -> None:
+    """`noisy` well before the VF-like windows asks for 3 windows at p >= 0.95; `noisy` that the
+    last VF episode raised itself (begun within it or right after its end) does not: VF that
+    resumes there starts on the usual 2 windows at p >= 0.9 (cudb cu27 at its annotated onset)."""
+    f = vf_features(np.sin(np.arange(1000) / 250.0 * 2 * np.pi * 5.0), 250.0)
+
+    def starts(det: VFDetector, since: float | None, ps: list[float], t0: float) -> list[float]:
+        out = []
+        for i, p in enumerate(ps):
+            out += [c.t for c in det.window_features(f, t0 + i, since, p) if c.active]
+        return out
+
+    assert starts(VFDetector(), None, [0.92, 0.92], 20.0) == [20.0]  # from clean rhythm
+    assert starts(VFDetector(), 0.0, [0.92, 0.92, 0.92], 20.0) == []  # artifact seen first
+    assert starts(VFDetector(), 0.0, [0.96, 0.96, 0.96], 20.0) == [20.0]
+    det = VFDetector()
+    assert starts(det, None, [1.0, 1.0], 10.0) == [10.0]
+    assert [c.active for c in det.window_features(f, 12.0, None, 0.1)] == []
+    assert starts(det, None, [0.1, 0.1], 13.0) == []  # three low windows: ended at 12
+    assert not det.active and det.episode == (10.0, 12.0)
+    assert starts(det, 13.0, [0.92, 0.92], 30.0) == [30.0]  # its own artifact (from 13 s)
+    det.window_features(f, 40.0, None, 0.1)
+    det.window_features(f, 41.0, None, 0.1)
+    det.window_features(f, 42.0, None, 0.1)
+    assert starts(det, 50.0, [0.92, 0.92, 0.92], 70.0) == []  # artifact long after VF

@@ -144,7 +144,12 @@ def paced(spans: list[tuple[float, float, str, float]]) -> list[RhythmBeat]:
     return out
 
 
-def waveform(stream: list[RhythmBeat], seconds: float, noise: tuple[float, float] | None = None):
+def waveform(
+    stream: list[RhythmBeat],
+    seconds: float,
+    noise: tuple[float, float] | None = None,
+    noise_sd: float = 1.0,
+):
     """A one-lead ECG of the beats (narrow N, wide V complexes), strong noise over `noise`."""
     rng = np.random.default_rng(7)
     n = int(seconds * FS)
@@ -156,7 +161,7 @@ def waveform(stream: list[RhythmBeat], seconds: float, noise: tuple[float, float
         x[near] += a * np.exp(-0.5 * ((t[near] - b.t) / w) ** 2)
     if noise is not None:
         i0, i1 = int(noise[0] * FS), int(noise[1] * FS)
-        x[i0:i1] += rng.standard_normal(i1 - i0)
+        x[i0:i1] += noise_sd * rng.standard_normal(i1 - i0)
     return x
 
 
@@ -219,20 +224,22 @@ def test_a_regular_v_run_starts_vt_before_its_quality_verdict() -> None:
 
 
 def test_no_early_vt_while_artifact_is_known() -> None:
-    """In known artifact only the deferred path's organised start (8 regular beats) can start
-    VT; an irregular V run there starts nothing."""
+    """In known artifact only the deferred path's organised start (8 regular beats whose
+    complexes repeat) can start VT; an irregular V run there starts nothing, nor a regular one
+    whose complexes the noise has made unlike each other."""
     regular = paced([(0, 40, "N", 0.8), (44, 50, "V", 0.4), (50, 60, "N", 0.8)])
-    out = replay(waveform(regular, 60.0, noise=(40.0, 52.0)), regular, 0.5)
+    out = replay(waveform(regular, 60.0, noise=(40.0, 52.0), noise_sd=0.5), regular, 0.5)
     vt = vt_of(out)
     assert [c.active for c in vt] == [True, False]
     assert vt[0].detail.get("organised") is True and vt[0].detail["beats"] == 8
+    assert vt_of(replay(waveform(regular, 60.0, noise=(40.0, 52.0)), regular, 0.5)) == []
     jitter = (0.0, 0.12, -0.1, 0.15, 0.0, -0.12, 0.1)
     v = [b for b in regular if b.cls == "V"]
     shaken = {b.sample: b.t + jitter[i % len(jitter)] for i, b in enumerate(v)}
     irregular = [
         RhythmBeat(b.sample, shaken.get(b.sample, b.t), b.rr_s, b.hr_bpm, b.cls) for b in regular
     ]
-    out = replay(waveform(regular, 60.0, noise=(40.0, 52.0)), irregular, 0.5)
+    out = replay(waveform(regular, 60.0, noise=(40.0, 52.0), noise_sd=0.5), irregular, 0.5)
     assert vt_of(out) == []
 
 
@@ -242,7 +249,7 @@ def test_early_and_deferred_vt_are_the_same_for_any_chunking(chunk_s: float) -> 
         [(0, 20, "N", 0.8), (20, 26, "V", 0.4), (26, 44, "N", 0.8), (44, 50, "V", 0.4)]
         + [(50, 60, "N", 0.8)]
     )
-    x = waveform(stream, 60.0, noise=(40.0, 52.0))
+    x = waveform(stream, 60.0, noise=(40.0, 52.0), noise_sd=0.5)
     ref = replay(x, stream, 0.25)
     got = replay(x, stream, chunk_s)
     assert vt_of(got) == vt_of(ref)
@@ -250,3 +257,63 @@ def test_early_and_deferred_vt_are_the_same_for_any_chunking(chunk_s: float) -> 
         (c.type, c.t, c.active) for _, c in ref
     )
     assert [c.active for c in vt_of(ref)] == [True, False, True, False]
+
+
+# ---------------------------------------------------------------- alike complexes (shapes)
+def bumpy(stream: list[RhythmBeat], seconds: float) -> np.ndarray:
+    """As `waveform`, but every V beat is a different bump (what motion artifact makes the beat
+    finder see): a random mix of wide and narrow, up- and down-going waves."""
+    x = waveform([b for b in stream if b.cls != "V"], seconds)
+    rng = np.random.default_rng(11)
+    t = np.arange(x.size) / FS
+    for b in stream:
+        if b.cls != "V":
+            continue
+        near = slice(max(0, int((b.t - 0.3) * FS)), int((b.t + 0.3) * FS))
+        for _ in range(3):
+            at, w, a = rng.uniform(-0.1, 0.1), rng.uniform(0.01, 0.06), rng.uniform(-1.5, 1.5)
+            x[near] += a * np.exp(-0.5 * ((t[near] - b.t - at) / w) ** 2)
+    return x
+
+
+@pytest.mark.parametrize("chunk_s", [0.1, 0.5, 2.0])
+def test_a_v_run_of_unlike_complexes_is_no_vt(chunk_s: float) -> None:
+    """Beats that artifact makes are each unlike the next; real VT repeats one complex. The
+    same regular run starts VT when its complexes are alike and nothing when they are not,
+    on either path and for any chunking."""
+    stream = paced([(0, 20, "N", 0.8), (20, 26, "V", 0.4), (26, 40, "N", 0.8)])
+    assert [c.active for c in vt_of(replay(waveform(stream, 40.0), stream, chunk_s))] == [
+        True,
+        False,
+    ]
+    assert vt_of(replay(bumpy(stream, 40.0), stream, chunk_s)) == []
+
+
+def test_shapes_correlation_and_cut() -> None:
+    from detector.rhythms.shapes import ShapeConfig, best_correlation, cut_leads, run_consistency
+    from detector.rhythms.stream import Decimated
+
+    t = np.arange(61) / 100.0
+    a = np.exp(-0.5 * ((t - 0.30) / 0.03) ** 2)
+    shifted = np.exp(-0.5 * ((t - 0.32) / 0.03) ** 2)  # 2 samples later: within the lag
+    assert best_correlation(a, shifted, 3) > 0.99
+    assert best_correlation(a, -shifted, 3) < 0
+    assert math.isnan(best_correlation(a, np.zeros_like(a), 3))  # flat: no verdict
+    assert math.isnan(run_consistency([a], 3))
+    assert run_consistency([a, shifted, a, -a], 3) > 0.99  # one odd complex: the median holds
+    assert run_consistency([a, -a, a, -a], 3) > 0.99  # alternating: every other one alike
+    b = -(t - 0.30) * a  # biphasic, unlike a
+    assert run_consistency([a, -a, b, -b], 1) < 0.5
+    with pytest.raises(ValueError, match="min_corr"):
+        ShapeConfig(min_corr=1.0)
+    with pytest.raises(ValueError, match="half_s"):
+        ShapeConfig(half_s=-0.1)
+    dec = Decimated(250.0, 2, keep_s=2.0)
+    x = np.ones((500, 2))
+    x[200:260, 1] = np.nan  # lead 1 lost around 1 s
+    dec.feed(x)
+    got = cut_leads(dec, int(1.0 * dec.fs), ShapeConfig())
+    assert got is not None and got.shape[0] == 2
+    assert np.isfinite(got[0]).all() and np.isnan(got[1]).all()
+    assert cut_leads(dec, 2, ShapeConfig()) is None  # reaches before the stream
+    assert cut_leads(dec, dec.seen - 1, ShapeConfig()) is None  # reaches past the newest sample

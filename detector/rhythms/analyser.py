@@ -25,6 +25,7 @@ from detector.quality import LeadQuality, LeadSQI, NoisyGate, QualityConfig
 from detector.rhythms.af import AFConfig, AFDetector
 from detector.rhythms.events import EpisodeChange, RhythmBeat
 from detector.rhythms.runs import SVT, VT, VT_EARLY, BeatRunDetector, EpisodeUnion, RunConfig
+from detector.rhythms.shapes import ShapeBook, ShapeConfig, cut_leads, run_consistency
 from detector.rhythms.stream import Decimated
 from detector.rhythms.vf import HOP_S, WINDOW_S, VFConfig, VFDetector
 from detector.rhythms.vf_features import centred, screen, vf_features
@@ -40,6 +41,7 @@ class AnalyserConfig:
     af: AFConfig = field(default_factory=AFConfig)
     vf: VFConfig = field(default_factory=VFConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    shape: ShapeConfig = field(default_factory=ShapeConfig)  # VT runs must be alike (shapes)
     lead: int = 0  # the analysed lead (the pipeline's beat-finding lead)
     max_leads: int = 3  # leads that vote on VF (cost: one feature set per voting lead)
     calm_p: float = 0.05  # below this VF probability (and clean) the next window is skipped
@@ -57,8 +59,9 @@ class RhythmAnalyser:
 
     def __init__(self, config: AnalyserConfig = AnalyserConfig()) -> None:
         self.config = config
-        self.vt = BeatRunDetector(config.vt)
-        self.vt_early = BeatRunDetector(config.vt_early)
+        self.vt = BeatRunDetector(config.vt, self._alike)
+        self.vt_early = BeatRunDetector(config.vt_early, self._alike)
+        self.shapes = ShapeBook()  # complexes of the recent beats (all leads), by beat time
         self.vt_union = EpisodeUnion()
         self.svt = BeatRunDetector(config.svt)
         self.af = AFDetector(config.af)
@@ -239,6 +242,7 @@ class RhythmAnalyser:
         self.analysed_until = -math.inf
         self.pending.clear()
         self.early.clear()
+        self.shapes.clear()
         out = self.vf.close(t) + self.gate.end(t, {"restart": True})
         self.sqi = LeadSQI(self.config.quality)
         return out
@@ -270,8 +274,11 @@ class RhythmAnalyser:
         out: list[EpisodeChange] = []
         # without any waveform there is no quality verdict to wait for
         judged = math.inf if self.dec is None else self.judged_until
-        while self.early and self.early[0].t <= judged:
+        # a beat's complex reaches `after_s` past it: decimated once that much is judged
+        after = self.config.shape.after_s
+        while self.early and self.early[0].t + after <= judged:
             b = self.early.popleft()
+            self._keep_shape(b)
             noisy = self.gate.known_at(b.t)
             out += self.vt_union.merge("early", self.vt_early.feed(b, noisy))
         limit = judged - self.config.defer_s
@@ -284,6 +291,37 @@ class RhythmAnalyser:
             # beats found in VF are no atrial rhythm: they neither start nor feed AF
             out += self.af.feed(b, noisy, in_vf=self.vf.active)
         return out
+
+    def _keep_shape(self, b: RhythmBeat) -> None:
+        """Store the beat's complex on every lead (while it is in the decimated buffer)."""
+        dec = self.dec
+        if dec is None:
+            return
+        centre = int(round((b.t - self.t_anchor) * dec.fs))
+        shape = cut_leads(dec, centre, self.config.shape)
+        if shape is not None:
+            self.shapes.put(b.t, shape)
+
+    def run_alike(self, run: list[RhythmBeat]) -> float:
+        """How well a run repeats its complexes (`shapes.run_consistency`) on the lead where it
+        does best; nan when a beat's complex is unknown (no waveform, lost samples)."""
+        shapes = [self.shapes.get(b.t) for b in run]
+        if self.dec is None or any(s is None for s in shapes):
+            return math.nan
+        lag = int(round(self.config.shape.lag_s * self.dec.fs))
+        best = math.nan
+        for k in range(self.dec.n_leads):
+            rows = [s[k] for s in shapes if s is not None]
+            if all(np.isfinite(r[0]) for r in rows):
+                r = run_consistency(rows, lag)
+                best = r if math.isnan(best) else max(best, r)
+        return best
+
+    def _alike(self, run: list[RhythmBeat]) -> bool:
+        """A VT run about to start must repeat its complexes (`shapes` module doc); one that
+        cannot be judged is let through."""
+        r = self.run_alike(run)
+        return math.isnan(r) or r >= self.config.shape.min_corr
 
     def noisy_at(self, t: float) -> bool:
         """Whether signal time `t` is in artifact (beats there are class Q)."""

@@ -12,6 +12,7 @@ wide and large against the lead's clean past, so the quality index calls it arti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from detector.rhythms.events import EpisodeChange, RhythmBeat, check_config
@@ -50,8 +51,11 @@ SVT = RunConfig("svt", ("S",))
 class BeatRunDetector:
     """One bed's run detector; feed beats in time order."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(
+        self, config: RunConfig, check: Callable[[list[RhythmBeat]], bool] | None = None
+    ) -> None:
         self.config = config
+        self.check = check  # a last say on a run about to start (RhythmAnalyser: its shapes)
         self.run: list[RhythmBeat] = []
         self.active = False
         self.last_t = float("-inf")
@@ -110,6 +114,7 @@ class BeatRunDetector:
             and fast
             and self._run_fast()
             and self._regular(self.config.regular_spread)
+            and (self.check is None or self.check(self.run))
         ):
             self.active = True
             return [
@@ -136,7 +141,9 @@ class BeatRunDetector:
         self.run = [*self.run[-(c.organised_beats - 1) :], beat]
         if len(self.run) < c.organised_beats or not self._run_fast():
             return []
-        if not self._regular(c.organised_spread):
+        if not self._regular(c.organised_spread) or (
+            self.check is not None and not self.check(self.run)
+        ):
             return []
         t = [b.t for b in self.run]
         self.active = True

@@ -10,7 +10,8 @@ below `min_amp_mv` is not VF (asystole or a flat lead: the policy's asystole); a
 non-finite samples (lost lead, gap) is not scored. VF starts after `on_windows` consecutive
 windows at `p >= p_on`, at the end time of the first (in artifact that the bed's `noisy`
 condition saw before the VF-like windows began, after `on_windows_artifact` windows at
-`p >= p_on_artifact`: VF raises `noisy` itself, so a VF onset from clean rhythm is not slowed);
+`p >= p_on_artifact`: VF raises `noisy` itself, so a VF onset from clean rhythm is not slowed,
+nor a VF that resumes in the `noisy` its own previous episode raised);
 it ends after `off_windows` windows below `p_off` (or `lost_windows` unscored ones), at the end
 time of the first of them.
 """
@@ -118,6 +119,7 @@ class VFDetector:
         self.low: list[float] = []  # ... below p_off (or unscored) while active
         self.lost = 0
         self.last: tuple[float, VFFeatures | None] = (0.0, None)
+        self.episode = (math.nan, math.nan)  # onset and end of the last episode
 
     def window(
         self, x: np.ndarray | None, fs: float, t_end: float, artifact_since: float | None = None
@@ -163,9 +165,7 @@ class VFDetector:
             self.high = self.high + [t_end] if p >= c.p_on else []
             self.strong = self.strong + [t_end] if p >= c.p_on_artifact else []
             run = self.high
-            if run and artifact_since is not None and artifact_since < run[0] - 2 * c.window_s:
-                # artifact well before the first VF-like window (VF did not raise it; VF's own
-                # onset makes windows bad a few seconds early): more proof
+            if run and self._artifact_first(artifact_since, run[0]):
                 run = self.strong if len(self.strong) >= c.on_windows_artifact else []
             if len(run) >= c.on_windows:
                 self.active = True
@@ -191,6 +191,17 @@ class VFDetector:
             return self._end(self.low[0], self._evidence(p, f))
         return []
 
+    def _artifact_first(self, since: float | None, first: float) -> bool:
+        """Whether `noisy` (from `since`) began well before the VF-like windows (from `first`)
+        and is not the artifact verdict of the last VF episode itself (begun within it, or by
+        a window after its end: cudb cu27 at 444 s, VF resuming at its annotated onset). VF's
+        own onset makes windows bad a few seconds early."""
+        c = self.config
+        if since is None or since >= first - 2 * c.window_s:
+            return False
+        onset, end = self.episode
+        return not onset - 2 * c.window_s <= since <= end + c.window_s
+
     @staticmethod
     def _evidence(p: float, f: VFFeatures) -> dict[str, float]:
         return {
@@ -206,6 +217,7 @@ class VFDetector:
             return []
         self.active = False
         self.high, self.strong, self.low = [], [], []
+        self.episode = (self.onset_t, t)
         return [
             EpisodeChange(
                 "vf", False, t, {"hr_bpm": None, "beats": None, "onset_t": self.onset_t, **detail}
