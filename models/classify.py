@@ -280,7 +280,9 @@ def choose_offsets(y: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float], 
     return {c: float(o) for c, o in zip(CLASSES, (0.0, *best_off), strict=True)}, best_g
 
 
-GRID = {"ensemble": (1, 3)}
+# one seed against another moved the DS1 CV objective by 0.12 (docs/model.md): the 3-seed mean
+# is what a retrain can expect, so it is the only configuration (it was chosen against 1 seed)
+GRID = {"ensemble": (3,)}
 
 
 def cross_validate(data: Data, grid: dict[str, tuple] = GRID) -> list[dict[str, Any]]:
