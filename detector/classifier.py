@@ -12,8 +12,10 @@ intervals. A beat is described against that state *before* it is learnt:
 - the autoencoder's log error, absolute and relative to the patient's running median, and the
   anomaly score (`PatientAdapter`);
 - causal RR features: prematurity against the local rhythm (`ecgcommon.rhythm`), the ratio to the
-  previous interval, and the local RR irregularity (so that AF's irregular beats are not called
-  premature). The next RR (compensatory pause of this beat) is never used.
+  previous interval, the local RR irregularity (so that AF's irregular beats are not called
+  premature), and the RR against the long end of the last 64 RR intervals
+  (`detector.long_rhythm`: premature beats that have become the local rhythm). The next RR
+  (compensatory pause of this beat) is never used.
 
 `BeatClassifier.features` computes these for a micro-batch of beats of any beds in one vectorised
 pass (the per-bed state is walked in time order, so a beat's features do not depend on how beats
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.long_rhythm import LongRR, long_columns
 from detector.pipeline import DetectedBeat
 from ecgcommon.model_contract.beat_classes import (  # the contract shared with models/classify.py
     FEATURES,
@@ -126,6 +129,7 @@ class PatientClasses:
         # the patient's usual value of each RELATIVE_OF feature: a noisy or aberrant patient's
         # normal beats all differ from the template, so the departure from that usual counts
         self.usual = UsualValues(RELATIVE_HISTORY, len(RELATIVE_OF))
+        self.long_rr = LongRR()  # prematurity against the long end of the recent RR intervals
 
     @property
     def n_template(self) -> int:
@@ -416,6 +420,7 @@ def beat_features(
     prev_rr_a = np.array(prev_rr)
     rhythm = np.clip(np.where(np.isnan(rhythm), 1.0, rhythm), 0.0, 3.0)  # = nan_to_num, clip
     rr_s = np.array([b.rhythm.rr_s for b in beats], dtype=np.float64)
+    long_ratio = long_columns([st.long_rr for st in states], rr_s)
     ok = np.isfinite(rr_s) & np.isfinite(prev_rr_a)
     step = np.log(np.where(ok, rr_s / np.where(ok, prev_rr_a, 1.0), 1.0))
     log_err = np.log(errors + 1e-6)
@@ -433,6 +438,7 @@ def beat_features(
     out[:, k + 6] = np.clip(step, -2.0, 2.0)
     out[:, k + 7] = irregular_a
     out[:, k + 8] = (1.0 - rhythm[:, 0]) / (irregular_a + 0.02)
+    out[:, k + 9] = long_ratio
     return out
 
 

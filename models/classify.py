@@ -2,6 +2,7 @@
 
     python -m models.classify --data-dir ../shared/data/mitdb            # train + export
     python -m models.classify --data-dir ../shared/data/mitdb --cv-only  # CV report only
+    python -m models.classify --data-dir ../shared/data/mitdb --cv-only --seed 0 1  # one net each
 
 Features are `detector.classifier.beat_features` of each DS1 record run through the live
 detector path (`models.classify_data`). The network is a small MLP (two hidden layers, ReLU,
@@ -280,7 +281,9 @@ def choose_offsets(y: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float], 
     return {c: float(o) for c, o in zip(CLASSES, (0.0, *best_off), strict=True)}, best_g
 
 
-GRID = {"ensemble": (1, 3)}
+# one seed against another moved the DS1 CV objective by 0.12 (docs/model.md): the 3-seed mean
+# is what a retrain can expect, so it is the only configuration (it was chosen against 1 seed)
+GRID = {"ensemble": (3,)}
 
 
 def cross_validate(data: Data, grid: dict[str, tuple] = GRID) -> list[dict[str, Any]]:
@@ -406,10 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(DEFAULT_MODEL_DIR))
     p.add_argument("--cv-only", action="store_true", help="print the CV grid, write nothing")
     p.add_argument("--no-cv", action="store_true", help="train the default NetConfig directly")
+    p.add_argument("--seed", type=int, nargs="+", help="with --cv-only: these seeds (one net each)")
     a = p.parse_args(argv)
     data_dir = resolve_data_dir(a.data_dir)
     if a.cv_only:
-        cross_validate(load_data(DS1, data_dir))
+        grid = {"seed": tuple(a.seed), "ensemble": (1,)} if a.seed else GRID
+        cross_validate(load_data(DS1, data_dir), grid)
         return 0
     train(data_dir, Path(a.out), NetConfig() if a.no_cv else None, cv=not a.no_cv)
     return 0

@@ -50,6 +50,7 @@ FEATURES = (
     "rr_step",  # log(pre-RR / previous RR)
     "irregularity",  # median |successive RR difference| / mean RR over the last 16 RR
     "prematurity_z",  # (1 - rr_ratio) / (irregularity + 0.02): early beyond the usual jitter
+    "long_ratio",  # pre-RR / 90th percentile of the bed's last 64 RR (detector.long_rhythm)
 )
 
 
