@@ -4,7 +4,9 @@
             -> VFDetector (VF / flutter from the waveform; where the analysed lead looks
                like VF, the other leads are scored too and two must agree)
             -> quality.LeadSQI -> NoisyGate (`noisy`: analysis suspended for artifact)
-    beats   -> VTDetector, SVTDetector, AFDetector (no new episode in artifact; no AF in VF)
+    beats   -> VTDetector, SVTDetector (no new episode in artifact)
+            -> atrial.BeatAligner (RR between beat times refined on the bed's beat template,
+               from the decimated analysed lead) -> AFDetector (no AF in VF)
 
 The engine feeds the samples of every accepted chunk (gaps as NaN) and the classified beats in
 time order; both are causal and the output is the same for any chunking. Beats come later
@@ -22,6 +24,7 @@ import numpy as np
 
 from detector.quality import LeadQuality, LeadSQI, NoisyGate, QualityConfig
 from detector.rhythms.af import AFConfig, AFDetector
+from detector.rhythms.atrial import AlignConfig, BeatAligner
 from detector.rhythms.events import EpisodeChange, RhythmBeat
 from detector.rhythms.runs import SVT, VT, VT_EARLY, BeatRunDetector, EpisodeUnion, RunConfig
 from detector.rhythms.stream import Decimated
@@ -37,6 +40,7 @@ class AnalyserConfig:
     vt_early: RunConfig = VT_EARLY  # judged on arrival, before the quality verdict
     svt: RunConfig = SVT
     af: AFConfig = field(default_factory=AFConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     vf: VFConfig = field(default_factory=VFConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     lead: int = 0  # the analysed lead (the pipeline's beat-finding lead)
@@ -65,6 +69,7 @@ class RhythmAnalyser:
         self.gate = NoisyGate(config.quality)
         self.sqi = LeadSQI(config.quality)
         self.dec: Decimated | None = None
+        self.aligner: BeatAligner | None = None  # with the waveform: the AF detector's RR
         self.lead_name = "?"
         self.t_anchor = 0.0  # signal time of decimated sample 0
         self.next_hop = 0
@@ -107,6 +112,7 @@ class RhythmAnalyser:
             self.hop = int(round(HOP_S * self.dec.fs))
             self.win = int(round(WINDOW_S * self.dec.fs))
             self.next_hop = self.hop
+            self.aligner = BeatAligner(self.dec.fs, t0, self.config.align)
             self.lead_name = lead_names[lead] if lead < len(lead_names) else "?"
         dec = self.dec
         assert dec is not None
@@ -117,8 +123,11 @@ class RhythmAnalyser:
             np.logical_and.reduce(np.isfinite(x), axis=None)
         )
         step = x.shape[0] if whole else self.hop * dec.q
+        aligner = self.aligner
         for i in range(0, x.shape[0], step):
-            dec.feed(x[i : i + step])
+            m = dec.feed(x[i : i + step])
+            if m and aligner is not None:
+                aligner.feed(dec.buf[0, -m:])
             while dec.seen >= self.next_hop:
                 out += self._hop(self.next_hop)
                 self.next_hop += self.hop
@@ -283,7 +292,8 @@ class RhythmAnalyser:
             out += self.vt_union.merge("deferred", self.vt.feed(b, noisy))
             out += self.svt.feed(b, noisy)
             # beats found in VF are no atrial rhythm: they neither start nor feed AF
-            out += self.af.feed(b, noisy, in_vf=self.vf.active)
+            ab = b if self.aligner is None else self.aligner.beat(b)
+            out += self.af.feed(ab, noisy, in_vf=self.vf.active)
         return out
 
     def noisy_at(self, t: float) -> bool:
