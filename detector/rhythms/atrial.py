@@ -20,7 +20,6 @@ correlation over `2 * max_shift_s` of lags per beat.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -70,13 +69,17 @@ class BeatAligner:
         self.hi = 0  # samples in buf
         self.seen = 0  # samples fed (index of the next one)
         self.template: np.ndarray | None = None
+        self.t_energy = 0.0  # the template's sum of squares
+        self.ones = np.ones(self.pre + self.post + 1)
         self.poor = 0  # poor matches in a row
         self.prev_t = math.nan  # refined time of the previous beat
         self.prev_raw = math.nan  # its beat-finder time
 
     def feed(self, y: np.ndarray) -> None:
         """The next decimated samples of the analysed lead (non-finite ones read as 0)."""
-        y = np.nan_to_num(np.asarray(y, dtype=np.float64).ravel(), nan=0.0, posinf=0.0, neginf=0.0)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if not np.isfinite(y).all():
+            y = np.where(np.isfinite(y), y, 0.0)
         m = y.size
         if m >= self.keep:
             self.buf[: self.keep] = y[-self.keep :]
@@ -103,33 +106,40 @@ class BeatAligner:
             return t
         seg = self.buf[lo:hi].astype(np.float64)
         learn = cls in LEARN_CLASSES
-        if self.template is None:
+        tmpl = self.template
+        if tmpl is None:
             if learn:
-                self.template = seg[self.shift : seg.size - self.shift].copy()
+                self._learn(seg[self.shift : seg.size - self.shift].copy())
             return t
-        corr = _correlation(seg, self.template)
-        k = int(np.argmax(corr))
+        corr = np.correlate(seg, tmpl, mode="valid")  # normalised below (cosine)
+        energy = np.correlate(seg * seg, self.ones, mode="valid")
+        energy *= self.t_energy
+        corr /= np.sqrt(energy + 1e-12)
+        k = int(corr.argmax())
         if corr[k] < c.min_corr:
             self.poor += learn
             if learn and self.poor >= c.relearn_beats:
-                self.template = seg[self.shift : seg.size - self.shift].copy()
-                self.poor = 0
+                self._learn(seg[self.shift : seg.size - self.shift].copy())
             return t
         if learn:
-            self.poor = 0
-            x = seg[k : k + self.template.size]
-            self.template += c.learn_rate * (x - self.template)
+            self._learn(tmpl + c.learn_rate * (seg[k : k + tmpl.size] - tmpl))
         frac = 0.0
         if 0 < k < corr.size - 1:  # parabolic peak between samples
-            a, b, d = corr[k - 1], corr[k], corr[k + 1]
+            a, b, d = corr[k - 1 : k + 2].tolist()
             den = a - 2 * b + d
             frac = 0.5 * (a - d) / den if den < 0 else 0.0
         return t + (k - self.shift + frac) / self.fs
 
+    def _learn(self, template: np.ndarray) -> None:
+        self.template = template
+        self.t_energy = float(template @ template)
+        self.poor = 0
+
     def beat(self, b: RhythmBeat) -> RhythmBeat:
         """`b` with its RR interval taken between the refined times of it and the beat before
         (the beat finder's interval when the two differ by more than the search range)."""
-        t = self.align(b.t, b.cls)
+        # V, F and Q beats make no interval the AF detector keeps: not worth aligning
+        t = b.t if b.cls in ("V", "F", "Q") else self.align(b.t, b.cls)
         rr = b.rr
         prev_t, prev_raw = self.prev_t, self.prev_raw
         self.prev_t, self.prev_raw = t, b.t
@@ -138,14 +148,4 @@ class BeatAligner:
         refined = t - prev_t
         if abs(refined - rr) > 2 * self.config.max_shift_s or refined <= 0:
             return b
-        return dataclasses.replace(b, rr_s=refined)
-
-
-def _correlation(seg: np.ndarray, template: np.ndarray) -> np.ndarray:
-    """Normalised correlation (cosine; the samples are band-passed) of `template` with every
-    window of `seg` of its length."""
-    n = template.size
-    raw = np.correlate(seg, template, mode="valid")
-    sq = np.concatenate(([0.0], np.cumsum(seg * seg)))
-    energy = (sq[n:] - sq[:-n]) * float(template @ template)
-    return raw / np.sqrt(np.maximum(energy, 1e-12))
+        return RhythmBeat(b.sample, b.t, refined, b.hr_bpm, b.cls, b.score)
