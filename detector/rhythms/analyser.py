@@ -4,7 +4,9 @@
             -> VFDetector (VF / flutter from the waveform; where the analysed lead looks
                like VF, the other leads are scored too and two must agree)
             -> quality.LeadSQI -> NoisyGate (`noisy`: analysis suspended for artifact)
-    beats   -> VTDetector, SVTDetector, AFDetector (no new episode in artifact; no AF in VF)
+    beats   -> VTDetector, SVTDetector (no new episode in artifact)
+            -> atrial.BeatAligner (RR between beat times refined on the bed's beat template,
+               from the decimated analysed lead) -> AFDetector (no AF in VF)
 
 The engine feeds the samples of every accepted chunk (gaps as NaN) and the classified beats in
 time order; both are causal and the output is the same for any chunking. Beats come later
@@ -23,6 +25,7 @@ import numpy as np
 from detector.qrs_input import all_finite
 from detector.quality import LeadQuality, LeadSQI, NoisyGate, QualityConfig
 from detector.rhythms.af import AFConfig, AFDetector
+from detector.rhythms.atrial import AlignConfig, BeatAligner
 from detector.rhythms.events import EpisodeChange, RhythmBeat
 from detector.rhythms.runs import SVT, VT, VT_EARLY, BeatRunDetector, EpisodeUnion, RunConfig
 from detector.rhythms.shapes import ShapeBook, ShapeConfig, cut_leads, run_consistency
@@ -39,6 +42,7 @@ class AnalyserConfig:
     vt_early: RunConfig = VT_EARLY  # judged on arrival, before the quality verdict
     svt: RunConfig = SVT
     af: AFConfig = field(default_factory=AFConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     vf: VFConfig = field(default_factory=VFConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     shape: ShapeConfig = field(default_factory=ShapeConfig)  # VT runs must be alike (shapes)
@@ -69,6 +73,7 @@ class RhythmAnalyser:
         self.gate = NoisyGate(config.quality)
         self.sqi = LeadSQI(config.quality)
         self.dec: Decimated | None = None
+        self.aligner: BeatAligner | None = None  # with the waveform: the AF detector's RR
         self.lead_name = "?"
         self.t_anchor = 0.0  # signal time of decimated sample 0
         self.next_hop = 0
@@ -111,6 +116,7 @@ class RhythmAnalyser:
             self.hop = int(round(HOP_S * self.dec.fs))
             self.win = int(round(WINDOW_S * self.dec.fs))
             self.next_hop = self.hop
+            self.aligner = BeatAligner(self.dec.fs, t0, self.config.align)
             self.lead_name = lead_names[lead] if lead < len(lead_names) else "?"
         dec = self.dec
         assert dec is not None
@@ -119,8 +125,11 @@ class RhythmAnalyser:
         # so that the invalid spans `Decimated` records are the same for any chunking
         whole = x.shape[0] // dec.q + 1 + self.win <= dec.keep and all_finite(x)
         step = x.shape[0] if whole else self.hop * dec.q
+        aligner = self.aligner
         for i in range(0, x.shape[0], step):
-            dec.feed(x[i : i + step], known_finite=whole)
+            m = dec.feed(x[i : i + step], known_finite=whole)
+            if m and aligner is not None:
+                aligner.feed(dec.buf[0, -m:])
             while dec.seen >= self.next_hop:
                 out += self._hop(self.next_hop)
                 self.next_hop += self.hop
@@ -289,7 +298,8 @@ class RhythmAnalyser:
             out += self.vt_union.merge("deferred", self.vt.feed(b, noisy))
             out += self.svt.feed(b, noisy)
             # beats found in VF are no atrial rhythm: they neither start nor feed AF
-            out += self.af.feed(b, noisy, in_vf=self.vf.active)
+            ab = b if self.aligner is None else self.aligner.beat(b)
+            out += self.af.feed(ab, noisy, in_vf=self.vf.active)
         return out
 
     def _keep_shape(self, b: RhythmBeat) -> None:
