@@ -4,7 +4,8 @@
             -> VFDetector (VF / flutter from the waveform; where the analysed lead looks
                like VF, the other leads are scored too and two must agree)
             -> quality.LeadSQI -> NoisyGate (`noisy`: analysis suspended for artifact)
-    beats   -> VTDetector, SVTDetector, AFDetector (no new episode in artifact; no AF in VF)
+    beats   -> VTDetector, SVTDetector, AFDetector (no new episode in artifact; no AF in VF;
+               a VT run must repeat its complexes, cut from the decimated leads: `shapes`)
 
 The engine feeds the samples of every accepted chunk (gaps as NaN) and the classified beats in
 time order; both are causal and the output is the same for any chunking. Beats come later
