@@ -290,7 +290,13 @@ def test_a_v_run_of_unlike_complexes_is_no_vt(chunk_s: float) -> None:
 
 
 def test_shapes_correlation_and_cut() -> None:
-    from detector.rhythms.shapes import ShapeConfig, best_correlation, cut_leads, run_consistency
+    from detector.rhythms.shapes import (
+        ShapeBook,
+        ShapeConfig,
+        best_correlation,
+        cut_leads,
+        run_consistency,
+    )
     from detector.rhythms.stream import Decimated
 
     t = np.arange(61) / 100.0
@@ -317,3 +323,7 @@ def test_shapes_correlation_and_cut() -> None:
     assert np.isfinite(got[0]).all() and np.isnan(got[1]).all()
     assert cut_leads(dec, 2, ShapeConfig()) is None  # reaches before the stream
     assert cut_leads(dec, dec.seen - 1, ShapeConfig()) is None  # reaches past the newest sample
+    book = ShapeBook(size=2)
+    for t in (1.0, 2.0, 2.0, 3.0):
+        book.put(t, np.full(3, t))
+    assert book.get(1.0) is None and book.get(2.0) is not None and len(book.by_t) == 2

@@ -4,7 +4,8 @@
             -> VFDetector (VF / flutter from the waveform; where the analysed lead looks
                like VF, the other leads are scored too and two must agree)
             -> quality.LeadSQI -> NoisyGate (`noisy`: analysis suspended for artifact)
-    beats   -> VTDetector, SVTDetector (no new episode in artifact)
+    beats   -> VTDetector, SVTDetector (no new episode in artifact; a VT run must repeat its
+               complexes, cut from the decimated leads: `shapes`)
             -> atrial.BeatAligner (RR between beat times refined on the bed's beat template,
                from the decimated analysed lead) -> AFDetector (no AF in VF)
 
