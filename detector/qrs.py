@@ -155,6 +155,20 @@ def _peak_tests(mwi: np.ndarray, idx: np.ndarray, w: int) -> tuple[list, list, l
     return keep.tolist(), values.tolist(), bottom(wide, axis=1).tolist()
 
 
+def _make_room(buf: np.ndarray, fill: int, n: int, hist: int, cap: int) -> tuple[np.ndarray, int]:
+    """Room for n samples after buf[:fill]: the newest `hist` samples moved to the front (into
+    a new array when a large chunk needs more than `cap`, or to shrink back to it after one);
+    returns the buffer and how many samples were dropped from its start."""
+    keep = min(fill, hist)
+    size = max(cap, keep + n)
+    src = buf[fill - keep : fill]
+    if size != len(buf):
+        buf = np.concatenate([src, np.zeros(size - keep)])
+    else:
+        buf[:keep] = src  # numpy copies overlapping ranges correctly
+    return buf, fill - keep
+
+
 _max, _min = np.maximum.reduce, np.minimum.reduce  # .max(), .min() sans their Python wrappers
 
 
@@ -216,9 +230,14 @@ class QRSDetector:
         self._loc = self._n_int + self._gd + n_of(0.05)  # R-peak search span before the MWI peak
         self._hist = self._learn_n + 3 * self._w + self._loc + self._n_int + 8
         self._cap = self._hist + n_of(1.0)
-        # buffers of recent band-passed signal and MWI (unscaled); they start with n_int
-        # samples of history before sample 0
-        self._bp = np.zeros(self._cap)
+        # the band-passed signal is read back only by _locate: refractory + search span
+        self._bp_hist = self._w + self._loc + self._n_int + 8
+        self._bp_cap = self._bp_hist + n_of(1.0)
+        # buffers of recent band-passed signal and MWI (unscaled), each with its own history;
+        # they start with n_int samples of history before sample 0
+        self._bp = np.zeros(self._bp_cap)
+        self._bp_base = -self._n_int  # absolute index of _bp position 0
+        self._bp_fill = self._n_int
         self._mwi = np.zeros(self._cap)
         # the running sum of |difference| of the last n_int samples: all the MWI looks back on
         self._cs = np.zeros(self._n_int)
@@ -304,8 +323,8 @@ class QRSDetector:
             self._seg_end = self._n
             self._pending = []
         if n:
-            f = self._room(n)
-            self._bp[f : f + n] = 0.0
+            f, g = self._room(n)
+            self._bp[g : g + n] = 0.0
             self._mwi[f : f + n] = 0.0
             self._cs[:] = 0.0  # (the signal restarts the sum at 0 when it comes back anyway)
             self._filled(n)
@@ -334,33 +353,30 @@ class QRSDetector:
         np.abs(cs[k:], out=cs[k:])
         np.add.accumulate(cs[k - 1 :], out=cs[k - 1 :])  # = np.cumsum, sans its wrapper
         self._bp_last = float(bp[-1])
-        f = self._room(n)
-        self._bp[f : f + n] = bp
+        f, g = self._room(n)
+        self._bp[g : g + n] = bp
         np.subtract(cs[k:], cs[:n], out=self._mwi[f : f + n])  # the MWI: sum over n_int
         self._cs[:] = cs[n:]
         self._filled(n)
         self._decide()
 
-    def _room(self, n: int) -> int:
-        """Make room for n samples after the newest in the buffers; their first index."""
-        if self._fill + n > len(self._bp):
-            keep = min(self._fill, self._hist)
-            size = max(self._cap, keep + n)
-            src = slice(self._fill - keep, self._fill)
-            if size != len(self._bp):  # grow for a large chunk, or shrink back after one
-                self._bp, self._mwi = (
-                    np.concatenate([b[src], np.zeros(size - keep)]) for b in (self._bp, self._mwi)
-                )
-            else:
-                self._bp[:keep] = self._bp[src]
-                self._mwi[:keep] = self._mwi[src]
-            self._base += self._fill - keep
-            self._fill = keep
-        return self._fill
+    def _room(self, n: int) -> tuple[int, int]:
+        """Make room for n samples after the newest in the buffers; their first index in
+        `_mwi` and in `_bp`."""
+        if self._fill + n > len(self._mwi):
+            self._mwi, cut = _make_room(self._mwi, self._fill, n, self._hist, self._cap)
+            self._base += cut
+            self._fill -= cut
+        if self._bp_fill + n > len(self._bp):
+            self._bp, cut = _make_room(self._bp, self._bp_fill, n, self._bp_hist, self._bp_cap)
+            self._bp_base += cut
+            self._bp_fill -= cut
+        return self._fill, self._bp_fill
 
     def _filled(self, n: int) -> None:
-        """n samples were written at `_room`'s index."""
+        """n samples were written at `_room`'s indices."""
         self._fill += n
+        self._bp_fill += n
         self._n += n
 
     # ------------------------------------------------------------------ decisions
@@ -413,14 +429,12 @@ class QRSDetector:
 
     def _locate(self, m: int) -> tuple[int, float]:
         """R-peak index (largest band-passed deflection before the MWI peak) and max slope."""
-        lo = (
-            max(m - self._loc, m + self._w - self._max_delay, self._seg_start, self._base)
-            - self._base
-        )
-        seg = self._bp[lo : m + 1 - self._base]
+        base = self._bp_base
+        lo = max(m - self._loc, m + self._w - self._max_delay, self._seg_start, base) - base
+        seg = self._bp[lo : m + 1 - base]
         k = int(np.abs(seg).argmax())
         slope = float(np.maximum.reduce(np.abs(seg[1:] - seg[:-1]), initial=0.0))  # np.diff
-        return max(lo + self._base + k - self._gd, self._seg_start), slope
+        return max(lo + base + k - self._gd, self._seg_start), slope
 
     def _threshold(self) -> float:
         return self._npk + self.config.threshold_fraction * (self._spk - self._npk)
