@@ -439,7 +439,7 @@ def beat_features(
     out[:, k + 6] = np.clip(step, -2.0, 2.0)
     out[:, k + 7] = irregular_a
     out[:, k + 8] = (1.0 - rhythm[:, 0]) / (irregular_a + 0.02)
-    out[:, k + 9] = long_ratio
+    out[:, k + 9 :] = long_ratio  # LONG_FEATURES columns
     return out
 
 
