@@ -6,7 +6,7 @@ electrode-motion artifact are bumps of the noise, each unlike the ones before it
 quality index does not always flag that noise (nstdb-style `em` at 6 dB). So a VT run starts
 only when it repeats its complexes (`run_consistency`: each beat's best correlation with one
 of the two before it, on the band-passed lead, `t +- half_s`, aligned within `lag_s`; the
-median over the run on the lead where it is highest) by at least `min_corr`.
+median over the run, every valid lead at once) by at least `min_corr`.
 """
 
 from __future__ import annotations
