@@ -289,6 +289,22 @@ def test_a_v_run_of_unlike_complexes_is_no_vt(chunk_s: float) -> None:
     assert vt_of(replay(bumpy(stream, 40.0), stream, chunk_s)) == []
 
 
+@pytest.mark.parametrize("chunk_s", [0.1, 0.5, 2.0])
+def test_a_run_alike_on_one_lead_only_is_no_vt(chunk_s: float) -> None:
+    """One ventricular focus repeats its complex on every lead; electrode-motion artifact is
+    each electrode's own (nstdb `em` on 118 at 1260 s repeated on MLII only). A regular V run
+    alike on lead 0 starts VT when lead 1 repeats too, nothing when lead 1's complexes are
+    unlike bumps, and is judged on lead 0 alone when lead 1 has no valid samples."""
+    stream = paced([(0, 20, "N", 0.8), (20, 26, "V", 0.4), (26, 40, "N", 0.8)])
+    alike = waveform(stream, 40.0)
+    both = np.stack([alike, 0.7 * alike], axis=1)
+    assert [c.active for c in vt_of(replay(both, stream, chunk_s))] == [True, False]
+    one = np.stack([alike, bumpy(stream, 40.0)], axis=1)
+    assert vt_of(replay(one, stream, chunk_s)) == []
+    lost = np.stack([alike, np.full(alike.size, np.nan)], axis=1)
+    assert [c.active for c in vt_of(replay(lost, stream, chunk_s))] == [True, False]
+
+
 def test_shapes_correlation_and_cut() -> None:
     from detector.rhythms.shapes import (
         ShapeBook,
@@ -310,6 +326,11 @@ def test_shapes_correlation_and_cut() -> None:
     assert run_consistency([a, -a, a, -a], 3) > 0.99  # alternating: every other one alike
     b = -(t - 0.30) * a  # biphasic, unlike a
     assert run_consistency([a, -a, b, -b], 1) < 0.5
+    # (lead, sample) complexes: alike on lead 0, opposite on lead 1: the mean of +1 and -1
+    two = [np.stack([a, s]) for s in (a, -a, a, -a)]
+    assert abs(run_consistency([np.stack([a, a]), np.stack([a, -a])], 3)) < 1e-9
+    assert run_consistency(two, 3) > 0.99  # every other one alike on both leads
+    assert best_correlation(np.stack([a, a]), np.stack([a, np.zeros_like(a)]), 3) > 0.99
     with pytest.raises(ValueError, match="min_corr"):
         ShapeConfig(min_corr=1.0)
     with pytest.raises(ValueError, match="half_s"):

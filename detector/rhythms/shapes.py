@@ -6,7 +6,7 @@ electrode-motion artifact are bumps of the noise, each unlike the ones before it
 quality index does not always flag that noise (nstdb-style `em` at 6 dB). So a VT run starts
 only when it repeats its complexes (`run_consistency`: each beat's best correlation with one
 of the two before it, on the band-passed lead, `t +- half_s`, aligned within `lag_s`; the
-median over the run on the lead where it is highest) by at least `min_corr`.
+median over the run, every valid lead at once) by at least `min_corr`.
 """
 
 from __future__ import annotations
@@ -58,18 +58,22 @@ def cut_leads(dec: Decimated, centre: int, config: ShapeConfig) -> np.ndarray | 
 
 def best_correlation(a: np.ndarray, b: np.ndarray, lag: int) -> float:
     """The highest Pearson correlation of `a`'s core (lag margin cut off) with `b` shifted by
-    up to `lag` samples either way; nan when either is flat."""
-    n = a.shape[0] - 2 * lag
-    if n < 3 or b.shape[0] != a.shape[0]:
+    up to `lag` samples either way; nan when either is flat. For (lead, sample) complexes, the
+    mean over the leads at one common shift (a beat's fiducial point moves on every lead at
+    once); a lead flat in either complex does not count."""
+    a2, b2 = np.atleast_2d(a), np.atleast_2d(b)
+    n = a2.shape[-1] - 2 * lag
+    if n < 3 or b2.shape != a2.shape:
         return math.nan
-    x = a[lag : lag + n] - a[lag : lag + n].mean()
-    xx = float(x @ x)
+    x = a2[:, lag : lag + n] - a2[:, lag : lag + n].mean(axis=1, keepdims=True)
+    xx = np.einsum("ij,ij->i", x, x)
     best = math.nan
     for k in range(2 * lag + 1):
-        y = b[k : k + n] - b[k : k + n].mean()
-        d = math.sqrt(xx * float(y @ y))
-        if d > 0:
-            r = float(x @ y) / d
+        y = b2[:, k : k + n] - b2[:, k : k + n].mean(axis=1, keepdims=True)
+        d = np.sqrt(xx * np.einsum("ij,ij->i", y, y))
+        good = d > 0
+        if good.any():
+            r = float(np.mean(np.einsum("ij,ij->i", x, y)[good] / d[good]))
             best = r if math.isnan(best) else max(best, r)
     return best
 
@@ -78,7 +82,8 @@ def run_consistency(shapes: list[np.ndarray], lag: int) -> float:
     """How well a run repeats its complexes: for each beat after the first, its best
     correlation with either of the two beats before it (an alternating or bidirectional
     run repeats every other complex: mitdb 223's slow VT), the median over the run; nan when
-    no beat can be compared."""
+    no beat can be compared. Multi-lead complexes ((lead, sample) each) are compared on all
+    their leads at once (`best_correlation`)."""
     rs = []
     for i in range(1, len(shapes)):
         near = [best_correlation(shapes[i], shapes[j], lag) for j in range(max(0, i - 2), i)]
