@@ -66,7 +66,9 @@ class RhythmAnalyser:
         self.config = config
         self.vt = BeatRunDetector(config.vt, self._alike)
         self.vt_early = BeatRunDetector(config.vt_early, self._alike)
-        self.shapes = ShapeBook()  # complexes of the recent beats (all leads), by beat time
+        self.shapes = ShapeBook()  # complexes of the recent VT-class beats (all leads), by time
+        # only runs of these classes are ever shape-checked (`_alike`): other beats keep none
+        self.shape_classes = frozenset(config.vt.classes) | frozenset(config.vt_early.classes)
         self.vt_union = EpisodeUnion()
         self.svt = BeatRunDetector(config.svt)
         self.af = AFDetector(config.af)
@@ -304,9 +306,10 @@ class RhythmAnalyser:
         return out
 
     def _keep_shape(self, b: RhythmBeat) -> None:
-        """Store the beat's complex on every lead (while it is in the decimated buffer)."""
+        """Store the complex of a beat a VT run can hold on every lead (while it is in the
+        decimated buffer)."""
         dec = self.dec
-        if dec is None:
+        if dec is None or b.cls not in self.shape_classes:
             return
         centre = int(round((b.t - self.t_anchor) * dec.fs))
         shape = cut_leads(dec, centre, self.config.shape)
