@@ -486,6 +486,29 @@ def test_vf_first_then_no_asystole_and_asystole_after_vf_ends() -> None:
     assert asys.started_at == pytest.approx(last + 24.0)
 
 
+def test_a_new_lethal_condition_after_acknowledgement_sounds_again() -> None:
+    """Re-alarm (IEC 60601-1-8): an acknowledged VT that turns into VF sounds as VFIB; an
+    acknowledged VF alarm ends with its episode, so the next VF episode is raised anew (cudb
+    cu19 before the VF rule: one VF episode over a tachycardia and the VF after it, the only
+    announcement 60 s before the VF, acknowledged)."""
+    w = Ward()
+    last = normal(w)
+    w.episode("b1", "vt", True, last + 1.0, hr_bpm=230.0, beats=5, onset_t=last)
+    (vt,) = w.raised(AlarmType.VTACH)
+    (ack,) = w.policy.acknowledge(vt.id, last + 10.0, by="nurse")
+    assert ack.alarm.state is AlarmState.ACKNOWLEDGED
+    w.episode("b1", "vf", True, last + 14.0, onset_t=last + 13.0)  # the label changes
+    (vf,) = w.raised(AlarmType.VFIB)
+    assert vf.state is AlarmState.ACTIVE and vf.started_at == last + 14.0
+    w.episode("b1", "vt", False, last + 14.5)
+    w.policy.acknowledge(vf.id, last + 30.0, by="nurse")
+    w.episode("b1", "vf", False, last + 40.0)
+    assert w.policy.get(vf.id) is None  # acknowledged, cause gone: ended
+    w.episode("b1", "vf", True, last + 45.0, onset_t=last + 44.0)
+    first, again = w.raised(AlarmType.VFIB)
+    assert first.id == vf.id and again.id != vf.id and again.state is AlarmState.ACTIVE
+
+
 def test_vf_alarms_through_artifact_other_episodes_do_not() -> None:
     w = Ward()
     last = normal(w)

@@ -95,8 +95,9 @@ class VFConfig:
     off_windows: int = 3
     lost_windows: int = 3
     min_amp_mv: float = 0.1
-    # in artifact that began before the VF-like windows (not raised by VF itself), more proof
-    p_on_artifact: float = 0.95
+    # in artifact that began before the VF-like windows (not raised by VF itself), more proof:
+    # an organised rhythm there scores 0.90..0.98 for many windows (cudb cu15, cu19), VF 0.99+
+    p_on_artifact: float = 0.98
     on_windows_artifact: int = 3
 
     def __post_init__(self) -> None:
