@@ -43,6 +43,13 @@ from ecgcommon.topics import subscription
 log = logging.getLogger("detector")
 MAX_BODY_BYTES = 64 * 1024 * 1024
 HTTP_TIMEOUT_S = 30.0
+# paho's limits on the detector's outgoing QoS 1 messages (beats, events). No in-flight window
+# (0): acks must not throttle publication, and with a window paho walks every unacknowledged
+# message on each PUBACK (`Client._update_inflight`, O(window) per ack: 16 % of the worker's
+# time at 1187 beds with a window of 1000), while the PUBACKs queue behind the samples on the
+# same connection, so a detector a little behind stopped publishing beats at all.
+MAX_INFLIGHT = 0
+MAX_QUEUED = 100_000  # messages waiting for the socket (a broker outage): then new ones fail
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Cache-Control", "no-store"),
@@ -89,20 +96,35 @@ class _BufferedSocket:
 
 class BufferedClient(mqtt.Client):
     """paho's client with a buffered socket (see `_BufferedSocket`) that parses every buffered
-    packet per wake-up instead of one (one GIL hand-over per block, not per message)."""
+    packet per wake-up instead of one (one GIL hand-over per block, not per message).
+
+    `loop_read` parses what the socket buffered, at most `READ_BUDGET` packets per call: paho's
+    own reads as many packets as it holds unacknowledged messages (`len(_out_messages)`), and the
+    buffered socket nearly always ends a block inside a packet (which reads the next block), so
+    a backlog kept the worker in one call for seconds: no batching deadline, no publication, no
+    stop request (the shutdown's results and cProfile dump were lost) was served in that time.
+    """
+
+    READ_BUDGET = 64  # packets (~40 ms of 1 s sample chunks): ticks stay within max_wait_s
 
     def _create_socket(self) -> Any:
         return _BufferedSocket(super()._create_socket())
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        while (
-            rc == mqtt.MQTT_ERR_SUCCESS
-            and isinstance(self._sock, _BufferedSocket)
-            and self._sock.pending() > 0
-        ):
-            rc = super().loop_read(max_packets)
-        return rc
+        for _ in range(self.READ_BUDGET):
+            if self._sock is None:
+                return mqtt.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            sock = self._sock
+            if (
+                rc == mqtt.MQTT_ERR_AGAIN
+                or not isinstance(sock, _BufferedSocket)  # a plain socket: one packet, as paho
+                or sock.pending() <= 0
+            ):
+                break
+        return mqtt.MQTT_ERR_SUCCESS
 
 
 class DetectorService:
@@ -169,8 +191,8 @@ class DetectorService:
         m = self.config.mqtt
         c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=m.client_id)
         mqtt_auth.apply_files(c, m.username, m.password_file, m.ca_file)
-        c.max_queued_messages_set(100_000)
-        c.max_inflight_messages_set(1000)  # QoS 1 beats: acks must not throttle publication
+        c.max_queued_messages_set(MAX_QUEUED)
+        c.max_inflight_messages_set(MAX_INFLIGHT)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
