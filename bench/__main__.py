@@ -32,8 +32,16 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from bench.report import write_report
-from bench.services import ROOT, add_stream_options, bench_env, start_detector, stop_process
-from detector.service import BufferedClient
+from bench.services import (
+    ROOT,
+    add_stream_options,
+    bench_env,
+    proc_cpu_s,
+    proc_rss_mb,
+    start_detector,
+    stop_process,
+)
+from detector.mqtt_client import BufferedClient
 from ecgcommon.topics import subscription
 from ecgcommon.windowing import WINDOW
 from tests.helpers.broker import ANONYMOUS, Mosquitto
@@ -44,20 +52,6 @@ LATENCY_P99_MAX_S = 1.0
 LATE_P99_MAX_S = 0.25  # the load generator itself must stay on schedule
 # no queue or in-flight limit: a slow subscriber is measured, not cut off by the broker
 BROKER_OPTIONS = {**ANONYMOUS, "max_queued_messages": 0, "max_inflight_messages": 0}
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_mb(pid: int) -> tuple[float, float]:
-    info = dict(
-        line.split(":", 1)
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if ":" in line
-    )
-    return int(info["VmRSS"].split()[0]) / 1024, int(info["VmHWM"].split()[0]) / 1024
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -32,6 +32,7 @@ from detector.classifier import BeatClassifier
 from detector.config import DetectorConfig, parse_args
 from detector.engine import DetectorEngine, Publication, Scorer
 from detector.metrics import DetectorMetrics
+from detector.mqtt_client import MAX_INFLIGHT, MAX_QUEUED, BufferedClient, BufferedSocket
 from detector.scorer import ModelMismatchError, OnnxScorer
 from ecgcommon import mqtt_auth
 from ecgcommon.protocol import DecodeError, parse_json
@@ -43,13 +44,6 @@ from ecgcommon.topics import subscription
 log = logging.getLogger("detector")
 MAX_BODY_BYTES = 64 * 1024 * 1024
 HTTP_TIMEOUT_S = 30.0
-# paho's limits on the detector's outgoing QoS 1 messages (beats, events). No in-flight window
-# (0): acks must not throttle publication, and with a window paho walks every unacknowledged
-# message on each PUBACK (`Client._update_inflight`, O(window) per ack: 16 % of the worker's
-# time at 1187 beds with a window of 1000), while the PUBACKs queue behind the samples on the
-# same connection, so a detector a little behind stopped publishing beats at all.
-MAX_INFLIGHT = 0
-MAX_QUEUED = 100_000  # messages waiting for the socket (a broker outage): then new ones fail
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Cache-Control", "no-store"),
@@ -57,74 +51,6 @@ SECURITY_HEADERS = (
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "no-referrer"),
 )
-
-
-class _BufferedSocket:
-    """A socket whose recv() is served from 256 KiB reads.
-
-    paho reads each MQTT packet with three or more small recv() calls, and every call releases
-    and re-takes the GIL; with the worker thread busy, the network thread then waits for the GIL
-    after each one and cannot keep up with thousands of messages a second. Reading big blocks
-    cuts that to about one system call per message. `pending()` is what paho asks of TLS sockets
-    to learn that buffered bytes are waiting without select().
-    """
-
-    BLOCK = 256 * 1024
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._data = b""
-        self._pos = 0
-
-    def recv(self, bufsize: int) -> bytes:
-        if self._pos >= len(self._data):
-            data = self._sock.recv(max(bufsize, self.BLOCK))
-            if len(data) <= bufsize:
-                return data
-            self._data, self._pos = data, 0
-        out = self._data[self._pos : self._pos + bufsize]
-        self._pos += len(out)
-        return out
-
-    def pending(self) -> int:
-        inner = getattr(self._sock, "pending", None)  # bytes TLS decrypted but not yet read
-        return len(self._data) - self._pos + (inner() if callable(inner) else 0)
-
-    def __getattr__(self, name: str) -> Any:  # send, fileno, close, setblocking, ...
-        return getattr(self._sock, name)
-
-
-class BufferedClient(mqtt.Client):
-    """paho's client with a buffered socket (see `_BufferedSocket`) that parses every buffered
-    packet per wake-up instead of one (one GIL hand-over per block, not per message).
-
-    `loop_read` parses what the socket buffered, at most `READ_BUDGET` packets per call: paho's
-    own reads as many packets as it holds unacknowledged messages (`len(_out_messages)`), and the
-    buffered socket nearly always ends a block inside a packet (which reads the next block), so
-    a backlog kept the worker in one call for seconds: no batching deadline, no publication, no
-    stop request (the shutdown's results and cProfile dump were lost) was served in that time.
-    """
-
-    READ_BUDGET = 64  # packets (~40 ms of 1 s sample chunks): ticks stay within max_wait_s
-
-    def _create_socket(self) -> Any:
-        return _BufferedSocket(super()._create_socket())
-
-    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
-        for _ in range(self.READ_BUDGET):
-            if self._sock is None:
-                return mqtt.MQTT_ERR_NO_CONN
-            rc = self._packet_read()
-            if rc > 0:
-                return self._loop_rc_handle(rc)
-            sock = self._sock
-            if (
-                rc == mqtt.MQTT_ERR_AGAIN
-                or not isinstance(sock, _BufferedSocket)  # a plain socket: one packet, as paho
-                or sock.pending() <= 0
-            ):
-                break
-        return mqtt.MQTT_ERR_SUCCESS
 
 
 class DetectorService:
@@ -190,6 +116,7 @@ class DetectorService:
     def _make_client(self) -> mqtt.Client:
         m = self.config.mqtt
         c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=m.client_id)
+        c.gather_writes = True  # the worker flushes once per turn (_loop_once)
         mqtt_auth.apply_files(c, m.username, m.password_file, m.ca_file)
         c.max_queued_messages_set(MAX_QUEUED)
         c.max_inflight_messages_set(MAX_INFLIGHT)
@@ -254,12 +181,14 @@ class DetectorService:
     def _loop_once(self, timeout: float) -> mqtt.MQTTErrorCode:
         """One turn of paho's external-event-loop API (socket, loop_read/write/misc): unlike
         `Client.loop`, it needs no wake-up socket pair (a send() per publish), since the
-        publishing thread is this one."""
+        publishing thread is this one. What the last turn published (and acked) is written first,
+        in one send()."""
         client = self.client
+        client.flush()
         sock = client.socket()
         if sock is None:
             return mqtt.MQTT_ERR_NO_CONN
-        buffered = isinstance(sock, _BufferedSocket) and sock.pending() > 0
+        buffered = isinstance(sock, BufferedSocket) and sock.pending() > 0
         try:
             readable, writable, _ = select.select(
                 [sock], [sock] if client.want_write() else [], [], 0.0 if buffered else timeout
@@ -271,6 +200,7 @@ class DetectorService:
             rc = client.loop_read()
         if rc == mqtt.MQTT_ERR_SUCCESS and writable and client.socket() is not None:
             rc = client.loop_write()
+            client.flush()
         if rc == mqtt.MQTT_ERR_SUCCESS:
             rc = client.loop_misc()
         return rc
