@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(max(0.0, a.start_at - time.time()))
     t_start = time.time()
     mono0 = time.monotonic()
+    cpu0 = time.process_time()
     playback = Playback(t_start, max_samples=int(round(a.duration_s * sources[0].fs)))
     streams = make_streams(sources, a.ward, a.beds, a.chunk_s, playback, stride_s=61.0)
     late = []
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 "late_p99_s": float(np.percentile(lat, 99)),
                 "late_max_s": float(lat.max()),
                 "wall_s": time.monotonic() - mono0,
+                "cpu_s": time.process_time() - cpu0,  # this process, while it published
             }
         )
     )
