@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -48,7 +49,11 @@ def connect(host: str, port: int, client_id: str, timeout_s: float = 10.0) -> mq
 def serve(clients: list[mqtt.Client], timeout_s: float) -> None:
     """Wait up to `timeout_s` for any client's socket, then read what came (CONNACK, PINGRESP),
     write what the kernel could not take yet, and keep the connections alive."""
-    socks = {c.socket(): c for c in clients if c.socket() is not None}
+    socks: dict[Any, mqtt.Client] = {}
+    for c in clients:
+        sock = c.socket()
+        if sock is not None:
+            socks[sock] = c
     writing = [s for s, c in socks.items() if c.want_write()]
     try:
         readable, writable, _ = select.select(list(socks), writing, [], max(0.0, timeout_s))

@@ -116,6 +116,29 @@ class BufferedClient(mqtt.Client):
         if isinstance(self._sock, BufferedSocket):
             self._sock.flush()
 
+    def _handle_pubackcomp(self, cmd: Any) -> mqtt.MQTTErrorCode:
+        """A PUBACK of MQTT 3.1.1 without an `on_publish` callback: what paho does with it
+        (forget the message, mark it published, one fewer in flight) without building the
+        reason code and properties objects only MQTT 5 carries (a third of a QoS 1 message's
+        client CPU). Everything else goes to paho."""
+        packet = self._in_packet["packet"]
+        if (
+            cmd != "PUBACK"
+            or self._protocol == mqtt.MQTTv5
+            or self.on_publish is not None
+            or len(packet) != 2
+            or self._max_inflight_messages > 0  # paho then also refills the window
+        ):
+            return super()._handle_pubackcomp(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            msg = self._out_messages.pop(mid, None)
+            if msg is not None:
+                msg.info._set_as_published()
+                if msg.qos > 0:
+                    self._inflight_messages -= 1
+        return mqtt.MQTT_ERR_SUCCESS
+
     def want_write(self) -> bool:
         """paho's queue or the gathered bytes wait for the socket."""
         sock = self._sock

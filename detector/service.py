@@ -113,7 +113,7 @@ class DetectorService:
         return int(self.http.server_address[1])
 
     # ------------------------------------------------------------------ MQTT callbacks
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedClient:
         m = self.config.mqtt
         c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=m.client_id)
         c.gather_writes = True  # the worker flushes once per turn (_loop_once)

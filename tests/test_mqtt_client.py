@@ -98,38 +98,62 @@ def test_loop_read_parses_at_most_its_budget_per_call() -> None:
     b.close()
 
 
+def _turn(c: BufferedClient, timeout: float) -> None:
+    """One turn of the detector worker's loop (detector/service.py `_loop_once`)."""
+    c.flush()
+    sock = c.socket()
+    assert sock is not None
+    w = [sock] if c.want_write() else []
+    r, wr, _ = select.select([sock], w, [], timeout)
+    if r or (isinstance(sock, BufferedSocket) and sock.pending() > 0):
+        c.loop_read()
+    if wr:
+        c.loop_write()
+        c.flush()
+    c.loop_misc()
+
+
+def _connected(broker_port: int, client_id: str) -> BufferedClient:
+    c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    c.gather_writes = True
+    c.max_inflight_messages_set(MAX_INFLIGHT)
+    c.connect("127.0.0.1", broker_port)
+    deadline = time.monotonic() + 10
+    while not c.is_connected() and time.monotonic() < deadline:
+        _turn(c, 0.05)
+    assert c.is_connected()
+    return c
+
+
+def _publish_all_and_wait(c: BufferedClient, n: int) -> list[mqtt.MQTTMessageInfo]:
+    infos = [c.publish(f"t/{i % 50}", b"beat", qos=1) for i in range(n)]
+    assert all(i.rc == mqtt.MQTT_ERR_SUCCESS for i in infos)
+    assert c._inflight_messages == n  # no in-flight window: none held back in paho's queue
+    deadline = time.monotonic() + 10
+    while not all(i.is_published() for i in infos) and time.monotonic() < deadline:
+        _turn(c, 0.05)
+    return infos
+
+
 def test_qos1_publications_all_go_out_at_once_and_are_acked(tmp_path: Path) -> None:
     """No in-flight window: 3000 QoS 1 messages are all on the wire before any PUBACK is read,
-    and every one is acknowledged (gathered writes, one driving thread, as the worker does)."""
+    and every one is acknowledged; the fast PUBACK path (no on_publish) forgets each."""
     assert MAX_INFLIGHT == 0
     with Mosquitto(tmp_path) as broker:
-        c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="qos1-window")
-        c.gather_writes = True
-        c.max_inflight_messages_set(MAX_INFLIGHT)
+        c = _connected(broker.port, "qos1-fast")
+        infos = _publish_all_and_wait(c, 3000)
+        assert all(i.is_published() for i in infos)
+        assert not c._out_messages and c._inflight_messages == 0
+        c.disconnect()
+
+
+def test_qos1_acks_reach_on_publish_through_paho(tmp_path: Path) -> None:
+    """With an on_publish callback the PUBACK takes paho's own path: every mid is reported."""
+    with Mosquitto(tmp_path) as broker:
+        c = _connected(broker.port, "qos1-callback")
         acked: list[int] = []
         c.on_publish = lambda _c, _u, mid, *_: acked.append(mid)
-        c.connect(broker.host, broker.port)
-
-        def turn(timeout: float) -> None:
-            c.flush()
-            sock = c.socket()
-            assert sock is not None
-            w = [sock] if c.want_write() else []
-            r, wr, _ = select.select([sock], w, [], timeout)
-            if r or sock.pending():
-                c.loop_read()
-            if wr:
-                c.loop_write()
-                c.flush()
-            c.loop_misc()
-
-        deadline = time.monotonic() + 10
-        while not c.is_connected() and time.monotonic() < deadline:
-            turn(0.05)
-        infos = [c.publish(f"t/{i % 50}", b"beat", qos=1) for i in range(3000)]
-        assert all(i.rc == mqtt.MQTT_ERR_SUCCESS for i in infos)
-        assert c._inflight_messages == 3000  # none held back in paho's queue
-        while len(acked) < 3000 and time.monotonic() < deadline:
-            turn(0.05)
+        infos = _publish_all_and_wait(c, 500)
         assert sorted(acked) == sorted(i.mid for i in infos)
+        assert not c._out_messages and c._inflight_messages == 0
         c.disconnect()
