@@ -2,8 +2,10 @@
 
 The detector's worker runs paho's network loop and the engine in one thread (detector/service.py);
 these are the client's parts that make that cheap at thousands of messages a second: reads in
-big blocks, a bounded amount of parsing per call, writes gathered into one send() per turn, and
-no in-flight window on the QoS 1 publications.
+big blocks, a bounded amount of parsing per call, writes gathered into one send() per turn, no
+in-flight window on the QoS 1 publications and a lean PUBACK. They lean on paho 2.x internals
+(`_create_socket`, `_packet_read`, `_handle_pubackcomp`, `_out_messages`);
+tests/test_mqtt_client.py checks them against a real Mosquitto.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ class BufferedSocket:
 
     With `gather`, send() only appends to an outgoing buffer (paho sees every packet written at
     once) and `flush()` writes it, as much as the kernel takes without blocking: one send() per
-    worker turn instead of one per publication (a loopback send() wakes the broker each time:
-    most of a QoS 0 publication's CPU). For a client driven from one thread that flushes
-    (`BufferedClient.flush`); close() flushes what is left first (paho's DISCONNECT).
+    worker turn instead of one per publication (each loopback send() wakes the broker: 14 -> 8
+    µs of broker CPU per QoS 1 beats message, bench.qos). For a client driven from one thread
+    that flushes (`BufferedClient.flush`); close() flushes what is left first (paho's DISCONNECT).
     """
 
     BLOCK = 256 * 1024
