@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pstats
 import signal
@@ -32,8 +33,16 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from bench.report import write_report
-from bench.services import ROOT, add_stream_options, bench_env, start_detector, stop_process
-from detector.service import BufferedClient
+from bench.services import (
+    ROOT,
+    add_stream_options,
+    bench_env,
+    proc_cpu_s,
+    proc_rss_mb,
+    start_detector,
+    stop_process,
+)
+from detector.mqtt_client import BufferedClient
 from ecgcommon.topics import subscription
 from ecgcommon.windowing import WINDOW
 from tests.helpers.broker import ANONYMOUS, Mosquitto
@@ -44,20 +53,6 @@ LATENCY_P99_MAX_S = 1.0
 LATE_P99_MAX_S = 0.25  # the load generator itself must stay on schedule
 # no queue or in-flight limit: a slow subscriber is measured, not cut off by the broker
 BROKER_OPTIONS = {**ANONYMOUS, "max_queued_messages": 0, "max_inflight_messages": 0}
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_mb(pid: int) -> tuple[float, float]:
-    info = dict(
-        line.split(":", 1)
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if ":" in line
-    )
-    return int(info["VmRSS"].split()[0]) / 1024, int(info["VmHWM"].split()[0]) / 1024
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -169,8 +164,10 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
         time.sleep(max(0.0, start_at + args.warmup_s - time.time()))
         probe.measure_from = time.time()
         cpu0, wall0 = proc_cpu_s(det.pid), time.monotonic()
+        broker_cpu0 = proc_cpu_s(broker.proc.pid) if broker.proc else math.nan
         gen_out, gen_err = gen.communicate(timeout=total_s + 120)
         cpu1, wall1 = proc_cpu_s(det.pid), time.monotonic()
+        broker_cpu1 = proc_cpu_s(broker.proc.pid) if broker.proc else math.nan
         rss, hwm = proc_rss_mb(det.pid)
         time.sleep(1.5)  # let the last windows drain
         probe.close()
@@ -200,6 +197,9 @@ def trial(beds: int, args: argparse.Namespace, profile_to: str | None = None) ->
         },
         "beats_timed": len(probe.latencies),
         "detector_cpu_cores": cores,
+        # what else ran on the same cores (the machine's budget; not a criterion)
+        "loadgen_cpu_cores": gen_doc.get("cpu_s", math.nan) / max(gen_doc["wall_s"], 1e-9),
+        "broker_cpu_cores": (broker_cpu1 - broker_cpu0) / (wall1 - wall0),
         "detector_rss_mb": rss,
         "detector_peak_rss_mb": hwm,
         "loadgen_late_p99_s": gen_doc["late_p99_s"],
@@ -289,6 +289,9 @@ def _area(file: str, func: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_stream_options(p, "reports/bench.json", chunk_s=1.0, warmup_s=15.0, measure_s=20.0)
+    p.add_argument(
+        "--beds", type=int, nargs="+", default=None, help="run these bed counts only (no search)"
+    )
     p.add_argument("--start-beds", type=int, default=250)
     p.add_argument("--max-beds", type=int, default=16000)
     p.add_argument("--max-batch", type=int, default=256)
@@ -305,13 +308,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{n:6d} beds: {'ok  ' if r['sustained'] else 'FAIL'} p50 {r['latency_s']['p50']:.3f}"
             f" s  p99 {r['latency_s']['p99']:.3f} s  detector {r['detector_cpu_cores']:.2f} "
             f"cores  {r['detector_rss_mb']:.0f} MB  {r['msgs_per_s']:.0f} msg/s  "
-            f"late p99 {r['loadgen_late_p99_s']:.3f} s  lost {r['chunks_lost']:.0f}",
+            f"late p99 {r['loadgen_late_p99_s']:.3f} s  lost {r['chunks_lost']:.0f}  loadgen "
+            f"{r['loadgen_cpu_cores']:.2f} / broker {r['broker_cpu_cores']:.2f} cores",
             flush=True,
         )
         return r["sustained"]
 
     lo, hi = 0, None
-    n = args.start_beds
+    n = args.start_beds if args.beds is None else args.max_beds + 1  # a fixed list: no search
+    for fixed in args.beds or []:
+        run(fixed)
     while n <= args.max_beds:
         if run(n):
             lo, n = n, n * 2

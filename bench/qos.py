@@ -19,7 +19,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from detector.service import BufferedClient, _BufferedSocket
+from bench.services import proc_cpu_s
+from detector.mqtt_client import MAX_INFLIGHT, MAX_QUEUED, BufferedClient, BufferedSocket
 from ecgcommon import protocol
 from tests.helpers.broker import Mosquitto
 
@@ -47,25 +48,32 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _turn(c: mqtt.Client, timeout: float) -> None:
+def _turn(c: BufferedClient, timeout: float) -> None:
+    c.flush()
     sock = c.socket()
     if sock is None:
         return
-    buffered = isinstance(sock, _BufferedSocket) and sock.pending() > 0
+    buffered = isinstance(sock, BufferedSocket) and sock.pending() > 0
     w = [sock] if c.want_write() else []
     readable, writable, _ = select.select([sock], w, [], 0.0 if buffered else timeout)
     if readable or buffered:
         c.loop_read()
     if writable and c.socket() is not None:
         c.loop_write()
+        c.flush()
     c.loop_misc()
 
 
-def cpu_per_message_us(port: int, qos: int, n: int) -> float:
-    """Process CPU (µs) per beats message published with `qos`, all of them delivered."""
+def cpu_per_message_us(
+    port: int, qos: int, n: int, inflight: int = MAX_INFLIGHT, gather: bool = True
+) -> float:
+    """Process CPU (µs) per beats message published with `qos`, all of them delivered, with
+    paho's in-flight window `inflight` (0: none) and writes gathered per turn or not (the
+    detector's settings by default)."""
     c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=f"qos{qos}-{time.time_ns()}")
-    c.max_inflight_messages_set(1000)  # as the detector sets it
-    c.max_queued_messages_set(100_000)
+    c.gather_writes = gather
+    c.max_inflight_messages_set(inflight)
+    c.max_queued_messages_set(MAX_QUEUED)
     c.connect("127.0.0.1", port)
     for _ in range(20):
         _turn(c, 0.01)
@@ -86,18 +94,41 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.qos", description=__doc__)
     p.add_argument("--messages", type=int, default=20_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--inflight", type=int, default=MAX_INFLIGHT, help="paho's in-flight window (0: none)"
+    )
+    p.add_argument("--no-gather", action="store_true", help="one send() per publication")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="ecg-qos-") as tmp, Mosquitto(Path(tmp)) as broker:
+    with tempfile.TemporaryDirectory(prefix="ecg-qos-") as tmp:
+        mosquitto = Mosquitto(Path(tmp)).start()
+        assert mosquitto.proc is not None
         runs: dict[int, list[float]] = {0: [], 1: []}
-        for _ in range(args.repeats):
-            for qos in (0, 1):
-                runs[qos].append(cpu_per_message_us(broker.port, qos, args.messages))
+        broker_us: dict[int, list[float]] = {0: [], 1: []}
+        try:
+            for _ in range(args.repeats):
+                for qos in (0, 1):
+                    b0 = proc_cpu_s(mosquitto.proc.pid)
+                    runs[qos].append(
+                        cpu_per_message_us(
+                            mosquitto.port, qos, args.messages, args.inflight, not args.no_gather
+                        )
+                    )
+                    used = proc_cpu_s(mosquitto.proc.pid) - b0
+                    broker_us[qos].append(used / args.messages * 1e6)
+        finally:
+            mosquitto.stop()
         best = {qos: min(v) for qos, v in runs.items()}
         print(
             json.dumps(
                 {
                     "us_cpu_per_beats_message": {str(q): round(v, 1) for q, v in best.items()},
                     "qos1_extra_us": round(best[1] - best[0], 1),
+                    # the broker's share (a subscriber-less topic: its intake and the PUBACKs)
+                    "broker_us_cpu_per_beats_message": {
+                        str(q): round(min(v), 1) for q, v in broker_us.items()
+                    },
+                    "inflight_window": args.inflight,
+                    "writes_gathered": not args.no_gather,
                     "runs": {str(q): [round(x, 1) for x in v] for q, v in runs.items()},
                 }
             )

@@ -23,6 +23,22 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> tuple[float, float]:
+    """Resident and peak resident memory (MiB) of process `pid`, from /proc."""
+    info = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
+    return int(info["VmRSS"].split()[0]) / 1024, int(info["VmHWM"].split()[0]) / 1024
+
+
 def bench_env(**extra: str) -> dict[str, str]:
     """This environment with the repository importable (children run `python -m ...`)."""
     return {**os.environ, "PYTHONPATH": str(ROOT), **extra}

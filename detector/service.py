@@ -32,6 +32,7 @@ from detector.classifier import BeatClassifier
 from detector.config import DetectorConfig, parse_args
 from detector.engine import DetectorEngine, Publication, Scorer
 from detector.metrics import DetectorMetrics
+from detector.mqtt_client import MAX_INFLIGHT, MAX_QUEUED, BufferedClient, BufferedSocket
 from detector.scorer import ModelMismatchError, OnnxScorer
 from ecgcommon import mqtt_auth
 from ecgcommon.protocol import DecodeError, parse_json
@@ -50,59 +51,6 @@ SECURITY_HEADERS = (
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "no-referrer"),
 )
-
-
-class _BufferedSocket:
-    """A socket whose recv() is served from 256 KiB reads.
-
-    paho reads each MQTT packet with three or more small recv() calls, and every call releases
-    and re-takes the GIL; with the worker thread busy, the network thread then waits for the GIL
-    after each one and cannot keep up with thousands of messages a second. Reading big blocks
-    cuts that to about one system call per message. `pending()` is what paho asks of TLS sockets
-    to learn that buffered bytes are waiting without select().
-    """
-
-    BLOCK = 256 * 1024
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._data = b""
-        self._pos = 0
-
-    def recv(self, bufsize: int) -> bytes:
-        if self._pos >= len(self._data):
-            data = self._sock.recv(max(bufsize, self.BLOCK))
-            if len(data) <= bufsize:
-                return data
-            self._data, self._pos = data, 0
-        out = self._data[self._pos : self._pos + bufsize]
-        self._pos += len(out)
-        return out
-
-    def pending(self) -> int:
-        inner = getattr(self._sock, "pending", None)  # bytes TLS decrypted but not yet read
-        return len(self._data) - self._pos + (inner() if callable(inner) else 0)
-
-    def __getattr__(self, name: str) -> Any:  # send, fileno, close, setblocking, ...
-        return getattr(self._sock, name)
-
-
-class BufferedClient(mqtt.Client):
-    """paho's client with a buffered socket (see `_BufferedSocket`) that parses every buffered
-    packet per wake-up instead of one (one GIL hand-over per block, not per message)."""
-
-    def _create_socket(self) -> Any:
-        return _BufferedSocket(super()._create_socket())
-
-    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        while (
-            rc == mqtt.MQTT_ERR_SUCCESS
-            and isinstance(self._sock, _BufferedSocket)
-            and self._sock.pending() > 0
-        ):
-            rc = super().loop_read(max_packets)
-        return rc
 
 
 class DetectorService:
@@ -165,12 +113,13 @@ class DetectorService:
         return int(self.http.server_address[1])
 
     # ------------------------------------------------------------------ MQTT callbacks
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedClient:
         m = self.config.mqtt
         c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=m.client_id)
+        c.gather_writes = True  # the worker flushes once per turn (_loop_once)
         mqtt_auth.apply_files(c, m.username, m.password_file, m.ca_file)
-        c.max_queued_messages_set(100_000)
-        c.max_inflight_messages_set(1000)  # QoS 1 beats: acks must not throttle publication
+        c.max_queued_messages_set(MAX_QUEUED)
+        c.max_inflight_messages_set(MAX_INFLIGHT)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -232,12 +181,14 @@ class DetectorService:
     def _loop_once(self, timeout: float) -> mqtt.MQTTErrorCode:
         """One turn of paho's external-event-loop API (socket, loop_read/write/misc): unlike
         `Client.loop`, it needs no wake-up socket pair (a send() per publish), since the
-        publishing thread is this one."""
+        publishing thread is this one. What the last turn published (and acked) is written first,
+        in one send()."""
         client = self.client
+        client.flush()
         sock = client.socket()
         if sock is None:
             return mqtt.MQTT_ERR_NO_CONN
-        buffered = isinstance(sock, _BufferedSocket) and sock.pending() > 0
+        buffered = isinstance(sock, BufferedSocket) and sock.pending() > 0
         try:
             readable, writable, _ = select.select(
                 [sock], [sock] if client.want_write() else [], [], 0.0 if buffered else timeout
@@ -249,6 +200,7 @@ class DetectorService:
             rc = client.loop_read()
         if rc == mqtt.MQTT_ERR_SUCCESS and writable and client.socket() is not None:
             rc = client.loop_write()
+            client.flush()
         if rc == mqtt.MQTT_ERR_SUCCESS:
             rc = client.loop_misc()
         return rc
