@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from bench.cluster.__main__ import cost_model, matched_plan, search_efficiency
@@ -29,3 +32,44 @@ def test_search_efficiency_is_beds_per_worker_core_2_over_1() -> None:
     workers = {"1": {"beds": 400, "worker_cores": 0.5}, "2": {"beds": 400, "worker_cores": 0.8}}
     assert search_efficiency(workers) == pytest.approx((400 / 0.8) / (400 / 0.5))
     assert search_efficiency({"1": {"beds": 0, "worker_cores": None}}) is None
+
+
+def test_main_reports_the_matched_trials_as_the_headline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole bench's wiring, its trials replaced by a linear worker (no servers started):
+    the search runs until a load fails, and the headline comes from the matched trials."""
+    import bench.cluster.__main__ as bc
+
+    def fake_trial(_cluster: object, n: int, beds: int, _args: object, _work: Path) -> dict:
+        return {
+            "workers": n,
+            "beds": beds,
+            "worker_cores": n * 0.05 + 0.002 * beds,
+            "sustained": beds / n <= 200,
+            "latency_s": {"p50": 0.05, "p99": 0.2},
+            "nats_server_cores": 0.3,
+            "msgs_per_s": beds * 2.0,
+        }
+
+    failover = {"waits_s": [3.0], "gap_events": 0, "beats_missing": 0, "duplicate_beats": 0}
+    failover |= {"false_alarms": [], "stall_alarms": []}
+    monkeypatch.setattr(bc, "capacity_trial", fake_trial)
+    monkeypatch.setattr(bc, "failover_run", lambda *_: failover)
+    monkeypatch.setattr(
+        bc, "trial", lambda *_: {"latency_s": {"p50": 0.04}, "detector_cpu_cores": 0.1}
+    )
+    monkeypatch.setattr(bc.NatsCluster, "__post_init__", lambda self: None)
+    monkeypatch.setattr(bc.NatsCluster, "start", lambda self: None)
+    monkeypatch.setattr(bc.NatsCluster, "stop", lambda self: None)
+    out = tmp_path / "cluster.json"
+    assert bc.main(["--out", str(out), "--workers", "1,2"]) == 0
+    report = json.loads(out.read_text())
+    assert report["workers"]["1"]["beds"] == 200  # 400 failed twice: the search stopped
+    assert report["workers"]["2"]["beds"] == 400
+    # 1 worker with 50 beds: 0.15 cores; 2 workers with 100 beds: 0.3 cores
+    assert report["scaling_efficiency_2_workers"] == pytest.approx(1.0)
+    assert report["scaling"]["efficiency_equal_total_beds"] == pytest.approx(0.15 / 0.2)
+    assert report["scaling"]["cost_model"]["fixed_cores_1_worker"] == pytest.approx(0.05)
+    matched = [r for r in report["runs"] if "matched" in r]
+    assert len(matched) == 4 * 3
