@@ -73,3 +73,15 @@ def test_main_reports_the_matched_trials_as_the_headline(
     assert report["scaling"]["cost_model"]["fixed_cores_1_worker"] == pytest.approx(0.05)
     matched = [r for r in report["runs"] if "matched" in r]
     assert len(matched) == 4 * 3
+
+
+def test_fixed_cost_fit_uses_the_loaded_points_only() -> None:
+    from bench.cluster.fixed_cost import fit
+
+    # idle is cheaper than the loaded line's intercept: it must not pull the fit down
+    medians = {0: 0.014, 8: 0.05 + 8 * 0.0016, 50: 0.05 + 50 * 0.0016}
+    got = fit(medians)
+    assert got is not None
+    assert got["fixed_cores"] == pytest.approx(0.05)
+    assert got["cores_per_bed"] == pytest.approx(0.0016)
+    assert fit({0: 0.014, 8: 0.06}) is None
