@@ -414,18 +414,31 @@ class QRSDetector:
             self._search_back(self._n)
 
     def _decide_peaks(self, peaks: np.ndarray, keep: list, values: list, valleys: list) -> bool:
-        """Decide MWI peaks in sample order (their window tests done); False: signal lost."""
+        """Decide MWI peaks in sample order (their window tests done); False: signal lost.
+
+        Only the peaks that pass (`keep`) are visited: the sub-threshold candidates due before
+        a failing peak are decided at the next passing one, or by `_decide`'s closing
+        `_search_back` (one call to `limit` decides the same, in the same order, as calls to
+        any smaller limits before it: nothing else happens in between), and the look-ahead
+        test is monotone in the sample (the first peak past `_seg_end` stops the rest).
+        """
         w = self._w
-        rows = zip(peaks.tolist(), keep, values, valleys, strict=True)
-        for m, ok, v, valley in rows:
-            e = m + w  # the last sample this decision needs
-            if self._pending and self._pending[0][0] < e:
-                self._search_back(e)
-            if self._seg_end is not None and e >= self._seg_end:
+        end = self._seg_end  # constant here: only lost signal (`_feed_absent`) sets it
+        ms = peaks.tolist()
+        if end is not None and ms and ms[-1] + w >= end:
+            stop = next(j for j, m in enumerate(ms) if m + w >= end)
+        else:
+            stop = len(ms)
+        rows = zip(ms, keep, values, valleys, strict=True)
+        for j, (m, ok, v, valley) in enumerate(rows):
+            if j == stop:
                 return False  # look-ahead runs into lost signal
             if ok:
+                e = m + w  # the last sample this decision needs
+                if self._pending and self._pending[0][0] < e:
+                    self._search_back(e)
                 self._candidate(m, e, v, valley)
-        return True
+        return stop == len(ms)
 
     def _locate(self, m: int) -> tuple[int, float]:
         """R-peak index (largest band-passed deflection before the MWI peak) and max slope."""

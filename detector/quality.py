@@ -33,6 +33,7 @@ import numpy as np
 
 from detector.rhythms.events import EpisodeChange, check_config
 from detector.rhythms.vf_features import VFFeatures
+from ecgcommon.direct_init import direct_init
 
 RELATIVE = ("amp_mv", "kurt", "dkurt", "spread", "psr", "tcsc")
 # Logistic model on quality_inputs(): standardise with MU/SD, then B[0] + B[1:] . z.
@@ -49,6 +50,20 @@ def quality_inputs(f: Mapping[str, float], base: Mapping[str, float]) -> list[fl
         out.append(math.log(f[name] / ref + 1e-6) if ref > 0 and f[name] >= 0 else 0.0)
     out.append(f["hf"])
     return out
+
+
+def column_medians(rows: np.ndarray) -> np.ndarray:
+    """`np.median(rows, axis=0)`, bit for bit (the same order statistics and mean of the middle
+    two), without its Python layers (once every few windows per bed); rows with NaN go through
+    `np.median` itself (its NaN rule)."""
+    n = rows.shape[0]
+    if n == 0 or not np.logical_and.reduce(np.isfinite(rows), axis=None):
+        return np.median(rows, axis=0)
+    k = n // 2
+    if n % 2:  # np.median's mean of the middle row(s): np.add.reduce, then / their count
+        return np.add.reduce(np.partition(rows, k, axis=0)[k : k + 1], axis=0) / 1
+    part = np.partition(rows, (k - 1, k), axis=0)
+    return np.add.reduce(part[k - 1 : k + 1], axis=0) / 2
 
 
 def artifact_probability(z: list[float]) -> float:
@@ -80,6 +95,7 @@ class QualityConfig:
             raise ValueError("QualityConfig.on_windows must be <= on_of")
 
 
+@direct_init
 @dataclass(frozen=True)
 class LeadQuality:
     """One window's verdict on one lead."""
@@ -121,7 +137,7 @@ class LeadSQI:
             self.learning = []
             self.stale = c.learn_windows
         if self.stale >= min(10, c.learn_windows):  # medians refreshed every few clean windows
-            med = np.median(np.array(self.history), axis=0)
+            med = column_medians(np.array(self.history))
             self.base = dict(zip(RELATIVE, med.tolist(), strict=True))
             self._base_row = tuple(self.base[name] for name in RELATIVE)
             self.stale = 0

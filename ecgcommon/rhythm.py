@@ -26,14 +26,18 @@ import math
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
+
+from ecgcommon.direct_init import direct_init
 
 DEFAULT_HISTORY = 32  # RR intervals in the running local average
 SHORT_HISTORY = 8  # RR intervals in the short-term median
 MIN_HISTORY = 2  # RR intervals needed before the ratios mean anything
 
 
+@direct_init
 @dataclass(frozen=True)
 class RhythmFeatures:
     """Causal RR features of one beat (see the module docstring)."""
@@ -89,7 +93,7 @@ class RRTracker:
         self._last_peak = peak
         if len(self._rrs) >= MIN_HISTORY:
             local = sum(self._rrs) / len(self._rrs)
-            recent = sorted(list(self._rrs)[-SHORT_HISTORY:])
+            recent = sorted(islice(self._rrs, max(0, len(self._rrs) - SHORT_HISTORY), None))
             k = len(recent) // 2  # their median as np.median gives it, without numpy's overhead
             med = recent[k] if len(recent) % 2 else (recent[k - 1] + recent[k]) / 2
             feats = RhythmFeatures(

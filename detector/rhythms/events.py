@@ -6,7 +6,12 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ecgcommon.direct_init import direct_init
 
+_REAL = (int, float)  # = int | float, made once (a beat's checks run several times)
+
+
+@direct_init
 @dataclass(frozen=True)
 class RhythmBeat:
     """One classified beat, as the engine publishes it (times on the signal clock, unix s)."""
@@ -21,17 +26,18 @@ class RhythmBeat:
     @property
     def valid(self) -> bool:
         """A beat with a finite time (anything else is dropped by the detectors)."""
-        return isinstance(self.t, int | float) and math.isfinite(self.t)
+        return isinstance(self.t, _REAL) and math.isfinite(self.t)
 
     @property
     def rr(self) -> float | None:
         """The RR interval in s when it is a finite, physiological number, else None."""
         rr = self.rr_s
-        if rr is None or not isinstance(rr, int | float) or not math.isfinite(rr):
+        if rr is None or not isinstance(rr, _REAL) or not math.isfinite(rr):
             return None
         return rr if 0.15 <= rr <= 6.0 else None
 
 
+@direct_init
 @dataclass(frozen=True)
 class EpisodeChange:
     """An episode (or the `noisy` condition) starts (`active`) or ends at signal time `t`."""

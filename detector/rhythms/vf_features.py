@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecgcommon.direct_init import direct_init
+
 FEATURES = ("tcsc", "leakage", "a2", "m", "peak_hz", "hf", "kurt", "amp_mv", "psr", "dkurt")
 QUALITY = ("spread",)  # computed with them, for detector.quality only
 
@@ -78,6 +80,7 @@ def _run(f: np.ndarray, lo: float, hi: float) -> slice:
     return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
 
 
+@direct_init
 @dataclass(frozen=True)
 class VFFeatures:
     """Features of one window (see the module docstring)."""
@@ -120,10 +123,10 @@ def vf_features(
     if not peak > 0 or not math.isfinite(peak):
         return VFFeatures(0.0, 1.0, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0)
     # TCSC: cosine taper of 0.25 s at both ends, then the share above 0.2 of the maximum
-    z = np.abs(y * taper)
+    ay = np.abs(y)
+    z = ay * taper  # = np.abs(y * taper) bit for bit: the taper is >= 0
     tcsc = float(np.count_nonzero(z > 0.2 * np.maximum.reduce(z))) / n
     # VF filter leakage: half period N from the mean absolute slope
-    ay = np.abs(y)
     sa = float(add(ay))
     dy = y[1:] - y[:-1]  # = np.diff(y)
     d = float(add(np.abs(dy)))
