@@ -125,3 +125,36 @@ def test_bad_input_keeps_the_beat_finders_times() -> None:
         AlignConfig(min_corr=1.5)
     with pytest.raises(ValueError, match="fs"):
         BeatAligner(0.0, 0.0)
+
+
+def _mixed(n_beats: int, rr_s: float = 0.8) -> tuple[np.ndarray, list[RhythmBeat]]:
+    """(samples, beats) of narrow complexes with every fourth beat wide and inverted (a PVC);
+    the classifier called every third beat V, the wide ones included or not."""
+    t = np.arange(int((n_beats + 2) * rr_s * FS)) / FS
+    x = np.zeros_like(t)
+    beats: list[RhythmBeat] = []
+    for i in range(n_beats):
+        b = 1.0 + rr_s * i
+        wide = i % 4 == 3
+        for dt, a, w in ((0.0, -0.8, 0.04), (0.12, 0.5, 0.05)) if wide else ((0.0, 1.0, 0.012),):
+            x += a * np.exp(-0.5 * ((t - b - dt) / w) ** 2)
+        cls = "V" if wide or i % 3 == 2 else "N"
+        beats.append(RhythmBeat(i, b, rr_s if i else None, None, cls))
+    return x, beats
+
+
+def test_v_beats_with_the_beds_own_complex_count_as_conducted() -> None:
+    x, beats = _mixed(40)
+    y, _, fs = decimate(x[:, None], FS)
+    aligner = BeatAligner(fs, 0.0, AlignConfig(keep_s=60.0))
+    aligner.feed(y[:, 0])
+    out = [aligner.beat(b) for b in beats]
+    for i, (b, o) in enumerate(zip(beats, out, strict=True)):
+        if i < 2 or b.cls == "N":
+            continue
+        assert o.cls == ("V" if i % 4 == 3 else "S"), i  # wide: V; narrow called V: S
+    off = BeatAligner(fs, 0.0, AlignConfig(keep_s=60.0, conducted_corr=1.0))
+    off.feed(y[:, 0])
+    assert [off.beat(b).cls for b in beats] == [b.cls for b in beats]
+    with pytest.raises(ValueError, match="conducted_corr"):
+        AlignConfig(conducted_corr=1.5)

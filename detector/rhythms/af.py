@@ -13,10 +13,15 @@ Measures of the window, kept as running counts (O(1) per beat):
 - `irregular`: the share of successive differences |RR[i] - RR[i-1]| (directly consecutive
   kept intervals) above `diff_rel` times their mean, a rate-normalised form of the counting
   measures of Tateno & Glass 2001 and Petrenas et al. 2015 (Comput Biol Med 65:184). Sinus
-  rhythm changes by a few percent per beat, AF by 10..50 %.
-- `span`: the same share for two-beat spans (RR[i] + RR[i-1] against RR[i-2] + RR[i-3]). A
-  displaced beat (an ectopic the classifier missed, a jittery fiducial point on a paced beat)
-  makes a short and a long interval whose sum stays regular; AF's spans do not.
+  rhythm changes by a few percent per beat, AF by 10..50 %. Below a mean RR of `rate_rr_s`
+  (0.8 s) the share scales down in proportion (80 ms at 75 bpm, 45 ms at 100, 26 ms at 130
+  bpm): beat-to-beat variability falls faster than the RR as the rate rises, in sinus rhythm
+  (Sacha & Pluta 2008, Int J Cardiol; Sacha 2013, Front Physiol) and in AF with a fast
+  ventricular response, whose changes stay well above sinus rhythm's but under 10 %.
+- `span`: the same share (rate-scaled alike) for two-beat spans (RR[i] + RR[i-1] against
+  RR[i-2] + RR[i-3]). A displaced beat (an ectopic the classifier missed, a jittery fiducial
+  point on a paced beat) makes a short and a long interval whose sum stays regular; AF's spans
+  do not.
 - `tpr`: turning-point ratio (random: 2/3; bigeminy: 1).
 - `she`, only when the others call a start: Shannon entropy of the RR histogram (16 bins,
   `trim` extremes dropped), 0..1 (Dash et al. 2009, Ann Biomed Eng 37:1701): bigeminy and
@@ -51,6 +56,9 @@ class AFConfig:
 
     window_beats: int = 32
     diff_rel: float = 0.1  # a successive RR difference > this share of the pair's mean
+    # below this mean RR the share scales down in proportion (the threshold goes with RR^2):
+    # beat-to-beat variability falls faster than the RR as the rate rises
+    rate_rr_s: float = 0.8
     irregular_on: float = 0.55  # share of irregular differences that starts AF
     irregular_off: float = 0.33  # ... below which it ends
     min_diffs: float = 0.5  # share of the window's intervals that must form differences
@@ -159,16 +167,17 @@ class AFDetector:
             self.n_span -= sp >= 0
             self.n_span_irr -= sp == 1
         flag = turn = span = -1
-        rel = self.config.diff_rel
         if self.prev_kept and self.rr:
             r1 = self.rr[-1]
-            flag = int(abs(rr - r1) > rel * 0.5 * (rr + r1))
+            m = 0.5 * (rr + r1)
+            flag = int(abs(rr - r1) > self._rel(m) * m)
             if self.flag[-1] >= 0:  # three consecutive intervals
                 r0 = self.rr[-2]
                 turn = int((r1 > r0 and r1 > rr) or (r1 < r0 and r1 < rr))
                 if self.flag[-2] >= 0:  # four: two spans
                     a, b = rr + r1, r0 + self.rr[-3]
-                    span = int(abs(a - b) > rel * 0.5 * (a + b))
+                    ms = 0.25 * (a + b)  # the mean RR of the two spans
+                    span = int(abs(a - b) > self._rel(ms) * 2 * ms)
         self.rr.append(rr)
         self.times.append(t)
         self.index.append(self.seen)
@@ -184,6 +193,12 @@ class AFDetector:
         self.prev_kept = True
         if flag == 1:
             self.last_irregular_t = t
+
+    def _rel(self, mean_rr: float) -> float:
+        """The share of the mean RR a change must exceed: `diff_rel`, scaled down in proportion
+        below `rate_rr_s` (so the threshold goes with the RR squared at faster rates)."""
+        c = self.config
+        return c.diff_rel * min(1.0, mean_rr / c.rate_rr_s)
 
     def _decide(self, beat: RhythmBeat) -> list[EpisodeChange]:
         c = self.config

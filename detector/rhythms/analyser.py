@@ -7,7 +7,8 @@
     beats   -> VTDetector, SVTDetector (no new episode in artifact; a VT run must repeat its
                complexes, cut from the decimated leads: `shapes`)
             -> atrial.BeatAligner (RR between beat times refined on the bed's beat template,
-               from the decimated analysed lead) -> AFDetector (no AF in VF)
+               from the decimated analysed lead; V/F beats with the template's complex go on
+               as S) -> AFDetector (no AF in VF)
 
 The engine feeds the samples of every accepted chunk (gaps as NaN) and the classified beats in
 time order; both are causal and the output is the same for any chunking. Beats come later

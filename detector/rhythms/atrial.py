@@ -12,6 +12,14 @@ matches the template poorly (`min_corr`: another morphology, artifact) keeps the
 time; the template learns only from beats that match it, and starts over on the newest beat
 after `relearn_beats` poor matches in a row (the morphology changed).
 
+A beat the classifier called V or F whose complex matches the template at `conducted_corr`
+or better has the bed's own conducted complex (an AF beat the classifier read as premature):
+it is passed on as S, so the AF detector keeps its interval inside an episode but starts none
+on it (on one lead a PVC can match the template too: mitdb 223, 214, 200), and it is re-timed
+like the others. V and F beats that match less keep their class and the beat finder's time;
+the template never learns from them. A normalised correlation of about 0.9 is the usual
+"same morphology" test of template-matching beat clustering; the classifier is not changed.
+
 Causal: the samples are fed as they come and each beat is aligned when it is analysed (seconds
 after its samples: the analyser defers beats for the quality verdict), so the output does not
 depend on the chunking (for chunks up to `keep_s` less the beats' delay). Cost: one
@@ -49,14 +57,15 @@ class AlignConfig:
     min_corr: float = 0.8  # normalised correlation below which the beat keeps its time
     learn_rate: float = 0.1  # template update weight of a matching beat
     relearn_beats: int = 8  # poor matches in a row after which the template starts over
+    conducted_corr: float = 0.9  # a V or F beat matching the template this well is conducted
     # samples kept: a chunk may hold 10 s (ecgcommon.limits.MAX_CHUNK_S), and its beats reach
     # the AF detector a few seconds after its last sample
     keep_s: float = 16.0
 
     def __post_init__(self) -> None:
         check_config(self)
-        if self.min_corr >= 1 or self.learn_rate > 1:
-            raise ValueError("AlignConfig.min_corr must be < 1 and learn_rate <= 1")
+        if self.min_corr >= 1 or self.learn_rate > 1 or self.conducted_corr > 1:
+            raise ValueError("AlignConfig.min_corr must be < 1, learn_rate and conducted_corr <= 1")
         if self.keep_s < 2 * (self.pre_s + self.post_s + self.max_shift_s):
             raise ValueError("AlignConfig.keep_s must hold a few beat segments")
 
@@ -83,6 +92,7 @@ class BeatAligner:
         self.poor = 0  # poor matches in a row
         self.prev_t = math.nan  # refined time of the previous beat
         self.prev_raw = math.nan  # its beat-finder time
+        self.corr = math.nan  # the newest aligned beat's best correlation with the template
 
     def feed(self, y: np.ndarray) -> None:
         """The next decimated samples of the analysed lead (non-finite ones read as 0)."""
@@ -105,6 +115,7 @@ class BeatAligner:
     def align(self, t: float, cls: str | None) -> float:
         """The beat at signal time `t` (class `cls`) re-timed on the template, or `t` itself
         when its segment is not (or no longer) in the buffer or matches poorly."""
+        self.corr = math.nan
         if not math.isfinite(t):
             return t
         c = self.config
@@ -126,6 +137,7 @@ class BeatAligner:
         energy *= self.t_energy
         corr /= np.sqrt(energy + 1e-12)
         k = int(corr.argmax())
+        self.corr = float(corr[k])
         if corr[k] < c.min_corr:
             self.poor += learn
             if learn and self.poor >= c.relearn_beats:
@@ -148,8 +160,15 @@ class BeatAligner:
     def beat(self, b: RhythmBeat) -> RhythmBeat:
         """`b` with its RR interval taken between the refined times of it and the beat before
         (the beat finder's interval when the two differ by more than the search range)."""
-        # V, F and Q beats make no interval the AF detector keeps: not worth aligning
-        t = b.t if b.cls in ("V", "F", "Q") else self.align(b.t, b.cls)
+        self.corr = math.nan
+        t = b.t if b.cls == "Q" else self.align(b.t, b.cls)
+        cls = b.cls
+        if cls in ("V", "F") and self.corr >= self.config.conducted_corr:
+            cls = "S"  # the bed's own conducted complex: carries AF like an S beat, starts none
+        elif cls in ("V", "F"):
+            t = b.t  # another morphology: its time stays the beat finder's
+        if cls != b.cls:
+            b = RhythmBeat(b.sample, b.t, b.rr_s, b.hr_bpm, cls, b.score)
         rr = b.rr
         prev_t, prev_raw = self.prev_t, self.prev_raw
         self.prev_t, self.prev_raw = t, b.t
