@@ -50,6 +50,6 @@ def direct_init(cls: type[T]) -> type[T]:
     exec("\n".join(lines), env)  # noqa: S102 - source built above from field names only
     init = env["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
-    init.__module__ = cls.__module__  # type: ignore[attr-defined]
-    cls.__init__ = init  # type: ignore[misc]
+    init.__module__ = cls.__module__
+    cls.__init__ = init  # type: ignore[method-assign,assignment]
     return cls

@@ -132,8 +132,8 @@ class BeatAligner:
                 self._learn(seg[self.shift : seg.size - self.shift].copy())
             return t
         # = np.correlate(..., mode="valid") without its dispatch layer (once per beat)
-        corr = correlate2(seg, tmpl, 0)  # normalised below (cosine)
-        energy = correlate2(seg * seg, self.ones, 0)
+        corr: np.ndarray = correlate2(seg, tmpl, 0)  # type: ignore[assignment]  # cosine, below
+        energy: np.ndarray = correlate2(seg * seg, self.ones, 0)  # type: ignore[assignment]
         energy *= self.t_energy
         corr /= np.sqrt(energy + 1e-12)
         k = int(corr.argmax())
