@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("detector.nats")
 RENEW_S = 1.0  # lease and membership renewal period
+SETUP_RETRY_S = 1.0  # between refused JetStream set-ups
 IN_MAX_AGE_S = 600.0  # how far back ECG_IN keeps samples (replay horizon)
 OUT_MAX_AGE_S = 600.0
 SETTLE_TIMEOUT_S = 5.0  # results must be acknowledged this fast for a checkpoint to commit
@@ -257,6 +258,23 @@ class NatsWorker:
             return
         self.js = self.nc.jetstream(timeout=JS_TIMEOUT_S)
         self.out = Outbox(self.js)
+        while not svc._stopping.is_set():
+            try:
+                await self._setup()
+                break
+            except Exception as exc:  # a fresh cluster with no JetStream leader yet, or a
+                # worker racing another to create a stream: tried again, never fatal
+                log.warning("JetStream setup refused (%s); trying again", exc)
+                await asyncio.sleep(SETUP_RETRY_S)
+        else:
+            await self.nc.close()
+            self.nc = None
+            return
+        up()
+        log.info("worker %s on %s: %d partitions", self.me, self.servers, self.partitions)
+
+    async def _setup(self) -> None:
+        """The streams and buckets the worker uses, created where missing."""
         await subjects.ensure_stream(
             self.js, subjects.IN_STREAM, [f"{subjects.PART}.>"], IN_MAX_AGE_S
         )
@@ -266,8 +284,6 @@ class NatsWorker:
         self.leases = await subjects.ensure_kv(self.js, subjects.LEASES, self.ttl)
         self.members = await subjects.ensure_kv(self.js, subjects.MEMBERS, self.ttl)
         self.ckpt = await subjects.ensure_kv(self.js, subjects.CHECKPOINTS, None)
-        up()
-        log.info("worker %s on %s: %d partitions", self.me, self.servers, self.partitions)
 
     async def _main(self) -> None:
         await self._connect()

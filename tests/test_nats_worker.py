@@ -155,6 +155,44 @@ def test_partition_whose_consumer_cannot_be_created_is_taken_up_next_round(
         svc.http.server_close()
 
 
+def test_refused_jetstream_setup_is_tried_again_not_fatal(
+    single: NatsCluster, unique_ward: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI saw one of two workers started together on a fresh cluster never join: its stream
+    creation was refused (a timeout while the other created the same stream), the exception
+    ended its thread, and the survivor took every partition."""
+    import detector.nats_link as link
+
+    real = subjects.ensure_stream
+    refused: list[str] = []
+
+    async def ensure_stream(js: object, name: str, *a: Any, **kw: Any) -> int:
+        if len(refused) < 2:
+            refused.append(name)
+            raise nats.errors.TimeoutError  # as while JetStream elects the stream's leader
+        return await real(js, name, *a, **kw)
+
+    monkeypatch.setattr(subjects, "ensure_stream", ensure_stream)
+    monkeypatch.setattr(link, "SETUP_RETRY_S", 0.05)
+    svc = _service(single.bus, unique_ward)
+    worker = NatsWorker(svc)
+
+    async def main() -> None:
+        await worker._connect()
+        try:
+            assert len(refused) == 2  # refused twice, then set up on the third try
+            assert svc.connected.is_set() and worker.leases is not None
+            await worker._rebalance()
+            assert set(worker.owned) == set(range(subjects.PARTITIONS))
+        finally:
+            await worker.nc.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        svc.http.server_close()
+
+
 def test_dropped_partition_does_not_send_its_queued_beats(data_dir: Path) -> None:
     """Beats waiting in the batcher when a partition is dropped follow its last checkpoint, so
     the next owner replays them; sent as well they would reach alerting twice."""
