@@ -25,7 +25,6 @@ from detector.errors import ChunkRejected
 from detector.metrics import DetectorMetrics
 from detector.pipeline import DetectedBeat, Output, Pipeline, windows_of
 from detector.rhythms import EpisodeChange, RhythmAnalyser, RhythmBeat
-from ecgcommon.direct_init import direct_init
 from ecgcommon.limits import LogLimiter, fs_ok, fs_range_text
 from ecgcommon.protocol import (
     BeatResult,
@@ -51,7 +50,6 @@ class Scorer(Protocol):
         ...
 
 
-@direct_init
 @dataclass(frozen=True)
 class Publication:
     """An MQTT message to send."""

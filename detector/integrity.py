@@ -18,14 +18,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecgcommon.direct_init import direct_init
-
 ACCEPT = "accept"
 DROP = "drop"
 RESET = "reset"  # first chunk of a (re)started stream: the caller starts a fresh pipeline
 
 
-@direct_init
 @dataclass(frozen=True)
 class Verdict:
     """What to do with a chunk: accept (after `fill` NaN samples, skipping `skip`), drop, reset."""

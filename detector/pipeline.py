@@ -23,7 +23,6 @@ from detector.integrity import ACCEPT, DROP, IntegrityTracker
 from detector.qrs import QRSConfig, QRSDetector
 from detector.qrs_input import all_finite
 from detector.signal_buffer import SignalBuffer
-from ecgcommon.direct_init import direct_init
 from ecgcommon.limits import MAX_FS_HZ as MAX_FS
 from ecgcommon.limits import MIN_FS_HZ as MIN_FS
 from ecgcommon.protocol import SampleChunk
@@ -31,7 +30,6 @@ from ecgcommon.rhythm import RhythmFeatures, RRTracker
 from ecgcommon.windowing import WINDOW, WindowSpec, beat_windows
 
 
-@direct_init
 @dataclass(frozen=True)
 class DetectedBeat:
     """A beat whose window is complete, ready for scoring."""
@@ -72,7 +70,6 @@ def windows_of(beats: list[DetectedBeat], spec: WindowSpec = WINDOW) -> np.ndarr
     return out
 
 
-@direct_init
 @dataclass(frozen=True)
 class PipelineEvent:
     """A technical event found by the pipeline (type from `ecgcommon.protocol.EVENT_TYPES`)."""

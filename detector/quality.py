@@ -33,7 +33,6 @@ import numpy as np
 
 from detector.rhythms.events import EpisodeChange, check_config
 from detector.rhythms.vf_features import VFFeatures
-from ecgcommon.direct_init import direct_init
 
 RELATIVE = ("amp_mv", "kurt", "dkurt", "spread", "psr", "tcsc")
 # Logistic model on quality_inputs(): standardise with MU/SD, then B[0] + B[1:] . z.
@@ -95,7 +94,6 @@ class QualityConfig:
             raise ValueError("QualityConfig.on_windows must be <= on_of")
 
 
-@direct_init
 @dataclass(frozen=True)
 class LeadQuality:
     """One window's verdict on one lead."""

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ecgcommon.direct_init import direct_init
 from ecgcommon.limits import MAX_CHUNK_SAMPLES, MAX_INT_DIGITS, fs_ok, fs_range_text
 
 MAGIC = b"ECGS"
@@ -103,7 +102,6 @@ class BadField(DecodeError):
 # ---------------------------------------------------------------------------- payloads
 
 
-@direct_init
 @dataclass(frozen=True, eq=False)
 class SampleChunk:
     """Consecutive samples of one bed: raw values (int16 for binary) and how to read them.
@@ -144,7 +142,6 @@ class SampleChunk:
         return x
 
 
-@direct_init
 @dataclass(frozen=True)
 class BeatResult:
     """One scored beat. `errors` (per-timestep reconstruction error) only when asked for."""
@@ -163,7 +160,6 @@ class BeatResult:
     cls: str | None = None  # AAMI class (BEAT_CLASSES) from the detector's beat classifier
 
 
-@direct_init
 @dataclass(frozen=True)
 class Event:
     """A clinical (anomaly) or technical event of one bed. Conditions use `active`."""

@@ -30,14 +30,11 @@ from itertools import islice
 
 import numpy as np
 
-from ecgcommon.direct_init import direct_init
-
 DEFAULT_HISTORY = 32  # RR intervals in the running local average
 SHORT_HISTORY = 8  # RR intervals in the short-term median
 MIN_HISTORY = 2  # RR intervals needed before the ratios mean anything
 
 
-@direct_init
 @dataclass(frozen=True)
 class RhythmFeatures:
     """Causal RR features of one beat (see the module docstring)."""

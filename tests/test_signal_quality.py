@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from bench.arrhythmia.noise import NoiseProtocol, load_noise, stress
-from detector.quality import LeadQuality, LeadSQI, NoisyGate, QualityConfig
+from detector.quality import LeadQuality, LeadSQI, NoisyGate, QualityConfig, column_medians
 from detector.rhythms.vf_features import VFFeatures
 from ecgcommon.aami import beat_mask
 from ecgcommon.records import load_record
@@ -121,3 +122,15 @@ def test_noisy_ends_only_on_clearly_clean_windows_and_is_known_from_its_decision
     assert gate.known_at(10.9) and not gate.known_at(11.0) and gate.known_at(5.5)
     with pytest.raises(ValueError, match="p_recover"):
         QualityConfig(p_recover=0.8)
+
+
+def test_column_medians_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    for n in range(1, 70):
+        for scale in (1e-3, 1.0, 1e3):
+            rows = rng.standard_normal((n, 6)) * scale
+            rows[: n // 3] = np.round(rows[: n // 3], 1) * 0.0  # ties and signed zeros
+            assert column_medians(rows).tobytes() == np.median(rows, axis=0).tobytes()
+    rows = rng.standard_normal((9, 6))
+    rows[3, 2] = np.nan
+    assert np.array_equal(column_medians(rows), np.median(rows, axis=0), equal_nan=True)

@@ -427,12 +427,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--failover-beds", type=int, default=8)
     p.add_argument("--failover-s", type=float, default=48.0)
     p.add_argument("--hop-beds", type=int, default=100)
+    p.add_argument(
+        "--scaling-only",
+        action="store_true",
+        help="only the matched trials of scaling_efficiency_2_workers, written to --out",
+    )
     args = p.parse_args(argv)
     bed_list = [int(x) for x in args.beds.split(",")]
     work = Path(tempfile.mkdtemp(prefix="ecg-cluster-"))
     cluster = NatsCluster(work, n=3)
     cluster.start()
-    runs: list[dict] = []
+    if args.scaling_only:
+        runs: list[dict] = []
+        try:
+            matched = matched_efficiency(cluster, runs, args, work)
+        finally:
+            cluster.stop()
+        Path(args.out).write_text(
+            json.dumps({"scaling": matched, "runs": runs}, indent=1, default=float)
+        )
+        print(json.dumps(matched.get("worker_cores_median"), indent=1), flush=True)
+        print(f"scaling_efficiency_2_workers {matched['efficiency_equal_beds_per_worker']:.2f}")
+        return 0
+    runs = []
     try:
         workers: dict[str, dict] = {}
         for n in [int(x) for x in args.workers.split(",")]:

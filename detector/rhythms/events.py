@@ -6,12 +6,9 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ecgcommon.direct_init import direct_init
-
 _REAL = (int, float)  # = int | float, made once (a beat's checks run several times)
 
 
-@direct_init
 @dataclass(frozen=True)
 class RhythmBeat:
     """One classified beat, as the engine publishes it (times on the signal clock, unix s)."""
@@ -37,7 +34,6 @@ class RhythmBeat:
         return rr if 0.15 <= rr <= 6.0 else None
 
 
-@direct_init
 @dataclass(frozen=True)
 class EpisodeChange:
     """An episode (or the `noisy` condition) starts (`active`) or ends at signal time `t`."""

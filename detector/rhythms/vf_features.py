@@ -31,8 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecgcommon.direct_init import direct_init
-
 FEATURES = ("tcsc", "leakage", "a2", "m", "peak_hz", "hf", "kurt", "amp_mv", "psr", "dkurt")
 QUALITY = ("spread",)  # computed with them, for detector.quality only
 
@@ -80,7 +78,6 @@ def _run(f: np.ndarray, lo: float, hi: float) -> slice:
     return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
 
 
-@direct_init
 @dataclass(frozen=True)
 class VFFeatures:
     """Features of one window (see the module docstring)."""
